@@ -1,0 +1,27 @@
+//! One error type for the library; the CLI wraps it with context via `anyhow`.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no GPU adapter found{0}; on Linux without a GPU install lavapipe (`apt-get install mesa-vulkan-drivers`)")]
+    NoAdapter(String),
+    #[error("could not open a device on adapter '{adapter}': {reason}")]
+    DeviceRequest { adapter: String, reason: String },
+    #[error("the GPU device was lost: {0}")]
+    DeviceLost(String),
+    #[error("GPU error: {0}")]
+    Gpu(String),
+    #[error("{what} needs {needed} bytes but the device allows at most {limit}: use a smaller image or tiling")]
+    TooLarge { what: String, needed: u64, limit: u64 },
+    #[error("cannot read model file {path}: {reason}")]
+    Model { path: PathBuf, reason: String },
+    #[error("model file: {0}")]
+    BadModel(String),
+    #[error("invalid shape: {0}")]
+    Shape(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,271 @@
+//! Adapter choice and device setup, after wgpu's `repeated_compute` example, but with
+//! the adapter's real limits: SD activations need storage bindings past the 128 MiB
+//! default, and f16 / subgroups / timestamps are enabled only where the adapter grants them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::ops::shader_source;
+
+/// How the user picked the adapter: `--backend` / `--adapter` or `WGPU_BACKEND` /
+/// `WGPU_ADAPTER_NAME`.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// `vulkan`, `metal`, `dx12`, `gl` or a comma list; `None` means all.
+    pub backend: Option<String>,
+    /// An index into `oscar-wgpu adapters`, or a case-insensitive part of the name.
+    pub adapter: Option<String>,
+}
+
+impl GpuOptions {
+    fn backends(&self) -> wgpu::Backends {
+        match &self.backend {
+            Some(list) => wgpu::Backends::from_comma_list(list),
+            None => wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
+        }
+    }
+
+    fn adapter_filter(&self) -> Option<String> {
+        self.adapter.clone().or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
+    }
+}
+
+/// What `oscar-wgpu adapters` prints about one adapter.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AdapterSummary {
+    pub index: usize,
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub max_storage_binding: u64,
+    pub max_buffer: u64,
+    pub max_workgroups_per_dim: u32,
+    pub max_workgroup_storage: u32,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+    pub timestamps: bool,
+}
+
+impl AdapterSummary {
+    fn new(index: usize, adapter: &wgpu::Adapter) -> Self {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = adapter.features();
+        AdapterSummary {
+            index,
+            name: info.name,
+            backend: format!("{:?}", info.backend).to_lowercase(),
+            device_type: format!("{:?}", info.device_type),
+            driver: info.driver,
+            driver_info: info.driver_info,
+            max_storage_binding: limits.max_storage_buffer_binding_size as u64,
+            max_buffer: limits.max_buffer_size,
+            max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
+            max_workgroup_storage: limits.max_compute_workgroup_storage_size,
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+        }
+    }
+}
+
+fn instance(options: &GpuOptions) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = options.backends();
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter the chosen backends expose, in a stable order.
+pub fn list_adapters(options: &GpuOptions) -> Vec<AdapterSummary> {
+    let adapters = pollster::block_on(instance(options).enumerate_adapters(options.backends()));
+    adapters.iter().enumerate().map(|(i, a)| AdapterSummary::new(i, a)).collect()
+}
+
+/// Discrete GPUs first, CPU rasterisers (lavapipe) last.
+fn preference(adapter: &wgpu::Adapter) -> u8 {
+    match adapter.get_info().device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+fn choose_adapter(options: &GpuOptions) -> Result<wgpu::Adapter> {
+    let adapters = pollster::block_on(instance(options).enumerate_adapters(options.backends()));
+    let backend_note = options.backend.as_ref().map(|b| format!(" for backend '{b}'")).unwrap_or_default();
+    if adapters.is_empty() {
+        return Err(Error::NoAdapter(backend_note));
+    }
+    match options.adapter_filter() {
+        Some(filter) => {
+            if let Ok(index) = filter.parse::<usize>() {
+                return adapters.into_iter().nth(index).ok_or_else(|| {
+                    Error::NoAdapter(format!(" with index {index} (see `oscar-wgpu adapters`)"))
+                });
+            }
+            let needle = filter.to_lowercase();
+            adapters
+                .into_iter()
+                .find(|a| a.get_info().name.to_lowercase().contains(&needle))
+                .ok_or_else(|| Error::NoAdapter(format!(" named like '{filter}'{backend_note}")))
+        }
+        None => Ok(adapters.into_iter().min_by_key(preference).expect("non-empty")),
+    }
+}
+
+/// A kernel's identity: shader, entry point and the `override` constants it is
+/// specialised with. Pipelines are cached by it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KernelKey {
+    pub shader: &'static str,
+    pub entry: &'static str,
+    /// `(name, value)` pairs; values are stored as f64 bits so the key is hashable.
+    pub constants: Vec<(&'static str, u64)>,
+}
+
+impl KernelKey {
+    pub fn new(shader: &'static str, entry: &'static str) -> Self {
+        KernelKey { shader, entry, constants: Vec::new() }
+    }
+
+    pub fn with(mut self, name: &'static str, value: f64) -> Self {
+        self.constants.push((name, value.to_bits()));
+        self
+    }
+}
+
+/// The device, its queue, the limits it was opened with and the pipeline cache.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub summary: AdapterSummary,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    lost: Arc<Mutex<Option<String>>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
+    pipelines: Mutex<HashMap<KernelKey, Arc<wgpu::ComputePipeline>>>,
+}
+
+impl Gpu {
+    pub fn new(options: &GpuOptions) -> Result<Gpu> {
+        let adapter = choose_adapter(options)?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let wanted = wgpu::Features::SHADER_F16
+            | wgpu::Features::SUBGROUP
+            | wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        let features = adapter.features() & wanted;
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("oscar-wgpu"),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+            Error::DeviceRequest { adapter: info.name.clone(), reason: e.to_string() }
+        })?;
+        let lost = Arc::new(Mutex::new(None));
+        let lost_flag = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *lost_flag.lock().unwrap() = Some(format!("{reason:?}: {message}"));
+        });
+        // wgpu's default handler panics; we turn errors into `Error::Gpu` at the next sync point.
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap().push(e.to_string());
+        }));
+        Ok(Gpu {
+            summary: AdapterSummary::new(0, &adapter),
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            lost,
+            errors,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn has(&self, feature: wgpu::Features) -> bool {
+        self.features.contains(feature)
+    }
+
+    /// The largest range one storage binding may cover.
+    pub fn max_binding(&self) -> u64 {
+        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+    }
+
+    /// Fails if the device was lost or a GPU error was reported since the last check.
+    pub fn check(&self) -> Result<()> {
+        if let Some(reason) = self.lost.lock().unwrap().clone() {
+            return Err(Error::DeviceLost(reason));
+        }
+        let mut errors = self.errors.lock().unwrap();
+        if !errors.is_empty() {
+            let message = errors.join("\n");
+            errors.clear();
+            return Err(Error::Gpu(message));
+        }
+        Ok(())
+    }
+
+    /// Blocks until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(e.to_string()))?;
+        self.check()
+    }
+
+    fn module(&self, shader: &'static str) -> Result<Arc<wgpu::ShaderModule>> {
+        let mut modules = self.modules.lock().unwrap();
+        if let Some(m) = modules.get(shader) {
+            return Ok(m.clone());
+        }
+        let source = shader_source(shader)
+            .ok_or_else(|| Error::Gpu(format!("no shader named '{shader}' is registered")))?;
+        let module = Arc::new(self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(shader),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        }));
+        modules.insert(shader, module.clone());
+        Ok(module)
+    }
+
+    /// The compute pipeline for `key`, compiled once per device.
+    pub fn pipeline(&self, key: &KernelKey) -> Result<Arc<wgpu::ComputePipeline>> {
+        if let Some(p) = self.pipelines.lock().unwrap().get(key) {
+            return Ok(p.clone());
+        }
+        let module = self.module(key.shader)?;
+        let constants: Vec<(&str, f64)> =
+            key.constants.iter().map(|&(n, bits)| (n, f64::from_bits(bits))).collect();
+        let pipeline = Arc::new(self.device.create_compute_pipeline(
+            &wgpu::ComputePipelineDescriptor {
+                label: Some(key.entry),
+                layout: None,
+                module: &module,
+                entry_point: Some(key.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            },
+        ));
+        self.check()?;
+        self.pipelines.lock().unwrap().insert(key.clone(), pipeline.clone());
+        Ok(pipeline)
+    }
+}

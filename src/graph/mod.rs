@@ -1,0 +1,207 @@
+//! A graph is the list of dispatches one model run makes, over tensors that are inputs,
+//! weights (already on the GPU) or intermediates. Model code builds it through the op
+//! functions in [`crate::ops`]; [`plan`] assigns intermediates to buffers by liveness
+//! and [`exec`] records everything into one command buffer.
+
+pub mod exec;
+pub mod plan;
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, KernelKey};
+
+pub use exec::{HostTensor, RunReport};
+pub use plan::Plan;
+
+/// A tensor of the graph; cheap to copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tensor(pub(crate) usize);
+
+/// Element storage on the GPU. Activations are always f32; weights may be packed f16
+/// (two halves per u32 word) and are widened to f32 in the shader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F16,
+    U32,
+}
+
+impl DType {
+    /// Bytes a tensor of `len` elements takes, padded to whole 32-bit words.
+    pub fn bytes(self, len: usize) -> u64 {
+        match self {
+            DType::F32 | DType::U32 => 4 * len as u64,
+            DType::F16 => 4 * len.div_ceil(2) as u64,
+        }
+    }
+}
+
+pub(crate) enum Storage {
+    /// Host data uploaded when the graph runs.
+    Input(Vec<u8>),
+    /// A resident buffer (weights) shared by every graph that uses it.
+    Resident(Arc<wgpu::Buffer>),
+    /// Produced by a dispatch; lives in a planned buffer.
+    Intermediate,
+    /// Another shape over the storage of a (non-alias) tensor.
+    Alias(Tensor),
+}
+
+pub(crate) struct TensorInfo {
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+    pub storage: Storage,
+}
+
+/// A byte range of a tensor bound to one storage binding. Whole tensors are the usual
+/// case; ops split tensors larger than one binding into aligned windows.
+#[derive(Clone, Copy, Debug)]
+pub struct View {
+    pub tensor: Tensor,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// One compute dispatch: binding 0 is its uniform `params`, bindings 1.. are `views`.
+pub struct Dispatch {
+    pub kernel: KernelKey,
+    pub params: Vec<u8>,
+    pub views: Vec<View>,
+    pub workgroups: [u32; 3],
+    /// Stage of the model it belongs to ("unet", "vae_decode", …), for per-stage timing.
+    pub stage: Arc<str>,
+    /// Floating-point operations it performs (multiply-add = 2), for GFLOP/s reports.
+    pub flops: u64,
+}
+
+pub struct Graph<'g> {
+    pub gpu: &'g Gpu,
+    pub(crate) tensors: Vec<TensorInfo>,
+    pub(crate) dispatches: Vec<Dispatch>,
+    stage: Arc<str>,
+}
+
+impl<'g> Graph<'g> {
+    pub fn new(gpu: &'g Gpu) -> Self {
+        Graph { gpu, tensors: Vec::new(), dispatches: Vec::new(), stage: Arc::from("") }
+    }
+
+    /// Dispatches added from now on are timed under `stage`.
+    pub fn set_stage(&mut self, stage: &str) {
+        self.stage = Arc::from(stage);
+    }
+
+    fn add(&mut self, shape: &[usize], dtype: DType, storage: Storage) -> Tensor {
+        self.tensors.push(TensorInfo { shape: shape.to_vec(), dtype, storage });
+        Tensor(self.tensors.len() - 1)
+    }
+
+    pub fn input_f32(&mut self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        check_len(shape, data.len())?;
+        Ok(self.add(shape, DType::F32, Storage::Input(bytemuck::cast_slice(data).to_vec())))
+    }
+
+    pub fn input_u32(&mut self, shape: &[usize], data: &[u32]) -> Result<Tensor> {
+        check_len(shape, data.len())?;
+        Ok(self.add(shape, DType::U32, Storage::Input(bytemuck::cast_slice(data).to_vec())))
+    }
+
+    /// A tensor already on the GPU, such as a weight.
+    pub fn resident(&mut self, shape: &[usize], dtype: DType, buffer: Arc<wgpu::Buffer>) -> Tensor {
+        self.add(shape, dtype, Storage::Resident(buffer))
+    }
+
+    /// A new intermediate; its buffer is assigned by the planner.
+    pub fn intermediate(&mut self, shape: &[usize], dtype: DType) -> Tensor {
+        self.add(shape, dtype, Storage::Intermediate)
+    }
+
+    pub fn shape(&self, t: Tensor) -> &[usize] {
+        &self.tensors[t.0].shape
+    }
+
+    pub fn dtype(&self, t: Tensor) -> DType {
+        self.tensors[t.0].dtype
+    }
+
+    pub fn len(&self, t: Tensor) -> usize {
+        self.shape(t).iter().product()
+    }
+
+    pub fn bytes(&self, t: Tensor) -> u64 {
+        self.dtype(t).bytes(self.len(t))
+    }
+
+    /// The same data under another shape (no copy); the element count must match.
+    pub fn reshape(&mut self, t: Tensor, shape: &[usize]) -> Result<Tensor> {
+        check_len(shape, self.len(t))?;
+        let root = self.root(t);
+        let dtype = self.dtype(t);
+        Ok(self.add(shape, dtype, Storage::Alias(root)))
+    }
+
+    /// The tensor whose storage `t` uses.
+    pub(crate) fn root(&self, t: Tensor) -> Tensor {
+        match self.tensors[t.0].storage {
+            Storage::Alias(root) => root,
+            _ => t,
+        }
+    }
+
+    /// The whole tensor as one binding; fails if it exceeds the device's binding limit.
+    pub fn view(&self, t: Tensor) -> Result<View> {
+        self.window(t, 0, self.bytes(t))
+    }
+
+    /// Bytes `[offset, offset + size)` of `t` as one binding.
+    pub fn window(&self, t: Tensor, offset: u64, size: u64) -> Result<View> {
+        let limit = self.gpu.max_binding();
+        if size > limit {
+            return Err(Error::TooLarge { what: format!("a binding of a {:?} tensor", self.shape(t)), needed: size, limit });
+        }
+        let align = self.gpu.limits.min_storage_buffer_offset_alignment as u64;
+        if offset % align != 0 || offset + size > self.bytes(t) {
+            return Err(Error::Shape(format!("window {offset}+{size} of a {:?} tensor is misaligned or out of range", self.shape(t))));
+        }
+        Ok(View { tensor: t, offset, size })
+    }
+
+    pub fn dispatch(&mut self, kernel: KernelKey, params: &[u8], views: Vec<View>, workgroups: [u32; 3], flops: u64) {
+        let mut params = params.to_vec();
+        // Uniform structs are sized in multiples of 16 bytes.
+        params.resize(params.len().div_ceil(16).max(1) * 16, 0);
+        self.dispatches.push(Dispatch { kernel, params, views, workgroups, stage: self.stage.clone(), flops });
+    }
+
+    /// Workgroup grid for `groups` workgroups, folded into y (and z) past the device's
+    /// per-dimension limit; shaders recover the flat index with `flat_workgroup`.
+    pub fn grid(&self, groups: u64) -> Result<[u32; 3]> {
+        fold_grid(groups, self.gpu.limits.max_compute_workgroups_per_dimension)
+    }
+}
+
+fn check_len(shape: &[usize], len: usize) -> Result<()> {
+    let n: usize = shape.iter().product();
+    if n != len {
+        return Err(Error::Shape(format!("shape {shape:?} holds {n} elements, data has {len}")));
+    }
+    Ok(())
+}
+
+/// Splits `groups` into a grid whose dimensions stay within `max_dim`.
+pub fn fold_grid(groups: u64, max_dim: u32) -> Result<[u32; 3]> {
+    let max = max_dim as u64;
+    if groups <= max {
+        return Ok([groups.max(1) as u32, 1, 1]);
+    }
+    let y = groups.div_ceil(max);
+    if y <= max {
+        return Ok([max as u32, y as u32, 1]);
+    }
+    let z = y.div_ceil(max);
+    if z > max {
+        return Err(Error::TooLarge { what: "a dispatch grid".into(), needed: groups, limit: max * max * max });
+    }
+    Ok([max as u32, max as u32, z as u32])
+}

@@ -1,0 +1,15 @@
+//! oscar-wgpu: the OSCAR one-step diffusion image codec on wgpu compute shaders.
+//!
+//! Layers, bottom up: [`gpu`] (adapter and device), [`graph`] (ops recorded into a
+//! graph, planned by liveness and executed in one command buffer), [`ops`] (one WGSL
+//! shader and one Rust file per op, each with its CPU reference), [`weights`]
+//! (safetensors on the GPU as f32 or packed f16).
+
+pub mod error;
+pub mod gpu;
+pub mod graph;
+pub mod ops;
+pub mod rng;
+pub mod weights;
+
+pub use error::{Error, Result};

@@ -1,0 +1,174 @@
+//! 2-D convolution (any kernel, stride, asymmetric padding) with an optional fused
+//! activation. Tensors past the storage-binding limit are split into channel windows:
+//! output windows are independent, input windows accumulate into the output.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{channel_chunks, is_f16, u32_of};
+use crate::error::{Error, Result};
+use crate::gpu::KernelKey;
+use crate::graph::{DType, Graph, Tensor};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Activation {
+    #[default]
+    None,
+    Relu,
+    Silu,
+}
+
+impl Activation {
+    fn code(self) -> f64 {
+        match self {
+            Activation::None => 0.0,
+            Activation::Relu => 1.0,
+            Activation::Silu => 2.0,
+        }
+    }
+
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            Activation::None => v,
+            Activation::Relu => v.max(0.0),
+            Activation::Silu => v / (1.0 + (-v).exp()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    pub stride: usize,
+    /// Top, bottom, left, right.
+    pub pad: [usize; 4],
+    pub act: Activation,
+}
+
+impl Conv2d {
+    /// Stride 1, `pad` on every side: the "same" convolution of an odd kernel.
+    pub fn same(pad: usize) -> Self {
+        Conv2d { stride: 1, pad: [pad; 4], act: Activation::None }
+    }
+
+    pub fn strided(stride: usize, pad: [usize; 4]) -> Self {
+        Conv2d { stride, pad, act: Activation::None }
+    }
+
+    pub fn with(self, act: Activation) -> Self {
+        Conv2d { act, ..self }
+    }
+
+    pub fn out_size(&self, h: usize, w: usize, kh: usize, kw: usize) -> Result<(usize, usize)> {
+        let [t, b, l, r] = self.pad;
+        let (ph, pw) = (h + t + b, w + l + r);
+        if self.stride == 0 || ph < kh || pw < kw {
+            return Err(Error::Shape(format!("conv {kh}×{kw} does not fit a {h}×{w} input with padding {:?}", self.pad)));
+        }
+        Ok(((ph - kh) / self.stride + 1, (pw - kw) / self.stride + 1))
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    oh: u32,
+    ow: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad_t: u32,
+    pad_l: u32,
+    w_cin: u32,
+    oc_base: u32,
+    ic_base: u32,
+    accumulate: u32,
+    activate: u32,
+}
+
+const OC_TILE: u64 = 8;
+const PX_TILE: u64 = 4;
+const WORKGROUP: u64 = 64;
+
+/// `x` [cin, h, w], `weight` [cout, cin, kh, kw], `bias` [cout] → [cout, oh, ow].
+pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2d) -> Result<Tensor> {
+    let &[cin, h, w] = g.shape(x) else {
+        return Err(Error::Shape(format!("conv2d input must be [c, h, w], got {:?}", g.shape(x))));
+    };
+    let &[cout, wcin, kh, kw] = g.shape(weight) else {
+        return Err(Error::Shape(format!("conv2d weight must be [cout, cin, kh, kw], got {:?}", g.shape(weight))));
+    };
+    if wcin != cin || g.shape(bias) != [cout] || g.dtype(bias) != g.dtype(weight) {
+        return Err(Error::Shape(format!("conv2d: input {:?}, weight {:?}, bias {:?} disagree", g.shape(x), g.shape(weight), g.shape(bias))));
+    }
+    let (oh, ow) = cfg.out_size(h, w, kh, kw)?;
+    let y = g.intermediate(&[cout, oh, ow], DType::F32);
+    let key = KernelKey::new("conv2d", "main").with("W_F16", is_f16(g.dtype(weight))).with("ACT", cfg.act.code());
+    let in_chunks = channel_chunks(g.gpu, cin, 4 * (h * w) as u64)?;
+    let out_chunks = channel_chunks(g.gpu, cout, 4 * (oh * ow) as u64)?;
+    let (wv, bv) = (g.view(weight)?, g.view(bias)?);
+    for oc in &out_chunks {
+        for (i, ic) in in_chunks.iter().enumerate() {
+            let params = Params {
+                cin: u32_of(ic.len(), "conv2d channels")?,
+                h: u32_of(h, "height")?,
+                w: u32_of(w, "width")?,
+                cout: u32_of(oc.len(), "conv2d channels")?,
+                oh: oh as u32,
+                ow: ow as u32,
+                kh: kh as u32,
+                kw: kw as u32,
+                stride: cfg.stride as u32,
+                pad_t: cfg.pad[0] as u32,
+                pad_l: cfg.pad[2] as u32,
+                w_cin: cin as u32,
+                oc_base: oc.start as u32,
+                ic_base: ic.start as u32,
+                accumulate: (i > 0) as u32,
+                activate: (i + 1 == in_chunks.len()) as u32,
+            };
+            let xv = g.window(x, (ic.start * h * w * 4) as u64, (ic.len() * h * w * 4) as u64)?;
+            let yv = g.window(y, (oc.start * oh * ow * 4) as u64, (oc.len() * oh * ow * 4) as u64)?;
+            let invocations = (oc.len() as u64).div_ceil(OC_TILE) * oh as u64 * (ow as u64).div_ceil(PX_TILE);
+            let grid = g.grid(invocations.div_ceil(WORKGROUP))?;
+            let flops = 2 * (oc.len() * ic.len() * kh * kw * oh * ow) as u64;
+            g.dispatch(key.clone(), bytemuck::bytes_of(&params), vec![xv, wv, bv, yv], grid, flops);
+        }
+    }
+    Ok(y)
+}
+
+/// CPU reference: `x` [cin, h, w], `weight` [cout, cin, kh, kw].
+pub fn reference(x: &[f32], shape: [usize; 3], weight: &[f32], wshape: [usize; 4], bias: &[f32], cfg: Conv2d) -> Vec<f32> {
+    let [cin, h, w] = shape;
+    let [cout, _, kh, kw] = wshape;
+    let (oh, ow) = cfg.out_size(h, w, kh, kw).expect("valid reference shape");
+    let mut y = vec![0.0; cout * oh * ow];
+    for oc in 0..cout {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = bias[oc] as f64;
+                for ic in 0..cin {
+                    for ky in 0..kh {
+                        let iy = (oy * cfg.stride + ky) as isize - cfg.pad[0] as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        for kx in 0..kw {
+                            let ix = (ox * cfg.stride + kx) as isize - cfg.pad[2] as isize;
+                            if ix < 0 || ix >= w as isize {
+                                continue;
+                            }
+                            let xv = x[(ic * h + iy as usize) * w + ix as usize] as f64;
+                            acc += xv * weight[((oc * cin + ic) * kh + ky) * kw + kx] as f64;
+                        }
+                    }
+                }
+                y[(oc * oh + oy) * ow + ox] = cfg.act.apply(acc as f32);
+            }
+        }
+    }
+    y
+}

@@ -1,0 +1,63 @@
+//! The op library. Adding an op is one Rust file here (params, shape logic, workgroup
+//! counts, CPU reference) plus one `shaders/<op>.wgsl`, registered by one line below.
+
+pub mod conv2d;
+pub mod elementwise;
+
+use crate::graph::DType;
+
+macro_rules! register_shaders {
+    ($($name:literal),* $(,)?) => {
+        /// Every shader: its name and WGSL source (without the common prelude).
+        pub const SHADERS: &[(&str, &str)] =
+            &[$(($name, include_str!(concat!("../../shaders/", $name, ".wgsl")))),*];
+    };
+}
+
+register_shaders![
+    "conv2d",
+    "elementwise",
+];
+
+const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
+
+/// A registered shader with the common prelude prepended.
+pub fn shader_source(name: &str) -> Option<String> {
+    SHADERS.iter().find(|(n, _)| *n == name).map(|(_, src)| format!("{PRELUDE}\n{src}"))
+}
+
+/// The `W_F16` override for shaders that read weights of either storage type.
+pub(crate) fn is_f16(dtype: DType) -> f64 {
+    if dtype == DType::F16 { 1.0 } else { 0.0 }
+}
+
+/// Element counts and indices travel to the shaders as u32.
+pub(crate) fn u32_of(n: usize, what: &str) -> crate::Result<u32> {
+    u32::try_from(n).map_err(|_| crate::Error::Shape(format!("{what} = {n} exceeds u32")))
+}
+
+/// Splits `channels` planes of `plane_bytes` each into runs that fit one storage
+/// binding and start at an aligned offset: how ops handle tensors past the binding
+/// limit (a 256-channel 512×512 f32 activation is 256 MiB).
+pub(crate) fn channel_chunks(
+    gpu: &crate::gpu::Gpu,
+    channels: usize,
+    plane_bytes: u64,
+) -> crate::Result<Vec<std::ops::Range<usize>>> {
+    let align = gpu.limits.min_storage_buffer_offset_alignment as u64;
+    let step = align / gcd(plane_bytes.max(1), align);
+    let fit = gpu.max_binding() / plane_bytes.max(1);
+    let per_chunk = (fit / step * step) as usize;
+    if per_chunk == 0 {
+        return Err(crate::Error::TooLarge {
+            what: "one channel plane".into(),
+            needed: plane_bytes * step,
+            limit: gpu.max_binding(),
+        });
+    }
+    Ok((0..channels).step_by(per_chunk).map(|s| s..(s + per_chunk).min(channels)).collect())
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}

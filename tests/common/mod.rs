@@ -1,0 +1,27 @@
+//! Shared by the integration tests: one device per test binary, seeded data, and
+//! comparison relative to the tensor's scale.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::sync::OnceLock;
+
+use oscar_wgpu::gpu::{Gpu, GpuOptions};
+
+/// The test device: lavapipe in CI. Having no adapter fails the test, it never skips.
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| Gpu::new(&GpuOptions::default()).expect("tests need a wgpu adapter (lavapipe: apt-get install mesa-vulkan-drivers)"))
+}
+
+/// Largest absolute difference, relative to the reference's largest magnitude.
+pub fn rel_err(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
+    let err = got.iter().zip(want).fold(0f32, |m, (a, b)| if a.is_nan() || b.is_nan() { f32::INFINITY } else { m.max((a - b).abs()) });
+    err / scale
+}
+
+#[track_caller]
+pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    let e = rel_err(got, want);
+    assert!(e <= tol, "{what}: max error {e:.3e} × scale exceeds {tol:.1e}");
+}

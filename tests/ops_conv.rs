@@ -1,0 +1,65 @@
+mod common;
+
+use common::{assert_close, gpu};
+use oscar_wgpu::graph::{DType, Graph};
+use oscar_wgpu::ops::conv2d::{self, Activation, Conv2d};
+use oscar_wgpu::rng::Rng;
+
+fn check(cin: usize, h: usize, w: usize, cout: usize, k: usize, cfg: Conv2d, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let x = rng.vec(cin * h * w, 1.0);
+    let wt = rng.vec(cout * cin * k * k, 0.5);
+    let b = rng.vec(cout, 0.5);
+    let mut g = Graph::new(gpu());
+    let xt = g.input_f32(&[cin, h, w], &x).unwrap();
+    let wt_t = g.input_f32(&[cout, cin, k, k], &wt).unwrap();
+    let bt = g.input_f32(&[cout], &b).unwrap();
+    let y = conv2d::conv2d(&mut g, xt, wt_t, bt, cfg).unwrap();
+    let (out, _) = g.run(&[y]).unwrap();
+    let want = conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, k, k], &b, cfg);
+    assert_close(&out[0].f32(), &want, 1e-5, &format!("conv {cin}→{cout} {k}×{k} on {h}×{w} {cfg:?}"));
+}
+
+#[test]
+fn conv_3x3_odd_sizes() {
+    check(3, 13, 11, 5, 3, Conv2d::same(1), 1);
+    check(7, 9, 17, 13, 3, Conv2d::same(1).with(Activation::Silu), 2);
+}
+
+#[test]
+fn conv_1x1_and_single_pixel() {
+    check(10, 1, 1, 9, 1, Conv2d::same(0), 3);
+    check(33, 5, 7, 17, 1, Conv2d::same(0).with(Activation::Relu), 4);
+    check(6, 1, 1, 4, 3, Conv2d::same(1), 5);
+}
+
+#[test]
+fn conv_strided_asymmetric_padding() {
+    // diffusers' Downsample2D: pad right and bottom by one, 3×3 stride 2.
+    check(6, 16, 14, 6, 3, Conv2d::strided(2, [0, 1, 0, 1]), 6);
+    // compressai's conv: 5×5 stride 2 padding 2.
+    check(5, 15, 9, 7, 5, Conv2d::strided(2, [2; 4]), 7);
+}
+
+#[test]
+fn conv_f16_weights() {
+    let mut rng = Rng::new(9);
+    let (cin, h, w, cout) = (5, 7, 6, 11);
+    let x = rng.vec(cin * h * w, 1.0);
+    let wt: Vec<f32> = rng.vec(cout * cin * 9, 0.5).iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+    let b: Vec<f32> = rng.vec(cout, 0.5).iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+    let pack = |v: &[f32]| -> Vec<u32> {
+        let halves: Vec<u16> = v.iter().map(|&f| half::f16::from_f32(f).to_bits()).chain(std::iter::once(0)).collect();
+        halves.chunks(2).filter(|c| c.len() == 2).map(|c| c[0] as u32 | (c[1] as u32) << 16).take(v.len().div_ceil(2)).collect()
+    };
+    let mut g = Graph::new(gpu());
+    let xt = g.input_f32(&[cin, h, w], &x).unwrap();
+    let wbuf = std::sync::Arc::new(wgpu::util::DeviceExt::create_buffer_init(&gpu().device, &wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&pack(&wt)), usage: wgpu::BufferUsages::STORAGE }));
+    let bbuf = std::sync::Arc::new(wgpu::util::DeviceExt::create_buffer_init(&gpu().device, &wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&pack(&b)), usage: wgpu::BufferUsages::STORAGE }));
+    let wt_t = g.resident(&[cout, cin, 3, 3], DType::F16, wbuf);
+    let bt = g.resident(&[cout], DType::F16, bbuf);
+    let y = conv2d::conv2d(&mut g, xt, wt_t, bt, Conv2d::same(1)).unwrap();
+    let (out, _) = g.run(&[y]).unwrap();
+    let want = conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, 3, 3], &b, Conv2d::same(1));
+    assert_close(&out[0].f32(), &want, 1e-5, "conv with f16 weights");
+}
