@@ -5,9 +5,12 @@
 //! shader and one Rust file per op, each with its CPU reference), [`weights`]
 //! (safetensors on the GPU as f32 or packed f16).
 
+pub mod bench;
+pub mod codec;
 pub mod error;
 pub mod gpu;
 pub mod graph;
+pub mod image_io;
 pub mod ops;
 pub mod rng;
 pub mod weights;

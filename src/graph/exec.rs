@@ -60,7 +60,7 @@ const QUERIES_PER_SET: usize = 4096;
 impl Graph<'_> {
     /// The buffer plan for reading back `outputs`, without allocating anything.
     pub fn plan(&self, outputs: &[Tensor]) -> Plan {
-        plan(&self.tensors, &self.dispatches, &outputs.iter().map(|&t| self.root(t)).collect::<Vec<_>>())
+        plan(&self.tensors, &self.dispatches, outputs)
     }
 
     /// Runs every dispatch and reads back `outputs`.
@@ -105,14 +105,16 @@ impl Graph<'_> {
                 _ => None,
             });
         }
-        let buffer_of = |t: Tensor| -> &wgpu::Buffer {
-            let r = self.root(t);
-            match &self.tensors[r.0].storage {
+        // The buffer holding `t` and `t`'s byte offset in it.
+        let buffer_of = |t: Tensor| -> (&wgpu::Buffer, u64) {
+            let (r, offset) = self.root(t);
+            let buffer = match &self.tensors[r.0].storage {
                 Storage::Input(_) => inputs[r.0].as_ref().expect("input uploaded"),
                 Storage::Resident(b) => b.as_ref(),
                 Storage::Intermediate => &planned[plan.slot[r.0].expect("every used intermediate is planned")],
-                Storage::Alias(_) => unreachable!("roots are never aliases"),
-            }
+                Storage::Alias(..) => unreachable!("roots are never aliases"),
+            };
+            (buffer, offset)
         };
 
         // All params in one uniform buffer, each at an aligned offset.
@@ -144,11 +146,12 @@ impl Graph<'_> {
                 }),
             }];
             for (i, v) in d.views.iter().enumerate() {
+                let (buffer, base) = buffer_of(v.tensor);
                 entries.push(wgpu::BindGroupEntry {
                     binding: i as u32 + 1,
                     resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: buffer_of(v.tensor),
-                        offset: v.offset,
+                        buffer,
+                        offset: base + v.offset,
                         size: NonZeroU64::new(v.size.max(4)),
                     }),
                 });
@@ -207,7 +210,8 @@ impl Graph<'_> {
         for &t in outputs {
             let size = self.bytes(t).max(4);
             let buffer = device.create_buffer(&wgpu::BufferDescriptor { label: Some("readback"), size, usage: read_usage, mapped_at_creation: false });
-            encoder.copy_buffer_to_buffer(buffer_of(t), 0, &buffer, 0, size);
+            let (source, offset) = buffer_of(t);
+            encoder.copy_buffer_to_buffer(source, offset, &buffer, 0, size);
             staging.push(buffer);
         }
         let timestamps = if timed {

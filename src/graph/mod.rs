@@ -44,8 +44,8 @@ pub(crate) enum Storage {
     Resident(Arc<wgpu::Buffer>),
     /// Produced by a dispatch; lives in a planned buffer.
     Intermediate,
-    /// Another shape over the storage of a (non-alias) tensor.
-    Alias(Tensor),
+    /// Another shape over the storage of a (non-alias) tensor, from a byte offset.
+    Alias(Tensor, u64),
 }
 
 pub(crate) struct TensorInfo {
@@ -136,16 +136,35 @@ impl<'g> Graph<'g> {
     /// The same data under another shape (no copy); the element count must match.
     pub fn reshape(&mut self, t: Tensor, shape: &[usize]) -> Result<Tensor> {
         check_len(shape, self.len(t))?;
-        let root = self.root(t);
+        let (root, offset) = self.root(t);
         let dtype = self.dtype(t);
-        Ok(self.add(shape, dtype, Storage::Alias(root)))
+        Ok(self.add(shape, dtype, Storage::Alias(root, offset)))
     }
 
-    /// The tensor whose storage `t` uses.
-    pub(crate) fn root(&self, t: Tensor) -> Tensor {
+    /// Rows `start..start + count` of the leading dimension (no copy), e.g. the first
+    /// channels of a [c, h, w] tensor. The start must fall on an aligned byte offset.
+    pub fn slice_rows(&mut self, t: Tensor, start: usize, count: usize) -> Result<Tensor> {
+        let shape = self.shape(t).to_vec();
+        let row: usize = shape[1..].iter().product();
+        let dtype = self.dtype(t);
+        if dtype == DType::F16 || start + count > shape[0] {
+            return Err(Error::Shape(format!("cannot slice rows {start}..{} of {shape:?}", start + count)));
+        }
+        let offset = dtype.bytes(start * row);
+        if offset % self.gpu.limits.min_storage_buffer_offset_alignment as u64 != 0 {
+            return Err(Error::Shape(format!("rows {start}.. of {shape:?} start at a misaligned offset")));
+        }
+        let (root, base) = self.root(t);
+        let mut new_shape = shape;
+        new_shape[0] = count;
+        Ok(self.add(&new_shape, dtype, Storage::Alias(root, base + offset)))
+    }
+
+    /// The tensor whose storage `t` uses, and `t`'s byte offset in it.
+    pub(crate) fn root(&self, t: Tensor) -> (Tensor, u64) {
         match self.tensors[t.0].storage {
-            Storage::Alias(root) => root,
-            _ => t,
+            Storage::Alias(root, offset) => (root, offset),
+            _ => (t, 0),
         }
     }
 

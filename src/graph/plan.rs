@@ -20,7 +20,7 @@ pub struct Plan {
 
 pub(crate) fn plan(tensors: &[TensorInfo], dispatches: &[Dispatch], outputs: &[Tensor]) -> Plan {
     let root = |t: Tensor| match tensors[t.0].storage {
-        Storage::Alias(r) => r,
+        Storage::Alias(r, _) => r,
         _ => t,
     };
     let n = tensors.len();

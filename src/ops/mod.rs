@@ -3,6 +3,14 @@
 
 pub mod conv2d;
 pub mod elementwise;
+pub mod matmul;
+pub mod channel_norm;
+pub mod concat;
+pub mod conv_transpose2d;
+pub mod group_norm;
+pub mod resize;
+pub mod timestep;
+pub mod vq;
 
 use crate::graph::DType;
 
@@ -17,6 +25,15 @@ macro_rules! register_shaders {
 register_shaders![
     "conv2d",
     "elementwise",
+    "channel_norm",
+    "concat",
+    "conv_transpose2d",
+    "group_norm",
+    "resize",
+    "timestep",
+    "vq",
+    "probe",
+    "matmul",
 ];
 
 const PRELUDE: &str = include_str!("../../shaders/common.wgsl");

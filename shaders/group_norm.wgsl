@@ -1,0 +1,157 @@
+// GroupNorm over a [c, h, w] tensor whose groups are contiguous runs of group_len
+// elements. `partial`: one workgroup per SLICE-element slice of a group writes the
+// slice's (mean, M2); each thread takes a two-pass mean and M2 over its own elements
+// and the workgroup merges them with Chan's formula, so nothing cancels in f32.
+// `finalize`: one workgroup per group merges its slices into (mean, 1/sqrt(var + eps)).
+// `apply`: y = (x − mean)·rstd·gamma + beta, then SiLU if SILU, over a window of
+// whole groups. Entry points bind different buffers at the same slots (see the Rust side).
+
+struct Params {
+    group_len: u32,  // elements per group
+    slices: u32,     // partial slices per group
+    groups: u32,     // groups in this dispatch
+    group_base: u32, // first group of the window (partial)
+    n: u32,          // elements in the window (apply)
+    hw: u32,
+    cpg: u32,        // channels per group
+    c_base: u32,     // first channel of the window (apply)
+    eps: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// partial
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> part_out: array<f32>;
+// finalize
+@group(0) @binding(1) var<storage, read> part_in: array<f32>;
+@group(0) @binding(2) var<storage, read_write> stats_out: array<f32>;
+// apply (x at binding 1)
+@group(0) @binding(2) var<storage, read> stats: array<f32>;
+@group(0) @binding(3) var<storage, read> gamma: array<u32>;
+@group(0) @binding(4) var<storage, read> beta: array<u32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+
+override W_F16: bool = false;
+override SILU: bool = false;
+
+const WG: u32 = 256u;
+const PER: u32 = 16u;
+const SLICE: u32 = 4096u; // WG · PER
+
+var<workgroup> w_count: array<f32, 256>;
+var<workgroup> w_mean: array<f32, 256>;
+var<workgroup> w_m2: array<f32, 256>;
+
+fn widen(word: u32, i: u32) -> f32 {
+    if W_F16 {
+        let pair = unpack2x16float(word);
+        return select(pair.x, pair.y, (i & 1u) == 1u);
+    }
+    return bitcast<f32>(word);
+}
+
+fn load_gamma(i: u32) -> f32 {
+    return widen(gamma[select(i, i >> 1u, W_F16)], i);
+}
+
+fn load_beta(i: u32) -> f32 {
+    return widen(beta[select(i, i >> 1u, W_F16)], i);
+}
+
+// (count, mean, M2) of two disjoint sets merged (Chan et al.).
+fn merge(a: vec3<f32>, b: vec3<f32>) -> vec3<f32> {
+    if b.x == 0.0 {
+        return a;
+    }
+    if a.x == 0.0 {
+        return b;
+    }
+    let n = a.x + b.x;
+    let delta = b.y - a.y;
+    return vec3<f32>(n, a.y + delta * (b.x / n), a.z + b.z + delta * delta * (a.x * (b.x / n)));
+}
+
+// Tree-merges the workgroup's (count, mean, M2) triples; thread 0 gets the total.
+fn reduce_workgroup(li: u32, mine: vec3<f32>) -> vec3<f32> {
+    w_count[li] = mine.x;
+    w_mean[li] = mine.y;
+    w_m2[li] = mine.z;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+        if li < stride {
+            let a = vec3<f32>(w_count[li], w_mean[li], w_m2[li]);
+            let b = vec3<f32>(w_count[li + stride], w_mean[li + stride], w_m2[li + stride]);
+            let m = merge(a, b);
+            w_count[li] = m.x;
+            w_mean[li] = m.y;
+            w_m2[li] = m.z;
+        }
+        workgroupBarrier();
+    }
+    return vec3<f32>(w_count[0], w_mean[0], w_m2[0]);
+}
+
+@compute @workgroup_size(256)
+fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let wid = flat_workgroup(wg, num);
+    if wid >= p.groups * p.slices {
+        return;
+    }
+    let grp = wid / p.slices;
+    let s = wid % p.slices;
+    let start = grp * p.group_len + s * SLICE;
+    let end = grp * p.group_len + min((s + 1u) * SLICE, p.group_len);
+    var count = 0.0;
+    var sum = 0.0;
+    for (var i = start + li; i < end; i += WG) {
+        sum += x[i];
+        count += 1.0;
+    }
+    let mean = select(0.0, sum / count, count > 0.0);
+    var m2 = 0.0;
+    for (var i = start + li; i < end; i += WG) {
+        let d = x[i] - mean;
+        m2 = fma(d, d, m2);
+    }
+    let total = reduce_workgroup(li, vec3<f32>(count, mean, m2));
+    if li == 0u {
+        let row = (p.group_base + grp) * p.slices + s;
+        part_out[2u * row] = total.y;
+        part_out[2u * row + 1u] = total.z;
+    }
+}
+
+@compute @workgroup_size(256)
+fn finalize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let grp = flat_workgroup(wg, num);
+    if grp >= p.groups {
+        return;
+    }
+    var acc = vec3<f32>(0.0);
+    for (var s = li; s < p.slices; s += WG) {
+        let count = f32(min(SLICE, p.group_len - s * SLICE));
+        let row = grp * p.slices + s;
+        acc = merge(acc, vec3<f32>(count, part_in[2u * row], part_in[2u * row + 1u]));
+    }
+    let total = reduce_workgroup(li, acc);
+    if li == 0u {
+        stats_out[2u * grp] = total.y;
+        stats_out[2u * grp + 1u] = 1.0 / sqrt(total.z / total.x + p.eps);
+    }
+}
+
+@compute @workgroup_size(256)
+fn apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let i = flat_workgroup(wg, num) * WG + li;
+    if i >= p.n {
+        return;
+    }
+    let c = p.c_base + i / p.hw;
+    let grp = c / p.cpg;
+    var v = (x[i] - stats[2u * grp]) * stats[2u * grp + 1u] * load_gamma(c) + load_beta(c);
+    if SILU {
+        v = v / (1.0 + exp(-v));
+    }
+    y[i] = v;
+}

@@ -1,0 +1,127 @@
+// Decodes an .oscar token payload: one invocation per lane, lane i writes tokens
+// i, i + lanes, i + 2·lanes, … (u32 indices in token order). Bit-exact with
+// `rans::decode` in src/codec/rans.rs; see docs/bitstream.md.
+//
+// Written for untrusted input: every loop is bounded by params.tokens, every read is
+// checked against the buffer and lane bounds, and a bad stream sets a bit in
+// status[0] instead of reading out of bounds. status[1] counts finished lanes so the
+// host can tell the shader ran to completion.
+
+struct Params {
+    mode: u32,         // 0 = rANS, 1 = raw fixed-width
+    lanes: u32,        // invocations doing work
+    tokens: u32,
+    symbols: u32,      // K; the slot→symbol table starts at table[K]
+    symbol_bits: u32,  // log2(K), raw field width
+    prob_bits: u32,    // rANS frequencies sum to 2^prob_bits
+    units: u32,        // raw: payload bytes; rANS: 16-bit words
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> words: array<u32>;
+@group(0) @binding(2) var<storage, read> lane_starts: array<u32>;
+// table[s] = freq[s] | cum[s] << 16 for s < K, then table[K + slot] = symbol.
+@group(0) @binding(3) var<storage, read> table: array<u32>;
+@group(0) @binding(4) var<storage, read_write> tokens_out: array<u32>;
+@group(0) @binding(5) var<storage, read_write> status: array<atomic<u32>, 2>;
+
+const RANS_L: u32 = 65536u;
+
+// Error bits, mirrored in src/codec/rans_gpu.rs.
+const ERR_LAYOUT: u32 = 1u;     // lane bounds or sizes do not fit the buffers
+const ERR_START: u32 = 2u;      // initial state below RANS_L
+const ERR_EXHAUSTED: u32 = 4u;  // lane ran out of words
+const ERR_FINAL: u32 = 8u;      // final state is not RANS_L
+const ERR_LEFTOVER: u32 = 16u;  // lane has unread words
+const ERR_TABLE: u32 = 32u;     // slot or symbol outside the table
+
+fn word16(i: u32) -> u32 {
+    return (words[i >> 1u] >> ((i & 1u) * 16u)) & 0xffffu;
+}
+
+fn decode_raw(lane: u32) -> u32 {
+    let bits = params.symbol_bits;
+    let mask = (1u << bits) - 1u;
+    for (var t = lane; t < params.tokens; t += params.lanes) {
+        let bit = t * bits;
+        let last = bit + bits - 1u;
+        if (last >= params.units * 8u || (last >> 5u) >= arrayLength(&words)) {
+            return ERR_LAYOUT;
+        }
+        let shift = bit & 31u;
+        var v = words[bit >> 5u] >> shift;
+        // A field of at most 16 bits spans at most two words.
+        if ((last >> 5u) != (bit >> 5u)) {
+            v |= words[last >> 5u] << (32u - shift);
+        }
+        tokens_out[t] = v & mask;
+    }
+    return 0u;
+}
+
+fn decode_rans(lane: u32) -> u32 {
+    if (lane + 1u >= arrayLength(&lane_starts)) {
+        return ERR_LAYOUT;
+    }
+    let start = lane_starts[lane];
+    let end = lane_starts[lane + 1u];
+    if (start > end || end - start < 2u || end > params.units || (end + 1u) / 2u > arrayLength(&words)) {
+        return ERR_LAYOUT;
+    }
+    let k = params.symbols;
+    let n = params.prob_bits;
+    if (k + (1u << n) > arrayLength(&table)) {
+        return ERR_TABLE;
+    }
+    var x = (word16(start) << 16u) | word16(start + 1u);
+    var pos = start + 2u;
+    if (x < RANS_L) {
+        return ERR_START;
+    }
+    for (var t = lane; t < params.tokens; t += params.lanes) {
+        let slot = x & ((1u << n) - 1u);
+        let s = table[k + slot];
+        if (s >= k) {
+            return ERR_TABLE;
+        }
+        let entry = table[s];
+        // x ≥ 2^16 ≥ 2^n, so the new x ≥ 1 and one word restores x ≥ RANS_L.
+        x = (entry & 0xffffu) * (x >> n) + slot - (entry >> 16u);
+        if (x < RANS_L) {
+            if (pos >= end) {
+                return ERR_EXHAUSTED;
+            }
+            x = (x << 16u) | word16(pos);
+            pos += 1u;
+        }
+        tokens_out[t] = s;
+    }
+    if (x != RANS_L) {
+        return ERR_FINAL;
+    }
+    if (pos != end) {
+        return ERR_LEFTOVER;
+    }
+    return 0u;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let lane = gid.x;
+    if (lane >= params.lanes) {
+        return;
+    }
+    var err = ERR_LAYOUT;
+    if (params.tokens <= arrayLength(&tokens_out)) {
+        if (params.mode == 1u) {
+            err = decode_raw(lane);
+        } else {
+            err = decode_rans(lane);
+        }
+    }
+    if (err != 0u) {
+        atomicOr(&status[0], err);
+    }
+    atomicAdd(&status[1], 1u);
+}

@@ -1,0 +1,1 @@
+//! Op kernels at Stable Diffusion shapes.

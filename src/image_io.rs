@@ -1,0 +1,83 @@
+//! Pictures in and out: any size in (padded to the model's multiple), PNG out (cropped
+//! back). Pixels travel as planar RGB f32 in [-1, 1], as the VAE expects.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// A planar RGB image in [-1, 1].
+#[derive(Clone, Debug)]
+pub struct Planar {
+    pub width: usize,
+    pub height: usize,
+    /// [3, height, width].
+    pub data: Vec<f32>,
+}
+
+/// How the border is extended when an image is padded to the model's multiple.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Padding {
+    /// Repeat the edge pixels.
+    #[default]
+    Edge,
+    /// Mirror the image at its edges (without repeating the edge pixel).
+    Reflect,
+}
+
+/// Reads PNG, JPEG or WebP as 8-bit RGB.
+pub fn read_rgb(path: &Path) -> Result<image::RgbImage> {
+    let reader = image::ImageReader::open(path)?.with_guessed_format()?;
+    let img = reader
+        .decode()
+        .map_err(|e| Error::Shape(format!("cannot decode {}: {e}", path.display())))?;
+    Ok(img.to_rgb8())
+}
+
+/// `img` as planar [-1, 1], padded right and bottom to multiples of `multiple`.
+pub fn to_planar(img: &image::RgbImage, multiple: usize, padding: Padding) -> Planar {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (pw, ph) = (w.next_multiple_of(multiple), h.next_multiple_of(multiple));
+    let source = |i: usize, n: usize| -> usize {
+        if i < n {
+            return i;
+        }
+        match padding {
+            Padding::Edge => n - 1,
+            // Reflection of a pad wider than the image folds back and forth.
+            Padding::Reflect if n > 1 => {
+                let period = 2 * (n - 1);
+                let k = i % period;
+                if k < n { k } else { period - k }
+            }
+            Padding::Reflect => 0,
+        }
+    };
+    let mut data = vec![0f32; 3 * ph * pw];
+    for y in 0..ph {
+        for x in 0..pw {
+            let p = img.get_pixel(source(x, w) as u32, source(y, h) as u32).0;
+            for c in 0..3 {
+                data[(c * ph + y) * pw + x] = p[c] as f32 / 127.5 - 1.0;
+            }
+        }
+    }
+    Planar { width: pw, height: ph, data }
+}
+
+/// Planar [-1, 1] → 8-bit RGB, cropped to `width` × `height` from the top left.
+pub fn to_rgb8(img: &Planar, width: usize, height: usize) -> image::RgbImage {
+    let (w, h) = (img.width, img.height);
+    image::RgbImage::from_fn(width.min(w) as u32, height.min(h) as u32, |x, y| {
+        let px = |c: usize| {
+            let v = img.data[(c * h + y as usize) * w + x as usize];
+            ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round_ties_even() as u8
+        };
+        image::Rgb([px(0), px(1), px(2)])
+    })
+}
+
+/// Peak signal-to-noise ratio of two 8-bit images of the same size, in dB.
+pub fn psnr(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
+    let mse = a.as_raw().iter().zip(b.as_raw()).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>() / a.as_raw().len().max(1) as f64;
+    if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() }
+}

@@ -1,0 +1,112 @@
+//! Layers shared by the VAE, the UNet and the hyper-networks, named and wired as in
+//! diffusers and compressai so the code reads beside the PyTorch.
+
+use crate::error::Result;
+use crate::graph::{Graph, Tensor};
+use crate::ops::attention::attention;
+use crate::ops::conv2d::{conv2d, Activation, Conv2d};
+use crate::ops::elementwise::{add, unary, Unary};
+use crate::ops::group_norm::group_norm;
+use crate::ops::matmul::linear as linear_op;
+use crate::ops::transpose::transpose;
+use crate::weights::Weights;
+
+/// The weights of one model and the graph being built with them.
+pub struct Ctx<'a, 'g> {
+    pub g: &'a mut Graph<'g>,
+    pub w: &'a Weights,
+}
+
+impl Ctx<'_, '_> {
+    /// `prefix.weight` / `prefix.bias` as a convolution; padding keeps odd kernels "same".
+    pub fn conv(&mut self, prefix: &str, x: Tensor, stride: usize, act: Activation) -> Result<Tensor> {
+        let weight = self.w.tensor(self.g, &format!("{prefix}.weight"))?;
+        let bias = self.w.tensor(self.g, &format!("{prefix}.bias"))?;
+        let k = self.g.shape(weight)[2];
+        conv2d(self.g, x, weight, bias, Conv2d::strided(stride, [k / 2; 4]).with(act))
+    }
+
+    pub fn conv_padded(&mut self, prefix: &str, x: Tensor, cfg: Conv2d) -> Result<Tensor> {
+        let weight = self.w.tensor(self.g, &format!("{prefix}.weight"))?;
+        let bias = self.w.tensor(self.g, &format!("{prefix}.bias"))?;
+        conv2d(self.g, x, weight, bias, cfg)
+    }
+
+    pub fn group_norm(&mut self, prefix: &str, x: Tensor, groups: usize, eps: f32, silu: bool) -> Result<Tensor> {
+        let gamma = self.w.tensor(self.g, &format!("{prefix}.weight"))?;
+        let beta = self.w.tensor(self.g, &format!("{prefix}.bias"))?;
+        group_norm(self.g, x, gamma, beta, groups, eps, silu)
+    }
+
+    pub fn layer_norm(&mut self, prefix: &str, x: Tensor, eps: f32) -> Result<Tensor> {
+        let gamma = self.w.tensor(self.g, &format!("{prefix}.weight"))?;
+        let beta = self.w.tensor(self.g, &format!("{prefix}.bias"))?;
+        crate::ops::layer_norm::layer_norm(self.g, x, gamma, beta, eps)
+    }
+
+    /// `prefix.weight` [out, in] and, where the file has it, `prefix.bias`.
+    pub fn linear(&mut self, prefix: &str, x: Tensor) -> Result<Tensor> {
+        let weight = self.w.tensor(self.g, &format!("{prefix}.weight"))?;
+        let bias_name = format!("{prefix}.bias");
+        let bias = if self.w.contains(&bias_name) { Some(self.w.tensor(self.g, &bias_name)?) } else { None };
+        linear_op(self.g, x, weight, bias)
+    }
+
+    /// diffusers' ResnetBlock2D: norm1 → SiLU → conv1 (+ time_emb_proj(SiLU(temb)))
+    /// → norm2 → SiLU → conv2, plus the input (through conv_shortcut when the channel
+    /// count changes).
+    pub fn resnet(&mut self, prefix: &str, x: Tensor, silu_temb: Option<Tensor>, groups: usize, eps: f32) -> Result<Tensor> {
+        let h = self.group_norm(&format!("{prefix}.norm1"), x, groups, eps, true)?;
+        let mut h = self.conv(&format!("{prefix}.conv1"), h, 1, Activation::None)?;
+        if let Some(temb) = silu_temb {
+            let proj = self.linear(&format!("{prefix}.time_emb_proj"), temb)?;
+            let channels = self.g.shape(proj)[1];
+            let proj = self.g.reshape(proj, &[channels])?;
+            h = add(self.g, h, proj)?;
+        }
+        let h = self.group_norm(&format!("{prefix}.norm2"), h, groups, eps, true)?;
+        let h = self.conv(&format!("{prefix}.conv2"), h, 1, Activation::None)?;
+        let shortcut = format!("{prefix}.conv_shortcut");
+        let skip = if self.w.contains(&format!("{shortcut}.weight")) { self.conv(&shortcut, x, 1, Activation::None)? } else { x };
+        add(self.g, skip, h)
+    }
+
+    /// [c, h, w] → [h·w, c]: pixels become tokens.
+    pub fn to_tokens(&mut self, x: Tensor) -> Result<Tensor> {
+        let &[c, h, w] = self.g.shape(x) else { unreachable!("image tensors are [c, h, w]") };
+        let flat = self.g.reshape(x, &[c, h * w])?;
+        transpose(self.g, flat)
+    }
+
+    /// [h·w, c] → [c, h, w].
+    pub fn to_image(&mut self, tokens: Tensor, h: usize, w: usize) -> Result<Tensor> {
+        let c = self.g.shape(tokens)[1];
+        let flat = transpose(self.g, tokens)?;
+        self.g.reshape(flat, &[c, h, w])
+    }
+
+    /// diffusers' Attention on tokens: to_q/to_k/to_v, multi-head softmax attention,
+    /// to_out.0. `context` is the key/value source (None: self-attention).
+    pub fn attention(&mut self, prefix: &str, x: Tensor, context: Option<Tensor>, heads: usize) -> Result<Tensor> {
+        let kv = context.unwrap_or(x);
+        let q = self.linear(&format!("{prefix}.to_q"), x)?;
+        let k = self.linear(&format!("{prefix}.to_k"), kv)?;
+        let v = self.linear(&format!("{prefix}.to_v"), kv)?;
+        let o = attention(self.g, q, k, v, heads)?;
+        self.linear(&format!("{prefix}.to_out.0"), o)
+    }
+
+    /// The VAE mid-block attention: GroupNorm, one head over all pixels, residual.
+    pub fn vae_attention(&mut self, prefix: &str, x: Tensor, groups: usize, eps: f32) -> Result<Tensor> {
+        let &[_, h, w] = self.g.shape(x) else { unreachable!("image tensors are [c, h, w]") };
+        let n = self.group_norm(&format!("{prefix}.group_norm"), x, groups, eps, false)?;
+        let tokens = self.to_tokens(n)?;
+        let o = self.attention(prefix, tokens, None, 1)?;
+        let o = self.to_image(o, h, w)?;
+        add(self.g, x, o)
+    }
+
+    pub fn silu(&mut self, x: Tensor) -> Result<Tensor> {
+        unary(self.g, x, Unary::Silu)
+    }
+}

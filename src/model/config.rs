@@ -1,0 +1,199 @@
+//! The diffusers configs (UNet, VAE, scheduler) and OSCAR's level table, as stored in
+//! the model file's metadata. Models are built from these, never from fixed sizes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// A diffusers field that is either one value for every block or one per block.
+fn per_block(value: &Value, blocks: usize, field: &str) -> Result<Vec<usize>> {
+    match value {
+        Value::Number(n) => Ok(vec![n.as_u64().unwrap_or(0) as usize; blocks]),
+        Value::Array(items) if items.len() == blocks => {
+            items.iter().map(|v| v.as_u64().map(|n| n as usize).ok_or_else(|| bad(field))).collect()
+        }
+        _ => Err(bad(field)),
+    }
+}
+
+fn bad(field: &str) -> Error {
+    Error::BadModel(format!("config field '{field}' is missing or malformed"))
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct UnetConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: usize,
+    pub down_block_types: Vec<String>,
+    pub up_block_types: Vec<String>,
+    pub cross_attention_dim: usize,
+    pub norm_num_groups: usize,
+    pub norm_eps: f32,
+    pub flip_sin_to_cos: bool,
+    pub freq_shift: f32,
+    pub use_linear_projection: bool,
+    /// Head counts per down block: SD-2.1 stores them under `attention_head_dim`,
+    /// which diffusers reads as `num_attention_heads` when that field is null.
+    #[serde(skip)]
+    pub heads: Vec<usize>,
+    pub attention_head_dim: Value,
+    #[serde(default)]
+    pub num_attention_heads: Value,
+    #[serde(default = "one")]
+    pub transformer_layers_per_block: Value,
+    #[serde(default = "three")]
+    pub conv_in_kernel: usize,
+    #[serde(default = "three")]
+    pub conv_out_kernel: usize,
+    #[serde(default)]
+    pub class_embed_type: Value,
+    #[serde(default)]
+    pub addition_embed_type: Value,
+    #[serde(default)]
+    pub resnet_time_scale_shift: Option<String>,
+    #[serde(default)]
+    pub only_cross_attention: Value,
+    #[serde(default)]
+    pub mid_block_type: Option<String>,
+    #[serde(default)]
+    pub dual_cross_attention: Option<bool>,
+    #[serde(skip)]
+    pub transformer_layers: Vec<usize>,
+}
+
+fn one() -> Value {
+    Value::from(1)
+}
+
+fn three() -> usize {
+    3
+}
+
+impl UnetConfig {
+    pub fn parse(json: &str) -> Result<UnetConfig> {
+        let mut c: UnetConfig = serde_json::from_str(json).map_err(|e| Error::BadModel(format!("unet config: {e}")))?;
+        let blocks = c.block_out_channels.len();
+        let heads_field = if c.num_attention_heads.is_null() { &c.attention_head_dim } else { &c.num_attention_heads };
+        c.heads = per_block(heads_field, blocks, "attention_head_dim")?;
+        c.transformer_layers = per_block(&c.transformer_layers_per_block, blocks, "transformer_layers_per_block")?;
+        let unsupported = [
+            (!c.class_embed_type.is_null(), "class_embed_type"),
+            (!c.addition_embed_type.is_null(), "addition_embed_type"),
+            (c.resnet_time_scale_shift.as_deref().is_some_and(|s| s != "default"), "resnet_time_scale_shift"),
+            (c.only_cross_attention.as_bool() == Some(true), "only_cross_attention"),
+            (c.dual_cross_attention == Some(true), "dual_cross_attention"),
+            (c.mid_block_type.as_deref().is_some_and(|t| t != "UNetMidBlock2DCrossAttn"), "mid_block_type"),
+            (c.down_block_types.len() != blocks || c.up_block_types.len() != blocks, "block type lists"),
+            (c.heads.iter().zip(&c.block_out_channels).any(|(&h, &ch)| h == 0 || ch % h != 0), "head counts"),
+        ];
+        if let Some((_, field)) = unsupported.iter().find(|(bad, _)| *bad) {
+            return Err(Error::BadModel(format!("unet config: unsupported '{field}' (OSCAR uses the SD-2.1 UNet)")));
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct VaeConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: usize,
+    pub latent_channels: usize,
+    pub norm_num_groups: usize,
+    pub scaling_factor: f32,
+    #[serde(default = "yes")]
+    pub use_quant_conv: bool,
+    #[serde(default = "yes")]
+    pub use_post_quant_conv: bool,
+    #[serde(default = "yes")]
+    pub mid_block_add_attention: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl VaeConfig {
+    pub fn parse(json: &str) -> Result<VaeConfig> {
+        serde_json::from_str(json).map_err(|e| Error::BadModel(format!("vae config: {e}")))
+    }
+
+    /// Image pixels per latent pixel along each axis.
+    pub fn downscale(&self) -> usize {
+        1 << (self.block_out_channels.len() - 1)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct SchedulerConfig {
+    pub beta_start: f32,
+    pub beta_end: f32,
+    pub beta_schedule: String,
+    pub num_train_timesteps: usize,
+    #[serde(default = "epsilon")]
+    pub prediction_type: String,
+}
+
+fn epsilon() -> String {
+    "epsilon".into()
+}
+
+impl SchedulerConfig {
+    pub fn parse(json: &str) -> Result<SchedulerConfig> {
+        let c: SchedulerConfig = serde_json::from_str(json).map_err(|e| Error::BadModel(format!("scheduler config: {e}")))?;
+        if c.prediction_type != "v_prediction" || !matches!(c.beta_schedule.as_str(), "scaled_linear" | "linear") {
+            return Err(Error::BadModel(format!(
+                "scheduler: OSCAR needs v_prediction with a (scaled_)linear schedule, got {} / {}",
+                c.prediction_type, c.beta_schedule
+            )));
+        }
+        Ok(c)
+    }
+
+    /// ᾱ_t, accumulated in f32 exactly as diffusers does (betas from an f32 linspace).
+    pub fn alpha_bar(&self, t: usize) -> Result<f32> {
+        let n = self.num_train_timesteps;
+        if t >= n {
+            return Err(Error::BadModel(format!("timestep {t} is outside the schedule's {n} steps")));
+        }
+        let (start, end) = match self.beta_schedule.as_str() {
+            "scaled_linear" => (self.beta_start.sqrt(), self.beta_end.sqrt()),
+            _ => (self.beta_start, self.beta_end),
+        };
+        let step = (end - start) / (n - 1) as f32;
+        let mut product = 1f32;
+        for i in 0..=t {
+            // torch.linspace fills the second half from the end, so the last value is exact.
+            let b = if i < n / 2 { start + step * i as f32 } else { end - step * (n - 1 - i) as f32 };
+            let beta = if self.beta_schedule == "scaled_linear" { b * b } else { b };
+            product *= 1.0 - beta;
+        }
+        Ok(product)
+    }
+}
+
+/// One of OSCAR's bit-rate levels.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct Level {
+    pub level: usize,
+    /// Token grid downsampling relative to the latent (8, 4, 2, 2, 1, 1, 1, 1).
+    pub stride: usize,
+    pub codebook_size: usize,
+    pub codebook_dim: usize,
+    pub timestep: usize,
+    pub bpp_nominal: f64,
+}
+
+pub fn parse_levels(json: &str) -> Result<Vec<Level>> {
+    let levels: Vec<Level> = serde_json::from_str(json).map_err(|e| Error::BadModel(format!("levels: {e}")))?;
+    let valid = !levels.is_empty()
+        && levels.iter().enumerate().all(|(i, l)| l.level == i && l.stride.is_power_of_two() && l.codebook_size >= 2);
+    if !valid {
+        return Err(Error::BadModel("levels: must be numbered 0.. with power-of-two strides".into()));
+    }
+    Ok(levels)
+}

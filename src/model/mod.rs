@@ -1,0 +1,11 @@
+//! OSCAR's networks built on the engine from the configs in the model file.
+
+pub mod blocks;
+pub mod config;
+pub mod hyper;
+pub mod oscar;
+pub mod synthetic;
+pub mod unet;
+pub mod vae;
+
+pub use oscar::{ModelInfo, Oscar, RunOptions, Tokens, Trace};

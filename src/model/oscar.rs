@@ -1,0 +1,219 @@
+//! The OSCAR pipeline: image → (token indices, A_z) and back, each direction one graph
+//! on the GPU with no CPU round-trip inside.
+
+use std::path::Path;
+
+use super::blocks::Ctx;
+use super::config::{parse_levels, Level, SchedulerConfig, UnetConfig, VaeConfig};
+use super::{hyper, unet, vae};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::graph::{Graph, HostTensor, RunReport, Tensor};
+use crate::ops::channel_norm::{channel_l2_norms, rescale_channels};
+use crate::ops::elementwise::{binary, unary, Binary, Unary};
+use crate::weights::{ModelFile, Precision, Weights};
+
+/// Everything a model file says besides its weights.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub unet: UnetConfig,
+    pub vae: VaeConfig,
+    pub scheduler: SchedulerConfig,
+    pub levels: Vec<Level>,
+    /// Hex sha256 of the weights, written by the converter.
+    pub content_hash: String,
+    /// Static rANS symbol counts per level (`rans.<level>.freq`); None: uniform.
+    pub freqs: Vec<Option<Vec<u32>>>,
+}
+
+impl ModelInfo {
+    pub fn from_file(file: &ModelFile) -> Result<ModelInfo> {
+        if file.meta("format") != Some("oscar-wgpu-model") {
+            return Err(Error::BadModel(format!(
+                "{} is not an oscar-wgpu model (convert SD-2.1 + OSCAR weights with tools/convert_oscar.py)",
+                file.path.display()
+            )));
+        }
+        let field = |key: &str| file.meta(key).ok_or_else(|| Error::BadModel(format!("metadata '{key}' is missing")));
+        let levels = parse_levels(field("levels")?)?;
+        let freqs = (0..levels.len())
+            .map(|l| {
+                let name = format!("rans.{l}.freq");
+                file.shape(&name).map(|_| file.read_counts(&name)).transpose()
+            })
+            .collect::<Result<_>>()?;
+        Ok(ModelInfo {
+            unet: UnetConfig::parse(field("unet_config")?)?,
+            vae: VaeConfig::parse(field("vae_config")?)?,
+            scheduler: SchedulerConfig::parse(field("scheduler_config")?)?,
+            levels,
+            content_hash: field("content_hash")?.to_string(),
+            freqs,
+        })
+    }
+
+    pub fn level(&self, level: usize) -> Result<&Level> {
+        self.levels.get(level).ok_or_else(|| Error::BadModel(format!("level {level} does not exist (0..={})", self.levels.len() - 1)))
+    }
+
+    /// Image pixels per token along each axis at `level`.
+    pub fn pixels_per_token(&self, level: usize) -> Result<usize> {
+        Ok(self.vae.downscale() * self.level(level)?.stride)
+    }
+}
+
+/// What a run reports besides its result.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Read back the intermediates (parity tests, tools).
+    pub trace: bool,
+    /// Time every dispatch with timestamp queries, where the adapter has them.
+    pub profile: bool,
+}
+
+/// Intermediates a run can read back besides its result (for parity tests and tools).
+#[derive(Clone, Debug, Default)]
+pub struct Trace {
+    pub tensors: Vec<(&'static str, HostTensor)>,
+    pub report: RunReport,
+}
+
+impl Trace {
+    pub fn get(&self, name: &str) -> Option<&HostTensor> {
+        self.tensors.iter().find(|(n, _)| *n == name).map(|(_, t)| t)
+    }
+}
+
+/// What the encoder sends for one image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tokens {
+    pub level: usize,
+    /// Token grid, rows × columns.
+    pub grid: (usize, usize),
+    pub indices: Vec<u32>,
+    /// L2 norm of each latent channel.
+    pub a_z: Vec<f32>,
+}
+
+pub struct Oscar {
+    pub gpu: Gpu,
+    pub info: ModelInfo,
+    pub weights: Weights,
+    pub precision: Precision,
+}
+
+impl Oscar {
+    pub fn load(gpu: Gpu, path: &Path, precision: Precision) -> Result<Oscar> {
+        let file = ModelFile::open(path)?;
+        let info = ModelInfo::from_file(&file)?;
+        let weights = Weights::upload(&gpu, &file, precision, |name| !name.starts_with("rans."))?;
+        Ok(Oscar { gpu, info, weights, precision })
+    }
+
+    /// Encodes `image` ([3, h, w] in [-1, 1]; h, w multiples of the level's pixels per
+    /// token) at `level`. 
+    pub fn encode(&self, image: &[f32], h: usize, w: usize, level: usize, opts: RunOptions) -> Result<(Tokens, Trace)> {
+        self.check_runnable()?;
+        let cell = self.info.pixels_per_token(level)?;
+        if h == 0 || w == 0 || h % cell != 0 || w % cell != 0 {
+            return Err(Error::Shape(format!("image {w}×{h} is not a multiple of {cell} pixels (pad it first)")));
+        }
+        let mut g = Graph::new(&self.gpu);
+        let x = g.input_f32(&[3, h, w], image)?;
+        let mut cx = Ctx { g: &mut g, w: &self.weights };
+        cx.g.set_stage("vae_encode");
+        let latents = vae::encode(&mut cx, &self.info.vae, x)?;
+        let a_z = channel_l2_norms(cx.g, latents)?;
+        cx.g.set_stage("hyper_encode");
+        let features = hyper::backbone(&mut cx, level, latents)?;
+        cx.g.set_stage("vq");
+        let indices = hyper::quantize(&mut cx, level, features)?;
+        let mut outputs = vec![("indices", indices), ("a_z", a_z)];
+        if opts.trace {
+            outputs.extend([("latents", latents), ("backbone", features)]);
+        }
+        let (tokens, trace) = run(&g, &outputs, opts)?;
+        let grid = (h / cell, w / cell);
+        Ok((Tokens { level, grid, indices: tokens[0].u32(), a_z: tokens[1].f32() }, trace))
+    }
+
+    /// Decodes tokens to an image [3, h, w] in [-1, 1], where (h, w) is the token grid
+    /// times the level's pixels per token.
+    pub fn decode(&self, tokens: &Tokens, opts: RunOptions) -> Result<(Vec<f32>, Trace)> {
+        self.check_runnable()?;
+        let mut g = Graph::new(&self.gpu);
+        let outputs = self.decode_graph(&mut g, tokens)?;
+        let outputs = if opts.trace { outputs } else { outputs[..1].to_vec() };
+        let (mut host, trace) = run(&g, &outputs, opts)?;
+        let image = host.swap_remove(0).f32().into_iter().map(|v| v.clamp(-1.0, 1.0)).collect();
+        Ok((image, trace))
+    }
+
+    /// The buffer plan of a decode of a `grid` of tokens, without running it: what a
+    /// decode would allocate, also for sizes too slow to run.
+    pub fn plan_decode(&self, level: usize, grid: (usize, usize)) -> Result<crate::graph::Plan> {
+        let tokens = Tokens { level, grid, indices: vec![0; grid.0 * grid.1], a_z: vec![1.0; self.info.vae.latent_channels] };
+        let mut g = Graph::new(&self.gpu);
+        let outputs = self.decode_graph(&mut g, &tokens)?;
+        Ok(g.plan(&[outputs[0].1]))
+    }
+
+    /// Builds the decode graph; the first output is the image, then the intermediates.
+    fn decode_graph(&self, g: &mut Graph, tokens: &Tokens) -> Result<Vec<(&'static str, Tensor)>> {
+        let info = &self.info;
+        let level = info.level(tokens.level)?;
+        let (th, tw) = tokens.grid;
+        if th * tw != tokens.indices.len() || tokens.a_z.len() != info.vae.latent_channels {
+            return Err(Error::Shape(format!("{} indices and {} norms do not fit a {th}×{tw} grid", tokens.indices.len(), tokens.a_z.len())));
+        }
+        if let Some(&bad) = tokens.indices.iter().find(|&&i| i as usize >= level.codebook_size) {
+            return Err(Error::Shape(format!("token index {bad} is outside level {}'s codebook of {}", level.level, level.codebook_size)));
+        }
+        let t = level.timestep;
+        let alpha_bar = info.scheduler.alpha_bar(t)?;
+        let indices = g.input_u32(&[th * tw], &tokens.indices)?;
+        let a_z = g.input_f32(&[tokens.a_z.len()], &tokens.a_z)?;
+        let mut cx = Ctx { g, w: &self.weights };
+        cx.g.set_stage("hyper_decode");
+        let quantized = hyper::dequantize(&mut cx, level.level, indices, th, tw)?;
+        let z_hat = hyper::project(&mut cx, level.level, quantized)?;
+        let z_t = rescale_channels(cx.g, z_hat, a_z)?;
+        cx.g.set_stage("unet");
+        let context = cx.w.tensor(cx.g, "embeddings")?;
+        let v = unet::forward(&mut cx, &info.unet, z_t, t as f32, context)?;
+        // One DDIM step with v-prediction: x0 = √ᾱ·z_t − √(1−ᾱ)·v.
+        let x0 = binary(cx.g, z_t, v, Binary::Axpby(alpha_bar.sqrt(), -(1.0 - alpha_bar).sqrt()))?;
+        cx.g.set_stage("vae_decode");
+        let latents = unary(cx.g, x0, Unary::Affine(1.0 / info.vae.scaling_factor, 0.0))?;
+        let image = vae::decode(&mut cx, &info.vae, latents)?;
+        Ok(vec![("image", image), ("quantized", quantized), ("z_hat", z_hat), ("z_t", z_t), ("v", v), ("x0", x0)])
+    }
+}
+
+fn run(g: &Graph, outputs: &[(&'static str, Tensor)], opts: RunOptions) -> Result<(Vec<HostTensor>, Trace)> {
+    let tensors: Vec<Tensor> = outputs.iter().map(|&(_, t)| t).collect();
+    let (host, report) = if opts.profile { g.run_profiled(&tensors)? } else { g.run(&tensors)? };
+    let traced = if opts.trace { outputs.iter().map(|&(n, _)| n).zip(host.iter().cloned()).collect() } else { Vec::new() };
+    Ok((host, Trace { tensors: traced, report }))
+}
+
+impl Oscar {
+    /// A model with seeded random weights of `arch` (see [`super::synthetic`]).
+    pub fn synthetic(gpu: Gpu, arch: &super::synthetic::Architecture, seed: u64, precision: Precision) -> Result<Oscar> {
+        let weights = Weights::from_host(&gpu, arch.weights(seed), precision)?;
+        Ok(Oscar { gpu, info: arch.info.clone(), weights, precision })
+    }
+
+    /// `arch` without weight data: for [`Oscar::plan_decode`] only.
+    pub fn planning_only(gpu: Gpu, arch: &super::synthetic::Architecture, precision: Precision) -> Oscar {
+        let weights = Weights::shapes_only(&gpu, arch.weight_shapes(), precision);
+        Oscar { gpu, info: arch.info.clone(), weights, precision }
+    }
+
+    fn check_runnable(&self) -> Result<()> {
+        if self.weights.planning_only {
+            return Err(Error::BadModel("this model has shapes but no weights: it can only plan".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,296 @@
+//! Seeded random weights for any OSCAR architecture, so the full SD-2.1 model can be
+//! built, benchmarked and planned without the 2 GB download. The weight list mirrors
+//! diffusers' and compressai's module trees from the configs.
+
+use super::config::{Level, SchedulerConfig, UnetConfig, VaeConfig};
+use super::oscar::ModelInfo;
+use crate::error::Result;
+use crate::rng::Rng;
+
+const SD21_UNET: &str = r#"{"in_channels":4,"out_channels":4,"block_out_channels":[320,640,1280,1280],"layers_per_block":2,
+"down_block_types":["CrossAttnDownBlock2D","CrossAttnDownBlock2D","CrossAttnDownBlock2D","DownBlock2D"],
+"up_block_types":["UpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D"],
+"cross_attention_dim":1024,"norm_num_groups":32,"norm_eps":1e-5,"flip_sin_to_cos":true,"freq_shift":0,
+"use_linear_projection":true,"attention_head_dim":[5,10,20,20],"num_attention_heads":null}"#;
+const SD21_VAE: &str = r#"{"in_channels":3,"out_channels":3,"block_out_channels":[128,256,512,512],"layers_per_block":2,
+"latent_channels":4,"norm_num_groups":32,"scaling_factor":0.18215}"#;
+const SD21_SCHEDULER: &str = r#"{"beta_start":0.00085,"beta_end":0.012,"beta_schedule":"scaled_linear",
+"num_train_timesteps":1000,"prediction_type":"v_prediction"}"#;
+
+/// OSCAR's eight levels: token stride, codebook size, timestep, nominal bpp.
+const LEVELS: [(usize, usize, usize, f64); 8] = [
+    (8, 256, 500, 0.0019),
+    (4, 1024, 400, 0.0098),
+    (2, 256, 310, 0.0313),
+    (2, 2048, 280, 0.0430),
+    (1, 16, 210, 0.0625),
+    (1, 32, 190, 0.0781),
+    (1, 64, 170, 0.0937),
+    (1, 256, 150, 0.1250),
+];
+
+/// An architecture: the diffusers configs plus the hyper-network widths.
+pub struct Architecture {
+    pub info: ModelInfo,
+    /// Hyper-encoder width N, latent-code width M, codebook vector size.
+    pub n: usize,
+    pub m: usize,
+    pub codebook_dim: usize,
+}
+
+impl Architecture {
+    /// The real model's shapes: SD-2.1 UNet and VAE, N = 192, M = 320.
+    pub fn sd21() -> Result<Architecture> {
+        let levels = LEVELS
+            .iter()
+            .enumerate()
+            .map(|(level, &(stride, codebook_size, timestep, bpp_nominal))| Level { level, stride, codebook_size, codebook_dim: 32, timestep, bpp_nominal })
+            .collect();
+        Ok(Architecture {
+            info: ModelInfo {
+                unet: UnetConfig::parse(SD21_UNET)?,
+                vae: VaeConfig::parse(SD21_VAE)?,
+                scheduler: SchedulerConfig::parse(SD21_SCHEDULER)?,
+                levels,
+                content_hash: "synthetic-sd21".into(),
+                freqs: vec![None; LEVELS.len()],
+            },
+            n: 192,
+            m: 320,
+            codebook_dim: 32,
+        })
+    }
+
+    /// Every weight's name and shape.
+    pub fn weight_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let mut s = Specs::default();
+        unet(&mut s, &self.info.unet);
+        vae(&mut s, &self.info.vae);
+        for level in &self.info.levels {
+            hyper(&mut s, level, self.n, self.m, self.info.vae.latent_channels);
+        }
+        s.add("embeddings", &[77, self.info.unet.cross_attention_dim]);
+        s.0
+    }
+
+    /// Seeded weights, scaled like PyTorch's default init (uniform ±1/√fan_in), with
+    /// unit norm gains, so activations stay in a realistic range.
+    pub fn weights(&self, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let mut rng = Rng::new(seed);
+        self.weight_shapes()
+            .into_iter()
+            .map(|(name, shape)| {
+                let len: usize = shape.iter().product();
+                let is_norm = name.contains("norm") && shape.len() == 1;
+                let values = if is_norm && name.ends_with(".weight") {
+                    vec![1.0; len]
+                } else if is_norm {
+                    vec![0.0; len]
+                } else {
+                    let fan_in = if shape.len() > 1 { shape[1..].iter().product::<usize>() } else { shape[0] };
+                    rng.vec(len, 1.0 / (fan_in as f32).sqrt())
+                };
+                (name, shape, values)
+            })
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct Specs(Vec<(String, Vec<usize>)>);
+
+impl Specs {
+    fn add(&mut self, name: &str, shape: &[usize]) {
+        self.0.push((name.to_string(), shape.to_vec()));
+    }
+
+    fn conv(&mut self, p: &str, out: usize, inp: usize, k: usize) {
+        self.add(&format!("{p}.weight"), &[out, inp, k, k]);
+        self.add(&format!("{p}.bias"), &[out]);
+    }
+
+    fn linear(&mut self, p: &str, out: usize, inp: usize, bias: bool) {
+        self.add(&format!("{p}.weight"), &[out, inp]);
+        if bias {
+            self.add(&format!("{p}.bias"), &[out]);
+        }
+    }
+
+    fn norm(&mut self, p: &str, c: usize) {
+        self.add(&format!("{p}.weight"), &[c]);
+        self.add(&format!("{p}.bias"), &[c]);
+    }
+
+    fn resnet(&mut self, p: &str, inp: usize, out: usize, temb: Option<usize>) {
+        self.norm(&format!("{p}.norm1"), inp);
+        self.conv(&format!("{p}.conv1"), out, inp, 3);
+        if let Some(t) = temb {
+            self.linear(&format!("{p}.time_emb_proj"), out, t, true);
+        }
+        self.norm(&format!("{p}.norm2"), out);
+        self.conv(&format!("{p}.conv2"), out, out, 3);
+        if inp != out {
+            self.conv(&format!("{p}.conv_shortcut"), out, inp, 1);
+        }
+    }
+
+    fn transformer(&mut self, p: &str, c: usize, cross: usize, layers: usize) {
+        self.norm(&format!("{p}.norm"), c);
+        self.linear(&format!("{p}.proj_in"), c, c, true);
+        for b in 0..layers {
+            let t = format!("{p}.transformer_blocks.{b}");
+            for (attn, kv) in [("attn1", c), ("attn2", cross)] {
+                self.linear(&format!("{t}.{attn}.to_q"), c, c, false);
+                self.linear(&format!("{t}.{attn}.to_k"), c, kv, false);
+                self.linear(&format!("{t}.{attn}.to_v"), c, kv, false);
+                self.linear(&format!("{t}.{attn}.to_out.0"), c, c, true);
+            }
+            for n in ["norm1", "norm2", "norm3"] {
+                self.norm(&format!("{t}.{n}"), c);
+            }
+            self.linear(&format!("{t}.ff.net.0.proj"), 8 * c, c, true);
+            self.linear(&format!("{t}.ff.net.2"), c, 4 * c, true);
+        }
+        self.linear(&format!("{p}.proj_out"), c, c, true);
+    }
+
+    fn bottleneck(&mut self, p: &str, c: usize, sub: &str) {
+        self.conv(&format!("{p}.{sub}.0"), c / 2, c, 1);
+        self.conv(&format!("{p}.{sub}.2"), c / 2, c / 2, 3);
+        self.conv(&format!("{p}.{sub}.4"), c, c / 2, 1);
+    }
+
+    fn attention_block(&mut self, p: &str, c: usize) {
+        for branch in ["conv_a", "conv_b"] {
+            for i in 0..3 {
+                self.bottleneck(&format!("{p}.{branch}.{i}"), c, "conv");
+            }
+        }
+        self.conv(&format!("{p}.conv_b.3"), c, c, 1);
+    }
+}
+
+fn unet(s: &mut Specs, c: &UnetConfig) {
+    let boc = &c.block_out_channels;
+    let temb = 4 * boc[0];
+    let n = boc.len();
+    s.conv("unet.conv_in", boc[0], c.in_channels, c.conv_in_kernel);
+    s.linear("unet.time_embedding.linear_1", temb, boc[0], true);
+    s.linear("unet.time_embedding.linear_2", temb, temb, true);
+    let mut out = boc[0];
+    for (i, kind) in c.down_block_types.iter().enumerate() {
+        let inp = out;
+        out = boc[i];
+        for j in 0..c.layers_per_block {
+            s.resnet(&format!("unet.down_blocks.{i}.resnets.{j}"), if j == 0 { inp } else { out }, out, Some(temb));
+            if kind.starts_with("CrossAttn") {
+                s.transformer(&format!("unet.down_blocks.{i}.attentions.{j}"), out, c.cross_attention_dim, c.transformer_layers[i]);
+            }
+        }
+        if i + 1 < n {
+            s.conv(&format!("unet.down_blocks.{i}.downsamplers.0.conv"), out, out, 3);
+        }
+    }
+    let last = boc[n - 1];
+    s.resnet("unet.mid_block.resnets.0", last, last, Some(temb));
+    s.transformer("unet.mid_block.attentions.0", last, c.cross_attention_dim, c.transformer_layers[n - 1]);
+    s.resnet("unet.mid_block.resnets.1", last, last, Some(temb));
+    let reversed: Vec<usize> = boc.iter().rev().copied().collect();
+    let mut prev = reversed[0];
+    for (i, kind) in c.up_block_types.iter().enumerate() {
+        let out = reversed[i];
+        let inp = reversed[(i + 1).min(n - 1)];
+        for j in 0..=c.layers_per_block {
+            let skip = if j == c.layers_per_block { inp } else { out };
+            let res_in = if j == 0 { prev } else { out };
+            s.resnet(&format!("unet.up_blocks.{i}.resnets.{j}"), res_in + skip, out, Some(temb));
+            if kind.starts_with("CrossAttn") {
+                s.transformer(&format!("unet.up_blocks.{i}.attentions.{j}"), out, c.cross_attention_dim, c.transformer_layers[n - 1 - i]);
+            }
+        }
+        if i + 1 < n {
+            s.conv(&format!("unet.up_blocks.{i}.upsamplers.0.conv"), out, out, 3);
+        }
+        prev = out;
+    }
+    s.norm("unet.conv_norm_out", boc[0]);
+    s.conv("unet.conv_out", c.out_channels, boc[0], c.conv_out_kernel);
+}
+
+fn vae_mid(s: &mut Specs, p: &str, c: usize) {
+    s.resnet(&format!("{p}.resnets.0"), c, c, None);
+    s.norm(&format!("{p}.attentions.0.group_norm"), c);
+    for proj in ["to_q", "to_k", "to_v", "to_out.0"] {
+        s.linear(&format!("{p}.attentions.0.{proj}"), c, c, true);
+    }
+    s.resnet(&format!("{p}.resnets.1"), c, c, None);
+}
+
+fn vae(s: &mut Specs, c: &VaeConfig) {
+    let boc = &c.block_out_channels;
+    let n = boc.len();
+    let latent = c.latent_channels;
+    s.conv("vae.encoder.conv_in", boc[0], c.in_channels, 3);
+    let mut out = boc[0];
+    for i in 0..n {
+        let inp = out;
+        out = boc[i];
+        for j in 0..c.layers_per_block {
+            s.resnet(&format!("vae.encoder.down_blocks.{i}.resnets.{j}"), if j == 0 { inp } else { out }, out, None);
+        }
+        if i + 1 < n {
+            s.conv(&format!("vae.encoder.down_blocks.{i}.downsamplers.0.conv"), out, out, 3);
+        }
+    }
+    vae_mid(s, "vae.encoder.mid_block", boc[n - 1]);
+    s.norm("vae.encoder.conv_norm_out", boc[n - 1]);
+    s.conv("vae.encoder.conv_out", 2 * latent, boc[n - 1], 3);
+    s.conv("vae.quant_conv", 2 * latent, 2 * latent, 1);
+    s.conv("vae.post_quant_conv", latent, latent, 1);
+    let reversed: Vec<usize> = boc.iter().rev().copied().collect();
+    s.conv("vae.decoder.conv_in", reversed[0], latent, 3);
+    vae_mid(s, "vae.decoder.mid_block", reversed[0]);
+    let mut prev = reversed[0];
+    for (i, &out) in reversed.iter().enumerate() {
+        for j in 0..=c.layers_per_block {
+            s.resnet(&format!("vae.decoder.up_blocks.{i}.resnets.{j}"), if j == 0 { prev } else { out }, out, None);
+        }
+        if i + 1 < n {
+            s.conv(&format!("vae.decoder.up_blocks.{i}.upsamplers.0.conv"), out, out, 3);
+        }
+        prev = out;
+    }
+    s.norm("vae.decoder.conv_norm_out", boc[0]);
+    s.conv("vae.decoder.conv_out", c.out_channels, boc[0], 3);
+}
+
+fn hyper(s: &mut Specs, level: &Level, n: usize, m: usize, latent: usize) {
+    let p = format!("hyper.{}", level.level);
+    let downs = level.stride.trailing_zeros() as usize;
+    // The three resampling positions take stride 2 from the last one backwards.
+    let kernel = |position: usize| if position + downs >= 3 { 5 } else { 1 };
+    let b = format!("{p}.backbone");
+    s.conv(&format!("{b}.0"), n, latent, kernel(0));
+    (1..=3).for_each(|i| s.bottleneck(&format!("{b}.{i}"), n, "layers"));
+    s.conv(&format!("{b}.4"), n, n, kernel(1));
+    (5..=7).for_each(|i| s.bottleneck(&format!("{b}.{i}"), n, "layers"));
+    s.attention_block(&format!("{b}.8"), n);
+    s.conv(&format!("{b}.9"), n, n, kernel(2));
+    (10..=12).for_each(|i| s.bottleneck(&format!("{b}.{i}"), n, "layers"));
+    s.conv(&format!("{b}.13"), m, n, 1);
+    s.attention_block(&format!("{b}.14"), m);
+    let d = level.codebook_dim;
+    s.add(&format!("{p}.quantizer.codebook"), &[level.codebook_size, d]);
+    if m != d {
+        s.linear(&format!("{p}.quantizer.project_in"), d, m, true);
+        s.linear(&format!("{p}.quantizer.project_out"), m, d, true);
+    }
+    let q = format!("{p}.proj");
+    for (position, index) in [0, 4, 8].into_iter().enumerate() {
+        let k = kernel(position);
+        // A transposed conv's weight is [in, out, k, k]; both are M here.
+        s.conv(&format!("{q}.{index}"), m, m, k);
+        (index + 1..=index + 3).for_each(|i| s.bottleneck(&format!("{q}.{i}"), m, "layers"));
+    }
+    s.conv(&format!("{q}.12"), latent, m, 1);
+}

@@ -1,0 +1,108 @@
+//! PyTorch GroupNorm (biased variance) with an optional fused SiLU, in three dispatches:
+//! `partial` reduces fixed-size slices of each group to (mean, M2) with a per-thread
+//! two-pass sum and Chan's merge (SD activations have means far above their spread,
+//! so E[x²] − E[x]² would cancel in f32), `finalize` merges a group's slices into its
+//! mean and 1/σ, and `apply` normalises. Groups are contiguous, so tensors past the
+//! binding limit are split into windows of whole groups.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{channel_chunks, is_f16, u32_of};
+use crate::error::{Error, Result};
+use crate::gpu::KernelKey;
+use crate::graph::{DType, Graph, Tensor};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    group_len: u32,
+    slices: u32,
+    groups: u32,
+    group_base: u32,
+    n: u32,
+    hw: u32,
+    cpg: u32,
+    c_base: u32,
+    eps: f32,
+    _pad: [u32; 3],
+}
+
+const WORKGROUP: u64 = 256;
+/// Elements one `partial` workgroup reduces (matches `SLICE` in the shader).
+const SLICE: usize = 4096;
+
+/// `x` [c, h, w], `gamma`/`beta` [c] → [c, h, w], normalised over `groups` groups of
+/// c / groups channels, then SiLU if `silu`.
+pub fn group_norm(g: &mut Graph, x: Tensor, gamma: Tensor, beta: Tensor, groups: usize, eps: f32, silu: bool) -> Result<Tensor> {
+    let &[c, h, w] = g.shape(x) else {
+        return Err(Error::Shape(format!("group_norm input must be [c, h, w], got {:?}", g.shape(x))));
+    };
+    if groups == 0 || c % groups != 0 {
+        return Err(Error::Shape(format!("group_norm: {c} channels do not split into {groups} groups")));
+    }
+    let affine_ok = g.shape(gamma) == [c] && g.shape(beta) == [c] && g.dtype(gamma) == g.dtype(beta) && g.dtype(gamma) != DType::U32;
+    if g.dtype(x) != DType::F32 || !affine_ok {
+        return Err(Error::Shape(format!("group_norm: input {:?}, gamma {:?}, beta {:?} disagree", g.shape(x), g.shape(gamma), g.shape(beta))));
+    }
+    let (cpg, hw) = (c / groups, h * w);
+    let group_len = cpg * hw;
+    let slices = group_len.div_ceil(SLICE).max(1);
+    let partials = g.intermediate(&[groups * slices, 2], DType::F32);
+    let stats = g.intermediate(&[groups, 2], DType::F32);
+    let y = g.intermediate(&[c, h, w], DType::F32);
+    let base = Params {
+        group_len: u32_of(group_len, "group_norm group size")?,
+        slices: u32_of(slices, "group_norm slices")?,
+        groups: 0,
+        group_base: 0,
+        n: 0,
+        hw: u32_of(hw, "group_norm plane")?,
+        cpg: cpg as u32,
+        c_base: 0,
+        eps,
+        _pad: [0; 3],
+    };
+    let group_bytes = 4 * group_len as u64;
+    let windows = channel_chunks(g.gpu, groups, group_bytes)?;
+
+    let pv = g.view(partials)?;
+    for win in &windows {
+        let xv = g.window(x, win.start as u64 * group_bytes, win.len() as u64 * group_bytes)?;
+        let params = Params { groups: win.len() as u32, group_base: win.start as u32, ..base };
+        let grid = g.grid((win.len() * slices) as u64)?;
+        g.dispatch(KernelKey::new("group_norm", "partial"), bytemuck::bytes_of(&params), vec![xv, pv], grid, 3 * (win.len() * group_len) as u64);
+    }
+    let params = Params { groups: groups as u32, ..base };
+    let sv = g.view(stats)?;
+    g.dispatch(KernelKey::new("group_norm", "finalize"), bytemuck::bytes_of(&params), vec![pv, sv], g.grid(groups as u64)?, 0);
+
+    let key = KernelKey::new("group_norm", "apply").with("W_F16", is_f16(g.dtype(gamma))).with("SILU", silu as u32 as f64);
+    let (gv, bv) = (g.view(gamma)?, g.view(beta)?);
+    for win in &windows {
+        let (off, size) = (win.start as u64 * group_bytes, win.len() as u64 * group_bytes);
+        let n = win.len() * group_len;
+        let params = Params { n: n as u32, c_base: (win.start * cpg) as u32, ..base };
+        let views = vec![g.window(x, off, size)?, sv, gv, bv, g.window(y, off, size)?];
+        let grid = g.grid((n as u64).div_ceil(WORKGROUP))?;
+        g.dispatch(key.clone(), bytemuck::bytes_of(&params), views, grid, (if silu { 8 } else { 4 }) * n as u64);
+    }
+    Ok(y)
+}
+
+/// CPU reference in f64: `x` [c, h, w], `gamma`/`beta` [c].
+pub fn reference(x: &[f32], shape: [usize; 3], gamma: &[f32], beta: &[f32], groups: usize, eps: f32, silu: bool) -> Vec<f32> {
+    let [c, h, w] = shape;
+    let group_len = c / groups * h * w;
+    let mut y = Vec::with_capacity(x.len());
+    for (gi, group) in x.chunks(group_len).enumerate() {
+        let mean = group.iter().map(|&v| v as f64).sum::<f64>() / group_len as f64;
+        let var = group.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / group_len as f64;
+        let rstd = 1.0 / (var + eps as f64).sqrt();
+        for (i, &v) in group.iter().enumerate() {
+            let ch = gi * (c / groups) + i / (h * w);
+            let n = (v as f64 - mean) * rstd * gamma[ch] as f64 + beta[ch] as f64;
+            y.push((if silu { n / (1.0 + (-n).exp()) } else { n }) as f32);
+        }
+    }
+    y
+}

@@ -1,0 +1,186 @@
+//! Tensors past one storage binding (lavapipe: 128 MiB) through the engine, against
+//! the CPU references, and dispatch grids past 65 535 workgroups. The tests share a
+//! lock so that only one holds its ~1–2 GiB of host and lavapipe memory at a time.
+
+mod common;
+
+use std::sync::Mutex;
+
+use common::{assert_close, gpu};
+use oscar_wgpu::graph::{fold_grid, Graph};
+use oscar_wgpu::ops::conv2d::{self, Conv2d};
+use oscar_wgpu::ops::elementwise::{self, Unary};
+use oscar_wgpu::ops::{concat, group_norm, resize};
+use oscar_wgpu::rng::Rng;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const MIB: usize = 1 << 20;
+
+/// Asserts the tensor really is past the binding limit, so the test means something.
+fn assert_past_binding(bytes: usize, what: &str) {
+    let limit = gpu().max_binding() as usize;
+    assert!(bytes > limit, "{what} ({} MiB) must exceed the {} MiB binding limit", bytes / MIB, limit / MIB);
+}
+
+#[test]
+fn fold_grid_splits_past_the_limit() {
+    let max = 65_535u32;
+    assert_eq!(fold_grid(0, max).unwrap(), [1, 1, 1]);
+    assert_eq!(fold_grid(1, max).unwrap(), [1, 1, 1]);
+    assert_eq!(fold_grid(65_535, max).unwrap(), [65_535, 1, 1]);
+    assert_eq!(fold_grid(65_536, max).unwrap(), [65_535, 2, 1]);
+    assert_eq!(fold_grid(65_535 * 65_535, max).unwrap(), [65_535, 65_535, 1]);
+    assert_eq!(fold_grid(65_535 * 65_535 + 1, max).unwrap(), [65_535, 65_535, 2]);
+    assert!(fold_grid(65_535u64.pow(3) + 1, max).is_err());
+    let mut rng = Rng::new(1);
+    for _ in 0..1000 {
+        let groups = rng.below(1 << 40) + 1;
+        let [x, y, z] = fold_grid(groups, max).unwrap();
+        let total = x as u64 * y as u64 * z as u64;
+        assert!(x <= max && y <= max && z <= max, "{groups}: {x}×{y}×{z}");
+        // Enough workgroups, and at most one partial row of spare ones.
+        assert!(total >= groups && total - groups < x as u64 * y as u64, "{groups}: {x}×{y}×{z}");
+    }
+    // A small limit exercises the z fold with small numbers.
+    assert_eq!(fold_grid(250, 10).unwrap(), [10, 10, 3]);
+    assert_eq!(fold_grid(1000, 10).unwrap(), [10, 10, 10]);
+    assert!(fold_grid(1001, 10).is_err());
+}
+
+#[test]
+fn unary_on_a_folded_grid() {
+    let _guard = lock();
+    // 65 537 workgroups of 256: past the per-dimension limit, folded into y.
+    let n = 65_536 * 256 + 17;
+    let x = Rng::new(2).vec(n, 4.0);
+    let mut g = Graph::new(gpu());
+    let xt = g.input_f32(&[n], &x).unwrap();
+    let y = elementwise::unary(&mut g, xt, Unary::Affine(0.5, 3.0)).unwrap();
+    assert!(g.grid(n.div_ceil(256) as u64).unwrap()[1] > 1, "the grid must be folded");
+    let (out, _) = g.run(&[y]).unwrap();
+    let want: Vec<f32> = x.iter().map(|&v| Unary::Affine(0.5, 3.0).apply(v)).collect();
+    assert_close(&out[0].f32(), &want, 1e-7, "affine over a folded grid");
+}
+
+#[test]
+fn binary_add_past_binding() {
+    let _guard = lock();
+    let n = 136 * MIB / 4 + 3;
+    assert_past_binding(4 * n, "add operand");
+    let mut rng = Rng::new(3);
+    let a = rng.vec(n, 1.0);
+    let b = rng.vec(n, 1.0);
+    let mut g = Graph::new(gpu());
+    let (at, bt) = (g.input_f32(&[n], &a).unwrap(), g.input_f32(&[n], &b).unwrap());
+    let y = elementwise::add(&mut g, at, bt).unwrap();
+    let (out, _) = g.run(&[y]).unwrap();
+    let want: Vec<f32> = a.iter().zip(&b).map(|(&u, &v)| u + v).collect();
+    assert_close(&out[0].f32(), &want, 1e-7, "add past the binding limit");
+}
+
+#[test]
+fn group_norm_silu_past_binding() {
+    let _guard = lock();
+    // 136 channels of 512×512 = 136 MiB in 8 groups of 17 MiB: two windows of whole groups.
+    let (c, h, w, groups) = (136, 512, 512, 8);
+    assert_past_binding(4 * c * h * w, "group_norm input");
+    let mut rng = Rng::new(4);
+    let x: Vec<f32> = rng.vec(c * h * w, 1.0).iter().map(|v| v + 3.0).collect();
+    let gamma: Vec<f32> = rng.vec(c, 0.5).iter().map(|v| v + 1.0).collect();
+    let beta = rng.vec(c, 0.5);
+    let mut g = Graph::new(gpu());
+    let xt = g.input_f32(&[c, h, w], &x).unwrap();
+    let gt = g.input_f32(&[c], &gamma).unwrap();
+    let bt = g.input_f32(&[c], &beta).unwrap();
+    let y = group_norm::group_norm(&mut g, xt, gt, bt, groups, 1e-6, true).unwrap();
+    let (out, _) = g.run(&[y]).unwrap();
+    drop(g);
+    let want = group_norm::reference(&x, [c, h, w], &gamma, &beta, groups, 1e-6, true);
+    assert_close(&out[0].f32(), &want, 1e-5, "group_norm + SiLU past the binding limit");
+}
+
+#[test]
+fn upsample_to_256_mib() {
+    let _guard = lock();
+    let (c, h, w) = (256, 256, 256);
+    assert_past_binding(4 * 4 * c * h * w, "upsample output");
+    let x = Rng::new(5).vec(c * h * w, 1.0);
+    let mut g = Graph::new(gpu());
+    let xt = g.input_f32(&[c, h, w], &x).unwrap();
+    let y = resize::upsample_nearest2x(&mut g, xt).unwrap();
+    let (out, _) = g.run(&[y]).unwrap();
+    drop(g);
+    assert!(out[0].f32() == resize::reference(&x, [c, h, w]), "upsample to 256 MiB differs");
+}
+
+#[test]
+fn concat_past_binding_at_an_unaligned_offset() {
+    let _guard = lock();
+    // One row of 9 000 001 pixels: b starts 36 000 004 bytes in (not aligned) and
+    // itself spans two windows.
+    let (ca, cb, w) = (1, 4, 9_000_001);
+    assert_past_binding(4 * cb * w, "concat operand");
+    let mut rng = Rng::new(6);
+    let a = rng.vec(ca * w, 1.0);
+    let b = rng.vec(cb * w, 1.0);
+    let mut g = Graph::new(gpu());
+    let at = g.input_f32(&[ca, 1, w], &a).unwrap();
+    let bt = g.input_f32(&[cb, 1, w], &b).unwrap();
+    let y = concat::concat_channels(&mut g, at, bt).unwrap();
+    let (out, _) = g.run(&[y]).unwrap();
+    drop(g);
+    assert!(out[0].f32() == concat::reference(&a, &b), "concat past the binding limit differs");
+}
+
+#[test]
+fn conv2d_input_past_binding() {
+    let _guard = lock();
+    // 130 channels of 512×512 = 130 MiB: two accumulating input-channel windows.
+    let (cin, h, w, cout, k) = (130, 512, 512, 8, 3);
+    assert_past_binding(4 * cin * h * w, "conv2d input");
+    let mut rng = Rng::new(7);
+    let x = rng.vec(cin * h * w, 1.0);
+    let wt = rng.vec(cout * cin * k * k, 0.1);
+    let b = rng.vec(cout, 0.5);
+    let cfg = Conv2d::same(1);
+    let mut g = Graph::new(gpu());
+    let xt = g.input_f32(&[cin, h, w], &x).unwrap();
+    let wt_t = g.input_f32(&[cout, cin, k, k], &wt).unwrap();
+    let bt = g.input_f32(&[cout], &b).unwrap();
+    let y = conv2d::conv2d(&mut g, xt, wt_t, bt, cfg).unwrap();
+    let (out, _) = g.run(&[y]).unwrap();
+    drop(g);
+    let got = out[0].f32();
+    // The full reference is 2.5 G multiply-adds; check 8 192 pixels instead, every
+    // output channel, the borders included (each sums both input windows).
+    let mut points: Vec<(usize, usize)> = (0..w).step_by(37).flat_map(|x| [(0, x), (h - 1, x)]).collect();
+    points.extend((0..h).step_by(37).flat_map(|y| [(y, 0), (y, w - 1)]));
+    while points.len() < 1024 {
+        points.push((rng.below(h as u64) as usize, rng.below(w as u64) as usize));
+    }
+    let (mut got_s, mut want_s) = (Vec::new(), Vec::new());
+    for oc in 0..cout {
+        for &(oy, ox) in &points {
+            let mut acc = b[oc] as f64;
+            for ic in 0..cin {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let (iy, ix) = ((oy + ky) as isize - 1, (ox + kx) as isize - 1);
+                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                            acc += x[(ic * h + iy as usize) * w + ix as usize] as f64 * wt[((oc * cin + ic) * k + ky) * k + kx] as f64;
+                        }
+                    }
+                }
+            }
+            got_s.push(got[(oc * h + oy) * w + ox]);
+            want_s.push(acc as f32);
+        }
+    }
+    assert!(want_s.len() >= 8192);
+    assert_close(&got_s, &want_s, 1e-5, "conv2d with a 130 MiB input (sampled)");
+}
