@@ -1,11 +1,18 @@
+//! `cargo bench --bench kernels [-- --quick]`: the op kernels at Stable Diffusion shapes
+//! against the device's probed FMA peak.
+
+use oscar_wgpu::bench::kernels::run_kernel_bench;
 use oscar_wgpu::gpu::{Gpu, GpuOptions};
 
 fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
     let gpu = Gpu::new(&GpuOptions::default())?;
-    println!("adapter: {}", gpu.info.name);
-    let peak = oscar_wgpu::bench::probe::fma_peak(&gpu)?;
-    println!("fma peak {peak:.1} GFLOP/s");
-    let bw = oscar_wgpu::bench::probe::bandwidth(&gpu)?;
-    println!("bandwidth {bw:.1} GB/s");
+    println!("adapter: {} ({:?}, {})", gpu.info.name, gpu.info.backend, gpu.info.driver_info);
+    let (peak, bw, results) = run_kernel_bench(&gpu, quick)?;
+    println!("FMA peak probe: {peak:.1} GFLOP/s   copy bandwidth probe: {bw:.1} GB/s\n");
+    println!("{:<12} {:<36} {:>10} {:>9} {:>8}", "kernel", "shape", "ms", "GFLOP/s", "% peak");
+    for r in &results {
+        println!("{:<12} {:<36} {:>10.2} {:>9.2} {:>7.1}%", r.name, r.shape, r.ms, r.gflops, 100.0 * r.peak_fraction);
+    }
     Ok(())
 }

@@ -1,7 +1,9 @@
 // 2-D convolution, NCHW (batch 1), weights [cout, cin, kh, kw] as f32 or packed f16.
-// Each invocation computes an 8-channel × 4-pixel output tile in registers, with no
-// barriers: on lavapipe invocations map to SIMD lanes, and neighbouring lanes take
-// neighbouring pixels while sharing (broadcast) the same weights.
+// Each invocation computes 8 output channels × 4 output rows at one column, in named
+// vec4 registers (no dynamically indexed private arrays: llvmpipe spills those to
+// memory) and with no barriers. Neighbouring invocations take neighbouring columns, so
+// on lavapipe, where invocations are SIMD lanes, input loads are contiguous vectors and
+// weight loads are uniform broadcasts.
 // One dispatch covers a window of output channels and one of input channels, so
 // tensors larger than a storage binding are done in several accumulating dispatches.
 
@@ -34,7 +36,7 @@ override W_F16: bool = false;
 override ACT: u32 = 0u; // 0 none, 1 ReLU, 2 SiLU
 
 const OCT: u32 = 8u;
-const PXT: u32 = 4u;
+const ROWS: u32 = 4u;
 
 fn load_w(i: u32) -> f32 {
     if W_F16 {
@@ -52,11 +54,38 @@ fn load_b(i: u32) -> f32 {
     return bitcast<f32>(bias[i]);
 }
 
-fn activation(v: f32) -> f32 {
+fn activation(v: vec4<f32>) -> vec4<f32> {
     switch ACT {
-        case 1u: { return max(v, 0.0); }
-        case 2u: { return v / (1.0 + exp(-v)); }
+        case 1u: { return max(v, vec4<f32>(0.0)); }
+        case 2u: { return v / (vec4<f32>(1.0) + exp(-v)); }
         default: { return v; }
+    }
+}
+
+// Input value at (row iy, column ix) of a plane, or 0 in the padding. The index is
+// clamped so the read stays in bounds either way (branch-free on SIMD lanes).
+fn tap(plane: u32, iy: i32, ix: i32) -> f32 {
+    let inside = iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
+    let y = u32(clamp(iy, 0, i32(p.h) - 1));
+    let x_ = u32(clamp(ix, 0, i32(p.w) - 1));
+    return select(0.0, x[plane + y * p.w + x_], inside);
+}
+
+fn store(oc: u32, oy0: u32, ox: u32, acc: vec4<f32>) {
+    if oc >= p.cout {
+        return;
+    }
+    var v = acc;
+    for (var r = 0u; r < ROWS; r++) {
+        if oy0 + r < p.oh {
+            let idx = (oc * p.oh + oy0 + r) * p.ow + ox;
+            let base = select(vec4<f32>(load_b(p.oc_base + oc)), vec4<f32>(y[idx]), p.accumulate != 0u);
+            var out = v + base;
+            if p.activate != 0u {
+                out = activation(out);
+            }
+            y[idx] = out[r];
+        }
     }
 }
 
@@ -67,67 +96,62 @@ fn main(
     @builtin(local_invocation_index) li: u32,
 ) {
     let gid = flat_workgroup(wg, num) * 64u + li;
-    let x_groups = (p.ow + PXT - 1u) / PXT;
-    let per_group = x_groups * p.oh;
-    let oc0 = (gid / per_group) * OCT;
+    let tiles = ((p.oh + ROWS - 1u) / ROWS) * p.ow;
+    let oc0 = (gid / tiles) * OCT;
     if oc0 >= p.cout {
         return;
     }
-    let rest = gid % per_group;
-    let oy = rest / x_groups;
-    let ox0 = (rest % x_groups) * PXT;
+    let tile = gid % tiles;
+    let ox = tile % p.ow;
+    let oy0 = (tile / p.ow) * ROWS;
     let taps = p.kh * p.kw;
-
-    var acc: array<array<f32, 4>, 8>;
+    let w_row = p.w_cin * taps;
+    // Weight rows of the 8 channels (clamped: channels past cout compute junk, never stored).
+    let last = p.cout - 1u;
+    let w0 = (p.oc_base + min(oc0, last)) * w_row + p.ic_base * taps;
+    let w1 = (p.oc_base + min(oc0 + 1u, last)) * w_row + p.ic_base * taps;
+    let w2 = (p.oc_base + min(oc0 + 2u, last)) * w_row + p.ic_base * taps;
+    let w3 = (p.oc_base + min(oc0 + 3u, last)) * w_row + p.ic_base * taps;
+    let w4 = (p.oc_base + min(oc0 + 4u, last)) * w_row + p.ic_base * taps;
+    let w5 = (p.oc_base + min(oc0 + 5u, last)) * w_row + p.ic_base * taps;
+    let w6 = (p.oc_base + min(oc0 + 6u, last)) * w_row + p.ic_base * taps;
+    let w7 = (p.oc_base + min(oc0 + 7u, last)) * w_row + p.ic_base * taps;
+    var a0 = vec4<f32>();
+    var a1 = vec4<f32>();
+    var a2 = vec4<f32>();
+    var a3 = vec4<f32>();
+    var a4 = vec4<f32>();
+    var a5 = vec4<f32>();
+    var a6 = vec4<f32>();
+    var a7 = vec4<f32>();
+    let s = i32(p.stride);
+    let iy0 = i32(oy0) * s - i32(p.pad_t);
+    let ix0 = i32(ox) * s - i32(p.pad_l);
     for (var ic = 0u; ic < p.cin; ic++) {
-        let x_plane = ic * p.h * p.w;
+        let plane = ic * p.h * p.w;
         for (var ky = 0u; ky < p.kh; ky++) {
-            let iy = i32(oy * p.stride + ky) - i32(p.pad_t);
-            if iy < 0 || iy >= i32(p.h) {
-                continue;
-            }
-            let x_row = x_plane + u32(iy) * p.w;
+            let iy = iy0 + i32(ky);
             for (var kx = 0u; kx < p.kw; kx++) {
-                var xv: array<f32, 4>;
-                for (var t = 0u; t < PXT; t++) {
-                    let ix = i32((ox0 + t) * p.stride + kx) - i32(p.pad_l);
-                    if ix >= 0 && ix < i32(p.w) {
-                        xv[t] = x[x_row + u32(ix)];
-                    }
-                }
-                let tap = ky * p.kw + kx;
-                for (var o = 0u; o < OCT; o++) {
-                    let oc = min(oc0 + o, p.cout - 1u);
-                    let wv = load_w(((p.oc_base + oc) * p.w_cin + p.ic_base + ic) * taps + tap);
-                    for (var t = 0u; t < PXT; t++) {
-                        acc[o][t] = fma(wv, xv[t], acc[o][t]);
-                    }
-                }
+                let ix = ix0 + i32(kx);
+                let xv = vec4<f32>(tap(plane, iy, ix), tap(plane, iy + s, ix), tap(plane, iy + 2 * s, ix), tap(plane, iy + 3 * s, ix));
+                let t = ic * taps + ky * p.kw + kx;
+                a0 = fma(vec4<f32>(load_w(w0 + t)), xv, a0);
+                a1 = fma(vec4<f32>(load_w(w1 + t)), xv, a1);
+                a2 = fma(vec4<f32>(load_w(w2 + t)), xv, a2);
+                a3 = fma(vec4<f32>(load_w(w3 + t)), xv, a3);
+                a4 = fma(vec4<f32>(load_w(w4 + t)), xv, a4);
+                a5 = fma(vec4<f32>(load_w(w5 + t)), xv, a5);
+                a6 = fma(vec4<f32>(load_w(w6 + t)), xv, a6);
+                a7 = fma(vec4<f32>(load_w(w7 + t)), xv, a7);
             }
         }
     }
-
-    for (var o = 0u; o < OCT; o++) {
-        let oc = oc0 + o;
-        if oc >= p.cout {
-            break;
-        }
-        for (var t = 0u; t < PXT; t++) {
-            let ox = ox0 + t;
-            if ox >= p.ow {
-                break;
-            }
-            let idx = (oc * p.oh + oy) * p.ow + ox;
-            var v = acc[o][t];
-            if p.accumulate != 0u {
-                v += y[idx];
-            } else {
-                v += load_b(p.oc_base + oc);
-            }
-            if p.activate != 0u {
-                v = activation(v);
-            }
-            y[idx] = v;
-        }
-    }
+    store(oc0, oy0, ox, a0);
+    store(oc0 + 1u, oy0, ox, a1);
+    store(oc0 + 2u, oy0, ox, a2);
+    store(oc0 + 3u, oy0, ox, a3);
+    store(oc0 + 4u, oy0, ox, a4);
+    store(oc0 + 5u, oy0, ox, a5);
+    store(oc0 + 6u, oy0, ox, a6);
+    store(oc0 + 7u, oy0, ox, a7);
 }

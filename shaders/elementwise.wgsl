@@ -18,6 +18,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+// One-operand entry points write their result at binding 2.
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
 // unary: 0 SiLU, 1 ReLU, 2 GELU (erf), 3 sigmoid, 4 alpha·x + beta
 // binary: 0 alpha·a + beta·b, 1 a·b, 2 a·sigmoid(b)
@@ -61,7 +63,7 @@ fn unary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
         case 3u: { r = sigmoid(v); }
         default: { r = p.alpha * v + p.beta; }
     }
-    y[i] = r;
+    out[i] = r;
 }
 
 @compute @workgroup_size(256)
@@ -91,5 +93,5 @@ fn geglu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
     let col = i % p.cols;
     let h = a[row * 2u * p.cols + col];
     let gate = a[row * 2u * p.cols + p.cols + col];
-    y[i] = h * gelu(gate);
+    out[i] = h * gelu(gate);
 }

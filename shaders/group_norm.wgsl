@@ -37,7 +37,7 @@ override SILU: bool = false;
 
 const WG: u32 = 256u;
 const PER: u32 = 16u;
-const SLICE: u32 = 4096u; // WG · PER
+const SLICE: u32 = WG * PER; // 4096, as in the Rust side
 
 var<workgroup> w_count: array<f32, 256>;
 var<workgroup> w_mean: array<f32, 256>;

@@ -48,30 +48,3 @@ fn copy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3
         dst[i] = src[i];
     }
 }
-
-@compute @workgroup_size(64)
-fn fma_peak2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let gid = flat_workgroup(wg, num) * 64u + li;
-    let m = vec4<f32>(p.seed);
-    let c = vec4<f32>(1e-3);
-    let s = f32(gid) * 1e-6;
-    var a0 = vec4<f32>(s, s + 1.0, s + 2.0, s + 3.0);
-    var a1 = a0 + 4.0;
-    var a2 = a0 + 8.0;
-    var a3 = a0 + 12.0;
-    for (var i = 0u; i < p.iters; i++) {
-        a0 = fma(a0, m, c);
-        a1 = fma(a1, m, c);
-        a2 = fma(a2, m, c);
-        a0 = fma(a0, m, c);
-        a1 = fma(a1, m, c);
-        a2 = fma(a2, m, c);
-        a0 = fma(a0, m, c);
-        a1 = fma(a1, m, c);
-        a2 = fma(a2, m, c);
-        a3 = fma(a3, m, c);
-        a3 = fma(a3, m, c);
-        a3 = fma(a3, m, c);
-    }
-    dst[gid] = a0 + a1 + a2 + a3;
-}

@@ -11,6 +11,7 @@ pub mod error;
 pub mod gpu;
 pub mod graph;
 pub mod image_io;
+pub mod model;
 pub mod ops;
 pub mod rng;
 pub mod weights;

@@ -110,8 +110,10 @@ impl Precision {
         let decides_indices = name.starts_with("vae.encoder.")
             || name.starts_with("vae.quant_conv.")
             || (name.starts_with("hyper.") && (name.contains(".backbone.") || name.contains(".quantizer.")));
+        // The text-embedding stand-in enters the UNet as an activation, which is f32.
+        let is_activation = name == "embeddings";
         match self {
-            Precision::F16 if !decides_indices => DType::F16,
+            Precision::F16 if !decides_indices && !is_activation => DType::F16,
             _ => DType::F32,
         }
     }
@@ -165,7 +167,7 @@ impl Weights {
             let buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(&name),
                 contents: if bytes.is_empty() { &[0; 4] } else { &bytes },
-                usage: wgpu::BufferUsages::STORAGE,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             });
             weights.bytes += bytes.len() as u64;
             weights.map.insert(name, Weight { buffer: Arc::new(buffer), shape, dtype: storage });
@@ -186,7 +188,7 @@ impl Weights {
             let buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(&name),
                 contents: &bytes,
-                usage: wgpu::BufferUsages::STORAGE,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             });
             weights.bytes += bytes.len() as u64;
             weights.map.insert(name, Weight { buffer: Arc::new(buffer), shape, dtype: storage });

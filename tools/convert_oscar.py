@@ -4,8 +4,9 @@
     python tools/convert_oscar.py --sd <sd-2.1 folder> --oscar <oscar.pkl> -o model.safetensors
 
 The output is a single safetensors file: the VAE, the UNet with every OSCAR LoRA adapter
-merged and OSCAR's conv_in, the learned `embeddings` and the 8 hyper-encoders, plus
-metadata (configs, per-level table, content hash). See tools/README.md for the contract.
+merged and OSCAR's conv_in, the learned `embeddings` and the 8 hyper-encoders, optionally
+static rANS tables (`--freqs`, from estimate_freqs.py), plus metadata (configs, per-level
+table, content hash). See tools/README.md for the contract.
 """
 
 import argparse
@@ -29,6 +30,18 @@ EMA_BUFFERS = ("initted", "cluster_size", "embed_avg")
 # diffusers' pre-0.14 VAE attention names (some SD checkpoints still ship them)
 OLD_VAE_ATTN = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 ST_DTYPE = {torch.float32: "F32", torch.float16: "F16", torch.int32: "I32"}
+
+
+def decides_indices(name):
+    """Whether a tensor decides the token indices (VAE encoder, quant_conv, hyper backbones, quantizers).
+
+    These stay f32 in an f16 file: one index that flips to its runner-up changes the whole
+    decoded picture. The Rust loader applies the same rule to GPU storage (src/weights.rs).
+    """
+    if name.startswith(("vae.encoder.", "vae.quant_conv.")):
+        return True
+    parts = name.split(".")
+    return parts[0] == "hyper" and len(parts) > 3 and parts[2] in ("backbone", "quantizer")
 
 
 class ConvertError(Exception):
@@ -244,6 +257,37 @@ def hyper_tensors(he):
     return out, info, n, m
 
 
+# ---------------------------------------------------------------- rANS tables
+
+
+def load_freqs(path):
+    """{level: [counts]} from estimate_freqs.py's JSON ({"0": [...], ..., "7": [...]})."""
+    if not os.path.isfile(path):
+        raise ConvertError(f"--freqs {path} does not exist")
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConvertError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(raw, dict) or not raw or any(k not in [str(i) for i in range(8)] for k in raw):
+        raise ConvertError(f"{path} must map levels \"0\"..\"7\" to lists of counts")
+    return {int(k): v for k, v in raw.items()}
+
+
+def rans_tensors(freqs, levels):
+    """int32 tensors rans.<level>.freq, checked against the levels' codebook sizes."""
+    out = {}
+    for lvl, counts in sorted(freqs.items()):
+        k = levels[lvl]["codebook_size"]
+        if not isinstance(counts, list) or len(counts) != k:
+            n = len(counts) if isinstance(counts, list) else "no"
+            raise ConvertError(f"rANS counts of level {lvl}: {n} values, the codebook has {k}")
+        if not all(type(c) is int and 0 < c < 2**31 for c in counts):
+            raise ConvertError(f"rANS counts of level {lvl} must be integers in 1..2^31-1 (no zero-probability code)")
+        out[f"rans.{lvl}.freq"] = torch.tensor(counts, dtype=torch.int32)
+    return out
+
+
 # ---------------------------------------------------------------- output
 
 
@@ -280,19 +324,45 @@ def write_safetensors(path, tensors, metadata):
     os.replace(tmp, path)
 
 
+def read_model(path, only=None):
+    """(tensors, metadata) of an oscar-wgpu model file, refusing other files.
+    only: tensor-name prefixes to load (default all; () for the metadata alone)."""
+    from safetensors import safe_open
+
+    if not os.path.isfile(path):
+        raise ConvertError(f"model file {path} does not exist")
+    try:
+        with safe_open(path, "pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise ConvertError(f"{path} is not an oscar-wgpu model (convert it with convert_oscar.py)")
+            tensors = {k: f.get_tensor(k) for k in f.keys() if only is None or k.startswith(tuple(only))}
+    except ConvertError:
+        raise
+    except Exception as e:  # not safetensors, truncated, ...
+        raise ConvertError(f"cannot read {path} as safetensors: {str(e).splitlines()[0]}") from None
+    for key in ("levels", "vae_config", "unet_config", "scheduler_config", "content_hash"):
+        if key not in meta:
+            raise ConvertError(f"{path} lacks metadata '{key}'")
+    return tensors, meta
+
+
 def compact(obj):
     return json.dumps(obj, separators=(",", ":"))
 
 
-def convert(sd_dir, oscar_path, dtype="f32", timesteps=None, log=print):
-    """Returns (tensors, metadata) of the model file."""
+def convert(sd_dir, oscar_path, dtype="f32", timesteps=None, log=print, freqs=None):
+    """Returns (tensors, metadata) of the model file. dtype f16 keeps decides_indices() tensors f32;
+    freqs: {level: counts} (load_freqs) stored as int32 `rans.<level>.freq`."""
     if dtype not in ("f32", "f16"):
         raise ConvertError(f"--dtype must be f32 or f16, not {dtype}")
     timesteps = list(TIMESTEPS if timesteps is None else timesteps)
     if len(timesteps) != 8 or any(not 0 <= t < 1000 for t in timesteps):
         raise ConvertError(f"--timesteps needs 8 values in 0..999, got {timesteps}")
-    cfg, unet, vae = load_sd(sd_dir)
     ck = load_checkpoint(oscar_path)
+    hyper, levels, n, m = hyper_tensors(ck["hyper_encoders"])
+    rans = rans_tensors(freqs, levels) if freqs is not None else {}  # checked before the slow part
+    cfg, unet, vae = load_sd(sd_dir)
     unet = merge_unet(unet, ck, log)
     emb = ck["embeddings"].detach().float()
     if emb.ndim == 3 and emb.shape[0] == 1:
@@ -300,18 +370,18 @@ def convert(sd_dir, oscar_path, dtype="f32", timesteps=None, log=print):
     if tuple(emb.shape) != (77, cfg["unet"]["cross_attention_dim"]):
         raise ConvertError(f"embeddings {tuple(emb.shape)} != 77 x cross_attention_dim "
                            f"{cfg['unet']['cross_attention_dim']}")
-    hyper, levels, n, m = hyper_tensors(ck["hyper_encoders"])
     tensors = {"embeddings": emb}
     tensors.update({f"unet.{k}": v for k, v in unet.items()})
     tensors.update({f"vae.{k}": v for k, v in vae.items()})
     tensors.update(hyper)
-    want = torch.float32 if dtype == "f32" else torch.float16
     for k, v in tensors.items():
         if not v.is_floating_point():
             raise ConvertError(f"{k} is {v.dtype}, expected a float tensor")
+        want = torch.float16 if dtype == "f16" and not decides_indices(k) else torch.float32
         tensors[k] = v.detach().to(want).contiguous()
         if not torch.isfinite(tensors[k]).all():
             raise ConvertError(f"{k} has values that are not finite in {dtype}")
+    tensors.update(rans)
     for lv in levels:
         lv["timestep"] = timesteps[lv["level"]]
         lv["bpp_nominal"] = BPP_NOMINAL[lv["level"]]
@@ -337,6 +407,7 @@ def main(argv=None):
     ap.add_argument("--dtype", default="f32", choices=["f32", "f16"], help="float storage type (default f32)")
     ap.add_argument("--timesteps", help="8 comma-separated timesteps for levels 0..7 "
                     f"(default {','.join(map(str, TIMESTEPS))})")
+    ap.add_argument("--freqs", help="static rANS counts per level (JSON from estimate_freqs.py)")
     ap.add_argument("--force", action="store_true", help="overwrite an existing output file")
     args = ap.parse_args(argv)
     try:
@@ -348,8 +419,10 @@ def main(argv=None):
                 ts = [int(t) for t in args.timesteps.split(",")]
             except ValueError:
                 raise ConvertError(f"--timesteps must be comma-separated integers: {args.timesteps}") from None
+        freqs = load_freqs(args.freqs) if args.freqs else None
         tensors, meta = convert(args.sd, args.oscar, args.dtype, ts,
-                                log=lambda m: print(m, file=sys.stderr if m.startswith("warning") else sys.stdout))
+                                log=lambda m: print(m, file=sys.stderr if m.startswith("warning") else sys.stdout),
+                                freqs=freqs)
         write_safetensors(args.output, tensors, meta)
     except ConvertError as e:
         print(f"convert_oscar: error: {e}", file=sys.stderr)

@@ -3,7 +3,7 @@
 Used by make_fixtures.py and the tests to produce / check goldens for the Rust engine.
 The UNet and VAE weights come from what convert_oscar.convert() writes (so the goldens also
 test the converter); the hyper-encoders are OSCAR's own module layout built from compressai
-pieces and loaded strictly from the checkpoint.
+pieces, loaded strictly from the checkpoint or from a converted model file.
 """
 
 import json
@@ -15,7 +15,7 @@ from compressai.models.utils import conv, deconv
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from vector_quantize_pytorch import VectorQuantize
 
-from convert_oscar import DOWN_IDX, UP_IDX
+from convert_oscar import DOWN_IDX, EMA_BUFFERS, UP_IDX
 
 
 def conv1x1(cin, cout):
@@ -51,14 +51,17 @@ class HyperEncoder(nn.Module):
                                         codebook_dim=codebook_dim)
 
     @classmethod
-    def from_state_dict(cls, sd):
-        """Build from one level's state dict (keys without the level prefix)."""
+    def from_state_dict(cls, sd, ema=True):
+        """Build from one level's state dict (keys without the level prefix); ema=False: the VQ's
+        EMA buffers (unused in eval) may be absent, as in a converted model file."""
         n, m = sd["backbone.0.weight"].shape[0], sd["backbone.13.weight"].shape[0]
         down = [sd[f"backbone.{i}.weight"].shape[-1] == 5 for i in DOWN_IDX]
         up = [sd[f"proj.{i}.weight"].shape[-1] == 5 for i in UP_IDX]
         _, k, dim = sd["quantizer._codebook.embed"].shape
         he = cls(n, m, down, up, k, dim)
-        he.load_state_dict(sd, strict=True)
+        missing, unexpected = he.load_state_dict(sd, strict=ema)
+        if unexpected or any(key.split(".")[-1] not in EMA_BUFFERS for key in missing):
+            raise KeyError(f"hyper-encoder state dict does not fit: missing {missing}, unexpected {unexpected}")
         return he.eval()
 
     def quantize(self, z):
@@ -80,13 +83,34 @@ def hyper_encoders(ck):
             for lvl in range(8)]
 
 
-def diffusers_models(tensors, meta):
-    """(vae, unet) diffusers modules loaded from a converted model (tensors dict + metadata)."""
+def hyper_encoders_from_model(tensors, levels=range(8)):
+    """{level: HyperEncoder} with a converted model file's weights (as f32, whatever the file's dtype)."""
+    out = {}
+    for lvl in levels:
+        p = f"hyper.{lvl}."
+        sd = {k[len(p):]: v.float() for k, v in tensors.items() if k.startswith(p)}
+        sd["quantizer._codebook.embed"] = sd.pop("quantizer.codebook")[None]
+        out[lvl] = HyperEncoder.from_state_dict(sd, ema=False)
+    return out
+
+
+def vae_model(tensors, meta):
+    """diffusers AutoencoderKL loaded from a converted model (tensors dict + metadata), as f32."""
     vae = AutoencoderKL.from_config(json.loads(meta["vae_config"]))
     vae.load_state_dict({k[4:]: v.float() for k, v in tensors.items() if k.startswith("vae.")}, strict=True)
+    return vae.eval()
+
+
+def unet_model(tensors, meta):
+    """diffusers UNet2DConditionModel loaded from a converted model, as f32."""
     unet = UNet2DConditionModel.from_config(json.loads(meta["unet_config"]))
     unet.load_state_dict({k[5:]: v.float() for k, v in tensors.items() if k.startswith("unet.")}, strict=True)
-    return vae.eval(), unet.eval()
+    return unet.eval()
+
+
+def diffusers_models(tensors, meta):
+    """(vae, unet) diffusers modules loaded from a converted model (tensors dict + metadata)."""
+    return vae_model(tensors, meta), unet_model(tensors, meta)
 
 
 def alphas_cumprod(sched_cfg):

@@ -4,29 +4,33 @@
 pub mod kernels;
 pub mod probe;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::graph::Graph;
 
-/// Median wall milliseconds of `runs` runs of `g` after one warm-up run (which also
-/// compiles the pipelines). Nothing is read back, so a run is its uploads, buffer
-/// set-up and the dispatches; the explicit wait makes the timing cover the GPU work.
-pub fn median_run_ms(gpu: &Gpu, g: &Graph, runs: usize) -> Result<f64> {
-    g.run(&[])?;
+/// Wall time of the timed runs together, past which fewer than `max_runs` are made.
+const TIME_BUDGET: Duration = Duration::from_secs(10);
+
+/// Median wall milliseconds of runs of `g` after one warm-up run (which also compiles
+/// the pipelines), and the FLOPs of one run. At most `max_runs` runs, fewer (but at
+/// least one) when they would take longer than [`TIME_BUDGET`]. Nothing is read back,
+/// so a run is its uploads, buffer set-up and dispatches; the wait makes the timing
+/// cover the GPU work.
+pub fn median_run_ms(gpu: &Gpu, g: &Graph, max_runs: usize) -> Result<(f64, u64)> {
+    let start = Instant::now();
+    let (_, report) = g.run(&[])?;
     gpu.wait()?;
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs.max(1) {
+    let warm_up = start.elapsed();
+    let runs = (TIME_BUDGET.as_secs_f64() / warm_up.as_secs_f64().max(1e-6)) as usize;
+    let mut times = Vec::new();
+    for _ in 0..runs.clamp(1, max_runs.max(1)) {
         let start = Instant::now();
         g.run(&[])?;
         gpu.wait()?;
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }
-    Ok(median(&mut times))
-}
-
-pub(crate) fn median(times: &mut [f64]) -> f64 {
     times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    Ok((times[times.len() / 2], report.flops))
 }

@@ -72,8 +72,7 @@ fn storage(gpu: &Gpu, size: u64) -> wgpu::Buffer {
 
 /// Arithmetic peak in GFLOP/s: independent FMA chains (2 FLOPs each) on enough
 /// invocations to keep every core busy.
-pub fn fma_peak(gpu: &Gpu) -> Result<f64> { fma_peak_entry(gpu, "fma_peak") }
-pub fn fma_peak_entry(gpu: &Gpu, entry: &'static str) -> Result<f64> {
+pub fn fma_peak(gpu: &Gpu) -> Result<f64> {
     const GROUPS: u64 = 1024;
     const ITERS: u32 = 2048;
     // 12 vec4 FMAs per trip, see probe.wgsl.
@@ -81,7 +80,7 @@ pub fn fma_peak_entry(gpu: &Gpu, entry: &'static str) -> Result<f64> {
     let invocations = GROUPS * WORKGROUP;
     let dst = storage(gpu, 16 * invocations);
     let params = Params { iters: ITERS, seed: 0.999, _p0: 0, _p1: 0 };
-    let secs = time_dispatch(gpu, entry, params, &[&dst], GROUPS)?;
+    let secs = time_dispatch(gpu, "fma_peak", params, &[&dst], GROUPS)?;
     Ok((invocations * ITERS as u64 * FLOPS_PER_TRIP) as f64 / secs / 1e9)
 }
 

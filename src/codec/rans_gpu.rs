@@ -71,7 +71,10 @@ pub fn decode_on_gpu(
         .chain(table.slot_symbol().iter().copied())
         .collect();
 
-    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    // Scoped, so a buffer the device cannot hold is an error here, not a panic in
+    // wgpu's default handler.
+    let out_of_memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let init = |label, contents: &[u8], usage| {
         device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
@@ -156,8 +159,10 @@ pub fn decode_on_gpu(
     encoder.copy_buffer_to_buffer(&out, 0, &readback, 0, out_bytes);
     encoder.copy_buffer_to_buffer(&status, 0, &readback, out_bytes, 8);
     let submission = queue.submit([encoder.finish()]);
-    if let Some(e) = pollster::block_on(scope.pop()) {
-        return Err(CodecError::Gpu(e.to_string()));
+    for scope in [validation, out_of_memory] {
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(CodecError::Gpu(e.to_string()));
+        }
     }
 
     let (tx, rx) = std::sync::mpsc::channel();

@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{channel_chunks, is_f16, u32_of};
+use super::{channel_chunks, is_f16, subgroups_of_8, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::KernelKey;
 use crate::graph::{DType, Graph, Tensor};
@@ -88,8 +88,10 @@ struct Params {
     activate: u32,
 }
 
+/// Output channels × output rows one invocation computes (see shaders/conv2d.wgsl).
 const OC_TILE: u64 = 8;
-const PX_TILE: u64 = 4;
+const SUBGROUP_OC_TILE: u64 = 16;
+const ROW_TILE: u64 = 4;
 const WORKGROUP: u64 = 64;
 
 /// `x` [cin, h, w], `weight` [cout, cin, kh, kw], `bias` [cout] → [cout, oh, ow].
@@ -105,7 +107,11 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
     }
     let (oh, ow) = cfg.out_size(h, w, kh, kw)?;
     let y = g.intermediate(&[cout, oh, ow], DType::F32);
-    let key = KernelKey::new("conv2d", "main").with("W_F16", is_f16(g.dtype(weight))).with("ACT", cfg.act.code());
+    // With 8-lane subgroups the broadcast kernel (16 channels per workgroup), unless
+    // there are too few channels to fill its broadcasts.
+    let subgroup = subgroups_of_8(g.gpu) && cout >= 8;
+    let shader = if subgroup { "conv2d_subgroup" } else { "conv2d" };
+    let key = KernelKey::new(shader, "main").with("W_F16", is_f16(g.dtype(weight))).with("ACT", cfg.act.code());
     let in_chunks = channel_chunks(g.gpu, cin, 4 * (h * w) as u64)?;
     let out_chunks = channel_chunks(g.gpu, cout, 4 * (oh * ow) as u64)?;
     let (wv, bv) = (g.view(weight)?, g.view(bias)?);
@@ -131,8 +137,13 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
             };
             let xv = g.window(x, (ic.start * h * w * 4) as u64, (ic.len() * h * w * 4) as u64)?;
             let yv = g.window(y, (oc.start * oh * ow * 4) as u64, (oc.len() * oh * ow * 4) as u64)?;
-            let invocations = (oc.len() as u64).div_ceil(OC_TILE) * oh as u64 * (ow as u64).div_ceil(PX_TILE);
-            let grid = g.grid(invocations.div_ceil(WORKGROUP))?;
+            let tiles = (oh as u64).div_ceil(ROW_TILE) * ow as u64;
+            let groups = if subgroup {
+                (oc.len() as u64).div_ceil(SUBGROUP_OC_TILE) * tiles.div_ceil(WORKGROUP)
+            } else {
+                ((oc.len() as u64).div_ceil(OC_TILE) * tiles).div_ceil(WORKGROUP)
+            };
+            let grid = g.grid(groups)?;
             let flops = 2 * (oc.len() * ic.len() * kh * kw * oh * ow) as u64;
             g.dispatch(key.clone(), bytemuck::bytes_of(&params), vec![xv, wv, bv, yv], grid, flops);
         }

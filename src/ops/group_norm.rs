@@ -37,8 +37,8 @@ pub fn group_norm(g: &mut Graph, x: Tensor, gamma: Tensor, beta: Tensor, groups:
     let &[c, h, w] = g.shape(x) else {
         return Err(Error::Shape(format!("group_norm input must be [c, h, w], got {:?}", g.shape(x))));
     };
-    if groups == 0 || c % groups != 0 {
-        return Err(Error::Shape(format!("group_norm: {c} channels do not split into {groups} groups")));
+    if groups == 0 || c % groups != 0 || h * w == 0 {
+        return Err(Error::Shape(format!("group_norm: {c} channels of {h}×{w} do not split into {groups} groups")));
     }
     let affine_ok = g.shape(gamma) == [c] && g.shape(beta) == [c] && g.dtype(gamma) == g.dtype(beta) && g.dtype(gamma) != DType::U32;
     if g.dtype(x) != DType::F32 || !affine_ok {

@@ -1,43 +1,170 @@
-//! scratch
+//! Matrix products: `linear` (x · wᵀ + b with PyTorch's Linear layout, f32 or packed f16
+//! weights) and `matmul` (batched product of two activations, whose right operand is
+//! transposed to the same [m, k] layout first). Adapters with 8-lane subgroups
+//! (lavapipe) get the broadcast kernel of `matmul_subgroup.wgsl`, others the portable
+//! register-tiled one. Rows past the binding limit are split into windows.
+
+use std::ops::Range;
+
 use bytemuck::{Pod, Zeroable};
 
-use super::is_f16;
+use super::{gcd, is_f16, subgroups_of_8, transpose, u32_of};
 use crate::error::{Error, Result};
-use crate::gpu::KernelKey;
+use crate::gpu::{Gpu, KernelKey};
 use crate::graph::{DType, Graph, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Params {
-    n: u32,
+    rows: u32,
     k: u32,
     m: u32,
+    batches: u32,
+    x_batch: u32,
+    w_batch: u32,
+    y_batch: u32,
     has_bias: u32,
 }
 
-pub fn linear_variant(g: &mut Graph, x: Tensor, weight: Tensor, bias: Option<Tensor>, entry: &'static str, rows_per_wg: u64, cols_per_wg: u64) -> Result<Tensor> {
-    let &[n, k] = g.shape(x) else { return Err(Error::Shape("x".into())) };
-    let &[m, _] = g.shape(weight) else { return Err(Error::Shape("w".into())) };
+/// `x` [n, k] f32, `weight` [m, k] f32 or f16, `bias` [m] of the weight's dtype → [n, m].
+pub fn linear(g: &mut Graph, x: Tensor, weight: Tensor, bias: Option<Tensor>) -> Result<Tensor> {
+    let (&[n, k], &[m, wk]) = (g.shape(x), g.shape(weight)) else {
+        return Err(Error::Shape(format!("linear needs x [n, k] and weight [m, k], got {:?} and {:?}", g.shape(x), g.shape(weight))));
+    };
+    let bias_ok = bias.is_none_or(|b| g.shape(b) == [m] && g.dtype(b) == g.dtype(weight));
+    if wk != k || !bias_ok || g.dtype(x) != DType::F32 || g.dtype(weight) == DType::U32 {
+        return Err(Error::Shape(format!("linear: x {:?}, weight {:?}, bias {:?} disagree", g.shape(x), g.shape(weight), bias.map(|b| g.shape(b).to_vec()))));
+    }
     let y = g.intermediate(&[n, m], DType::F32);
-    let key = KernelKey::new("matmul", entry).with("W_F16", is_f16(g.dtype(weight)));
-    let params = Params { n: n as u32, k: k as u32, m: m as u32, has_bias: bias.is_some() as u32 };
-    let bv = match bias { Some(b) => g.view(b)?, None => g.view(weight)? };
-    let views = vec![g.view(x)?, g.view(weight)?, bv, g.view(y)?];
-    let groups = (n as u64).div_ceil(rows_per_wg) * (m as u64).div_ceil(cols_per_wg);
-    let grid = g.grid(groups)?;
-    g.dispatch(key, bytemuck::bytes_of(&params), views, grid, 2 * (n * m * k) as u64);
+    product(g, Operands { x, w: weight, bias, y, batches: 1, rows: n, k, m, w_batched: false })?;
     Ok(y)
 }
 
-pub fn reference_linear(x: &[f32], n: usize, k: usize, w: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
-    let mut y = vec![0f32; n * m];
+/// Batched `a` [batch, n, k] · `b` [batch, k, m] → [batch, n, m], all f32.
+pub fn matmul(g: &mut Graph, a: Tensor, b: Tensor) -> Result<Tensor> {
+    let (&[batches, n, k], &[bb, bk, m]) = (g.shape(a), g.shape(b)) else {
+        return Err(Error::Shape(format!("matmul needs [batch, n, k] and [batch, k, m], got {:?} and {:?}", g.shape(a), g.shape(b))));
+    };
+    if bb != batches || bk != k || g.dtype(a) != DType::F32 || g.dtype(b) != DType::F32 {
+        return Err(Error::Shape(format!("matmul: {:?} and {:?} disagree", g.shape(a), g.shape(b))));
+    }
+    let bt = transpose::transpose_batched(g, b)?;
+    let y = g.intermediate(&[batches, n, m], DType::F32);
+    product(g, Operands { x: a, w: bt, bias: None, y, batches, rows: n, k, m, w_batched: true })?;
+    Ok(y)
+}
+
+struct Operands {
+    x: Tensor,
+    w: Tensor,
+    bias: Option<Tensor>,
+    y: Tensor,
+    batches: usize,
+    rows: usize,
+    k: usize,
+    m: usize,
+    /// One [m, k] matrix per batch (matmul) rather than one shared weight (linear).
+    w_batched: bool,
+}
+
+/// Whether the subgroup-broadcast kernel applies: it assumes subgroups of exactly 8
+/// lanes and reads x and the weight rows in vec4 (f32) or 8-half (f16) steps.
+fn broadcast_kernel(gpu: &Gpu, k: usize, w: DType) -> bool {
+    let step = if w == DType::F16 { 8 } else { 4 };
+    subgroups_of_8(gpu) && k % step == 0
+}
+
+fn product(g: &mut Graph, o: Operands) -> Result<()> {
+    let wdt = g.dtype(o.w);
+    let (key, rows_per_group, cols_per_group) = if broadcast_kernel(g.gpu, o.k, wdt) {
+        (KernelKey::new("matmul_subgroup", "main"), 256, 16)
+    } else {
+        (KernelKey::new("matmul", "tiled"), 16, 64)
+    };
+    let key = key.with("W_F16", is_f16(wdt));
+    let (k, m) = (o.k, o.m);
+    let wlen = m * k;
+    let flops_per_row = 2 * (k * m) as u64;
+    let mut params = Params {
+        rows: u32_of(o.rows, "matmul rows")?,
+        k: u32_of(k, "matmul k")?,
+        m: u32_of(m, "matmul m")?,
+        batches: u32_of(o.batches, "matmul batches")?,
+        x_batch: u32_of(o.rows * k, "matmul batch")?,
+        w_batch: if o.w_batched { u32_of(wlen, "matmul batch")? } else { 0 },
+        y_batch: u32_of(o.rows * m, "matmul batch")?,
+        has_bias: o.bias.is_some() as u32,
+    };
+    let limit = g.gpu.max_binding();
+    // The bias binding is read only when has_bias is set; the weight stands in otherwise.
+    let bias_of = |g: &Graph, w| match o.bias {
+        Some(b) => g.view(b),
+        None => Ok(w),
+    };
+    if g.bytes(o.x) <= limit && g.bytes(o.w) <= limit && g.bytes(o.y) <= limit {
+        let wv = g.view(o.w)?;
+        let views = vec![g.view(o.x)?, wv, bias_of(g, wv)?, g.view(o.y)?];
+        let groups = o.batches as u64 * (o.rows as u64).div_ceil(rows_per_group) * (m as u64).div_ceil(cols_per_group);
+        let grid = g.grid(groups)?;
+        g.dispatch(key, bytemuck::bytes_of(&params), views, grid, o.batches as u64 * o.rows as u64 * flops_per_row);
+        return Ok(());
+    }
+    // Too large for one binding: one batch and one run of rows per dispatch.
+    let wbytes = g.dtype(o.w).bytes(wlen);
+    let runs = row_runs(g.gpu, o.rows, &[4 * k as u64, 4 * m as u64])?;
+    for b in 0..o.batches {
+        let wv = if o.w_batched { g.window(o.w, b as u64 * wbytes, wbytes)? } else { g.view(o.w)? };
+        for run in &runs {
+            let first = (b * o.rows + run.start) as u64;
+            let xv = g.window(o.x, 4 * first * k as u64, 4 * (run.len() * k) as u64)?;
+            let yv = g.window(o.y, 4 * first * m as u64, 4 * (run.len() * m) as u64)?;
+            params.rows = run.len() as u32;
+            params.batches = 1;
+            let groups = (run.len() as u64).div_ceil(rows_per_group) * (m as u64).div_ceil(cols_per_group);
+            let grid = g.grid(groups)?;
+            let views = vec![xv, wv, bias_of(g, wv)?, yv];
+            g.dispatch(key.clone(), bytemuck::bytes_of(&params), views, grid, run.len() as u64 * flops_per_row);
+        }
+    }
+    Ok(())
+}
+
+/// Runs of `rows` whose windows, for every row size in `row_bytes`, fit one binding
+/// and start at an aligned offset.
+fn row_runs(gpu: &Gpu, rows: usize, row_bytes: &[u64]) -> Result<Vec<Range<usize>>> {
+    let align = gpu.limits.min_storage_buffer_offset_alignment as u64;
+    let widest = row_bytes.iter().copied().max().unwrap_or(4).max(1);
+    // Rows per run must be a multiple of each size's alignment step; steps are powers
+    // of two (align is one), so the largest is a multiple of the others.
+    let step = row_bytes.iter().map(|&rb| align / gcd(rb.max(1), align)).max().unwrap_or(1);
+    let per_run = (gpu.max_binding() / widest / step * step) as usize;
+    if per_run == 0 {
+        return Err(Error::TooLarge { what: "one matrix row".into(), needed: widest * step, limit: gpu.max_binding() });
+    }
+    Ok((0..rows).step_by(per_run).map(|s| s..(s + per_run).min(rows)).collect())
+}
+
+/// CPU reference of [`linear`]: `x` [n, k], `w` [m, k], `bias` [m].
+pub fn linear_reference(x: &[f32], n: usize, k: usize, w: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    let mut y = vec![0.0; n * m];
     for r in 0..n {
         for c in 0..m {
-            let mut acc = bias.map_or(0.0, |b| b[c] as f64);
-            for i in 0..k {
-                acc += x[r * k + i] as f64 * w[c * k + i] as f64;
+            let dot: f64 = (0..k).map(|i| x[r * k + i] as f64 * w[c * k + i] as f64).sum();
+            y[r * m + c] = (dot + bias.map_or(0.0, |b| b[c] as f64)) as f32;
+        }
+    }
+    y
+}
+
+/// CPU reference of [`matmul`]: `a` [batch, n, k] · `b` [batch, k, m].
+pub fn matmul_reference(a: &[f32], b: &[f32], batches: usize, n: usize, k: usize, m: usize) -> Vec<f32> {
+    let mut y = vec![0.0; batches * n * m];
+    for bi in 0..batches {
+        for r in 0..n {
+            for c in 0..m {
+                let dot: f64 = (0..k).map(|i| a[(bi * n + r) * k + i] as f64 * b[(bi * k + i) * m + c] as f64).sum();
+                y[(bi * n + r) * m + c] = dot as f32;
             }
-            y[r * m + c] = acc as f32;
         }
     }
     y

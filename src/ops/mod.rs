@@ -4,6 +4,9 @@
 pub mod conv2d;
 pub mod elementwise;
 pub mod matmul;
+pub mod transpose;
+pub mod layer_norm;
+pub mod attention;
 pub mod channel_norm;
 pub mod concat;
 pub mod conv_transpose2d;
@@ -23,6 +26,7 @@ macro_rules! register_shaders {
 }
 
 register_shaders![
+    "rans_decode",
     "conv2d",
     "elementwise",
     "channel_norm",
@@ -34,6 +38,12 @@ register_shaders![
     "vq",
     "probe",
     "matmul",
+    "matmul_subgroup",
+    "transpose",
+    "layer_norm",
+    "attention",
+    "attention_subgroup",
+    "conv2d_subgroup",
 ];
 
 const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
@@ -46,6 +56,12 @@ pub fn shader_source(name: &str) -> Option<String> {
 /// The `W_F16` override for shaders that read weights of either storage type.
 pub(crate) fn is_f16(dtype: DType) -> f64 {
     if dtype == DType::F16 { 1.0 } else { 0.0 }
+}
+
+/// Whether the adapter's subgroups are exactly 8 lanes (lavapipe), which the
+/// `*_subgroup` kernels' broadcasts assume.
+pub(crate) fn subgroups_of_8(gpu: &crate::gpu::Gpu) -> bool {
+    gpu.has(wgpu::Features::SUBGROUP) && gpu.info.subgroup_min_size == 8 && gpu.info.subgroup_max_size == 8
 }
 
 /// Element counts and indices travel to the shaders as u32.
@@ -75,6 +91,6 @@ pub(crate) fn channel_chunks(
     Ok((0..channels).step_by(per_chunk).map(|s| s..(s + per_chunk).min(channels)).collect())
 }
 
-fn gcd(a: u64, b: u64) -> u64 {
+pub(crate) fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }

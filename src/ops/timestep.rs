@@ -27,7 +27,7 @@ struct Params {
 }
 
 /// exp(−ln(10000)·i / (half − freq_shift)) for i < dim / 2, each step rounded to f32
-/// as in torch (the final exp correctly rounded).
+/// as in torch (the exp taken in f64, then rounded).
 pub fn frequencies(dim: usize, freq_shift: f32) -> Result<Vec<f32>> {
     let half = dim / 2;
     let denom = half as f32 - freq_shift;

@@ -42,6 +42,15 @@ def converted(tiny):
 
 
 @pytest.fixture(scope="session")
+def converted_f16(tiny):
+    """(tensors, metadata) of the f16 conversion, in memory."""
+    import convert_oscar
+
+    return convert_oscar.convert(os.path.join(tiny, "sd"), os.path.join(tiny, "oscar.pkl"), "f16",
+                                 log=lambda *a: None)
+
+
+@pytest.fixture(scope="session")
 def reference(tiny):
     from safetensors.torch import load_file
 

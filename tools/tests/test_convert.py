@@ -147,19 +147,60 @@ def test_f16_and_timesteps(tiny, converted, tmp_path):
     assert meta["dtype"] == "f16" and file_hash(out) == meta["content_hash"]
     assert [lv["timestep"] for lv in json.loads(meta["levels"])] == [900, 800, 700, 600, 500, 400, 300, 200]
     loaded = load_file(out)
-    for k, v in converted[0].items():
-        assert loaded[k].dtype == torch.float16 and torch.equal(loaded[k], v.half()), k
+    for k, v in converted[0].items():  # what decides the token indices stays f32, the rest is f16
+        want = v if C.decides_indices(k) else v.half()
+        assert loaded[k].dtype == want.dtype and torch.equal(loaded[k], want), k
 
 
-def test_committed_fixtures_are_current(converted):
-    for name, dtype in (("oscar-tiny.safetensors", "f32"), ("oscar-tiny-f16.safetensors", "f16")):
+def test_decides_indices_rule():
+    keep = ["vae.encoder.conv_in.weight", "vae.quant_conv.bias", "hyper.0.backbone.0.weight",
+            "hyper.7.quantizer.codebook", "hyper.3.quantizer.project_in.weight", "hyper.3.quantizer.project_out.bias"]
+    half = ["vae.decoder.conv_in.weight", "vae.post_quant_conv.weight", "hyper.0.proj.0.weight", "embeddings",
+            "unet.conv_in.weight", "unet.down_blocks.0.attentions.0.proj_in.weight"]
+    assert all(C.decides_indices(k) for k in keep) and not any(C.decides_indices(k) for k in half)
+
+
+def test_committed_fixtures_are_current(converted, converted_f16):
+    for name, (_, want) in (("oscar-tiny.safetensors", converted), ("oscar-tiny-f16.safetensors", converted_f16)):
         path = os.path.join(FIXTURES, name)
         if not os.path.exists(path):
             pytest.skip(f"{path} not generated yet")
         meta = read_header(path)[0]["__metadata__"]
-        assert meta["dtype"] == dtype and file_hash(path) == meta["content_hash"]
-        if dtype == "f32":
-            assert meta == converted[1], f"{name} is stale: regenerate it (tools/README.md)"
+        assert file_hash(path) == meta["content_hash"]
+        assert meta == want, f"{name} is stale: regenerate it (tools/README.md)"
+
+
+def test_f16_fixture_encodes_the_reference_indices(tiny, reference):
+    """The committed f16 file: encode-side tensors F32, and its weights give the reference tokens at every level."""
+    import oscar_torch as O
+    from make_fixtures import load_image
+
+    path = os.path.join(FIXTURES, "oscar-tiny-f16.safetensors")
+    if not os.path.exists(path):
+        pytest.skip(f"{path} not generated yet")
+    header, _ = read_header(path)
+    dtypes = {k: e["dtype"] for k, e in header.items() if k != "__metadata__"}
+    assert {d for k, d in dtypes.items() if C.decides_indices(k)} == {"F32"}
+    assert {d for k, d in dtypes.items() if not C.decides_indices(k)} == {"F16"}
+    assert any(k.startswith("vae.encoder.") for k in dtypes) and "vae.quant_conv.weight" in dtypes
+
+    tensors, meta = C.read_model(path)
+    vae, hes = O.vae_model(tensors, meta), O.hyper_encoders_from_model(tensors)
+    x = load_image(os.path.join(tiny, "astronaut_256.png"))
+
+    def indices(vae, hes):
+        with torch.no_grad():
+            lat = O.encode_latents(vae, x)
+            return lat, [hes[lvl].quantize(hes[lvl].backbone(lat))[0] for lvl in range(8)]
+
+    lat, idx = indices(vae, hes)
+    torch.testing.assert_close(lat, reference["latents"], rtol=1e-5, atol=1e-6)
+    for lvl in range(8):
+        assert torch.equal(idx[lvl], reference[f"l{lvl}.indices"]), f"level {lvl}"
+    # the rule matters: the same file with the encode side rounded to f16 flips tokens
+    rounded = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    _, idx16 = indices(O.vae_model(rounded, meta), O.hyper_encoders_from_model(rounded))
+    assert not all(torch.equal(idx16[lvl], reference[f"l{lvl}.indices"]) for lvl in range(8))
 
 
 # ---------------------------------------------------------------- end to end through diffusers

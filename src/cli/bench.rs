@@ -1,0 +1,228 @@
+//! `oscar-wgpu bench`: encode and decode timed per stage on one adapter or all of them,
+//! with a real model or seeded synthetic weights of the full SD-2.1 OSCAR architecture,
+//! next to the adapter's own measured FMA peak and bandwidth.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use oscar_wgpu::bench::{kernels::run_kernel_bench, probe};
+use oscar_wgpu::codec::{rans, rans_gpu};
+use oscar_wgpu::gpu::{list_adapters, Gpu, GpuOptions};
+use oscar_wgpu::model::synthetic::Architecture;
+use oscar_wgpu::model::{Oscar, RunOptions};
+use oscar_wgpu::rng::Rng;
+use oscar_wgpu::weights::Precision;
+
+use super::encode::freq_table;
+use super::Output;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Seeded random weights of the full SD-2.1 OSCAR architecture (no download).
+    #[arg(long, conflicts_with = "model")]
+    synthetic: bool,
+    /// A model file instead of synthetic weights.
+    #[arg(long)]
+    model: Option<std::path::PathBuf>,
+    /// Image sizes (square, multiples of 64).
+    #[arg(long, value_delimiter = ',', default_value = "256")]
+    sizes: Vec<usize>,
+    /// Levels to run.
+    #[arg(long, value_delimiter = ',', default_value = "5")]
+    levels: Vec<usize>,
+    /// Timed runs after the warm-up.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Packed f16 weights on the decode side.
+    #[arg(long)]
+    f16: bool,
+    /// Every adapter, one after the other.
+    #[arg(long)]
+    all_adapters: bool,
+    /// The kernel benchmark (conv, matmul, attention at SD shapes) instead.
+    #[arg(long)]
+    kernels: bool,
+    /// Kernel benchmark without the largest shapes.
+    #[arg(long)]
+    quick: bool,
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    #[arg(long)]
+    csv: bool,
+}
+
+/// One line of the results: (adapter, size, level, stage).
+#[derive(serde::Serialize)]
+struct Record {
+    adapter: String,
+    backend: String,
+    driver: String,
+    precision: String,
+    version: &'static str,
+    size: usize,
+    level: usize,
+    stage: String,
+    median_ms: f64,
+    min_ms: f64,
+    max_ms: f64,
+    gflops: f64,
+    peak_fraction: f64,
+    peak_memory_bytes: u64,
+}
+
+/// Median, min and max of a sample.
+fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+pub fn run(gpu: &GpuOptions, args: &BenchArgs, out: Output) -> Result<()> {
+    let adapters: Vec<GpuOptions> = if args.all_adapters {
+        list_adapters(gpu).iter().map(|a| GpuOptions { backend: gpu.backend.clone(), adapter: Some(a.index.to_string()) }).collect()
+    } else {
+        vec![gpu.clone()]
+    };
+    if args.kernels {
+        for options in &adapters {
+            kernels(&Gpu::new(options)?, args, out)?;
+        }
+        return Ok(());
+    }
+    if !args.synthetic && args.model.is_none() {
+        bail!("pass --synthetic (full SD-2.1 OSCAR sizes, seeded weights) or --model FILE");
+    }
+    let mut records = Vec::new();
+    for options in &adapters {
+        records.extend(bench_adapter(options, args, out)?);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+    } else if args.csv {
+        let mut w = String::from("adapter,backend,driver,precision,version,size,level,stage,median_ms,min_ms,max_ms,gflops,peak_fraction,peak_memory_bytes\n");
+        for r in &records {
+            w += &format!(
+                "\"{}\",{},\"{}\",{},{},{},{},{},{:.3},{:.3},{:.3},{:.2},{:.4},{}\n",
+                r.adapter, r.backend, r.driver, r.precision, r.version, r.size, r.level, r.stage, r.median_ms, r.min_ms, r.max_ms, r.gflops, r.peak_fraction, r.peak_memory_bytes
+            );
+        }
+        print!("{w}");
+    } else {
+        println!("{:<28} {:>5} {:>5} {:<14} {:>10} {:>10} {:>10} {:>9} {:>7} {:>10}", "adapter", "size", "level", "stage", "median ms", "min ms", "max ms", "GFLOP/s", "% peak", "peak MiB");
+        for r in &records {
+            println!(
+                "{:<28} {:>5} {:>5} {:<14} {:>10.2} {:>10.2} {:>10.2} {:>9.1} {:>6.1}% {:>10.1}",
+                r.adapter.chars().take(28).collect::<String>(), r.size, r.level, r.stage, r.median_ms, r.min_ms, r.max_ms, r.gflops, 100.0 * r.peak_fraction, r.peak_memory_bytes as f64 / 1048576.0
+            );
+        }
+    }
+    Ok(())
+}
+
+fn kernels(gpu: &Gpu, args: &BenchArgs, out: Output) -> Result<()> {
+    let (peak, bandwidth, results) = run_kernel_bench(gpu, args.quick)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"adapter": gpu.info.name, "fma_peak_gflops": peak, "bandwidth_gbs": bandwidth, "kernels": results}))?);
+        return Ok(());
+    }
+    out.say(format!("{} ({:?}): FMA peak {peak:.1} GFLOP/s, bandwidth {bandwidth:.1} GB/s", gpu.info.name, gpu.info.backend));
+    println!("{:<12} {:<36} {:>10} {:>10} {:>8}", "kernel", "shape", "ms", "GFLOP/s", "% peak");
+    for r in &results {
+        println!("{:<12} {:<36} {:>10.2} {:>10.1} {:>7.1}%", r.name, r.shape, r.ms, r.gflops, 100.0 * r.peak_fraction);
+    }
+    Ok(())
+}
+
+fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<Vec<Record>> {
+    let gpu = Gpu::new(options)?;
+    let name = gpu.info.name.clone();
+    out.say(format!("{name}: probing FMA peak and bandwidth…"));
+    let peak = probe::fma_peak(&gpu)?;
+    let bandwidth = probe::bandwidth(&gpu)?;
+    out.say(format!("{name}: {peak:.1} GFLOP/s FMA peak, {bandwidth:.1} GB/s"));
+    let precision = if args.f16 { Precision::F16 } else { Precision::F32 };
+    let t0 = Instant::now();
+    let oscar = match &args.model {
+        Some(path) => Oscar::load(gpu, path, precision)?,
+        None => Oscar::synthetic(gpu, &Architecture::sd21()?, 0, precision)?,
+    };
+    out.say(format!("model ready in {:.1} s ({:.0} MiB of weights)", t0.elapsed().as_secs_f64(), oscar.weights.bytes as f64 / 1048576.0));
+    let base = |size: usize, level: usize, stage: &str, times: Vec<f64>, flops: u64, memory: u64| {
+        let (median_ms, min_ms, max_ms) = spread(times);
+        let gflops = flops as f64 / median_ms / 1e6;
+        Record {
+            adapter: oscar.gpu.info.name.clone(),
+            backend: format!("{:?}", oscar.gpu.info.backend).to_lowercase(),
+            driver: format!("{} {}", oscar.gpu.info.driver, oscar.gpu.info.driver_info),
+            precision: format!("{precision:?}").to_lowercase(),
+            version: env!("CARGO_PKG_VERSION"),
+            size,
+            level,
+            stage: stage.to_string(),
+            median_ms,
+            min_ms,
+            max_ms,
+            gflops,
+            peak_fraction: gflops / peak,
+            peak_memory_bytes: memory,
+        }
+    };
+    let mut records = Vec::new();
+    for &size in &args.sizes {
+        let image = Rng::new(size as u64).vec(3 * size * size, 1.0);
+        for &level in &args.levels {
+            out.say(format!("size {size}, level {level}…"));
+            let table = freq_table(&oscar, level)?;
+            let (tokens, _) = oscar.encode(&image, size, size, level, RunOptions::default())?;
+            for _ in 0..args.warmup {
+                oscar.encode(&image, size, size, level, RunOptions::default())?;
+                oscar.decode(&tokens, RunOptions::default())?;
+            }
+            let (mut enc, mut dec, mut range_enc, mut range_dec) = (vec![], vec![], vec![], vec![]);
+            let mut stage_times: BTreeMap<String, (Vec<f64>, u64)> = BTreeMap::new();
+            let (mut enc_report, mut dec_report) = (Default::default(), Default::default());
+            for _ in 0..args.runs.max(1) {
+                // Wall time around whole runs; GPU stage times from separate timestamped runs.
+                let t = Instant::now();
+                let (tokens, trace) = oscar.encode(&image, size, size, level, RunOptions::default())?;
+                enc.push(t.elapsed().as_secs_f64() * 1e3);
+                enc_report = trace.report;
+                let t = Instant::now();
+                let (coding, payload) = rans::encode(&tokens.indices, &table)?;
+                range_enc.push(t.elapsed().as_secs_f64() * 1e3);
+                let stream = rans::Stream::parse(coding, &payload)?;
+                let t = Instant::now();
+                rans_gpu::decode_on_gpu(&oscar.gpu.device, &oscar.gpu.queue, &stream, &table, tokens.indices.len())?;
+                range_dec.push(t.elapsed().as_secs_f64() * 1e3);
+                let t = Instant::now();
+                let (_, trace) = oscar.decode(&tokens, RunOptions::default())?;
+                dec.push(t.elapsed().as_secs_f64() * 1e3);
+                dec_report = trace.report;
+                if oscar.gpu.has(wgpu::Features::TIMESTAMP_QUERY) {
+                    let profiled = RunOptions { trace: false, profile: true };
+                    let (_, e) = oscar.encode(&image, size, size, level, profiled)?;
+                    let (_, d) = oscar.decode(&tokens, profiled)?;
+                    for (stage, s) in e.report.stages.iter().chain(&d.report.stages) {
+                        let entry = stage_times.entry(stage.clone()).or_default();
+                        entry.0.push(s.gpu_ms);
+                        entry.1 = s.flops;
+                    }
+                }
+            }
+            let weights = oscar.weights.bytes;
+            let enc_mem = enc_report.intermediate_bytes + enc_report.input_bytes + weights;
+            let dec_mem = dec_report.intermediate_bytes + dec_report.input_bytes + weights;
+            records.push(base(size, level, "encode_total", enc, enc_report.flops, enc_mem));
+            records.push(base(size, level, "decode_total", dec, dec_report.flops, dec_mem));
+            records.push(base(size, level, "range_encode", range_enc, 0, 0));
+            records.push(base(size, level, "range_decode", range_dec, 0, 0));
+            for (stage, (times, flops)) in stage_times {
+                let memory = if stage.contains("encode") || stage == "vq" { enc_mem } else { dec_mem };
+                records.push(base(size, level, &stage, times, flops, memory));
+            }
+        }
+    }
+    Ok(records)
+}

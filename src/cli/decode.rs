@@ -1,0 +1,51 @@
+//! `oscar-wgpu decode`: .oscar files → PNG, one loaded model for all of them.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use oscar_wgpu::codec::{rans_gpu, ModelTag, OscarFile};
+use oscar_wgpu::gpu::GpuOptions;
+use oscar_wgpu::image_io::{to_rgb8, Planar};
+use oscar_wgpu::model::{RunOptions, Tokens};
+
+use super::encode::freq_table;
+use super::{load_model, write_atomically, Jobs, Output};
+
+pub fn run(gpu: &GpuOptions, model: &Option<std::path::PathBuf>, f16: bool, jobs: &Jobs, out: Output) -> Result<()> {
+    let pairs = jobs.pairs(&["oscar"], "png")?;
+    let oscar = load_model(gpu, model, f16)?;
+    let tag = ModelTag::from_hex(&oscar.info.content_hash)?;
+    let bar = out.progress(pairs.len());
+    for (input, output) in &pairs {
+        bar.set_message(input.display().to_string());
+        let t0 = Instant::now();
+        let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
+        let file = OscarFile::parse(&bytes, tag).with_context(|| format!("{}", input.display()))?;
+        let header = *file.header();
+        let level = usize::from(header.level);
+        let table = freq_table(&oscar, level)?;
+        let indices = rans_gpu::decode_on_gpu(&oscar.gpu.device, &oscar.gpu.queue, file.stream(), &table, file.tokens())
+            .with_context(|| format!("{}", input.display()))?;
+        let cell = oscar.info.pixels_per_token(level)?;
+        let (rows, cols) = file.grid();
+        let (height, width) = (rows * cell, cols * cell);
+        if height < header.height as usize || width < header.width as usize {
+            bail!("{}: the model's level {level} token grid does not cover a {}×{} image", input.display(), header.width, header.height);
+        }
+        let tokens = Tokens { level, grid: (rows, cols), indices, a_z: header.a_z.to_vec() };
+        let opts = RunOptions { trace: false, profile: out.verbose };
+        let (image, trace) = oscar.decode(&tokens, opts)?;
+        let rgb = to_rgb8(&Planar { width, height, data: image }, header.width as usize, header.height as usize);
+        let mut png = Vec::new();
+        rgb.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+        write_atomically(output, &png)?;
+        bar.inc(1);
+        out.say(format!("{} → {}: {}×{}, level {level}, {:.2} s", input.display(), output.display(), header.width, header.height, t0.elapsed().as_secs_f64()));
+        for (stage, t) in &trace.report.stages {
+            out.detail(format!("  {stage:<14} {:>9.2} ms GPU  {:>8.1} GFLOP/s", t.gpu_ms, t.flops as f64 / t.gpu_ms.max(1e-9) / 1e6));
+        }
+        out.detail(format!("  intermediates {:.1} MiB (planned by liveness)", trace.report.intermediate_bytes as f64 / 1048576.0));
+    }
+    bar.finish_and_clear();
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! `oscar-wgpu encode`: images → .oscar files, one loaded model for all of them.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use oscar_wgpu::codec::{self, FreqTable, Header, ModelTag};
+use oscar_wgpu::gpu::GpuOptions;
+use oscar_wgpu::image_io::{read_rgb, to_planar, Padding};
+use oscar_wgpu::model::{Oscar, RunOptions};
+
+use super::{load_model, write_atomically, Jobs, Output};
+
+/// The level `oscar-wgpu encode` uses when given neither --level nor --bpp.
+pub const DEFAULT_LEVEL: usize = 5;
+
+pub enum Target {
+    Level(usize),
+    /// The highest level whose nominal rate is at most this.
+    Bpp(f64),
+}
+
+fn choose_level(oscar: &Oscar, target: &Target) -> Result<usize> {
+    let levels = &oscar.info.levels;
+    match *target {
+        Target::Level(l) if l < levels.len() => Ok(l),
+        Target::Level(l) => bail!("level {l} does not exist: this model has levels 0..={}", levels.len() - 1),
+        Target::Bpp(bpp) => levels
+            .iter()
+            .filter(|l| l.bpp_nominal <= bpp)
+            .max_by(|a, b| a.bpp_nominal.total_cmp(&b.bpp_nominal))
+            .map(|l| l.level)
+            .with_context(|| format!("no level fits {bpp} bpp; the lowest is {} bpp", levels[0].bpp_nominal)),
+    }
+}
+
+/// The level's rANS table: the model's static counts, or uniform.
+pub fn freq_table(oscar: &Oscar, level: usize) -> Result<FreqTable> {
+    let size = oscar.info.level(level)?.codebook_size;
+    Ok(match oscar.info.freqs.get(level).and_then(Option::as_ref) {
+        Some(counts) => FreqTable::from_counts(counts)?,
+        None => FreqTable::uniform(size)?,
+    })
+}
+
+pub fn run(gpu: &GpuOptions, model: &Option<std::path::PathBuf>, f16: bool, jobs: &Jobs, target: Target, padding: Padding, out: Output) -> Result<()> {
+    let pairs = jobs.pairs(&["png", "jpg", "jpeg", "webp"], "oscar")?;
+    let start = Instant::now();
+    let oscar = load_model(gpu, model, f16)?;
+    out.detail(format!("model loaded in {:.2} s on {} ({:?})", start.elapsed().as_secs_f64(), oscar.gpu.info.name, oscar.gpu.info.backend));
+    let level = choose_level(&oscar, &target)?;
+    let tag = ModelTag::from_hex(&oscar.info.content_hash)?;
+    let table = freq_table(&oscar, level)?;
+    let cell = oscar.info.pixels_per_token(level)?.max(64);
+    if oscar.info.vae.latent_channels != 4 {
+        bail!("the .oscar format carries 4 latent norms; this model has {} latent channels", oscar.info.vae.latent_channels);
+    }
+    let bar = out.progress(pairs.len());
+    for (input, output) in &pairs {
+        bar.set_message(input.display().to_string());
+        let t0 = Instant::now();
+        let rgb = read_rgb(input)?;
+        let (width, height) = (rgb.width(), rgb.height());
+        if width > codec::MAX_DIM || height > codec::MAX_DIM {
+            bail!("{}: {width}×{height} exceeds the format's {} pixels per side", input.display(), codec::MAX_DIM);
+        }
+        let planar = to_planar(&rgb, cell, padding);
+        let opts = RunOptions { trace: false, profile: out.verbose };
+        let (tokens, trace) = oscar.encode(&planar.data, planar.height, planar.width, level, opts)?;
+        let a_z = [tokens.a_z[0], tokens.a_z[1], tokens.a_z[2], tokens.a_z[3]];
+        let header = Header { level: level as u8, width, height, model: tag, a_z };
+        let bytes = codec::encode(&header, &tokens.indices, &table)?;
+        write_atomically(output, &bytes)?;
+        bar.inc(1);
+        let nominal = oscar.info.levels[level].bpp_nominal;
+        out.say(format!(
+            "{} → {}: level {level}, {} tokens, {} bytes, {:.4} bpp (nominal {nominal:.4}), {:.2} s",
+            input.display(),
+            output.display(),
+            tokens.indices.len(),
+            bytes.len(),
+            codec::bpp(bytes.len(), width, height),
+            t0.elapsed().as_secs_f64()
+        ));
+        for (stage, t) in &trace.report.stages {
+            out.detail(format!("  {stage:<14} {:>9.2} ms GPU  {:>8.1} GFLOP/s", t.gpu_ms, t.flops as f64 / t.gpu_ms.max(1e-9) / 1e6));
+        }
+        out.detail(format!("  intermediates {:.1} MiB (planned by liveness)", trace.report.intermediate_bytes as f64 / 1048576.0));
+    }
+    bar.finish_and_clear();
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! The subcommands, and what they share: where the model is, which files to work on,
+//! and how much to say.
+
+pub mod bench;
+pub mod decode;
+pub mod encode;
+pub mod info;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use oscar_wgpu::gpu::{Gpu, GpuOptions};
+use oscar_wgpu::model::Oscar;
+use oscar_wgpu::weights::Precision;
+
+#[derive(Clone, Copy)]
+pub struct Output {
+    pub verbose: bool,
+    pub quiet: bool,
+}
+
+impl Output {
+    pub fn say(&self, line: impl AsRef<str>) {
+        if !self.quiet {
+            println!("{}", line.as_ref());
+        }
+    }
+
+    pub fn detail(&self, line: impl AsRef<str>) {
+        if self.verbose {
+            println!("{}", line.as_ref());
+        }
+    }
+
+    /// A progress bar for several files; hidden for one file or when quiet.
+    pub fn progress(&self, len: usize) -> indicatif::ProgressBar {
+        if self.quiet || len < 2 {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new(len as u64);
+        bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]").expect("valid template"));
+        bar
+    }
+}
+
+/// Files to process and where their results go.
+pub struct Jobs {
+    pub inputs: Vec<PathBuf>,
+    pub output: Option<PathBuf>,
+    pub force: bool,
+}
+
+impl Jobs {
+    /// (input, output) pairs: folders expand to the files in them with one of
+    /// `extensions`; outputs get `new_extension`.
+    pub fn pairs(&self, extensions: &[&str], new_extension: &str) -> Result<Vec<(PathBuf, PathBuf)>> {
+        let mut files = Vec::new();
+        for input in &self.inputs {
+            if input.is_dir() {
+                let mut found: Vec<PathBuf> = std::fs::read_dir(input)
+                    .with_context(|| format!("cannot list {}", input.display()))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| extensions.contains(&e.to_ascii_lowercase().as_str())))
+                    .collect();
+                found.sort();
+                files.extend(found);
+            } else if input.exists() {
+                files.push(input.clone());
+            } else {
+                bail!("{} does not exist", input.display());
+            }
+        }
+        if files.is_empty() {
+            bail!("no input files (looked for {})", extensions.join(", "));
+        }
+        let single_file_output = files.len() == 1 && self.output.as_ref().is_some_and(|o| !o.is_dir());
+        let pairs: Vec<(PathBuf, PathBuf)> = files
+            .into_iter()
+            .map(|input| {
+                let output = match &self.output {
+                    Some(o) if single_file_output => o.clone(),
+                    Some(dir) => dir.join(input.file_name().unwrap_or_default()).with_extension(new_extension),
+                    None => input.with_extension(new_extension),
+                };
+                (input, output)
+            })
+            .collect();
+        if let Some(dir) = self.output.as_ref().filter(|_| !single_file_output) {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        if !self.force {
+            if let Some((_, existing)) = pairs.iter().find(|(_, o)| o.exists()) {
+                bail!("{} exists; pass --force to overwrite it", existing.display());
+            }
+        }
+        Ok(pairs)
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file, so an interrupted run never
+/// leaves a half-written output in place of the user's file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+const HOW_TO_GET_A_MODEL: &str = "no model given: pass --model FILE, set $OSCAR_MODEL, or put {\"model\": \"/path/to/oscar.safetensors\"} \
+in ~/.config/oscar-wgpu/config.json. To make one, download Stable Diffusion 2.1 (diffusers folder) and an OSCAR checkpoint (oscar.pkl), then run \
+`python3 tools/convert_oscar.py --sd <sd21 folder> --oscar oscar.pkl -o oscar.safetensors` (see tools/README.md)";
+
+/// The model file: the flag, then $OSCAR_MODEL, then the user's config.
+pub fn model_path(flag: &Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = flag {
+        return Ok(p.clone());
+    }
+    if let Some(p) = std::env::var_os("OSCAR_MODEL").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .map(|c| c.join("oscar-wgpu/config.json"));
+    if let Some(config) = config.filter(|c| c.exists()) {
+        let text = std::fs::read_to_string(&config).with_context(|| format!("cannot read {}", config.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", config.display()))?;
+        if let Some(p) = value.get("model").and_then(|m| m.as_str()) {
+            return Ok(PathBuf::from(p));
+        }
+    }
+    bail!(HOW_TO_GET_A_MODEL)
+}
+
+pub fn load_model(gpu: &GpuOptions, flag: &Option<PathBuf>, f16: bool) -> Result<Oscar> {
+    let path = model_path(flag)?;
+    let device = Gpu::new(gpu)?;
+    let precision = if f16 { Precision::F16 } else { Precision::F32 };
+    Oscar::load(device, &path, precision).with_context(|| format!("cannot load model {}", path.display()))
+}

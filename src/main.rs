@@ -1,0 +1,137 @@
+//! `oscar-wgpu`: encode and decode images with OSCAR on any Vulkan, Metal or DX12 GPU.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use oscar_wgpu::gpu::GpuOptions;
+use oscar_wgpu::image_io::Padding;
+
+#[derive(Parser)]
+#[command(name = "oscar-wgpu", version, about = "OSCAR one-step diffusion image codec on wgpu compute shaders")]
+struct Cli {
+    #[command(flatten)]
+    gpu: GpuArgs,
+    /// Per-stage timings and details.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    /// Print nothing but errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct GpuArgs {
+    /// Graphics backend: vulkan, metal, dx12 or gl (default: all; or $WGPU_BACKEND).
+    #[arg(long, global = true)]
+    backend: Option<String>,
+    /// Adapter index from `oscar-wgpu adapters`, or part of its name (or $WGPU_ADAPTER_NAME).
+    #[arg(long, global = true)]
+    adapter: Option<String>,
+}
+
+impl GpuArgs {
+    fn options(&self) -> GpuOptions {
+        GpuOptions { backend: self.backend.clone(), adapter: self.adapter.clone() }
+    }
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// Model file from tools/convert_oscar.py (default: $OSCAR_MODEL, then the
+    /// `model` entry of ~/.config/oscar-wgpu/config.json).
+    #[arg(long, short)]
+    model: Option<PathBuf>,
+    /// Keep the decode-side weights as packed f16 on the GPU (half the memory).
+    #[arg(long)]
+    f16: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the GPU adapters wgpu can see.
+    Adapters {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Describe a .oscar file or a model file.
+    Info {
+        file: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Encode images (PNG, JPEG, WebP; files or folders) to .oscar files.
+    Encode {
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Output file (one input) or folder (several inputs; default: beside each input).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Rate level 0 (smallest) … 7 (best).
+        #[arg(long, conflicts_with = "bpp")]
+        level: Option<usize>,
+        /// Target bits per pixel: the highest level whose nominal rate fits.
+        #[arg(long)]
+        bpp: Option<f64>,
+        /// How the image is extended to a multiple of 64 pixels.
+        #[arg(long, value_enum, default_value_t = Padding::Edge)]
+        padding: Padding,
+        /// Overwrite existing outputs.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Decode .oscar files to PNG.
+    Decode {
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Output file (one input) or folder (several inputs; default: beside each input).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Overwrite existing outputs.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Benchmark encode and decode (see BENCHMARKS.md).
+    Bench(cli::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = cli::Output { verbose: cli.verbose, quiet: cli.quiet };
+    let gpu = cli.gpu.options();
+    let result = match cli.command {
+        Command::Adapters { json } => cli::info::adapters(&gpu, json),
+        Command::Info { file, model, json } => cli::info::info(&gpu, &file, model.model.as_deref(), json),
+        Command::Encode { inputs, output, model, level, bpp, padding, force } => {
+            let target = match (level, bpp) {
+                (Some(l), _) => cli::encode::Target::Level(l),
+                (None, Some(b)) => cli::encode::Target::Bpp(b),
+                (None, None) => cli::encode::Target::Level(cli::encode::DEFAULT_LEVEL),
+            };
+            let jobs = cli::Jobs { inputs, output, force };
+            cli::encode::run(&gpu, &model.model, model.f16, &jobs, target, padding, out)
+        }
+        Command::Decode { inputs, output, model, force } => {
+            let jobs = cli::Jobs { inputs, output, force };
+            cli::decode::run(&gpu, &model.model, model.f16, &jobs, out)
+        }
+        Command::Bench(args) => cli::bench::run(&gpu, &args, out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Multi-head scaled dot-product attention with an online softmax (flash-attention
+//! style): scores and softmax in f32 and no nq × nk buffer. Adapters with 8-lane
+//! subgroups (lavapipe) get `attention_subgroup.wgsl`, others the portable kernel.
+//! Queries and keys past the binding limit are split into row windows; key windows run
+//! in order, carrying the softmax state between dispatches. On CPU adapters key windows
+//! are also kept short enough for lavapipe's loop cap (see [`LOOP_BUDGET`]).
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{channel_chunks, subgroups_of_8, u32_of};
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, KernelKey};
+use crate::graph::{DType, Graph, Tensor};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    nq: u32,
+    nk: u32,
+    heads: u32,
+    d: u32,
+    row: u32,
+    chunks: u32,
+    q0: u32,
+    flags: u32,
+    scale: f32,
+}
+
+const FIRST: u32 = 1;
+const LAST: u32 = 2;
+/// Head-dim elements per output chunk, in both kernels.
+const CHUNK: usize = 64;
+/// lavapipe (Mesa 22) silently ends every loop of an invocation once its loops have made
+/// 65535 trips in all, so on CPU adapters no dispatch may ask for more than this.
+const LOOP_BUDGET: usize = 60_000;
+
+/// `q` [nq, heads·d], `k` and `v` [nk, heads·d] → [nq, heads·d]:
+/// softmax(q·kᵀ/√d)·v for each head's slice of the channels.
+pub fn attention(g: &mut Graph, q: Tensor, k: Tensor, v: Tensor, heads: usize) -> Result<Tensor> {
+    let (&[nq, c], &[nk, kc]) = (g.shape(q), g.shape(k)) else {
+        return Err(Error::Shape(format!("attention needs q [nq, c] and k [nk, c], got {:?} and {:?}", g.shape(q), g.shape(k))));
+    };
+    let all_f32 = [q, k, v].iter().all(|&t| g.dtype(t) == DType::F32);
+    if kc != c || g.shape(v) != [nk, c] || heads == 0 || c % heads != 0 || nk == 0 || !all_f32 {
+        return Err(Error::Shape(format!("attention: q {:?}, k {:?}, v {:?} with {heads} heads disagree", g.shape(q), g.shape(k), g.shape(v))));
+    }
+    let d = c / heads;
+    let y = g.intermediate(&[nq, c], DType::F32);
+    if nq == 0 {
+        return Ok(y);
+    }
+    let fast = broadcast_kernel(g.gpu, d);
+    let (key, chunks, row) = if fast {
+        let d4c = (d / 4).min(CHUNK / 4);
+        let chunks = d.div_ceil(CHUNK);
+        let key = KernelKey::new("attention_subgroup", "main").with("D4C", d4c as f64).with("MULTI", (chunks > 1) as u32 as f64);
+        (key, chunks, c / 4)
+    } else {
+        (KernelKey::new("attention", "main"), d.div_ceil(CHUNK), c)
+    };
+    // (max, sum) per query, head and chunk; read back only across key windows.
+    let state = g.intermediate(&[nq * heads * chunks * 2], DType::F32);
+    let state_view = g.view(state)?;
+    let row_bytes = 4 * c as u64;
+    let q_runs = channel_chunks(g.gpu, nq, row_bytes)?;
+    // Cut windows must start aligned like the binding-limit ones.
+    let align = g.gpu.limits.min_storage_buffer_offset_alignment as usize;
+    let step = align / super::gcd(row_bytes, align as u64) as usize;
+    let max_keys = (keys_per_dispatch(g.gpu, fast, d, chunks) / step * step).max(step);
+    let k_runs: Vec<_> = channel_chunks(g.gpu, nk, row_bytes)?
+        .into_iter()
+        .flat_map(|run| run.clone().step_by(max_keys).map(move |s| s..(s + max_keys).min(run.end)))
+        .collect();
+    for qr in &q_runs {
+        let (q_off, q_size) = (qr.start as u64 * row_bytes, qr.len() as u64 * row_bytes);
+        let groups = if fast { heads as u64 * (qr.len() as u64).div_ceil(128) } else { (qr.len() as u64 * heads as u64).div_ceil(64) };
+        let grid = g.grid(groups)?;
+        for (w, kr) in k_runs.iter().enumerate() {
+            let flags = if w == 0 { FIRST } else { 0 } | if w + 1 == k_runs.len() { LAST } else { 0 };
+            let params = Params {
+                nq: qr.len() as u32,
+                nk: u32_of(kr.len(), "attention keys")?,
+                heads: u32_of(heads, "attention heads")?,
+                d: d as u32,
+                row: u32_of(row, "attention channels")?,
+                chunks: chunks as u32,
+                q0: u32_of(qr.start, "attention queries")?,
+                flags,
+                scale: 1.0 / (d as f32).sqrt(),
+            };
+            let (k_off, k_size) = (kr.start as u64 * row_bytes, kr.len() as u64 * row_bytes);
+            let views = vec![g.window(q, q_off, q_size)?, g.window(k, k_off, k_size)?, g.window(v, k_off, k_size)?, g.window(y, q_off, q_size)?, state_view];
+            let flops = 4 * (qr.len() * kr.len() * c) as u64;
+            g.dispatch(key.clone(), bytemuck::bytes_of(&params), views, grid, flops);
+        }
+    }
+    Ok(y)
+}
+
+/// Whether the subgroup kernel applies: 8-lane subgroups, vec4 head dims, and head dims
+/// that are one chunk or whole chunks.
+fn broadcast_kernel(gpu: &Gpu, d: usize) -> bool {
+    subgroups_of_8(gpu) && d % 4 == 0 && (d <= CHUNK || d % CHUNK == 0)
+}
+
+/// Keys one dispatch may loop over within [`LOOP_BUDGET`] on CPU adapters. A loop of n
+/// trips counts n + 1 there (the exit test is a trip). The subgroup kernel loops once per
+/// block of 8 keys per output chunk, plus over the query chunks when there are several;
+/// the portable one once per key and per head-dim element.
+fn keys_per_dispatch(gpu: &Gpu, fast: bool, d: usize, chunks: usize) -> usize {
+    if gpu.info.device_type != wgpu::DeviceType::Cpu {
+        return usize::MAX;
+    }
+    let per_chunk = LOOP_BUDGET / chunks - 1;
+    let keys = if fast {
+        let per_block = 1 + if chunks > 1 { chunks + 1 } else { 0 };
+        8 * (per_chunk / per_block)
+    } else {
+        per_chunk.saturating_sub(2 * (CHUNK + 1)) / (3 + d + CHUNK)
+    };
+    keys.max(1)
+}
+
+/// CPU reference: `q` [nq, heads·d], `k` and `v` [nk, heads·d].
+pub fn reference(q: &[f32], k: &[f32], v: &[f32], nq: usize, nk: usize, heads: usize, d: usize) -> Vec<f32> {
+    let c = heads * d;
+    let scale = 1.0 / (d as f64).sqrt();
+    let mut y = vec![0.0; nq * c];
+    let mut scores = vec![0.0f64; nk];
+    for i in 0..nq {
+        for h in 0..heads {
+            let qi = &q[i * c + h * d..i * c + h * d + d];
+            for (j, s) in scores.iter_mut().enumerate() {
+                let kj = &k[j * c + h * d..j * c + h * d + d];
+                *s = qi.iter().zip(kj).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() * scale;
+            }
+            let max = scores.iter().fold(f64::MIN, |m, &s| m.max(s));
+            let sum: f64 = scores.iter().map(|&s| (s - max).exp()).sum();
+            for e in 0..d {
+                let acc: f64 = scores.iter().enumerate().map(|(j, &s)| (s - max).exp() * v[j * c + h * d + e] as f64).sum();
+                y[i * c + h * d + e] = (acc / sum) as f32;
+            }
+        }
+    }
+    y
+}

@@ -1,0 +1,119 @@
+//! End to end through the binary: the tiny model converted from the reference folder
+//! and checkpoint encodes the reference photo and decodes it back to the reference
+//! image at every level; bad input fails cleanly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use oscar_wgpu::codec::{ModelTag, OscarFile};
+use oscar_wgpu::codec::FreqTable;
+use oscar_wgpu::image_io::{psnr, read_rgb};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn oscar(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_oscar-wgpu"))
+        .args(args)
+        .env_remove("OSCAR_MODEL")
+        .env("HOME", std::env::temp_dir().join("oscar-wgpu-test-home"))
+        .output()
+        .expect("the binary runs")
+}
+
+fn ok(out: &Output) -> String {
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "command failed: {text}");
+    text
+}
+
+fn fails(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "command should have failed");
+    assert!(!stderr.contains("panicked"), "a panic is not an error message: {stderr}");
+    assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");
+}
+
+fn reference_indices(level: usize) -> Vec<u32> {
+    let bytes = std::fs::read(fixture("reference.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor(&format!("l{level}.indices")).unwrap();
+    bytemuck::pod_collect_to_vec::<u8, i32>(t.data()).into_iter().map(|i| i as u32).collect()
+}
+
+fn model_tag() -> ModelTag {
+    let file = oscar_wgpu::weights::ModelFile::open(&fixture("oscar-tiny.safetensors")).unwrap();
+    ModelTag::from_hex(file.meta("content_hash").unwrap()).unwrap()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("oscar-wgpu-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn round_trip_reproduces_the_reference_at_every_level() {
+    let model = fixture("oscar-tiny.safetensors");
+    let photo = fixture("astronaut_256.png");
+    for level in 0..8 {
+        let coded = tmp(&format!("astronaut_{level}.oscar"));
+        let decoded = tmp(&format!("astronaut_{level}.png"));
+        ok(&oscar(&["encode", s(&photo), "-o", s(&coded), "--model", s(&model), "--level", &level.to_string(), "--force"]));
+        let bytes = std::fs::read(&coded).unwrap();
+        let file = OscarFile::parse(&bytes, model_tag()).unwrap();
+        let k = [256, 1024, 256, 2048, 16, 32, 64, 256][level];
+        let indices = file.decode(&FreqTable::uniform(k).unwrap()).unwrap();
+        assert_eq!(indices, reference_indices(level), "level {level}: indices");
+        ok(&oscar(&["decode", s(&coded), "-o", s(&decoded), "--model", s(&model), "--force"]));
+        let p = psnr(&read_rgb(&decoded).unwrap(), &read_rgb(&fixture(&format!("ref_level{level}.png"))).unwrap());
+        assert!(p >= 40.0, "level {level}: {p:.1} dB against the reference image");
+    }
+}
+
+#[test]
+fn info_reports_real_and_nominal_bpp() {
+    let model = fixture("oscar-tiny.safetensors");
+    let coded = tmp("info.oscar");
+    ok(&oscar(&["encode", s(&fixture("astronaut_256.png")), "-o", s(&coded), "--model", s(&model), "--level", "7", "--force"]));
+    let text = ok(&oscar(&["info", s(&coded), "--model", s(&model)]));
+    assert!(text.contains("bpp") && text.contains("nominal 0.1250"), "{text}");
+    let text = ok(&oscar(&["info", s(&model)]));
+    assert!(text.contains("oscar-wgpu model") && text.contains("2048"), "{text}");
+}
+
+#[test]
+fn existing_output_is_not_overwritten() {
+    let model = fixture("oscar-tiny.safetensors");
+    let coded = tmp("keep.oscar");
+    std::fs::write(&coded, b"precious").unwrap();
+    fails(&oscar(&["encode", s(&fixture("astronaut_256.png")), "-o", s(&coded), "--model", s(&model)]), "--force");
+    assert_eq!(std::fs::read(&coded).unwrap(), b"precious");
+}
+
+#[test]
+fn corrupt_and_truncated_files_are_clear_errors() {
+    let model = fixture("oscar-tiny.safetensors");
+    let coded = tmp("good.oscar");
+    ok(&oscar(&["encode", s(&fixture("astronaut_256.png")), "-o", s(&coded), "--model", s(&model), "--level", "6", "--force"]));
+    let bytes = std::fs::read(&coded).unwrap();
+    let truncated = tmp("truncated.oscar");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    fails(&oscar(&["decode", s(&truncated), "-o", s(&tmp("t.png")), "--model", s(&model), "--force"]), "corrupt");
+    let garbage = tmp("garbage.oscar");
+    std::fs::write(&garbage, b"this is not an oscar file at all").unwrap();
+    fails(&oscar(&["decode", s(&garbage), "-o", s(&tmp("g.png")), "--model", s(&model), "--force"]), "error");
+}
+
+#[test]
+fn missing_or_wrong_model_is_explained() {
+    let coded = tmp("nomodel.oscar");
+    fails(&oscar(&["encode", s(&fixture("astronaut_256.png")), "-o", s(&coded)]), "convert_oscar.py");
+    fails(&oscar(&["encode", s(&fixture("astronaut_256.png")), "-o", s(&coded), "--model", s(&fixture("reference.safetensors"))]), "not an oscar-wgpu model");
+    fails(&oscar(&["encode", s(&fixture("astronaut_256.png")), "-o", s(&coded), "--model", s(&fixture("astronaut_256.png"))]), "not a safetensors file");
+}

@@ -1,0 +1,97 @@
+//! The executor: liveness planning reuses buffers, aliases share storage, weights load
+//! from safetensors in every float type, and errors are errors, not panics.
+
+mod common;
+
+use common::{assert_close, gpu};
+use oscar_wgpu::graph::Graph;
+use oscar_wgpu::ops::elementwise::{add, unary, Unary};
+use oscar_wgpu::rng::Rng;
+use oscar_wgpu::weights::{ModelFile, Precision, Weights};
+
+#[test]
+fn a_chain_reuses_buffers() {
+    let n = 1 << 16;
+    let x = Rng::new(1).vec(n, 1.0);
+    let mut g = Graph::new(gpu());
+    let mut t = g.input_f32(&[n], &x).unwrap();
+    for _ in 0..20 {
+        t = unary(&mut g, t, Unary::Affine(1.0, 0.5)).unwrap();
+    }
+    let plan = g.plan(&[t]);
+    // Twenty intermediates, but at most two are ever alive at once.
+    assert_eq!(plan.unplanned_bytes, 20 * 4 * n as u64);
+    assert!(plan.peak_bytes <= 2 * 4 * n as u64, "peak {} bytes", plan.peak_bytes);
+    let (out, report) = g.run(&[t]).unwrap();
+    assert_eq!(report.intermediate_bytes, plan.peak_bytes);
+    let want: Vec<f32> = x.iter().map(|v| v + 10.0).collect();
+    assert_close(&out[0].f32(), &want, 1e-6, "chain");
+}
+
+#[test]
+fn a_skip_connection_stays_alive() {
+    // y = f(f(f(x))) + x1: x1 must not be overwritten while the chain runs.
+    let n = 4099;
+    let x = Rng::new(2).vec(n, 1.0);
+    let mut g = Graph::new(gpu());
+    let input = g.input_f32(&[n], &x).unwrap();
+    let x1 = unary(&mut g, input, Unary::Affine(2.0, 0.0)).unwrap();
+    let mut t = x1;
+    for _ in 0..3 {
+        t = unary(&mut g, t, Unary::Affine(1.0, 1.0)).unwrap();
+    }
+    let y = add(&mut g, t, x1).unwrap();
+    let (out, _) = g.run(&[y]).unwrap();
+    let want: Vec<f32> = x.iter().map(|v| 4.0 * v + 3.0).collect();
+    assert_close(&out[0].f32(), &want, 1e-6, "skip");
+}
+
+#[test]
+fn reshape_and_slice_alias_storage() {
+    let x: Vec<f32> = (0..8 * 64).map(|i| i as f32).collect();
+    let mut g = Graph::new(gpu());
+    let input = g.input_f32(&[8, 64], &x).unwrap();
+    let doubled = unary(&mut g, input, Unary::Affine(2.0, 0.0)).unwrap();
+    let rows = g.slice_rows(doubled, 4, 4).unwrap();
+    let flat = g.reshape(rows, &[256]).unwrap();
+    let plus = unary(&mut g, flat, Unary::Affine(1.0, 1.0)).unwrap();
+    let (out, _) = g.run(&[plus, rows]).unwrap();
+    let want: Vec<f32> = (256..512).map(|i| 2.0 * i as f32 + 1.0).collect();
+    assert_eq!(out[0].f32(), want);
+    assert_eq!(out[1].shape, vec![4, 64]);
+    let narrow = g.reshape(doubled, &[512, 1]).unwrap();
+    assert!(g.slice_rows(narrow, 1, 1).is_err(), "a slice at byte 4 is misaligned");
+    assert!(g.reshape(doubled, &[3, 3]).is_err(), "a reshape must keep the element count");
+}
+
+#[test]
+fn weights_load_from_f32_f16_and_bf16_files() {
+    let values: Vec<f32> = vec![0.5, -1.25, 3.0, 0.0, 7.5];
+    let f16: Vec<u8> = values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
+    let bf16: Vec<u8> = values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
+    let f32b: Vec<u8> = bytemuck::cast_slice(&values).to_vec();
+    let views = [
+        ("unet.a", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![5], &f32b).unwrap()),
+        ("unet.b", safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![5], &f16).unwrap()),
+        ("unet.c", safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, vec![5], &bf16).unwrap()),
+    ];
+    let path = std::env::temp_dir().join(format!("oscar-weights-{}.safetensors", std::process::id()));
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+    let file = ModelFile::open(&path).unwrap();
+    for precision in [Precision::F32, Precision::F16] {
+        let weights = Weights::upload(gpu(), &file, precision, |_| true).unwrap();
+        for name in ["unet.a", "unet.b", "unet.c"] {
+            let mut g = Graph::new(gpu());
+            let w = weights.tensor(&mut g, name).unwrap();
+            let (out, _) = g.run(&[w]).unwrap();
+            let got: Vec<f32> = match precision {
+                Precision::F32 => out[0].f32(),
+                Precision::F16 => out[0].bytes.chunks_exact(2).take(5).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            };
+            assert_eq!(got, values, "{name} stored as {precision:?}");
+        }
+    }
+    assert!(ModelFile::open(&std::env::temp_dir().join("does-not-exist.safetensors")).is_err());
+    std::fs::write(&path, b"not a safetensors file").unwrap();
+    assert!(ModelFile::open(&path).is_err());
+}

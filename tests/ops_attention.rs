@@ -1,0 +1,84 @@
+mod common;
+
+use common::{assert_close, gpu};
+use oscar_wgpu::graph::Graph;
+use oscar_wgpu::ops::attention;
+use oscar_wgpu::rng::Rng;
+
+/// Runs attention and compares the rows in `check_rows` with the CPU reference; values
+/// are uniform in [v_mean - 1, v_mean + 1).
+fn check_rows(nq: usize, nk: usize, heads: usize, d: usize, check_rows: &[std::ops::Range<usize>], v_mean: f32, tol: f32, seed: u64) {
+    let c = heads * d;
+    let mut rng = Rng::new(seed);
+    let q = rng.vec(nq * c, 1.0);
+    let k = rng.vec(nk * c, 1.0);
+    let v: Vec<f32> = rng.vec(nk * c, 1.0).iter().map(|x| x + v_mean).collect();
+    let mut g = Graph::new(gpu());
+    let (qt, kt, vt) = (g.input_f32(&[nq, c], &q).unwrap(), g.input_f32(&[nk, c], &k).unwrap(), g.input_f32(&[nk, c], &v).unwrap());
+    let y = attention::attention(&mut g, qt, kt, vt, heads).unwrap();
+    let (out, _) = g.run(&[y]).unwrap();
+    let got = out[0].f32();
+    for rows in check_rows {
+        let want = attention::reference(&q[rows.start * c..rows.end * c], &k, &v, rows.len(), nk, heads, d);
+        let what = format!("attention nq {nq} nk {nk} heads {heads} d {d}, rows {rows:?}");
+        assert_close(&got[rows.start * c..rows.end * c], &want, tol, &what);
+    }
+}
+
+fn check(nq: usize, nk: usize, heads: usize, d: usize, seed: u64) {
+    check_rows(nq, nk, heads, d, &[0..nq], 0.0, 1e-5, seed);
+}
+
+#[test]
+fn attention_sd_heads() {
+    // SD's 64-dim heads; 77 keys is cross-attention on the text embedding.
+    check(130, 77, 2, 64, 1);
+    check(70, 150, 5, 64, 2);
+}
+
+#[test]
+fn attention_small_and_odd_head_dims() {
+    check(50, 45, 3, 32, 3);
+    check(17, 9, 2, 3, 4);
+    check(1, 1, 1, 4, 5);
+    check(9, 20, 2, 80, 6);
+}
+
+#[test]
+fn attention_single_head_over_pixels() {
+    // The VAE mid-block: one head over all pixels, 64 channels (tiny model) and 512 (SD).
+    check(100, 100, 1, 64, 7);
+    check(20, 33, 1, 512, 8);
+}
+
+/// A 256×256 latent: 65536 queries (sampled rows are compared).
+#[test]
+fn attention_many_queries() {
+    let n = 65_536;
+    check_rows(n, 77, 5, 64, &[0..40, 30_000..30_040, n - 40..n], 0.0, 1e-5, 9);
+}
+
+/// Keys and values past the binding limit (and, on lavapipe, past its loop cap): key
+/// windows carry the softmax state. Values are offset from zero so the output is near
+/// v_mean, not a mean of 65600 cancelling terms. The tolerance allows for f32 running
+/// sums over 65600 keys, which round by about √n·2⁻²⁴ ≈ 1.5e-5.
+#[test]
+fn attention_long_key_sequences() {
+    let nk = 65_600;
+    assert!((nk * 512 * 4) as u64 > gpu().max_binding(), "the test must exceed one binding");
+    check_rows(3, nk, 1, 512, &[0..3], 1.0, 5e-5, 10);
+    check_rows(2, nk, 170, 3, &[0..2], 1.0, 5e-5, 11);
+}
+
+#[test]
+fn attention_shape_errors() {
+    let mut g = Graph::new(gpu());
+    let q = g.input_f32(&[4, 6], &[0.0; 24]).unwrap();
+    let k = g.input_f32(&[5, 6], &[0.0; 30]).unwrap();
+    let v = g.input_f32(&[5, 4], &[0.0; 20]).unwrap();
+    assert!(attention::attention(&mut g, q, k, v, 2).is_err());
+    assert!(attention::attention(&mut g, q, k, k, 4).is_err());
+    assert!(attention::attention(&mut g, q, k, k, 0).is_err());
+}
+
+

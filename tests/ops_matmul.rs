@@ -1,0 +1,133 @@
+mod common;
+
+use std::sync::Arc;
+
+use common::{assert_close, gpu};
+use oscar_wgpu::graph::{DType, Graph, Tensor};
+use oscar_wgpu::ops::{matmul, transpose};
+use oscar_wgpu::rng::Rng;
+use wgpu::util::DeviceExt;
+
+/// Rounds to f16 and returns the rounded values with their packed words.
+fn halves(v: &[f32]) -> (Vec<f32>, Vec<u32>) {
+    let h: Vec<half::f16> = v.iter().map(|&f| half::f16::from_f32(f)).collect();
+    let words = h.chunks(2).map(|c| c[0].to_bits() as u32 | (c.get(1).map_or(0, |x| x.to_bits()) as u32) << 16).collect();
+    (h.iter().map(|x| x.to_f32()).collect(), words)
+}
+
+fn resident_f16(g: &mut Graph, shape: &[usize], words: &[u32]) -> Tensor {
+    let buf = gpu().device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(words), usage: wgpu::BufferUsages::STORAGE });
+    g.resident(shape, DType::F16, Arc::new(buf))
+}
+
+fn check_linear(n: usize, k: usize, m: usize, with_bias: bool, f16: bool, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let x = rng.vec(n * k, 1.0);
+    let mut w = rng.vec(m * k, 0.5);
+    let mut b = rng.vec(m, 0.5);
+    let mut g = Graph::new(gpu());
+    let xt = g.input_f32(&[n, k], &x).unwrap();
+    let (wt, bt) = if f16 {
+        let (wr, ww) = halves(&w);
+        let (br, bw) = halves(&b);
+        (w, b) = (wr, br);
+        (resident_f16(&mut g, &[m, k], &ww), resident_f16(&mut g, &[m], &bw))
+    } else {
+        (g.input_f32(&[m, k], &w).unwrap(), g.input_f32(&[m], &b).unwrap())
+    };
+    let y = matmul::linear(&mut g, xt, wt, with_bias.then_some(bt)).unwrap();
+    let (out, _) = g.run(&[y]).unwrap();
+    let want = matmul::linear_reference(&x, n, k, &w, m, with_bias.then_some(&b[..]));
+    assert_close(&out[0].f32(), &want, 1e-5, &format!("linear [{n}, {k}] × [{m}, {k}]ᵀ bias {with_bias} f16 {f16}"));
+}
+
+#[test]
+fn linear_odd_shapes() {
+    // k % 4 != 0 takes the portable kernel, k % 4 == 0 the subgroup one where available.
+    check_linear(13, 7, 19, true, false, 1);
+    check_linear(300, 36, 21, true, false, 2);
+    check_linear(300, 36, 21, false, false, 3);
+    check_linear(1, 64, 5, true, false, 4);
+    check_linear(77, 1, 3, true, false, 5);
+}
+
+#[test]
+fn linear_f16_weights() {
+    check_linear(45, 40, 33, true, true, 6);
+    check_linear(45, 12, 33, true, true, 7);
+    check_linear(17, 9, 3, false, true, 8);
+}
+
+#[test]
+fn linear_sd_shape() {
+    check_linear(260, 320, 320, true, false, 9);
+    check_linear(70, 1280, 40, true, true, 10);
+}
+
+/// x larger than one storage binding (128 MiB on lavapipe) is split into row windows.
+#[test]
+fn linear_past_the_binding_limit() {
+    let (n, k, m) = (33_000, 1024, 8);
+    assert!((n * k * 4) as u64 > gpu().max_binding(), "the test must exceed one binding");
+    check_linear(n, k, m, true, false, 11);
+}
+
+fn check_matmul(batches: usize, n: usize, k: usize, m: usize, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let a = rng.vec(batches * n * k, 1.0);
+    let b = rng.vec(batches * k * m, 1.0);
+    let mut g = Graph::new(gpu());
+    let at = g.input_f32(&[batches, n, k], &a).unwrap();
+    let bt = g.input_f32(&[batches, k, m], &b).unwrap();
+    let y = matmul::matmul(&mut g, at, bt).unwrap();
+    let (out, _) = g.run(&[y]).unwrap();
+    let want = matmul::matmul_reference(&a, &b, batches, n, k, m);
+    assert_close(&out[0].f32(), &want, 1e-5, &format!("matmul {batches} × [{n}, {k}] · [{k}, {m}]"));
+}
+
+#[test]
+fn matmul_batched() {
+    check_matmul(3, 5, 8, 6, 12);
+    check_matmul(2, 33, 7, 17, 13);
+    check_matmul(1, 1, 1, 1, 14);
+    check_matmul(4, 70, 64, 77, 15);
+}
+
+#[test]
+fn shape_errors() {
+    let mut g = Graph::new(gpu());
+    let x = g.input_f32(&[4, 3], &[0.0; 12]).unwrap();
+    let w = g.input_f32(&[5, 4], &[0.0; 20]).unwrap();
+    let b = g.input_f32(&[4], &[0.0; 4]).unwrap();
+    assert!(matmul::linear(&mut g, x, w, None).is_err());
+    let w2 = g.input_f32(&[5, 3], &[0.0; 15]).unwrap();
+    assert!(matmul::linear(&mut g, x, w2, Some(b)).is_err());
+    let a3 = g.input_f32(&[2, 2, 3], &[0.0; 12]).unwrap();
+    let b3 = g.input_f32(&[2, 2, 3], &[0.0; 12]).unwrap();
+    assert!(matmul::matmul(&mut g, a3, b3).is_err());
+}
+
+fn check_transpose(a: usize, b: usize, seed: u64) {
+    let x = Rng::new(seed).vec(a * b, 1.0);
+    let mut g = Graph::new(gpu());
+    let xt = g.input_f32(&[a, b], &x).unwrap();
+    let y = transpose::transpose(&mut g, xt).unwrap();
+    assert_eq!(g.shape(y), [b, a]);
+    let (out, _) = g.run(&[y]).unwrap();
+    assert!(out[0].f32() == transpose::reference(&x, a, b), "transpose [{a}, {b}] differs");
+}
+
+#[test]
+fn transpose_odd_shapes() {
+    check_transpose(13, 7, 16);
+    check_transpose(1, 5, 17);
+    check_transpose(320, 4096, 18);
+}
+
+/// 520 × 65536 f32 is 136 MiB: tiled into windows on both sides.
+#[test]
+fn transpose_past_the_binding_limit() {
+    let (a, b) = (520, 65_536);
+    assert!((a * b * 4) as u64 > gpu().max_binding(), "the test must exceed one binding");
+    check_transpose(a, b, 19);
+}
