@@ -100,7 +100,7 @@ pub fn attention(g: &mut Graph, q: Tensor, k: Tensor, v: Tensor, heads: usize) -
 /// Whether the subgroup kernel applies: 8-lane subgroups, vec4 head dims, and head dims
 /// that are one chunk or whole chunks.
 fn broadcast_kernel(gpu: &Gpu, d: usize) -> bool {
-    subgroups_of_8(gpu) && d % 4 == 0 && (d <= CHUNK || d % CHUNK == 0)
+    subgroups_of_8(gpu) && d.is_multiple_of(4) && (d <= CHUNK || d.is_multiple_of(CHUNK))
 }
 
 /// Keys one dispatch may loop over within [`LOOP_BUDGET`] on CPU adapters. A loop of n

@@ -111,7 +111,10 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
     // there are too few channels to fill its broadcasts.
     let subgroup = subgroups_of_8(g.gpu) && cout >= 8;
     let shader = if subgroup { "conv2d_subgroup" } else { "conv2d" };
-    let key = KernelKey::new(shader, "main").with("W_F16", is_f16(g.dtype(weight))).with("ACT", cfg.act.code());
+    let mut key = KernelKey::new(shader, "main").with("W_F16", is_f16(g.dtype(weight))).with("ACT", cfg.act.code());
+    if subgroup {
+        key = key.with("STRIDE1", (cfg.stride == 1) as u32 as f64);
+    }
     let in_chunks = channel_chunks(g.gpu, cin, 4 * (h * w) as u64)?;
     let out_chunks = channel_chunks(g.gpu, cout, 4 * (oh * ow) as u64)?;
     let (wv, bv) = (g.view(weight)?, g.view(bias)?);

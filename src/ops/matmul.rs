@@ -71,7 +71,7 @@ struct Operands {
 /// lanes and reads x and the weight rows in vec4 (f32) or 8-half (f16) steps.
 fn broadcast_kernel(gpu: &Gpu, k: usize, w: DType) -> bool {
     let step = if w == DType::F16 { 8 } else { 4 };
-    subgroups_of_8(gpu) && k % step == 0
+    subgroups_of_8(gpu) && k.is_multiple_of(step)
 }
 
 fn product(g: &mut Graph, o: Operands) -> Result<()> {
