@@ -33,6 +33,9 @@ struct Params {
 
 override W_F16: bool = false;
 override ACT: u32 = 0u; // 0 none, 1 ReLU, 2 SiLU
+// Stride 1: stepping ky moves the lane's 4 input rows down by one, so each step loads
+// one new row instead of four. An override, as a CPU driver runs both sides of a branch.
+override STRIDE1: bool = false;
 
 fn load_w(i: u32) -> f32 {
     if W_F16 {
@@ -159,11 +162,17 @@ fn main(
     let ix0 = i32(ox) * s - i32(p.pad_l);
     for (var ic = 0u; ic < p.cin; ic++) {
         let plane = ic * p.h * p.w;
-        for (var ky = 0u; ky < p.kh; ky++) {
-            let iy = iy0 + i32(ky);
-            for (var kx = 0u; kx < p.kw; kx++) {
-                let ix = ix0 + i32(kx);
-                let xv = vec4<f32>(tap(plane, iy, ix), tap(plane, iy + s, ix), tap(plane, iy + 2 * s, ix), tap(plane, iy + 3 * s, ix));
+        for (var kx = 0u; kx < p.kw; kx++) {
+            let ix = ix0 + i32(kx);
+            // Rows iy0 - 1 .. iy0 + 2: the first step shifts in row iy0 + 3.
+            var xv = vec4<f32>(0.0, tap(plane, iy0, ix), tap(plane, iy0 + 1, ix), tap(plane, iy0 + 2, ix));
+            for (var ky = 0u; ky < p.kh; ky++) {
+                let iy = iy0 + i32(ky);
+                if STRIDE1 {
+                    xv = vec4<f32>(xv.yzw, tap(plane, iy + 3, ix));
+                } else {
+                    xv = vec4<f32>(tap(plane, iy, ix), tap(plane, iy + s, ix), tap(plane, iy + 2 * s, ix), tap(plane, iy + 3 * s, ix));
+                }
                 let k = ic * taps + ky * p.kw + kx;
                 tap_fma(&t, xv, load_w(w_lo + k), load_w(w_hi + k));
             }

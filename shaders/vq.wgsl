@@ -7,6 +7,8 @@ struct Params {
     n: u32, // tokens (gather: output elements)
     d: u32,
     k: u32, // codebook / table rows
+    j0: u32, // argmax: codebook rows j0..j1 in this dispatch; the running best is
+    j1: u32, // carried in best_out / best_score between dispatches
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -17,6 +19,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> zn: array<f32>;
 @group(0) @binding(2) var<storage, read> codebook: array<u32>;
 @group(0) @binding(3) var<storage, read_write> best_out: array<u32>;
+@group(0) @binding(4) var<storage, read_write> best_score_io: array<f32>;
 // gather
 @group(0) @binding(1) var<storage, read> table: array<u32>;
 @group(0) @binding(2) var<storage, read> ids: array<u32>;
@@ -62,7 +65,11 @@ fn argmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: ve
     let row = t * p.d;
     var best = 0u;
     var best_score = -3.40282347e38; // the lowest finite f32
-    for (var j = 0u; j < p.k; j++) {
+    if p.j0 > 0u {
+        best = best_out[t];
+        best_score = best_score_io[t];
+    }
+    for (var j = p.j0; j < p.j1; j++) {
         var s = 0.0;
         for (var i = 0u; i < p.d; i++) {
             let e = j * p.d + i;
@@ -74,6 +81,7 @@ fn argmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: ve
         }
     }
     best_out[t] = best;
+    best_score_io[t] = best_score;
 }
 
 @compute @workgroup_size(64)

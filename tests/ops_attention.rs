@@ -5,9 +5,11 @@ use oscar_wgpu::graph::Graph;
 use oscar_wgpu::ops::attention;
 use oscar_wgpu::rng::Rng;
 
-/// Runs attention and compares the rows in `check_rows` with the CPU reference; values
-/// are uniform in [v_mean - 1, v_mean + 1).
-fn check_rows(nq: usize, nk: usize, heads: usize, d: usize, check_rows: &[std::ops::Range<usize>], v_mean: f32, tol: f32, seed: u64) {
+/// Runs attention on `shape` = (nq, nk, heads, d) and compares the row ranges
+/// [start, end) in `rows` with the CPU reference; values are uniform in
+/// [v_mean - 1, v_mean + 1).
+fn check_rows(shape: (usize, usize, usize, usize), rows: &[(usize, usize)], v_mean: f32, tol: f32, seed: u64) {
+    let (nq, nk, heads, d) = shape;
     let c = heads * d;
     let mut rng = Rng::new(seed);
     let q = rng.vec(nq * c, 1.0);
@@ -18,15 +20,15 @@ fn check_rows(nq: usize, nk: usize, heads: usize, d: usize, check_rows: &[std::o
     let y = attention::attention(&mut g, qt, kt, vt, heads).unwrap();
     let (out, _) = g.run(&[y]).unwrap();
     let got = out[0].f32();
-    for rows in check_rows {
-        let want = attention::reference(&q[rows.start * c..rows.end * c], &k, &v, rows.len(), nk, heads, d);
-        let what = format!("attention nq {nq} nk {nk} heads {heads} d {d}, rows {rows:?}");
-        assert_close(&got[rows.start * c..rows.end * c], &want, tol, &what);
+    for &(start, end) in rows {
+        let want = attention::reference(&q[start * c..end * c], &k, &v, end - start, nk, heads, d);
+        let what = format!("attention nq {nq} nk {nk} heads {heads} d {d}, rows {start}..{end}");
+        assert_close(&got[start * c..end * c], &want, tol, &what);
     }
 }
 
 fn check(nq: usize, nk: usize, heads: usize, d: usize, seed: u64) {
-    check_rows(nq, nk, heads, d, &[0..nq], 0.0, 1e-5, seed);
+    check_rows((nq, nk, heads, d), &[(0, nq)], 0.0, 1e-5, seed);
 }
 
 #[test]
@@ -55,7 +57,7 @@ fn attention_single_head_over_pixels() {
 #[test]
 fn attention_many_queries() {
     let n = 65_536;
-    check_rows(n, 77, 5, 64, &[0..40, 30_000..30_040, n - 40..n], 0.0, 1e-5, 9);
+    check_rows((n, 77, 5, 64), &[(0, 40), (30_000, 30_040), (n - 40, n)], 0.0, 1e-5, 9);
 }
 
 /// Keys and values past the binding limit (and, on lavapipe, past its loop cap): key
@@ -66,8 +68,8 @@ fn attention_many_queries() {
 fn attention_long_key_sequences() {
     let nk = 65_600;
     assert!((nk * 512 * 4) as u64 > gpu().max_binding(), "the test must exceed one binding");
-    check_rows(3, nk, 1, 512, &[0..3], 1.0, 5e-5, 10);
-    check_rows(2, nk, 170, 3, &[0..2], 1.0, 5e-5, 11);
+    check_rows((3, nk, 1, 512), &[(0, 3)], 1.0, 5e-5, 10);
+    check_rows((2, nk, 170, 3), &[(0, 2)], 1.0, 5e-5, 11);
 }
 
 #[test]

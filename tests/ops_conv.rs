@@ -63,3 +63,15 @@ fn conv_f16_weights() {
     let want = conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, 3, 3], &b, Conv2d::same(1));
     assert_close(&out[0].f32(), &want, 1e-5, "conv with f16 weights");
 }
+
+/// With 8 or more output channels, adapters with 8-lane subgroups (lavapipe) take the
+/// broadcast kernel (`conv2d_subgroup.wgsl`): channel counts that are not multiples of
+/// its 16-channel tiles, stride 2, 1×1 and 5×5 kernels, f16 weights.
+#[test]
+fn conv_subgroup_tiles() {
+    check(7, 13, 11, 21, 3, Conv2d::same(1).with(Activation::Silu), 20);
+    check(16, 9, 10, 8, 3, Conv2d::strided(2, [0, 1, 0, 1]), 21);
+    check(5, 15, 9, 17, 5, Conv2d::strided(2, [2; 4]).with(Activation::Relu), 22);
+    check(33, 5, 7, 40, 1, Conv2d::same(0), 23);
+    check(3, 1, 1, 9, 3, Conv2d::same(1), 24);
+}

@@ -257,3 +257,53 @@ fn gather_rows_clamps() {
         assert_eq!(out[0].f32(), vq::gather_reference(&held, d, &indices), "gather k {k} d {d} f16 {f16}");
     }
 }
+
+/// The largest codebook (2048 × 32) with the winner in its last rows: a scan that
+/// stopped early (llvmpipe silently caps loops at 65535 trips) would miss it.
+#[test]
+fn vq_argmax_scans_the_whole_large_codebook() {
+    let (n, k, d) = (37, 2048, 32);
+    let mut rng = Rng::new(21);
+    let z = rng.vec(n * d, 1.0);
+    let mut codebook = rng.vec(k * d, 0.05);
+    // Token t's own direction sits at row k − 1 − t, well past the first window.
+    for t in 0..n {
+        let norm = z[t * d..(t + 1) * d].iter().map(|v| v * v).sum::<f32>().sqrt();
+        for i in 0..d {
+            codebook[(k - 1 - t) * d + i] = z[t * d + i] / norm;
+        }
+    }
+    let mut g = Graph::new(gpu());
+    let zt = g.input_f32(&[n, d], &z).unwrap();
+    let cb = g.input_f32(&[k, d], &codebook).unwrap();
+    let idx = vq::argmax_cosine(&mut g, zt, cb).unwrap();
+    let (out, _) = g.run(&[idx]).unwrap();
+    let want: Vec<u32> = (0..n).map(|t| (k - 1 - t) as u32).collect();
+    assert_eq!(out[0].u32(), want);
+    assert_eq!(vq::argmax_reference(&vq::scores_reference(&z, &codebook, d)), want);
+}
+
+/// OSCAR's real width (M = 320 input channels) through compressai's deconv: the
+/// channel loop must be split under llvmpipe's loop cap, or the sum silently stops.
+#[test]
+fn conv_transpose_many_input_channels() {
+    check_deconv([320, 6, 5], 9, 5, (2, 2, 1), false, 31);
+}
+
+/// The same for the 3×3 convolution over the UNet's widest concatenation (2560 channels).
+#[test]
+fn conv_many_input_channels() {
+    use oscar_wgpu::ops::conv2d::{self, Conv2d};
+    let (cin, h, w, cout) = (2560, 3, 4, 5);
+    let mut rng = Rng::new(32);
+    let x = rng.vec(cin * h * w, 1.0);
+    let wt = rng.vec(cout * cin * 9, 0.05);
+    let b = rng.vec(cout, 0.5);
+    let mut g = Graph::new(gpu());
+    let xt = g.input_f32(&[cin, h, w], &x).unwrap();
+    let wt_t = g.input_f32(&[cout, cin, 3, 3], &wt).unwrap();
+    let bt = g.input_f32(&[cout], &b).unwrap();
+    let y = conv2d::conv2d(&mut g, xt, wt_t, bt, Conv2d::same(1)).unwrap();
+    let (out, _) = g.run(&[y]).unwrap();
+    assert_close(&out[0].f32(), &conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, 3, 3], &b, Conv2d::same(1)), 1e-5, "conv 2560→5");
+}

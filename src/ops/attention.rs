@@ -7,7 +7,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{channel_chunks, subgroups_of_8, u32_of};
+use super::{channel_chunks, subgroups_of_8, u32_of, LOOP_BUDGET};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, KernelKey};
 use crate::graph::{DType, Graph, Tensor};
@@ -30,9 +30,6 @@ const FIRST: u32 = 1;
 const LAST: u32 = 2;
 /// Head-dim elements per output chunk, in both kernels.
 const CHUNK: usize = 64;
-/// lavapipe (Mesa 22) silently ends every loop of an invocation once its loops have made
-/// 65535 trips in all, so on CPU adapters no dispatch may ask for more than this.
-const LOOP_BUDGET: usize = 60_000;
 
 /// `q` [nq, heads·d], `k` and `v` [nk, heads·d] → [nq, heads·d]:
 /// softmax(q·kᵀ/√d)·v for each head's slice of the channels.
@@ -41,14 +38,11 @@ pub fn attention(g: &mut Graph, q: Tensor, k: Tensor, v: Tensor, heads: usize) -
         return Err(Error::Shape(format!("attention needs q [nq, c] and k [nk, c], got {:?} and {:?}", g.shape(q), g.shape(k))));
     };
     let all_f32 = [q, k, v].iter().all(|&t| g.dtype(t) == DType::F32);
-    if kc != c || g.shape(v) != [nk, c] || heads == 0 || c % heads != 0 || nk == 0 || !all_f32 {
+    if kc != c || g.shape(v) != [nk, c] || heads == 0 || c % heads != 0 || c == 0 || nq == 0 || nk == 0 || !all_f32 {
         return Err(Error::Shape(format!("attention: q {:?}, k {:?}, v {:?} with {heads} heads disagree", g.shape(q), g.shape(k), g.shape(v))));
     }
     let d = c / heads;
     let y = g.intermediate(&[nq, c], DType::F32);
-    if nq == 0 {
-        return Ok(y);
-    }
     let fast = broadcast_kernel(g.gpu, d);
     let (key, chunks, row) = if fast {
         let d4c = (d / 4).min(CHUNK / 4);

@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{channel_chunks, is_f16, subgroups_of_8, u32_of};
+use super::{channel_chunks, channel_chunks_within, is_f16, subgroups_of_8, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::KernelKey;
 use crate::graph::{DType, Graph, Tensor};
@@ -115,7 +115,7 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
     if subgroup {
         key = key.with("STRIDE1", (cfg.stride == 1) as u32 as f64);
     }
-    let in_chunks = channel_chunks(g.gpu, cin, 4 * (h * w) as u64)?;
+    let in_chunks = channel_chunks_within(g.gpu, cin, 4 * (h * w) as u64, 1 + kh * (1 + kw))?;
     let out_chunks = channel_chunks(g.gpu, cout, 4 * (oh * ow) as u64)?;
     let (wv, bv) = (g.view(weight)?, g.view(bias)?);
     for oc in &out_chunks {

@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{channel_chunks, is_f16, u32_of};
+use super::{channel_chunks, channel_chunks_within, is_f16, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::KernelKey;
 use crate::graph::{DType, Graph, Tensor};
@@ -63,7 +63,9 @@ pub fn conv_transpose2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, 
     // are stride apart, so they share their taps and read adjacent input pixels.
     let x_tiles = ow.div_ceil(stride).div_ceil(PX_TILE);
     let key = KernelKey::new("conv_transpose2d", "main").with("W_F16", is_f16(g.dtype(weight)));
-    let in_chunks = channel_chunks(g.gpu, cin, 4 * (h * w) as u64)?;
+    // Loop trips per input channel: taps of one phase × the tile's inner loops.
+    let taps = kh.div_ceil(stride) * (1 + kw.div_ceil(stride) * (2 + PX_TILE + OC_TILE * (1 + PX_TILE)));
+    let in_chunks = channel_chunks_within(g.gpu, cin, 4 * (h * w) as u64, taps + 1)?;
     let out_chunks = channel_chunks(g.gpu, cout, 4 * (oh * ow) as u64)?;
     let (wv, bv) = (g.view(weight)?, g.view(bias)?);
     for oc in &out_chunks {

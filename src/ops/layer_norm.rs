@@ -26,7 +26,7 @@ pub fn layer_norm(g: &mut Graph, x: Tensor, gamma: Tensor, beta: Tensor, eps: f3
         return Err(Error::Shape(format!("layer_norm input must be [n, c], got {:?}", g.shape(x))));
     };
     let pdt = g.dtype(gamma);
-    if c == 0 || g.shape(gamma) != [c] || g.shape(beta) != [c] || g.dtype(beta) != pdt || pdt == DType::U32 || g.dtype(x) != DType::F32 {
+    if n * c == 0 || g.shape(gamma) != [c] || g.shape(beta) != [c] || g.dtype(beta) != pdt || pdt == DType::U32 || g.dtype(x) != DType::F32 {
         return Err(Error::Shape(format!("layer_norm: x {:?}, gamma {:?}, beta {:?} disagree", g.shape(x), g.shape(gamma), g.shape(beta))));
     }
     let y = g.intermediate(&[n, c], DType::F32);

@@ -32,7 +32,7 @@ pub fn linear(g: &mut Graph, x: Tensor, weight: Tensor, bias: Option<Tensor>) ->
         return Err(Error::Shape(format!("linear needs x [n, k] and weight [m, k], got {:?} and {:?}", g.shape(x), g.shape(weight))));
     };
     let bias_ok = bias.is_none_or(|b| g.shape(b) == [m] && g.dtype(b) == g.dtype(weight));
-    if wk != k || !bias_ok || g.dtype(x) != DType::F32 || g.dtype(weight) == DType::U32 {
+    if wk != k || !bias_ok || n * k * m == 0 || g.dtype(x) != DType::F32 || g.dtype(weight) == DType::U32 {
         return Err(Error::Shape(format!("linear: x {:?}, weight {:?}, bias {:?} disagree", g.shape(x), g.shape(weight), bias.map(|b| g.shape(b).to_vec()))));
     }
     let y = g.intermediate(&[n, m], DType::F32);
@@ -45,7 +45,7 @@ pub fn matmul(g: &mut Graph, a: Tensor, b: Tensor) -> Result<Tensor> {
     let (&[batches, n, k], &[bb, bk, m]) = (g.shape(a), g.shape(b)) else {
         return Err(Error::Shape(format!("matmul needs [batch, n, k] and [batch, k, m], got {:?} and {:?}", g.shape(a), g.shape(b))));
     };
-    if bb != batches || bk != k || g.dtype(a) != DType::F32 || g.dtype(b) != DType::F32 {
+    if bb != batches || bk != k || batches * n * k * m == 0 || g.dtype(a) != DType::F32 || g.dtype(b) != DType::F32 {
         return Err(Error::Shape(format!("matmul: {:?} and {:?} disagree", g.shape(a), g.shape(b))));
     }
     let bt = transpose::transpose_batched(g, b)?;

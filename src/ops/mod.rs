@@ -69,6 +69,11 @@ pub(crate) fn u32_of(n: usize, what: &str) -> crate::Result<u32> {
     u32::try_from(n).map_err(|_| crate::Error::Shape(format!("{what} = {n} exceeds u32")))
 }
 
+/// Loop trips one invocation may make. llvmpipe (Mesa 22) silently ends every loop of
+/// an invocation once they have made 65535 trips together, so kernels whose loops grow
+/// with the input (channels, keys, codebook rows) split the work across dispatches.
+pub(crate) const LOOP_BUDGET: usize = 60_000;
+
 /// Splits `channels` planes of `plane_bytes` each into runs that fit one storage
 /// binding and start at an aligned offset: how ops handle tensors past the binding
 /// limit (a 256-channel 512×512 f32 activation is 256 MiB).
@@ -77,10 +82,25 @@ pub(crate) fn channel_chunks(
     channels: usize,
     plane_bytes: u64,
 ) -> crate::Result<Vec<std::ops::Range<usize>>> {
+    channel_chunks_within(gpu, channels, plane_bytes, 0)
+}
+
+/// Like [`channel_chunks`], for kernels that loop over the channels of a window: each
+/// run also stays within [`LOOP_BUDGET`] at `trips_per_channel` (0: no loop limit).
+pub(crate) fn channel_chunks_within(
+    gpu: &crate::gpu::Gpu,
+    channels: usize,
+    plane_bytes: u64,
+    trips_per_channel: usize,
+) -> crate::Result<Vec<std::ops::Range<usize>>> {
     let align = gpu.limits.min_storage_buffer_offset_alignment as u64;
     let step = align / gcd(plane_bytes.max(1), align);
-    let fit = gpu.max_binding() / plane_bytes.max(1);
-    let per_chunk = (fit / step * step) as usize;
+    let mut fit = gpu.max_binding() / plane_bytes.max(1);
+    if trips_per_channel > 0 {
+        fit = fit.min((LOOP_BUDGET / trips_per_channel) as u64);
+    }
+    // Runs start at aligned offsets; alignment wins over the loop budget if they clash.
+    let per_chunk = (fit / step * step).max(if fit >= 1 && plane_bytes * step <= gpu.max_binding() { step } else { 0 }) as usize;
     if per_chunk == 0 {
         return Err(crate::Error::TooLarge {
             what: "one channel plane".into(),

@@ -39,8 +39,8 @@ pub(crate) fn transpose_batched(g: &mut Graph, x: Tensor) -> Result<Tensor> {
     let &[batches, a, b] = g.shape(x) else {
         return Err(Error::Shape(format!("batched transpose input must be [n, a, b], got {:?}", g.shape(x))));
     };
-    if g.dtype(x) != DType::F32 {
-        return Err(Error::Shape("transpose works on f32 activations".into()));
+    if g.dtype(x) != DType::F32 || batches * a * b == 0 {
+        return Err(Error::Shape(format!("transpose needs a non-empty f32 tensor, got {:?} {:?}", g.shape(x), g.dtype(x))));
     }
     let y = g.intermediate(&[batches, b, a], DType::F32);
     let batch_len = u32_of(a * b, "transpose batch")?;

@@ -5,7 +5,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{is_f16, u32_of};
+use super::{is_f16, u32_of, LOOP_BUDGET};
 use crate::error::{Error, Result};
 use crate::gpu::KernelKey;
 use crate::graph::{DType, Graph, Tensor};
@@ -16,7 +16,10 @@ struct Params {
     n: u32,
     d: u32,
     k: u32,
-    _pad: u32,
+    /// argmax: the codebook rows `j0..j1` this dispatch scans.
+    j0: u32,
+    j1: u32,
+    _pad: [u32; 3],
 }
 
 const WORKGROUP: u64 = 64;
@@ -38,15 +41,23 @@ pub fn argmax_cosine(g: &mut Graph, z: Tensor, codebook: Tensor) -> Result<Tenso
     if d != kd || g.dtype(z) != DType::F32 || g.dtype(codebook) == DType::U32 {
         return Err(Error::Shape(format!("vq: input {:?} and codebook {:?} disagree", g.shape(z), g.shape(codebook))));
     }
-    let params = Params { n: u32_of(n, "tokens")?, d: u32_of(d, "code size")?, k: u32_of(k, "codebook size")?, _pad: 0 };
+    let params = Params { n: u32_of(n, "tokens")?, d: u32_of(d, "code size")?, k: u32_of(k, "codebook size")?, j0: 0, j1: 0, _pad: [0; 3] };
     let normalized = g.intermediate(&[n, d], DType::F32);
     let indices = g.intermediate(&[n], DType::U32);
     let views = vec![g.view(z)?, g.view(normalized)?];
     let grid = g.grid((n as u64).div_ceil(WORKGROUP))?;
     g.dispatch(KernelKey::new("vq", "normalize"), bytemuck::bytes_of(&params), views, grid, 3 * (n * d) as u64);
+    // The running best score travels between codebook windows. Windows keep each
+    // invocation's loop trips (rows × (d + 1)) under llvmpipe's silent 65535 cap.
+    let best_scores = g.intermediate(&[n], DType::F32);
     let key = KernelKey::new("vq", "argmax").with("W_F16", is_f16(g.dtype(codebook)));
-    let views = vec![g.view(normalized)?, g.view(codebook)?, g.view(indices)?];
-    g.dispatch(key, bytemuck::bytes_of(&params), views, grid, 2 * (n * k * d) as u64);
+    let rows_per_window = (LOOP_BUDGET / (d + 1)).max(1);
+    for start in (0..k).step_by(rows_per_window) {
+        let end = (start + rows_per_window).min(k);
+        let params = Params { j0: start as u32, j1: end as u32, ..params };
+        let views = vec![g.view(normalized)?, g.view(codebook)?, g.view(indices)?, g.view(best_scores)?];
+        g.dispatch(key.clone(), bytemuck::bytes_of(&params), views, grid, 2 * (n * (end - start) * d) as u64);
+    }
     Ok(indices)
 }
 
@@ -61,7 +72,7 @@ pub fn gather_rows(g: &mut Graph, table: Tensor, indices: Tensor) -> Result<Tens
         return Err(Error::Shape("gather_rows needs a float table and non-empty u32 indices".into()));
     }
     let y = g.intermediate(&[n, d], DType::F32);
-    let params = Params { n: u32_of(n * d, "gathered elements")?, d: d as u32, k: u32_of(k, "table rows")?, _pad: 0 };
+    let params = Params { n: u32_of(n * d, "gathered elements")?, d: d as u32, k: u32_of(k, "table rows")?, j0: 0, j1: 0, _pad: [0; 3] };
     let views = vec![g.view(table)?, g.view(indices)?, g.view(y)?];
     let grid = g.grid(((n * d) as u64).div_ceil(WORKGROUP))?;
     g.dispatch(KernelKey::new("vq", "gather").with("W_F16", is_f16(g.dtype(table))), bytemuck::bytes_of(&params), views, grid, 0);
