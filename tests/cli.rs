@@ -117,3 +117,29 @@ fn missing_or_wrong_model_is_explained() {
     fails(&oscar(&["encode", s(&fixture("astronaut_256.png")), "-o", s(&coded), "--model", s(&fixture("reference.safetensors"))]), "not an oscar-wgpu model");
     fails(&oscar(&["encode", s(&fixture("astronaut_256.png")), "-o", s(&coded), "--model", s(&fixture("astronaut_256.png"))]), "not a safetensors file");
 }
+
+#[test]
+fn a_folder_encodes_with_one_model_and_bpp_picks_the_level() {
+    let model = fixture("oscar-tiny.safetensors");
+    let dir = tmp("folder_in");
+    std::fs::create_dir_all(&dir).unwrap();
+    let photo = read_rgb(&fixture("astronaut_256.png")).unwrap();
+    // Two crops of odd sizes: padded to 64 on encode, cropped back on decode.
+    image::imageops::crop_imm(&photo, 10, 20, 100, 70).to_image().save(dir.join("a.png")).unwrap();
+    image::imageops::crop_imm(&photo, 0, 0, 64, 130).to_image().save(dir.join("b.jpg")).unwrap();
+    let coded = tmp("folder_coded");
+    let text = ok(&oscar(&["encode", s(&dir), "-o", s(&coded), "--model", s(&model), "--bpp", "0.05", "--force"]));
+    // 0.05 bpp: the best level whose nominal rate fits is level 3 (0.043).
+    assert!(text.contains("level 3"), "{text}");
+    let decoded = tmp("folder_decoded");
+    ok(&oscar(&["decode", s(&coded), "-o", s(&decoded), "--model", s(&model), "--force"]));
+    assert_eq!(read_rgb(&decoded.join("a.png")).unwrap().dimensions(), (100, 70));
+    assert_eq!(read_rgb(&decoded.join("b.png")).unwrap().dimensions(), (64, 130));
+}
+
+#[test]
+fn a_file_from_another_model_is_refused() {
+    let coded = tmp("other_model.oscar");
+    ok(&oscar(&["encode", s(&fixture("astronaut_256.png")), "-o", s(&coded), "--model", s(&fixture("oscar-tiny.safetensors")), "--level", "0", "--force"]));
+    fails(&oscar(&["decode", s(&coded), "-o", s(&tmp("other.png")), "--model", s(&fixture("oscar-tiny-f16.safetensors")), "--force"]), "model");
+}
