@@ -21,6 +21,8 @@ pub enum Error {
     #[error("invalid shape: {0}")]
     Shape(String),
     #[error(transparent)]
+    Codec(#[from] crate::codec::CodecError),
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 

@@ -212,3 +212,23 @@ fn conv_transpose_past_binding() {
         assert_close(&out[0].f32(), &want, 1e-5, &format!("conv_transpose2d {cin}→{cout} on 512×512"));
     }
 }
+
+/// GEGLU on the feed-forward projection of a 1024×1024 image's UNet (rows × 2·1280 f32,
+/// past one binding), split into row windows; sampled rows against the reference.
+#[test]
+fn geglu_past_binding() {
+    let _guard = lock();
+    let (rows, cols) = (13_200, 1280);
+    let bytes = rows * 2 * cols * 4;
+    note_if_within_binding(bytes, "geglu input");
+    let x = Rng::new(41).vec(rows * 2 * cols, 3.0);
+    let mut g = Graph::new(gpu());
+    let xt = g.input_f32(&[rows, 2 * cols], &x).unwrap();
+    let y = elementwise::geglu(&mut g, xt).unwrap();
+    let (out, _) = g.run(&[y]).unwrap();
+    let got = out[0].f32();
+    for r in (0..rows).step_by(97).chain([rows - 1]) {
+        let want = elementwise::geglu_reference(&x[r * 2 * cols..(r + 1) * 2 * cols], 1, cols);
+        assert_close(&got[r * cols..(r + 1) * cols], &want, 1e-6, &format!("geglu row {r}"));
+    }
+}

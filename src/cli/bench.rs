@@ -17,6 +17,13 @@ use oscar_wgpu::weights::Precision;
 use super::encode::freq_table;
 use super::Output;
 
+/// Progress goes to stderr, so `--json` / `--csv` output stays machine-readable.
+fn progress(out: Output, line: String) {
+    if !out.quiet {
+        eprintln!("{line}");
+    }
+}
+
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Seeded random weights of the full SD-2.1 OSCAR architecture (no download).
@@ -48,6 +55,10 @@ pub struct BenchArgs {
     /// Kernel benchmark without the largest shapes.
     #[arg(long)]
     quick: bool,
+    /// Only plan decodes of the synthetic full-size model (no weights, nothing runs):
+    /// the GPU memory each size would take, for sizes too slow to run here.
+    #[arg(long)]
+    plan_only: bool,
     #[arg(long, conflicts_with = "csv")]
     json: bool,
     #[arg(long)]
@@ -91,6 +102,9 @@ pub fn run(gpu: &GpuOptions, args: &BenchArgs, out: Output) -> Result<()> {
         }
         return Ok(());
     }
+    if args.plan_only {
+        return plan_only(gpu, args);
+    }
     if !args.synthetic && args.model.is_none() {
         bail!("pass --synthetic (full SD-2.1 OSCAR sizes, seeded weights) or --model FILE");
     }
@@ -121,13 +135,29 @@ pub fn run(gpu: &GpuOptions, args: &BenchArgs, out: Output) -> Result<()> {
     Ok(())
 }
 
+fn plan_only(options: &GpuOptions, args: &BenchArgs) -> Result<()> {
+    let arch = Architecture::sd21()?;
+    let precision = if args.f16 { Precision::F16 } else { Precision::F32 };
+    let oscar = Oscar::planning_only(Gpu::new(options)?, &arch, precision);
+    println!("decode plans of the full-size model ({precision:?} weights: {:.0} MiB)", oscar.weights.bytes as f64 / 1048576.0);
+    println!("{:>6} {:>5} {:>18} {:>22}", "size", "level", "planned MiB", "without reuse MiB");
+    for &size in &args.sizes {
+        for &level in &args.levels {
+            let cell = oscar.info.pixels_per_token(level)?;
+            let plan = oscar.plan_decode(level, (size / cell, size / cell))?;
+            println!("{size:>6} {level:>5} {:>18.0} {:>22.0}", plan.peak_bytes as f64 / 1048576.0, plan.unplanned_bytes as f64 / 1048576.0);
+        }
+    }
+    Ok(())
+}
+
 fn kernels(gpu: &Gpu, args: &BenchArgs, out: Output) -> Result<()> {
     let (peak, bandwidth, results) = run_kernel_bench(gpu, args.quick)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"adapter": gpu.info.name, "fma_peak_gflops": peak, "bandwidth_gbs": bandwidth, "kernels": results}))?);
         return Ok(());
     }
-    out.say(format!("{} ({:?}): FMA peak {peak:.1} GFLOP/s, bandwidth {bandwidth:.1} GB/s", gpu.info.name, gpu.info.backend));
+    progress(out, format!("{} ({:?}): FMA peak {peak:.1} GFLOP/s, bandwidth {bandwidth:.1} GB/s", gpu.info.name, gpu.info.backend));
     println!("{:<12} {:<36} {:>10} {:>10} {:>8}", "kernel", "shape", "ms", "GFLOP/s", "% peak");
     for r in &results {
         println!("{:<12} {:<36} {:>10.2} {:>10.1} {:>7.1}%", r.name, r.shape, r.ms, r.gflops, 100.0 * r.peak_fraction);
@@ -138,17 +168,17 @@ fn kernels(gpu: &Gpu, args: &BenchArgs, out: Output) -> Result<()> {
 fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<Vec<Record>> {
     let gpu = Gpu::new(options)?;
     let name = gpu.info.name.clone();
-    out.say(format!("{name}: probing FMA peak and bandwidth…"));
+    progress(out, format!("{name}: probing FMA peak and bandwidth…"));
     let peak = probe::fma_peak(&gpu)?;
     let bandwidth = probe::bandwidth(&gpu)?;
-    out.say(format!("{name}: {peak:.1} GFLOP/s FMA peak, {bandwidth:.1} GB/s"));
+    progress(out, format!("{name}: {peak:.1} GFLOP/s FMA peak, {bandwidth:.1} GB/s"));
     let precision = if args.f16 { Precision::F16 } else { Precision::F32 };
     let t0 = Instant::now();
     let oscar = match &args.model {
         Some(path) => Oscar::load(gpu, path, precision)?,
         None => Oscar::synthetic(gpu, &Architecture::sd21()?, 0, precision)?,
     };
-    out.say(format!("model ready in {:.1} s ({:.0} MiB of weights)", t0.elapsed().as_secs_f64(), oscar.weights.bytes as f64 / 1048576.0));
+    progress(out, format!("model ready in {:.1} s ({:.0} MiB of weights)", t0.elapsed().as_secs_f64(), oscar.weights.bytes as f64 / 1048576.0));
     let base = |size: usize, level: usize, stage: &str, times: Vec<f64>, flops: u64, memory: u64| {
         let (median_ms, min_ms, max_ms) = spread(times);
         let gflops = flops as f64 / median_ms / 1e6;
@@ -173,7 +203,7 @@ fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<
     for &size in &args.sizes {
         let image = Rng::new(size as u64).vec(3 * size * size, 1.0);
         for &level in &args.levels {
-            out.say(format!("size {size}, level {level}…"));
+            progress(out, format!("size {size}, level {level}…"));
             let table = freq_table(&oscar, level)?;
             let (tokens, _) = oscar.encode(&image, size, size, level, RunOptions::default())?;
             for _ in 0..args.warmup {
@@ -194,7 +224,7 @@ fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<
                 range_enc.push(t.elapsed().as_secs_f64() * 1e3);
                 let stream = rans::Stream::parse(coding, &payload)?;
                 let t = Instant::now();
-                rans_gpu::decode_on_gpu(&oscar.gpu.device, &oscar.gpu.queue, &stream, &table, tokens.indices.len())?;
+                rans_gpu::decode_on_gpu(&oscar.gpu, &stream, &table, tokens.indices.len())?;
                 range_dec.push(t.elapsed().as_secs_f64() * 1e3);
                 let t = Instant::now();
                 let (_, trace) = oscar.decode(&tokens, RunOptions::default())?;

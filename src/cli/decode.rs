@@ -3,10 +3,10 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use oscar_wgpu::codec::{rans_gpu, ModelTag, OscarFile};
+use oscar_wgpu::codec::{ModelTag, OscarFile};
 use oscar_wgpu::gpu::GpuOptions;
 use oscar_wgpu::image_io::{to_rgb8, Planar};
-use oscar_wgpu::model::{RunOptions, Tokens};
+use oscar_wgpu::model::RunOptions;
 
 use super::encode::freq_table;
 use super::{load_model, write_atomically, Jobs, Output};
@@ -24,17 +24,16 @@ pub fn run(gpu: &GpuOptions, model: &Option<std::path::PathBuf>, f16: bool, jobs
         let header = *file.header();
         let level = usize::from(header.level);
         let table = freq_table(&oscar, level)?;
-        let indices = rans_gpu::decode_on_gpu(&oscar.gpu.device, &oscar.gpu.queue, file.stream(), &table, file.tokens())
-            .with_context(|| format!("{}", input.display()))?;
         let cell = oscar.info.pixels_per_token(level)?;
         let (rows, cols) = file.grid();
         let (height, width) = (rows * cell, cols * cell);
         if height < header.height as usize || width < header.width as usize {
             bail!("{}: the model's level {level} token grid does not cover a {}×{} image", input.display(), header.width, header.height);
         }
-        let tokens = Tokens { level, grid: (rows, cols), indices, a_z: header.a_z.to_vec() };
         let opts = RunOptions { trace: false, profile: out.verbose };
-        let (image, trace) = oscar.decode(&tokens, opts)?;
+        let (image, trace) = oscar
+            .decode_stream(level, (rows, cols), &header.a_z, file.stream(), &table, opts)
+            .with_context(|| format!("{}", input.display()))?;
         let rgb = to_rgb8(&Planar { width, height, data: image }, header.width as usize, header.height as usize);
         let mut png = Vec::new();
         rgb.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;

@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{Graph, HostTensor, RunReport, Tensor};
 use crate::ops::channel_norm::{channel_l2_norms, rescale_channels};
+use crate::codec::{FreqTable, Stream};
 use crate::ops::elementwise::{binary, unary, Binary, Unary};
+use crate::ops::rans_decode::{check_status, rans_decode};
 use crate::weights::{ModelFile, Precision, Weights};
 
 /// Everything a model file says besides its weights.
@@ -141,10 +143,42 @@ impl Oscar {
     /// times the level's pixels per token.
     pub fn decode(&self, tokens: &Tokens, opts: RunOptions) -> Result<(Vec<f32>, Trace)> {
         self.check_runnable()?;
+        let level = self.info.level(tokens.level)?;
+        if let Some(&bad) = tokens.indices.iter().find(|&&i| i as usize >= level.codebook_size) {
+            return Err(Error::Shape(format!("token index {bad} is outside level {}'s codebook of {}", level.level, level.codebook_size)));
+        }
+        let (th, tw) = tokens.grid;
+        if th * tw != tokens.indices.len() {
+            return Err(Error::Shape(format!("{} indices do not fit a {th}×{tw} grid", tokens.indices.len())));
+        }
         let mut g = Graph::new(&self.gpu);
-        let outputs = self.decode_graph(&mut g, tokens)?;
+        let indices = g.input_u32(&[th * tw], &tokens.indices)?;
+        let outputs = self.decode_graph(&mut g, tokens.level, tokens.grid, indices, &tokens.a_z)?;
         let outputs = if opts.trace { outputs } else { outputs[..1].to_vec() };
         let (mut host, trace) = run(&g, &outputs, opts)?;
+        let image = host.swap_remove(0).f32().into_iter().map(|v| v.clamp(-1.0, 1.0)).collect();
+        Ok((image, trace))
+    }
+
+    /// Decodes an entropy-coded token stream: range decoding, hyper-decoder, UNet and
+    /// VAE in one graph, the indices never leaving the GPU. A corrupt stream is an
+    /// error (the shader reports it; the picture is discarded).
+    pub fn decode_stream(&self, level: usize, grid: (usize, usize), a_z: &[f32], stream: &Stream, table: &FreqTable, opts: RunOptions) -> Result<(Vec<f32>, Trace)> {
+        self.check_runnable()?;
+        let codebook = self.info.level(level)?.codebook_size;
+        if table.symbols() != codebook {
+            return Err(Error::BadModel(format!("level {level}'s rANS table has {} symbols for a codebook of {codebook}", table.symbols())));
+        }
+        let mut g = Graph::new(&self.gpu);
+        g.set_stage("range_decode");
+        let decoded = rans_decode(&mut g, stream, table, grid.0 * grid.1)?;
+        let mut outputs = self.decode_graph(&mut g, level, grid, decoded.indices, a_z)?;
+        if !opts.trace {
+            outputs.truncate(1);
+        }
+        outputs.push(("range_status", decoded.status));
+        let (mut host, trace) = run(&g, &outputs, opts)?;
+        check_status(&host.pop().expect("status is an output").u32(), decoded.lanes)?;
         let image = host.swap_remove(0).f32().into_iter().map(|v| v.clamp(-1.0, 1.0)).collect();
         Ok((image, trace))
     }
@@ -152,27 +186,24 @@ impl Oscar {
     /// The buffer plan of a decode of a `grid` of tokens, without running it: what a
     /// decode would allocate, also for sizes too slow to run.
     pub fn plan_decode(&self, level: usize, grid: (usize, usize)) -> Result<crate::graph::Plan> {
-        let tokens = Tokens { level, grid, indices: vec![0; grid.0 * grid.1], a_z: vec![1.0; self.info.vae.latent_channels] };
         let mut g = Graph::new(&self.gpu);
-        let outputs = self.decode_graph(&mut g, &tokens)?;
+        let indices = g.input_u32(&[grid.0 * grid.1], &vec![0; grid.0 * grid.1])?;
+        let outputs = self.decode_graph(&mut g, level, grid, indices, &vec![1.0; self.info.vae.latent_channels])?;
         Ok(g.plan(&[outputs[0].1]))
     }
 
     /// Builds the decode graph; the first output is the image, then the intermediates.
-    fn decode_graph(&self, g: &mut Graph, tokens: &Tokens) -> Result<Vec<(&'static str, Tensor)>> {
+    /// `indices` [th·tw] u32 must lie in the level's codebook.
+    fn decode_graph(&self, g: &mut Graph, level: usize, grid: (usize, usize), indices: Tensor, a_z: &[f32]) -> Result<Vec<(&'static str, Tensor)>> {
         let info = &self.info;
-        let level = info.level(tokens.level)?;
-        let (th, tw) = tokens.grid;
-        if th * tw != tokens.indices.len() || tokens.a_z.len() != info.vae.latent_channels {
-            return Err(Error::Shape(format!("{} indices and {} norms do not fit a {th}×{tw} grid", tokens.indices.len(), tokens.a_z.len())));
-        }
-        if let Some(&bad) = tokens.indices.iter().find(|&&i| i as usize >= level.codebook_size) {
-            return Err(Error::Shape(format!("token index {bad} is outside level {}'s codebook of {}", level.level, level.codebook_size)));
+        let level = info.level(level)?;
+        let (th, tw) = grid;
+        if a_z.len() != info.vae.latent_channels {
+            return Err(Error::Shape(format!("{} latent norms for {} latent channels", a_z.len(), info.vae.latent_channels)));
         }
         let t = level.timestep;
         let alpha_bar = info.scheduler.alpha_bar(t)?;
-        let indices = g.input_u32(&[th * tw], &tokens.indices)?;
-        let a_z = g.input_f32(&[tokens.a_z.len()], &tokens.a_z)?;
+        let a_z = g.input_f32(&[a_z.len()], a_z)?;
         let mut cx = Ctx { g, w: &self.weights };
         cx.g.set_stage("hyper_decode");
         let quantized = hyper::dequantize(&mut cx, level.level, indices, th, tw)?;

@@ -158,11 +158,16 @@ pub fn geglu(g: &mut Graph, x: Tensor) -> Result<Tensor> {
     }
     let cols = two_cols / 2;
     let y = g.intermediate(&[rows, cols], DType::F32);
-    let n = u32_of(rows * cols, "geglu elements")?;
-    let params = Params { n, b_len: 1, inner: 1, base: 0, alpha: 0.0, beta: 0.0, cols: cols as u32, _pad: 0 };
-    let views = vec![g.view(x)?, g.view(y)?];
-    let grid = g.grid((n as u64).div_ceil(WORKGROUP))?;
-    g.dispatch(KernelKey::new("elementwise", "geglu"), bytemuck::bytes_of(&params), views, grid, 10 * n as u64);
+    // Row windows: the FF projection of a 128×128 latent is [16384, 2560], past one binding.
+    let row = 4 * cols as u64;
+    for w in super::row_windows(g.gpu, rows, &[2 * row, row], 0)? {
+        let n = u32_of(w.len() * cols, "geglu elements")?;
+        let params = Params { n, b_len: 1, inner: 1, base: 0, alpha: 0.0, beta: 0.0, cols: cols as u32, _pad: 0 };
+        let xv = g.window(x, 2 * row * w.start as u64, 2 * row * w.len() as u64)?;
+        let yv = g.window(y, row * w.start as u64, row * w.len() as u64)?;
+        let grid = g.grid((n as u64).div_ceil(WORKGROUP))?;
+        g.dispatch(KernelKey::new("elementwise", "geglu"), bytemuck::bytes_of(&params), vec![xv, yv], grid, 10 * n as u64);
+    }
     Ok(y)
 }
 

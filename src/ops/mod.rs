@@ -13,6 +13,7 @@ pub mod conv_transpose2d;
 pub mod group_norm;
 pub mod resize;
 pub mod timestep;
+pub mod rans_decode;
 pub mod vq;
 
 use crate::graph::DType;
@@ -93,22 +94,37 @@ pub(crate) fn channel_chunks_within(
     plane_bytes: u64,
     trips_per_channel: usize,
 ) -> crate::Result<Vec<std::ops::Range<usize>>> {
+    row_windows(gpu, channels, &[plane_bytes], trips_per_channel)
+}
+
+/// Runs of `rows` rows such that, for every tensor whose rows take `row_bytes[i]`, the
+/// window fits one binding and starts at an aligned offset (ops whose input and output
+/// rows differ in size, like GEGLU), within [`LOOP_BUDGET`] at `trips_per_row` (0: no
+/// loop limit).
+pub(crate) fn row_windows(
+    gpu: &crate::gpu::Gpu,
+    rows: usize,
+    row_bytes: &[u64],
+    trips_per_row: usize,
+) -> crate::Result<Vec<std::ops::Range<usize>>> {
     let align = gpu.limits.min_storage_buffer_offset_alignment as u64;
-    let step = align / gcd(plane_bytes.max(1), align);
-    let mut fit = gpu.max_binding() / plane_bytes.max(1);
-    if trips_per_channel > 0 {
-        fit = fit.min((LOOP_BUDGET / trips_per_channel) as u64);
+    let widest = row_bytes.iter().copied().max().unwrap_or(1).max(1);
+    let step = row_bytes.iter().fold(1, |step, &b| lcm(step, align / gcd(b.max(1), align)));
+    let mut fit = gpu.max_binding() / widest;
+    if trips_per_row > 0 {
+        fit = fit.min((LOOP_BUDGET / trips_per_row) as u64);
     }
     // Runs start at aligned offsets; alignment wins over the loop budget if they clash.
-    let per_chunk = (fit / step * step).max(if fit >= 1 && plane_bytes * step <= gpu.max_binding() { step } else { 0 }) as usize;
-    if per_chunk == 0 {
-        return Err(crate::Error::TooLarge {
-            what: "one channel plane".into(),
-            needed: plane_bytes * step,
-            limit: gpu.max_binding(),
-        });
+    let per_run = if fit >= step { fit / step * step } else if widest * step <= gpu.max_binding() { step } else { 0 };
+    if per_run == 0 {
+        return Err(crate::Error::TooLarge { what: "one row or channel plane".into(), needed: widest * step, limit: gpu.max_binding() });
     }
-    Ok((0..channels).step_by(per_chunk).map(|s| s..(s + per_chunk).min(channels)).collect())
+    let per_run = per_run as usize;
+    Ok((0..rows).step_by(per_run).map(|s| s..(s + per_run).min(rows)).collect())
+}
+
+fn lcm(a: u64, b: u64) -> u64 {
+    a / gcd(a, b) * b
 }
 
 pub(crate) fn gcd(a: u64, b: u64) -> u64 {
