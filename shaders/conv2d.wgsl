@@ -32,26 +32,17 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-override W_F16: bool = false;
 override ACT: u32 = 0u; // 0 none, 1 ReLU, 2 SiLU
 
 const OCT: u32 = 8u;
 const ROWS: u32 = 4u;
 
 fn load_w(i: u32) -> f32 {
-    if W_F16 {
-        let pair = unpack2x16float(wt[i >> 1u]);
-        return select(pair.x, pair.y, (i & 1u) == 1u);
-    }
-    return bitcast<f32>(wt[i]);
+    return widen(wt[word_of(i)], i);
 }
 
 fn load_b(i: u32) -> f32 {
-    if W_F16 {
-        let pair = unpack2x16float(bias[i >> 1u]);
-        return select(pair.x, pair.y, (i & 1u) == 1u);
-    }
-    return bitcast<f32>(bias[i]);
+    return widen(bias[word_of(i)], i);
 }
 
 fn activation(v: vec4<f32>) -> vec4<f32> {

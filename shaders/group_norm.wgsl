@@ -32,7 +32,6 @@ struct Params {
 @group(0) @binding(4) var<storage, read> beta: array<u32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
-override W_F16: bool = false;
 override SILU: bool = false;
 
 const WG: u32 = 256u;
@@ -43,20 +42,12 @@ var<workgroup> w_count: array<f32, 256>;
 var<workgroup> w_mean: array<f32, 256>;
 var<workgroup> w_m2: array<f32, 256>;
 
-fn widen(word: u32, i: u32) -> f32 {
-    if W_F16 {
-        let pair = unpack2x16float(word);
-        return select(pair.x, pair.y, (i & 1u) == 1u);
-    }
-    return bitcast<f32>(word);
-}
-
 fn load_gamma(i: u32) -> f32 {
-    return widen(gamma[select(i, i >> 1u, W_F16)], i);
+    return widen(gamma[word_of(i)], i);
 }
 
 fn load_beta(i: u32) -> f32 {
-    return widen(beta[select(i, i >> 1u, W_F16)], i);
+    return widen(beta[word_of(i)], i);
 }
 
 // (count, mean, M2) of two disjoint sets merged (Chan et al.).

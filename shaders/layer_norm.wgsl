@@ -15,17 +15,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read> beta: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-override W_F16: bool = false;
-
-// Element i of an f32 array or of packed f16 pairs, given the word that holds it.
-fn unpack(word: u32, i: u32) -> f32 {
-    if W_F16 {
-        let pair = unpack2x16float(word);
-        return select(pair.x, pair.y, (i & 1u) == 1u);
-    }
-    return bitcast<f32>(word);
-}
-
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let row = flat_workgroup(wg, num) * 64u + li;
@@ -48,7 +37,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3
     }
     let inv = inverseSqrt(sq / f32(p.c) + p.eps);
     for (var i = 0u; i < p.c; i++) {
-        let w = select(i, i >> 1u, W_F16);
-        y[base + i] = (x[base + i] - mean) * inv * unpack(gamma[w], i) + unpack(beta[w], i);
+        let w = word_of(i);
+        y[base + i] = (x[base + i] - mean) * inv * widen(gamma[w], i) + widen(beta[w], i);
     }
 }

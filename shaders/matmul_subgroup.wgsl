@@ -23,14 +23,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-override W_F16: bool = false;
-
 fn load_b(i: u32) -> f32 {
-    if W_F16 {
-        let pair = unpack2x16float(bias[i >> 1u]);
-        return select(pair.x, pair.y, (i & 1u) == 1u);
-    }
-    return bitcast<f32>(bias[i]);
+    return widen(bias[word_of(i)], i);
 }
 
 // Lane j's `v` to every lane, as columns j = 0..3 (lo) and 4..7 (hi).

@@ -25,16 +25,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read> ids: array<u32>;
 @group(0) @binding(3) var<storage, read_write> rows_out: array<f32>;
 
-override W_F16: bool = false;
-
-fn widen(word: u32, i: u32) -> f32 {
-    if W_F16 {
-        let pair = unpack2x16float(word);
-        return select(pair.x, pair.y, (i & 1u) == 1u);
-    }
-    return bitcast<f32>(word);
-}
-
 fn index(wg: vec3<u32>, num: vec3<u32>, li: u32) -> u32 {
     return flat_workgroup(wg, num) * 64u + li;
 }
@@ -73,7 +63,7 @@ fn argmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: ve
         var s = 0.0;
         for (var i = 0u; i < p.d; i++) {
             let e = j * p.d + i;
-            s = fma(zn[row + i], widen(codebook[select(e, e >> 1u, W_F16)], e), s);
+            s = fma(zn[row + i], widen(codebook[word_of(e)], e), s);
         }
         if s > best_score {
             best = j;
@@ -92,5 +82,5 @@ fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: ve
     }
     let r = min(ids[i / p.d], p.k - 1u);
     let e = r * p.d + i % p.d;
-    rows_out[i] = widen(table[select(e, e >> 1u, W_F16)], e);
+    rows_out[i] = widen(table[word_of(e)], e);
 }
