@@ -34,13 +34,14 @@ pub fn adapters(gpu: &GpuOptions, json: bool) -> Result<()> {
 
 /// Describes a .oscar file (by its magic byte) or a model file.
 pub fn info(_gpu: &GpuOptions, file: &Path, model: Option<&Path>, json: bool) -> Result<()> {
-    let bytes_head = {
+    let first_byte = {
         use std::io::Read;
         let mut head = [0u8; 1];
-        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?.read(&mut head)?;
+        let read = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?.read(&mut head)?;
+        anyhow::ensure!(read == 1, "{} is empty", file.display());
         head[0]
     };
-    if bytes_head == codec::container::MAGIC {
+    if first_byte == codec::container::MAGIC {
         oscar_info(file, model, json)
     } else {
         model_info(file, json)
