@@ -80,11 +80,19 @@ pub struct Graph<'g> {
     pub(crate) tensors: Vec<TensorInfo>,
     pub(crate) dispatches: Vec<Dispatch>,
     stage: Arc<str>,
+    /// Named intermediates model code marks for tracing (block outputs, as diffusers
+    /// names them); a traced run reads them back.
+    pub taps: Vec<(String, Tensor)>,
 }
 
 impl<'g> Graph<'g> {
     pub fn new(gpu: &'g Gpu) -> Self {
-        Graph { gpu, tensors: Vec::new(), dispatches: Vec::new(), stage: Arc::from("") }
+        Graph { gpu, tensors: Vec::new(), dispatches: Vec::new(), stage: Arc::from(""), taps: Vec::new() }
+    }
+
+    /// Marks `t` as the intermediate called `name`, for traced runs.
+    pub fn tap(&mut self, name: impl Into<String>, t: Tensor) {
+        self.taps.push((name.into(), t));
     }
 
     /// Dispatches added from now on are timed under `stage`.

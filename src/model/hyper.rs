@@ -66,6 +66,7 @@ fn sequential(cx: &mut Ctx, prefix: &str, mut x: Tensor, upsampling: bool) -> Re
         } else {
             break;
         }
+        cx.g.tap(format!("{}.{i}", prefix.rsplit('.').next().unwrap_or(prefix)), x);
     }
     Ok(x)
 }

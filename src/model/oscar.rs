@@ -76,7 +76,7 @@ pub struct RunOptions {
 /// Intermediates a run can read back besides its result (for parity tests and tools).
 #[derive(Clone, Debug, Default)]
 pub struct Trace {
-    pub tensors: Vec<(&'static str, HostTensor)>,
+    pub tensors: Vec<(String, HostTensor)>,
     pub report: RunReport,
 }
 
@@ -221,10 +221,16 @@ impl Oscar {
     }
 }
 
+/// Runs `g` for `outputs`; a traced run also reads back the graph's taps.
 fn run(g: &Graph, outputs: &[(&'static str, Tensor)], opts: RunOptions) -> Result<(Vec<HostTensor>, Trace)> {
-    let tensors: Vec<Tensor> = outputs.iter().map(|&(_, t)| t).collect();
-    let (host, report) = if opts.profile { g.run_profiled(&tensors)? } else { g.run(&tensors)? };
-    let traced = if opts.trace { outputs.iter().map(|&(n, _)| n).zip(host.iter().cloned()).collect() } else { Vec::new() };
+    let mut named: Vec<(String, Tensor)> = outputs.iter().map(|&(n, t)| (n.to_string(), t)).collect();
+    if opts.trace {
+        named.extend(g.taps.iter().cloned());
+    }
+    let tensors: Vec<Tensor> = named.iter().map(|(_, t)| *t).collect();
+    let (mut host, report) = if opts.profile { g.run_profiled(&tensors)? } else { g.run(&tensors)? };
+    let traced = if opts.trace { named.into_iter().map(|(n, _)| n).zip(host.iter().cloned()).collect() } else { Vec::new() };
+    host.truncate(outputs.len());
     Ok((host, Trace { tensors: traced, report }))
 }
 

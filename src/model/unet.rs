@@ -71,10 +71,12 @@ pub fn forward(cx: &mut Ctx, cfg: &UnetConfig, sample: Tensor, t: f32, context: 
     let temb = cx.linear("unet.time_embedding.linear_1", t_emb)?;
     let temb = cx.silu(temb)?;
     let temb = cx.linear("unet.time_embedding.linear_2", temb)?;
+    cx.g.tap("unet.temb", temb);
     // Every ResNet applies SiLU to the embedding before its own projection: do it once.
     let silu_temb = Some(cx.silu(temb)?);
 
     let mut x = cx.conv("unet.conv_in", sample, 1, Activation::None)?;
+    cx.g.tap("unet.conv_in", x);
     let mut skips = vec![x];
     let blocks = cfg.block_out_channels.len();
     for (i, block_type) in cfg.down_block_types.iter().enumerate() {
@@ -90,11 +92,13 @@ pub fn forward(cx: &mut Ctx, cfg: &UnetConfig, sample: Tensor, t: f32, context: 
             x = cx.conv(&format!("unet.down_blocks.{i}.downsamplers.0.conv"), x, 2, Activation::None)?;
             skips.push(x);
         }
+        cx.g.tap(format!("unet.down_blocks.{i}"), x);
     }
 
     x = cx.resnet("unet.mid_block.resnets.0", x, silu_temb, groups, eps)?;
     x = transformer(cx, cfg, "unet.mid_block.attentions.0", x, context, cfg.heads[blocks - 1], cfg.transformer_layers[blocks - 1])?;
     x = cx.resnet("unet.mid_block.resnets.1", x, silu_temb, groups, eps)?;
+    cx.g.tap("unet.mid_block", x);
 
     for (i, block_type) in cfg.up_block_types.iter().enumerate() {
         let mirrored = blocks - 1 - i;
@@ -111,6 +115,7 @@ pub fn forward(cx: &mut Ctx, cfg: &UnetConfig, sample: Tensor, t: f32, context: 
             x = upsample_nearest2x(cx.g, x)?;
             x = cx.conv(&format!("unet.up_blocks.{i}.upsamplers.0.conv"), x, 1, Activation::None)?;
         }
+        cx.g.tap(format!("unet.up_blocks.{i}"), x);
     }
 
     x = cx.group_norm("unet.conv_norm_out", x, groups, eps, true)?;

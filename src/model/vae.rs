@@ -22,6 +22,7 @@ fn mid_block(cx: &mut Ctx, cfg: &VaeConfig, prefix: &str, x: Tensor) -> Result<T
 pub fn encode(cx: &mut Ctx, cfg: &VaeConfig, image: Tensor) -> Result<Tensor> {
     let groups = cfg.norm_num_groups;
     let mut x = cx.conv("vae.encoder.conv_in", image, 1, Activation::None)?;
+    cx.g.tap("vae_enc.conv_in", x);
     let blocks = cfg.block_out_channels.len();
     for i in 0..blocks {
         for j in 0..cfg.layers_per_block {
@@ -31,8 +32,10 @@ pub fn encode(cx: &mut Ctx, cfg: &VaeConfig, image: Tensor) -> Result<Tensor> {
             // Downsample2D with padding 0: pad right and bottom by one, then 3×3 stride 2.
             x = cx.conv_padded(&format!("vae.encoder.down_blocks.{i}.downsamplers.0.conv"), x, Conv2d::strided(2, [0, 1, 0, 1]))?;
         }
+        cx.g.tap(format!("vae_enc.down_blocks.{i}"), x);
     }
     x = mid_block(cx, cfg, "vae.encoder.mid_block", x)?;
+    cx.g.tap("vae_enc.mid_block", x);
     x = cx.group_norm("vae.encoder.conv_norm_out", x, groups, EPS, true)?;
     x = cx.conv("vae.encoder.conv_out", x, 1, Activation::None)?;
     if cfg.use_quant_conv {
@@ -51,7 +54,9 @@ pub fn decode(cx: &mut Ctx, cfg: &VaeConfig, latents: Tensor) -> Result<Tensor> 
         x = cx.conv("vae.post_quant_conv", x, 1, Activation::None)?;
     }
     x = cx.conv("vae.decoder.conv_in", x, 1, Activation::None)?;
+    cx.g.tap("vae_dec.conv_in", x);
     x = mid_block(cx, cfg, "vae.decoder.mid_block", x)?;
+    cx.g.tap("vae_dec.mid_block", x);
     let blocks = cfg.block_out_channels.len();
     for i in 0..blocks {
         for j in 0..=cfg.layers_per_block {
@@ -61,6 +66,7 @@ pub fn decode(cx: &mut Ctx, cfg: &VaeConfig, latents: Tensor) -> Result<Tensor> 
             x = upsample_nearest2x(cx.g, x)?;
             x = cx.conv(&format!("vae.decoder.up_blocks.{i}.upsamplers.0.conv"), x, 1, Activation::None)?;
         }
+        cx.g.tap(format!("vae_dec.up_blocks.{i}"), x);
     }
     x = cx.group_norm("vae.decoder.conv_norm_out", x, groups, EPS, true)?;
     cx.conv("vae.decoder.conv_out", x, 1, Activation::None)
