@@ -188,3 +188,282 @@ fn main(
         store(oc0 + 15u, oy0, ox, t.a15);
     }
 }
+
+// ---- `main3`: 3×3, stride 1, one column of padding each side, width and input
+// channels multiples of 4 (of 8 with f16 weights, whose 8 channels' 72 taps are 9 vec4
+// words). A lane computes 4 adjacent columns (one vec4 load of
+// input each) × 4 rows × 16 channels; lane l loads vec4s of consecutive (ic, tap)
+// weights of channels oc0 + l and oc0 + 8 + l (in the [cout, cin, 3, 3] layout, 4 input
+// channels' 36 taps are 9 aligned vec4s) and subgroupBroadcast hands them to all lanes.
+// Per 4 input channels: 18 weight and 4 · 6 · 3 input loads feed 4 · 9 · 256 FMAs per
+// lane. The accumulators do not fit in registers, so each takes all 9 taps of an input
+// channel in one go (read and written once per channel, not once per tap).
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> wt4: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read_write> y4: array<vec4<f32>>;
+
+// An input row under a lane's 4 columns: the column left of them, theirs, the one right.
+struct Row {
+    l: f32,
+    c: vec4<f32>,
+    r: f32,
+}
+
+fn row3(plane4: u32, iy: i32, cg: u32, w4: u32) -> Row {
+    let inside = iy >= 0 && iy < i32(p.h);
+    let base = plane4 + u32(clamp(iy, 0, i32(p.h) - 1)) * w4;
+    let c = x4[base + cg];
+    let l = x4[base + max(cg, 1u) - 1u].w;
+    let r = x4[base + min(cg + 1u, w4 - 1u)].x;
+    return Row(select(0.0, l, inside && cg > 0u), select(vec4<f32>(0.0), c, inside), select(0.0, r, inside && cg + 1u < w4));
+}
+
+fn sh0(q: Row) -> vec4<f32> {
+    return vec4<f32>(q.l, q.c.xyz);
+}
+
+fn sh2(q: Row) -> vec4<f32> {
+    return vec4<f32>(q.c.yzw, q.r);
+}
+
+// Accumulators: row r, channel oc0 + j in a{r}{j}, 4 columns as a vec4.
+struct Tile3 {
+    a00: vec4<f32>, a01: vec4<f32>, a02: vec4<f32>, a03: vec4<f32>, a04: vec4<f32>, a05: vec4<f32>, a06: vec4<f32>, a07: vec4<f32>,
+    a10: vec4<f32>, a11: vec4<f32>, a12: vec4<f32>, a13: vec4<f32>, a14: vec4<f32>, a15: vec4<f32>, a16: vec4<f32>, a17: vec4<f32>,
+    a20: vec4<f32>, a21: vec4<f32>, a22: vec4<f32>, a23: vec4<f32>, a24: vec4<f32>, a25: vec4<f32>, a26: vec4<f32>, a27: vec4<f32>,
+    a30: vec4<f32>, a31: vec4<f32>, a32: vec4<f32>, a33: vec4<f32>, a34: vec4<f32>, a35: vec4<f32>, a36: vec4<f32>, a37: vec4<f32>,
+}
+
+// The input under a lane's tile for one input channel: x{i}{k}, row iy0 + i shifted by
+// column k - 1.
+struct X6 {
+    x00: vec4<f32>, x01: vec4<f32>, x02: vec4<f32>,
+    x10: vec4<f32>, x11: vec4<f32>, x12: vec4<f32>,
+    x20: vec4<f32>, x21: vec4<f32>, x22: vec4<f32>,
+    x30: vec4<f32>, x31: vec4<f32>, x32: vec4<f32>,
+    x40: vec4<f32>, x41: vec4<f32>, x42: vec4<f32>,
+    x50: vec4<f32>, x51: vec4<f32>, x52: vec4<f32>,
+}
+
+fn rows6(plane4: u32, iy0: i32, cg: u32, w4: u32) -> X6 {
+    let r0 = row3(plane4, iy0 + 0, cg, w4);
+    let r1 = row3(plane4, iy0 + 1, cg, w4);
+    let r2 = row3(plane4, iy0 + 2, cg, w4);
+    let r3 = row3(plane4, iy0 + 3, cg, w4);
+    let r4 = row3(plane4, iy0 + 4, cg, w4);
+    let r5 = row3(plane4, iy0 + 5, cg, w4);
+    return X6(sh0(r0), r0.c, sh2(r0), sh0(r1), r1.c, sh2(r1), sh0(r2), r2.c, sh2(r2), sh0(r3), r3.c, sh2(r3), sh0(r4), r4.c, sh2(r4), sh0(r5), r5.c, sh2(r5));
+}
+
+// One input channel's 9 taps (weights row-major in wa, wb, wc) into 8 channels'
+// accumulators, accumulator by accumulator, so that each is read and written once.
+fn accum3(t: ptr<function, Tile3>, xs: X6, wa: vec4<f32>, wb: vec4<f32>, wc: f32) {
+    let g0 = bcast(wa.x);
+    let g1 = bcast(wa.y);
+    let g2 = bcast(wa.z);
+    let g3 = bcast(wa.w);
+    let g4 = bcast(wb.x);
+    let g5 = bcast(wb.y);
+    let g6 = bcast(wb.z);
+    let g7 = bcast(wb.w);
+    let g8 = bcast(wc);
+    (*t).a00 = fma(xs.x22, vec4<f32>(g8.a[0]), fma(xs.x21, vec4<f32>(g7.a[0]), fma(xs.x20, vec4<f32>(g6.a[0]), fma(xs.x12, vec4<f32>(g5.a[0]), fma(xs.x11, vec4<f32>(g4.a[0]), fma(xs.x10, vec4<f32>(g3.a[0]), fma(xs.x02, vec4<f32>(g2.a[0]), fma(xs.x01, vec4<f32>(g1.a[0]), fma(xs.x00, vec4<f32>(g0.a[0]), (*t).a00)))))))));
+    (*t).a01 = fma(xs.x22, vec4<f32>(g8.a[1]), fma(xs.x21, vec4<f32>(g7.a[1]), fma(xs.x20, vec4<f32>(g6.a[1]), fma(xs.x12, vec4<f32>(g5.a[1]), fma(xs.x11, vec4<f32>(g4.a[1]), fma(xs.x10, vec4<f32>(g3.a[1]), fma(xs.x02, vec4<f32>(g2.a[1]), fma(xs.x01, vec4<f32>(g1.a[1]), fma(xs.x00, vec4<f32>(g0.a[1]), (*t).a01)))))))));
+    (*t).a02 = fma(xs.x22, vec4<f32>(g8.a[2]), fma(xs.x21, vec4<f32>(g7.a[2]), fma(xs.x20, vec4<f32>(g6.a[2]), fma(xs.x12, vec4<f32>(g5.a[2]), fma(xs.x11, vec4<f32>(g4.a[2]), fma(xs.x10, vec4<f32>(g3.a[2]), fma(xs.x02, vec4<f32>(g2.a[2]), fma(xs.x01, vec4<f32>(g1.a[2]), fma(xs.x00, vec4<f32>(g0.a[2]), (*t).a02)))))))));
+    (*t).a03 = fma(xs.x22, vec4<f32>(g8.a[3]), fma(xs.x21, vec4<f32>(g7.a[3]), fma(xs.x20, vec4<f32>(g6.a[3]), fma(xs.x12, vec4<f32>(g5.a[3]), fma(xs.x11, vec4<f32>(g4.a[3]), fma(xs.x10, vec4<f32>(g3.a[3]), fma(xs.x02, vec4<f32>(g2.a[3]), fma(xs.x01, vec4<f32>(g1.a[3]), fma(xs.x00, vec4<f32>(g0.a[3]), (*t).a03)))))))));
+    (*t).a04 = fma(xs.x22, vec4<f32>(g8.b[0]), fma(xs.x21, vec4<f32>(g7.b[0]), fma(xs.x20, vec4<f32>(g6.b[0]), fma(xs.x12, vec4<f32>(g5.b[0]), fma(xs.x11, vec4<f32>(g4.b[0]), fma(xs.x10, vec4<f32>(g3.b[0]), fma(xs.x02, vec4<f32>(g2.b[0]), fma(xs.x01, vec4<f32>(g1.b[0]), fma(xs.x00, vec4<f32>(g0.b[0]), (*t).a04)))))))));
+    (*t).a05 = fma(xs.x22, vec4<f32>(g8.b[1]), fma(xs.x21, vec4<f32>(g7.b[1]), fma(xs.x20, vec4<f32>(g6.b[1]), fma(xs.x12, vec4<f32>(g5.b[1]), fma(xs.x11, vec4<f32>(g4.b[1]), fma(xs.x10, vec4<f32>(g3.b[1]), fma(xs.x02, vec4<f32>(g2.b[1]), fma(xs.x01, vec4<f32>(g1.b[1]), fma(xs.x00, vec4<f32>(g0.b[1]), (*t).a05)))))))));
+    (*t).a06 = fma(xs.x22, vec4<f32>(g8.b[2]), fma(xs.x21, vec4<f32>(g7.b[2]), fma(xs.x20, vec4<f32>(g6.b[2]), fma(xs.x12, vec4<f32>(g5.b[2]), fma(xs.x11, vec4<f32>(g4.b[2]), fma(xs.x10, vec4<f32>(g3.b[2]), fma(xs.x02, vec4<f32>(g2.b[2]), fma(xs.x01, vec4<f32>(g1.b[2]), fma(xs.x00, vec4<f32>(g0.b[2]), (*t).a06)))))))));
+    (*t).a07 = fma(xs.x22, vec4<f32>(g8.b[3]), fma(xs.x21, vec4<f32>(g7.b[3]), fma(xs.x20, vec4<f32>(g6.b[3]), fma(xs.x12, vec4<f32>(g5.b[3]), fma(xs.x11, vec4<f32>(g4.b[3]), fma(xs.x10, vec4<f32>(g3.b[3]), fma(xs.x02, vec4<f32>(g2.b[3]), fma(xs.x01, vec4<f32>(g1.b[3]), fma(xs.x00, vec4<f32>(g0.b[3]), (*t).a07)))))))));
+    (*t).a10 = fma(xs.x32, vec4<f32>(g8.a[0]), fma(xs.x31, vec4<f32>(g7.a[0]), fma(xs.x30, vec4<f32>(g6.a[0]), fma(xs.x22, vec4<f32>(g5.a[0]), fma(xs.x21, vec4<f32>(g4.a[0]), fma(xs.x20, vec4<f32>(g3.a[0]), fma(xs.x12, vec4<f32>(g2.a[0]), fma(xs.x11, vec4<f32>(g1.a[0]), fma(xs.x10, vec4<f32>(g0.a[0]), (*t).a10)))))))));
+    (*t).a11 = fma(xs.x32, vec4<f32>(g8.a[1]), fma(xs.x31, vec4<f32>(g7.a[1]), fma(xs.x30, vec4<f32>(g6.a[1]), fma(xs.x22, vec4<f32>(g5.a[1]), fma(xs.x21, vec4<f32>(g4.a[1]), fma(xs.x20, vec4<f32>(g3.a[1]), fma(xs.x12, vec4<f32>(g2.a[1]), fma(xs.x11, vec4<f32>(g1.a[1]), fma(xs.x10, vec4<f32>(g0.a[1]), (*t).a11)))))))));
+    (*t).a12 = fma(xs.x32, vec4<f32>(g8.a[2]), fma(xs.x31, vec4<f32>(g7.a[2]), fma(xs.x30, vec4<f32>(g6.a[2]), fma(xs.x22, vec4<f32>(g5.a[2]), fma(xs.x21, vec4<f32>(g4.a[2]), fma(xs.x20, vec4<f32>(g3.a[2]), fma(xs.x12, vec4<f32>(g2.a[2]), fma(xs.x11, vec4<f32>(g1.a[2]), fma(xs.x10, vec4<f32>(g0.a[2]), (*t).a12)))))))));
+    (*t).a13 = fma(xs.x32, vec4<f32>(g8.a[3]), fma(xs.x31, vec4<f32>(g7.a[3]), fma(xs.x30, vec4<f32>(g6.a[3]), fma(xs.x22, vec4<f32>(g5.a[3]), fma(xs.x21, vec4<f32>(g4.a[3]), fma(xs.x20, vec4<f32>(g3.a[3]), fma(xs.x12, vec4<f32>(g2.a[3]), fma(xs.x11, vec4<f32>(g1.a[3]), fma(xs.x10, vec4<f32>(g0.a[3]), (*t).a13)))))))));
+    (*t).a14 = fma(xs.x32, vec4<f32>(g8.b[0]), fma(xs.x31, vec4<f32>(g7.b[0]), fma(xs.x30, vec4<f32>(g6.b[0]), fma(xs.x22, vec4<f32>(g5.b[0]), fma(xs.x21, vec4<f32>(g4.b[0]), fma(xs.x20, vec4<f32>(g3.b[0]), fma(xs.x12, vec4<f32>(g2.b[0]), fma(xs.x11, vec4<f32>(g1.b[0]), fma(xs.x10, vec4<f32>(g0.b[0]), (*t).a14)))))))));
+    (*t).a15 = fma(xs.x32, vec4<f32>(g8.b[1]), fma(xs.x31, vec4<f32>(g7.b[1]), fma(xs.x30, vec4<f32>(g6.b[1]), fma(xs.x22, vec4<f32>(g5.b[1]), fma(xs.x21, vec4<f32>(g4.b[1]), fma(xs.x20, vec4<f32>(g3.b[1]), fma(xs.x12, vec4<f32>(g2.b[1]), fma(xs.x11, vec4<f32>(g1.b[1]), fma(xs.x10, vec4<f32>(g0.b[1]), (*t).a15)))))))));
+    (*t).a16 = fma(xs.x32, vec4<f32>(g8.b[2]), fma(xs.x31, vec4<f32>(g7.b[2]), fma(xs.x30, vec4<f32>(g6.b[2]), fma(xs.x22, vec4<f32>(g5.b[2]), fma(xs.x21, vec4<f32>(g4.b[2]), fma(xs.x20, vec4<f32>(g3.b[2]), fma(xs.x12, vec4<f32>(g2.b[2]), fma(xs.x11, vec4<f32>(g1.b[2]), fma(xs.x10, vec4<f32>(g0.b[2]), (*t).a16)))))))));
+    (*t).a17 = fma(xs.x32, vec4<f32>(g8.b[3]), fma(xs.x31, vec4<f32>(g7.b[3]), fma(xs.x30, vec4<f32>(g6.b[3]), fma(xs.x22, vec4<f32>(g5.b[3]), fma(xs.x21, vec4<f32>(g4.b[3]), fma(xs.x20, vec4<f32>(g3.b[3]), fma(xs.x12, vec4<f32>(g2.b[3]), fma(xs.x11, vec4<f32>(g1.b[3]), fma(xs.x10, vec4<f32>(g0.b[3]), (*t).a17)))))))));
+    (*t).a20 = fma(xs.x42, vec4<f32>(g8.a[0]), fma(xs.x41, vec4<f32>(g7.a[0]), fma(xs.x40, vec4<f32>(g6.a[0]), fma(xs.x32, vec4<f32>(g5.a[0]), fma(xs.x31, vec4<f32>(g4.a[0]), fma(xs.x30, vec4<f32>(g3.a[0]), fma(xs.x22, vec4<f32>(g2.a[0]), fma(xs.x21, vec4<f32>(g1.a[0]), fma(xs.x20, vec4<f32>(g0.a[0]), (*t).a20)))))))));
+    (*t).a21 = fma(xs.x42, vec4<f32>(g8.a[1]), fma(xs.x41, vec4<f32>(g7.a[1]), fma(xs.x40, vec4<f32>(g6.a[1]), fma(xs.x32, vec4<f32>(g5.a[1]), fma(xs.x31, vec4<f32>(g4.a[1]), fma(xs.x30, vec4<f32>(g3.a[1]), fma(xs.x22, vec4<f32>(g2.a[1]), fma(xs.x21, vec4<f32>(g1.a[1]), fma(xs.x20, vec4<f32>(g0.a[1]), (*t).a21)))))))));
+    (*t).a22 = fma(xs.x42, vec4<f32>(g8.a[2]), fma(xs.x41, vec4<f32>(g7.a[2]), fma(xs.x40, vec4<f32>(g6.a[2]), fma(xs.x32, vec4<f32>(g5.a[2]), fma(xs.x31, vec4<f32>(g4.a[2]), fma(xs.x30, vec4<f32>(g3.a[2]), fma(xs.x22, vec4<f32>(g2.a[2]), fma(xs.x21, vec4<f32>(g1.a[2]), fma(xs.x20, vec4<f32>(g0.a[2]), (*t).a22)))))))));
+    (*t).a23 = fma(xs.x42, vec4<f32>(g8.a[3]), fma(xs.x41, vec4<f32>(g7.a[3]), fma(xs.x40, vec4<f32>(g6.a[3]), fma(xs.x32, vec4<f32>(g5.a[3]), fma(xs.x31, vec4<f32>(g4.a[3]), fma(xs.x30, vec4<f32>(g3.a[3]), fma(xs.x22, vec4<f32>(g2.a[3]), fma(xs.x21, vec4<f32>(g1.a[3]), fma(xs.x20, vec4<f32>(g0.a[3]), (*t).a23)))))))));
+    (*t).a24 = fma(xs.x42, vec4<f32>(g8.b[0]), fma(xs.x41, vec4<f32>(g7.b[0]), fma(xs.x40, vec4<f32>(g6.b[0]), fma(xs.x32, vec4<f32>(g5.b[0]), fma(xs.x31, vec4<f32>(g4.b[0]), fma(xs.x30, vec4<f32>(g3.b[0]), fma(xs.x22, vec4<f32>(g2.b[0]), fma(xs.x21, vec4<f32>(g1.b[0]), fma(xs.x20, vec4<f32>(g0.b[0]), (*t).a24)))))))));
+    (*t).a25 = fma(xs.x42, vec4<f32>(g8.b[1]), fma(xs.x41, vec4<f32>(g7.b[1]), fma(xs.x40, vec4<f32>(g6.b[1]), fma(xs.x32, vec4<f32>(g5.b[1]), fma(xs.x31, vec4<f32>(g4.b[1]), fma(xs.x30, vec4<f32>(g3.b[1]), fma(xs.x22, vec4<f32>(g2.b[1]), fma(xs.x21, vec4<f32>(g1.b[1]), fma(xs.x20, vec4<f32>(g0.b[1]), (*t).a25)))))))));
+    (*t).a26 = fma(xs.x42, vec4<f32>(g8.b[2]), fma(xs.x41, vec4<f32>(g7.b[2]), fma(xs.x40, vec4<f32>(g6.b[2]), fma(xs.x32, vec4<f32>(g5.b[2]), fma(xs.x31, vec4<f32>(g4.b[2]), fma(xs.x30, vec4<f32>(g3.b[2]), fma(xs.x22, vec4<f32>(g2.b[2]), fma(xs.x21, vec4<f32>(g1.b[2]), fma(xs.x20, vec4<f32>(g0.b[2]), (*t).a26)))))))));
+    (*t).a27 = fma(xs.x42, vec4<f32>(g8.b[3]), fma(xs.x41, vec4<f32>(g7.b[3]), fma(xs.x40, vec4<f32>(g6.b[3]), fma(xs.x32, vec4<f32>(g5.b[3]), fma(xs.x31, vec4<f32>(g4.b[3]), fma(xs.x30, vec4<f32>(g3.b[3]), fma(xs.x22, vec4<f32>(g2.b[3]), fma(xs.x21, vec4<f32>(g1.b[3]), fma(xs.x20, vec4<f32>(g0.b[3]), (*t).a27)))))))));
+    (*t).a30 = fma(xs.x52, vec4<f32>(g8.a[0]), fma(xs.x51, vec4<f32>(g7.a[0]), fma(xs.x50, vec4<f32>(g6.a[0]), fma(xs.x42, vec4<f32>(g5.a[0]), fma(xs.x41, vec4<f32>(g4.a[0]), fma(xs.x40, vec4<f32>(g3.a[0]), fma(xs.x32, vec4<f32>(g2.a[0]), fma(xs.x31, vec4<f32>(g1.a[0]), fma(xs.x30, vec4<f32>(g0.a[0]), (*t).a30)))))))));
+    (*t).a31 = fma(xs.x52, vec4<f32>(g8.a[1]), fma(xs.x51, vec4<f32>(g7.a[1]), fma(xs.x50, vec4<f32>(g6.a[1]), fma(xs.x42, vec4<f32>(g5.a[1]), fma(xs.x41, vec4<f32>(g4.a[1]), fma(xs.x40, vec4<f32>(g3.a[1]), fma(xs.x32, vec4<f32>(g2.a[1]), fma(xs.x31, vec4<f32>(g1.a[1]), fma(xs.x30, vec4<f32>(g0.a[1]), (*t).a31)))))))));
+    (*t).a32 = fma(xs.x52, vec4<f32>(g8.a[2]), fma(xs.x51, vec4<f32>(g7.a[2]), fma(xs.x50, vec4<f32>(g6.a[2]), fma(xs.x42, vec4<f32>(g5.a[2]), fma(xs.x41, vec4<f32>(g4.a[2]), fma(xs.x40, vec4<f32>(g3.a[2]), fma(xs.x32, vec4<f32>(g2.a[2]), fma(xs.x31, vec4<f32>(g1.a[2]), fma(xs.x30, vec4<f32>(g0.a[2]), (*t).a32)))))))));
+    (*t).a33 = fma(xs.x52, vec4<f32>(g8.a[3]), fma(xs.x51, vec4<f32>(g7.a[3]), fma(xs.x50, vec4<f32>(g6.a[3]), fma(xs.x42, vec4<f32>(g5.a[3]), fma(xs.x41, vec4<f32>(g4.a[3]), fma(xs.x40, vec4<f32>(g3.a[3]), fma(xs.x32, vec4<f32>(g2.a[3]), fma(xs.x31, vec4<f32>(g1.a[3]), fma(xs.x30, vec4<f32>(g0.a[3]), (*t).a33)))))))));
+    (*t).a34 = fma(xs.x52, vec4<f32>(g8.b[0]), fma(xs.x51, vec4<f32>(g7.b[0]), fma(xs.x50, vec4<f32>(g6.b[0]), fma(xs.x42, vec4<f32>(g5.b[0]), fma(xs.x41, vec4<f32>(g4.b[0]), fma(xs.x40, vec4<f32>(g3.b[0]), fma(xs.x32, vec4<f32>(g2.b[0]), fma(xs.x31, vec4<f32>(g1.b[0]), fma(xs.x30, vec4<f32>(g0.b[0]), (*t).a34)))))))));
+    (*t).a35 = fma(xs.x52, vec4<f32>(g8.b[1]), fma(xs.x51, vec4<f32>(g7.b[1]), fma(xs.x50, vec4<f32>(g6.b[1]), fma(xs.x42, vec4<f32>(g5.b[1]), fma(xs.x41, vec4<f32>(g4.b[1]), fma(xs.x40, vec4<f32>(g3.b[1]), fma(xs.x32, vec4<f32>(g2.b[1]), fma(xs.x31, vec4<f32>(g1.b[1]), fma(xs.x30, vec4<f32>(g0.b[1]), (*t).a35)))))))));
+    (*t).a36 = fma(xs.x52, vec4<f32>(g8.b[2]), fma(xs.x51, vec4<f32>(g7.b[2]), fma(xs.x50, vec4<f32>(g6.b[2]), fma(xs.x42, vec4<f32>(g5.b[2]), fma(xs.x41, vec4<f32>(g4.b[2]), fma(xs.x40, vec4<f32>(g3.b[2]), fma(xs.x32, vec4<f32>(g2.b[2]), fma(xs.x31, vec4<f32>(g1.b[2]), fma(xs.x30, vec4<f32>(g0.b[2]), (*t).a36)))))))));
+    (*t).a37 = fma(xs.x52, vec4<f32>(g8.b[3]), fma(xs.x51, vec4<f32>(g7.b[3]), fma(xs.x50, vec4<f32>(g6.b[3]), fma(xs.x42, vec4<f32>(g5.b[3]), fma(xs.x41, vec4<f32>(g4.b[3]), fma(xs.x40, vec4<f32>(g3.b[3]), fma(xs.x32, vec4<f32>(g2.b[3]), fma(xs.x31, vec4<f32>(g1.b[3]), fma(xs.x30, vec4<f32>(g0.b[3]), (*t).a37)))))))));
+}
+
+// 4 input channels' 36 weights of a channel, as in [cout, cin, 3, 3].
+struct W9 {
+    v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, v4: vec4<f32>,
+    v5: vec4<f32>, v6: vec4<f32>, v7: vec4<f32>, v8: vec4<f32>,
+}
+
+// f32 weights: 9 vec4 words from i on.
+fn w9_f32(i: u32) -> W9 {
+    return W9(bitcast<vec4<f32>>(wt4[i]), bitcast<vec4<f32>>(wt4[i + 1u]), bitcast<vec4<f32>>(wt4[i + 2u]),
+        bitcast<vec4<f32>>(wt4[i + 3u]), bitcast<vec4<f32>>(wt4[i + 4u]), bitcast<vec4<f32>>(wt4[i + 5u]),
+        bitcast<vec4<f32>>(wt4[i + 6u]), bitcast<vec4<f32>>(wt4[i + 7u]), bitcast<vec4<f32>>(wt4[i + 8u]));
+}
+
+fn hv(a: u32, b: u32) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(a), unpack2x16float(b));
+}
+
+// Packed f16 weights: 8 input channels' 72 in 9 vec4 words, as two W9s.
+struct W18 {
+    a: W9,
+    b: W9,
+}
+
+fn w18_f16(i: u32) -> W18 {
+    let u0 = wt4[i];
+    let u1 = wt4[i + 1u];
+    let u2 = wt4[i + 2u];
+    let u3 = wt4[i + 3u];
+    let u4 = wt4[i + 4u];
+    let u5 = wt4[i + 5u];
+    let u6 = wt4[i + 6u];
+    let u7 = wt4[i + 7u];
+    let u8 = wt4[i + 8u];
+    return W18(
+        W9(hv(u0.x, u0.y), hv(u0.z, u0.w), hv(u1.x, u1.y), hv(u1.z, u1.w), hv(u2.x, u2.y),
+           hv(u2.z, u2.w), hv(u3.x, u3.y), hv(u3.z, u3.w), hv(u4.x, u4.y)),
+        W9(hv(u4.z, u4.w), hv(u5.x, u5.y), hv(u5.z, u5.w), hv(u6.x, u6.y), hv(u6.z, u6.w),
+           hv(u7.x, u7.y), hv(u7.z, u7.w), hv(u8.x, u8.y), hv(u8.z, u8.w)),
+    );
+}
+
+// Four input channels from plane p0 on, into t (weights lo) and u (weights hi).
+fn group3(t: ptr<function, Tile3>, u: ptr<function, Tile3>, p0: u32, plane: u32, iy0: i32, cg: u32, w4: u32, lo: W9, hi: W9) {
+    let v0 = lo.v0; let v1 = lo.v1; let v2 = lo.v2; let v3 = lo.v3; let v4 = lo.v4;
+    let v5 = lo.v5; let v6 = lo.v6; let v7 = lo.v7; let v8 = lo.v8;
+    let h0 = hi.v0; let h1 = hi.v1; let h2 = hi.v2; let h3 = hi.v3; let h4 = hi.v4;
+    let h5 = hi.v5; let h6 = hi.v6; let h7 = hi.v7; let h8 = hi.v8;
+    let xa = rows6(p0, iy0, cg, w4);
+    accum3(t, xa, v0, v1, v2.x);
+    accum3(u, xa, h0, h1, h2.x);
+    let xb = rows6(p0 + plane, iy0, cg, w4);
+    accum3(t, xb, vec4<f32>(v2.yzw, v3.x), vec4<f32>(v3.yzw, v4.x), v4.y);
+    accum3(u, xb, vec4<f32>(h2.yzw, h3.x), vec4<f32>(h3.yzw, h4.x), h4.y);
+    let xc = rows6(p0 + 2u * plane, iy0, cg, w4);
+    accum3(t, xc, vec4<f32>(v4.zw, v5.xy), vec4<f32>(v5.zw, v6.xy), v6.z);
+    accum3(u, xc, vec4<f32>(h4.zw, h5.xy), vec4<f32>(h5.zw, h6.xy), h6.z);
+    let xd = rows6(p0 + 3u * plane, iy0, cg, w4);
+    accum3(t, xd, vec4<f32>(v6.w, v7.xyz), vec4<f32>(v7.w, v8.xyz), v8.w);
+    accum3(u, xd, vec4<f32>(h6.w, h7.xyz), vec4<f32>(h7.w, h8.xyz), h8.w);
+}
+
+fn store3(oc: u32, oy: u32, cg: u32, w4: u32, acc: vec4<f32>) {
+    if oc >= p.cout || oy >= p.oh {
+        return;
+    }
+    let idx = (oc * p.oh + oy) * w4 + cg;
+    let base = select(vec4<f32>(load_b(p.oc_base + oc)), y4[idx], p.accumulate != 0u);
+    var out = acc + base;
+    if p.activate != 0u {
+        out = activation(out);
+    }
+    y4[idx] = out;
+}
+
+@compute @workgroup_size(64)
+fn main3(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) num: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let w4 = p.w / 4u;
+    let tiles = ((p.oh + 3u) / 4u) * w4;
+    let tile_groups = (tiles + 63u) / 64u;
+    let flat = flat_workgroup(wg, num);
+    let oc0 = (flat / tile_groups) * 16u;
+    if oc0 >= p.cout {
+        return;
+    }
+    let tile = (flat % tile_groups) * 64u + li;
+    let cg = tile % w4;
+    let oy0 = min(tile / w4, (p.oh - 1u) / 4u) * 4u;
+    // vec4s per weight row and per 4 input channels' taps
+    let w_row4 = p.w_cin * 9u / 4u;
+    let wl = (p.oc_base + min(oc0 + lane, p.cout - 1u)) * w_row4 + p.ic_base * 9u / 4u;
+    let wh = (p.oc_base + min(oc0 + 8u + lane, p.cout - 1u)) * w_row4 + p.ic_base * 9u / 4u;
+    let iy0 = i32(oy0) - i32(p.pad_t);
+    let plane = p.h * w4;
+    var t: Tile3;
+    var u: Tile3;
+    if W_F16 {
+        // 9 words per 8 input channels; wl, wh count words of 4 f32 weights.
+        let l8 = wl / 2u;
+        let h8 = wh / 2u;
+        for (var q = 0u; q < p.cin / 8u; q++) {
+            let lo = w18_f16(l8 + q * 9u);
+            let hi = w18_f16(h8 + q * 9u);
+            group3(&t, &u, 8u * q * plane, plane, iy0, cg, w4, lo.a, hi.a);
+            group3(&t, &u, (8u * q + 4u) * plane, plane, iy0, cg, w4, lo.b, hi.b);
+        }
+    } else {
+        for (var q = 0u; q < p.cin / 4u; q++) {
+            group3(&t, &u, 4u * q * plane, plane, iy0, cg, w4, w9_f32(wl + q * 9u), w9_f32(wh + q * 9u));
+        }
+    }
+    if tile < tiles {
+        store3(oc0, oy0, cg, w4, t.a00); store3(oc0 + 1u, oy0, cg, w4, t.a01);
+        store3(oc0 + 2u, oy0, cg, w4, t.a02); store3(oc0 + 3u, oy0, cg, w4, t.a03);
+        store3(oc0 + 4u, oy0, cg, w4, t.a04); store3(oc0 + 5u, oy0, cg, w4, t.a05);
+        store3(oc0 + 6u, oy0, cg, w4, t.a06); store3(oc0 + 7u, oy0, cg, w4, t.a07);
+        store3(oc0, oy0 + 1u, cg, w4, t.a10); store3(oc0 + 1u, oy0 + 1u, cg, w4, t.a11);
+        store3(oc0 + 2u, oy0 + 1u, cg, w4, t.a12); store3(oc0 + 3u, oy0 + 1u, cg, w4, t.a13);
+        store3(oc0 + 4u, oy0 + 1u, cg, w4, t.a14); store3(oc0 + 5u, oy0 + 1u, cg, w4, t.a15);
+        store3(oc0 + 6u, oy0 + 1u, cg, w4, t.a16); store3(oc0 + 7u, oy0 + 1u, cg, w4, t.a17);
+        store3(oc0, oy0 + 2u, cg, w4, t.a20); store3(oc0 + 1u, oy0 + 2u, cg, w4, t.a21);
+        store3(oc0 + 2u, oy0 + 2u, cg, w4, t.a22); store3(oc0 + 3u, oy0 + 2u, cg, w4, t.a23);
+        store3(oc0 + 4u, oy0 + 2u, cg, w4, t.a24); store3(oc0 + 5u, oy0 + 2u, cg, w4, t.a25);
+        store3(oc0 + 6u, oy0 + 2u, cg, w4, t.a26); store3(oc0 + 7u, oy0 + 2u, cg, w4, t.a27);
+        store3(oc0, oy0 + 3u, cg, w4, t.a30); store3(oc0 + 1u, oy0 + 3u, cg, w4, t.a31);
+        store3(oc0 + 2u, oy0 + 3u, cg, w4, t.a32); store3(oc0 + 3u, oy0 + 3u, cg, w4, t.a33);
+        store3(oc0 + 4u, oy0 + 3u, cg, w4, t.a34); store3(oc0 + 5u, oy0 + 3u, cg, w4, t.a35);
+        store3(oc0 + 6u, oy0 + 3u, cg, w4, t.a36); store3(oc0 + 7u, oy0 + 3u, cg, w4, t.a37);
+        store3(oc0 + 8u, oy0 + 0u, cg, w4, u.a00);
+        store3(oc0 + 9u, oy0 + 0u, cg, w4, u.a01);
+        store3(oc0 + 10u, oy0 + 0u, cg, w4, u.a02);
+        store3(oc0 + 11u, oy0 + 0u, cg, w4, u.a03);
+        store3(oc0 + 12u, oy0 + 0u, cg, w4, u.a04);
+        store3(oc0 + 13u, oy0 + 0u, cg, w4, u.a05);
+        store3(oc0 + 14u, oy0 + 0u, cg, w4, u.a06);
+        store3(oc0 + 15u, oy0 + 0u, cg, w4, u.a07);
+        store3(oc0 + 8u, oy0 + 1u, cg, w4, u.a10);
+        store3(oc0 + 9u, oy0 + 1u, cg, w4, u.a11);
+        store3(oc0 + 10u, oy0 + 1u, cg, w4, u.a12);
+        store3(oc0 + 11u, oy0 + 1u, cg, w4, u.a13);
+        store3(oc0 + 12u, oy0 + 1u, cg, w4, u.a14);
+        store3(oc0 + 13u, oy0 + 1u, cg, w4, u.a15);
+        store3(oc0 + 14u, oy0 + 1u, cg, w4, u.a16);
+        store3(oc0 + 15u, oy0 + 1u, cg, w4, u.a17);
+        store3(oc0 + 8u, oy0 + 2u, cg, w4, u.a20);
+        store3(oc0 + 9u, oy0 + 2u, cg, w4, u.a21);
+        store3(oc0 + 10u, oy0 + 2u, cg, w4, u.a22);
+        store3(oc0 + 11u, oy0 + 2u, cg, w4, u.a23);
+        store3(oc0 + 12u, oy0 + 2u, cg, w4, u.a24);
+        store3(oc0 + 13u, oy0 + 2u, cg, w4, u.a25);
+        store3(oc0 + 14u, oy0 + 2u, cg, w4, u.a26);
+        store3(oc0 + 15u, oy0 + 2u, cg, w4, u.a27);
+        store3(oc0 + 8u, oy0 + 3u, cg, w4, u.a30);
+        store3(oc0 + 9u, oy0 + 3u, cg, w4, u.a31);
+        store3(oc0 + 10u, oy0 + 3u, cg, w4, u.a32);
+        store3(oc0 + 11u, oy0 + 3u, cg, w4, u.a33);
+        store3(oc0 + 12u, oy0 + 3u, cg, w4, u.a34);
+        store3(oc0 + 13u, oy0 + 3u, cg, w4, u.a35);
+        store3(oc0 + 14u, oy0 + 3u, cg, w4, u.a36);
+        store3(oc0 + 15u, oy0 + 3u, cg, w4, u.a37);
+    }
+}

@@ -41,27 +41,40 @@ fn conv_strided_asymmetric_padding() {
     check(5, 15, 9, 7, 5, Conv2d::strided(2, [2; 4]), 7);
 }
 
-#[test]
-fn conv_f16_weights() {
-    let mut rng = Rng::new(9);
-    let (cin, h, w, cout) = (5, 7, 6, 11);
+fn check_f16(cin: usize, h: usize, w: usize, cout: usize, seed: u64) {
+    let mut rng = Rng::new(seed);
     let x = rng.vec(cin * h * w, 1.0);
     let wt: Vec<f32> = rng.vec(cout * cin * 9, 0.5).iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
     let b: Vec<f32> = rng.vec(cout, 0.5).iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
-    let pack = |v: &[f32]| -> Vec<u32> {
-        let halves: Vec<u16> = v.iter().map(|&f| half::f16::from_f32(f).to_bits()).chain(std::iter::once(0)).collect();
-        halves.chunks(2).filter(|c| c.len() == 2).map(|c| c[0] as u32 | (c[1] as u32) << 16).take(v.len().div_ceil(2)).collect()
+    let upload = |v: &[f32]| {
+        let bytes = oscar_wgpu::weights::pack_f16(v);
+        std::sync::Arc::new(wgpu::util::DeviceExt::create_buffer_init(&gpu().device, &wgpu::util::BufferInitDescriptor { label: None, contents: &bytes, usage: wgpu::BufferUsages::STORAGE }))
     };
     let mut g = Graph::new(gpu());
     let xt = g.input_f32(&[cin, h, w], &x).unwrap();
-    let wbuf = std::sync::Arc::new(wgpu::util::DeviceExt::create_buffer_init(&gpu().device, &wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&pack(&wt)), usage: wgpu::BufferUsages::STORAGE }));
-    let bbuf = std::sync::Arc::new(wgpu::util::DeviceExt::create_buffer_init(&gpu().device, &wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&pack(&b)), usage: wgpu::BufferUsages::STORAGE }));
-    let wt_t = g.resident(&[cout, cin, 3, 3], DType::F16, wbuf);
-    let bt = g.resident(&[cout], DType::F16, bbuf);
+    let wt_t = g.resident(&[cout, cin, 3, 3], DType::F16, upload(&wt));
+    let bt = g.resident(&[cout], DType::F16, upload(&b));
     let y = conv2d::conv2d(&mut g, xt, wt_t, bt, Conv2d::same(1)).unwrap();
     let (out, _) = g.run(&[y]).unwrap();
     let want = conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, 3, 3], &b, Conv2d::same(1));
-    assert_close(&out[0].f32(), &want, 1e-5, "conv with f16 weights");
+    assert_close(&out[0].f32(), &want, 1e-5, &format!("conv {cin}→{cout} on {h}×{w} with f16 weights"));
+}
+
+#[test]
+fn conv_f16_weights() {
+    check_f16(5, 7, 6, 11, 9);
+    // Input channels in eights and a width in fours: the vec4 3×3 kernel's f16 path.
+    check_f16(16, 9, 12, 21, 10);
+}
+
+/// Shapes the vec4 3×3 kernel takes (stride 1, one column of padding, input channels in
+/// fours, width in fours), with output channels that are not multiples of its 16.
+#[test]
+fn conv_3x3_vector_kernel_shapes() {
+    check(8, 13, 12, 21, 3, Conv2d::same(1).with(Activation::Silu), 30);
+    check(16, 9, 8, 9, 3, Conv2d::strided(1, [0, 2, 1, 1]), 31);
+    check(4, 5, 4, 17, 3, Conv2d::same(1).with(Activation::Relu), 32);
+    check(64, 6, 40, 24, 3, Conv2d::strided(1, [2, 0, 1, 1]), 33);
 }
 
 /// With 8 or more output channels, adapters with 8-lane subgroups (lavapipe) take the

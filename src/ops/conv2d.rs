@@ -91,6 +91,7 @@ struct Params {
 /// Output channels × output rows one invocation computes (see shaders/conv2d.wgsl).
 const OC_TILE: u64 = 8;
 const SUBGROUP_OC_TILE: u64 = 16;
+const THREE_OC_TILE: u64 = 16;
 const ROW_TILE: u64 = 4;
 const WORKGROUP: u64 = 64;
 
@@ -111,11 +112,20 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
     // there are too few channels to fill its broadcasts.
     let subgroup = subgroups_of_8(g.gpu) && cout >= 8;
     let shader = if subgroup { "conv2d_subgroup" } else { "conv2d" };
-    let mut key = KernelKey::new(shader, "main").with("W_F16", is_f16(g.dtype(weight))).with("ACT", cfg.act.code());
-    if subgroup {
+    let in_chunks = channel_chunks_within(g.gpu, cin, 4 * (h * w) as u64, 1 + kh * (1 + kw))?;
+    // The 3×3 "same"-width kernel of 4 columns × 4 rows × 16 channels per lane (`main3`
+    // in shaders/conv2d_subgroup.wgsl), where its vec4 loads line up: input channels
+    // in groups of 4 (f32 weights) or 8 (f16), rows a multiple of 4 columns.
+    let group = if g.dtype(weight) == DType::F16 { 8 } else { 4 };
+    let three = subgroup
+        && (kh, kw, cfg.stride, cfg.pad[2], cfg.pad[3]) == (3, 3, 1, 1, 1)
+        && w % 4 == 0
+        && cin % group == 0
+        && in_chunks.iter().all(|c| c.start % group == 0 && c.len() % group == 0);
+    let mut key = KernelKey::new(shader, if three { "main3" } else { "main" }).with("W_F16", is_f16(g.dtype(weight))).with("ACT", cfg.act.code());
+    if subgroup && !three {
         key = key.with("STRIDE1", (cfg.stride == 1) as u32 as f64);
     }
-    let in_chunks = channel_chunks_within(g.gpu, cin, 4 * (h * w) as u64, 1 + kh * (1 + kw))?;
     let out_chunks = channel_chunks(g.gpu, cout, 4 * (oh * ow) as u64)?;
     let (wv, bv) = (g.view(weight)?, g.view(bias)?);
     for oc in &out_chunks {
@@ -141,7 +151,9 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
             let xv = g.window(x, (ic.start * h * w * 4) as u64, (ic.len() * h * w * 4) as u64)?;
             let yv = g.window(y, (oc.start * oh * ow * 4) as u64, (oc.len() * oh * ow * 4) as u64)?;
             let tiles = (oh as u64).div_ceil(ROW_TILE) * ow as u64;
-            let groups = if subgroup {
+            let groups = if three {
+                (oc.len() as u64).div_ceil(THREE_OC_TILE) * ((oh as u64).div_ceil(ROW_TILE) * (w / 4) as u64).div_ceil(WORKGROUP)
+            } else if subgroup {
                 (oc.len() as u64).div_ceil(SUBGROUP_OC_TILE) * tiles.div_ceil(WORKGROUP)
             } else {
                 ((oc.len() as u64).div_ceil(OC_TILE) * tiles).div_ceil(WORKGROUP)
