@@ -37,19 +37,6 @@ override D4C: u32 = 16u;
 // runs both sides of a branch under masks, so the untaken side would still cost.
 override MULTI: bool = false;
 
-// 8 values, one per key of the block: keys 0..3 in lo, 4..7 in hi.
-struct Cols {
-    lo: vec4<f32>,
-    hi: vec4<f32>,
-}
-
-fn bcast(x: f32) -> Cols {
-    return Cols(
-        vec4<f32>(subgroupBroadcast(x, 0u), subgroupBroadcast(x, 1u), subgroupBroadcast(x, 2u), subgroupBroadcast(x, 3u)),
-        vec4<f32>(subgroupBroadcast(x, 4u), subgroupBroadcast(x, 5u), subgroupBroadcast(x, 6u), subgroupBroadcast(x, 7u)),
-    );
-}
-
 // A head-dim chunk of one query or output row. Fields rather than an array, so that
 // they stay in registers (a dynamically indexed array would go to memory).
 struct Chunk {

@@ -61,19 +61,6 @@ fn tap(plane: u32, iy: i32, ix: i32) -> f32 {
     return select(0.0, x[plane + yy * p.w + xx], inside);
 }
 
-// Lane j's `v` to every lane, channels j = 0..3 in a, 4..7 in b.
-struct Eight {
-    a: vec4<f32>,
-    b: vec4<f32>,
-}
-
-fn bcast(v: f32) -> Eight {
-    return Eight(
-        vec4<f32>(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u)),
-        vec4<f32>(subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u)),
-    );
-}
-
 // The lane's accumulators: channel oc0 + j in a{j}, its 4 rows as a vec4. Fields, not
 // an array: a dynamically indexed array would live in memory, not registers.
 struct Tile {
@@ -88,22 +75,22 @@ struct Tile {
 fn tap_fma(t: ptr<function, Tile>, xv: vec4<f32>, w_lo: f32, w_hi: f32) {
     let lo = bcast(w_lo);
     let hi = bcast(w_hi);
-    (*t).a0 = fma(xv, vec4<f32>(lo.a[0]), (*t).a0);
-    (*t).a1 = fma(xv, vec4<f32>(lo.a[1]), (*t).a1);
-    (*t).a2 = fma(xv, vec4<f32>(lo.a[2]), (*t).a2);
-    (*t).a3 = fma(xv, vec4<f32>(lo.a[3]), (*t).a3);
-    (*t).a4 = fma(xv, vec4<f32>(lo.b[0]), (*t).a4);
-    (*t).a5 = fma(xv, vec4<f32>(lo.b[1]), (*t).a5);
-    (*t).a6 = fma(xv, vec4<f32>(lo.b[2]), (*t).a6);
-    (*t).a7 = fma(xv, vec4<f32>(lo.b[3]), (*t).a7);
-    (*t).a8 = fma(xv, vec4<f32>(hi.a[0]), (*t).a8);
-    (*t).a9 = fma(xv, vec4<f32>(hi.a[1]), (*t).a9);
-    (*t).a10 = fma(xv, vec4<f32>(hi.a[2]), (*t).a10);
-    (*t).a11 = fma(xv, vec4<f32>(hi.a[3]), (*t).a11);
-    (*t).a12 = fma(xv, vec4<f32>(hi.b[0]), (*t).a12);
-    (*t).a13 = fma(xv, vec4<f32>(hi.b[1]), (*t).a13);
-    (*t).a14 = fma(xv, vec4<f32>(hi.b[2]), (*t).a14);
-    (*t).a15 = fma(xv, vec4<f32>(hi.b[3]), (*t).a15);
+    (*t).a0 = fma(xv, vec4<f32>(lo.lo[0]), (*t).a0);
+    (*t).a1 = fma(xv, vec4<f32>(lo.lo[1]), (*t).a1);
+    (*t).a2 = fma(xv, vec4<f32>(lo.lo[2]), (*t).a2);
+    (*t).a3 = fma(xv, vec4<f32>(lo.lo[3]), (*t).a3);
+    (*t).a4 = fma(xv, vec4<f32>(lo.hi[0]), (*t).a4);
+    (*t).a5 = fma(xv, vec4<f32>(lo.hi[1]), (*t).a5);
+    (*t).a6 = fma(xv, vec4<f32>(lo.hi[2]), (*t).a6);
+    (*t).a7 = fma(xv, vec4<f32>(lo.hi[3]), (*t).a7);
+    (*t).a8 = fma(xv, vec4<f32>(hi.lo[0]), (*t).a8);
+    (*t).a9 = fma(xv, vec4<f32>(hi.lo[1]), (*t).a9);
+    (*t).a10 = fma(xv, vec4<f32>(hi.lo[2]), (*t).a10);
+    (*t).a11 = fma(xv, vec4<f32>(hi.lo[3]), (*t).a11);
+    (*t).a12 = fma(xv, vec4<f32>(hi.hi[0]), (*t).a12);
+    (*t).a13 = fma(xv, vec4<f32>(hi.hi[1]), (*t).a13);
+    (*t).a14 = fma(xv, vec4<f32>(hi.hi[2]), (*t).a14);
+    (*t).a15 = fma(xv, vec4<f32>(hi.hi[3]), (*t).a15);
 }
 
 fn store(oc: u32, oy0: u32, ox: u32, acc: vec4<f32>) {
@@ -267,38 +254,38 @@ fn accum3(t: ptr<function, Tile3>, xs: X6, wa: vec4<f32>, wb: vec4<f32>, wc: f32
     let g6 = bcast(wb.z);
     let g7 = bcast(wb.w);
     let g8 = bcast(wc);
-    (*t).a00 = fma(xs.x22, vec4<f32>(g8.a[0]), fma(xs.x21, vec4<f32>(g7.a[0]), fma(xs.x20, vec4<f32>(g6.a[0]), fma(xs.x12, vec4<f32>(g5.a[0]), fma(xs.x11, vec4<f32>(g4.a[0]), fma(xs.x10, vec4<f32>(g3.a[0]), fma(xs.x02, vec4<f32>(g2.a[0]), fma(xs.x01, vec4<f32>(g1.a[0]), fma(xs.x00, vec4<f32>(g0.a[0]), (*t).a00)))))))));
-    (*t).a01 = fma(xs.x22, vec4<f32>(g8.a[1]), fma(xs.x21, vec4<f32>(g7.a[1]), fma(xs.x20, vec4<f32>(g6.a[1]), fma(xs.x12, vec4<f32>(g5.a[1]), fma(xs.x11, vec4<f32>(g4.a[1]), fma(xs.x10, vec4<f32>(g3.a[1]), fma(xs.x02, vec4<f32>(g2.a[1]), fma(xs.x01, vec4<f32>(g1.a[1]), fma(xs.x00, vec4<f32>(g0.a[1]), (*t).a01)))))))));
-    (*t).a02 = fma(xs.x22, vec4<f32>(g8.a[2]), fma(xs.x21, vec4<f32>(g7.a[2]), fma(xs.x20, vec4<f32>(g6.a[2]), fma(xs.x12, vec4<f32>(g5.a[2]), fma(xs.x11, vec4<f32>(g4.a[2]), fma(xs.x10, vec4<f32>(g3.a[2]), fma(xs.x02, vec4<f32>(g2.a[2]), fma(xs.x01, vec4<f32>(g1.a[2]), fma(xs.x00, vec4<f32>(g0.a[2]), (*t).a02)))))))));
-    (*t).a03 = fma(xs.x22, vec4<f32>(g8.a[3]), fma(xs.x21, vec4<f32>(g7.a[3]), fma(xs.x20, vec4<f32>(g6.a[3]), fma(xs.x12, vec4<f32>(g5.a[3]), fma(xs.x11, vec4<f32>(g4.a[3]), fma(xs.x10, vec4<f32>(g3.a[3]), fma(xs.x02, vec4<f32>(g2.a[3]), fma(xs.x01, vec4<f32>(g1.a[3]), fma(xs.x00, vec4<f32>(g0.a[3]), (*t).a03)))))))));
-    (*t).a04 = fma(xs.x22, vec4<f32>(g8.b[0]), fma(xs.x21, vec4<f32>(g7.b[0]), fma(xs.x20, vec4<f32>(g6.b[0]), fma(xs.x12, vec4<f32>(g5.b[0]), fma(xs.x11, vec4<f32>(g4.b[0]), fma(xs.x10, vec4<f32>(g3.b[0]), fma(xs.x02, vec4<f32>(g2.b[0]), fma(xs.x01, vec4<f32>(g1.b[0]), fma(xs.x00, vec4<f32>(g0.b[0]), (*t).a04)))))))));
-    (*t).a05 = fma(xs.x22, vec4<f32>(g8.b[1]), fma(xs.x21, vec4<f32>(g7.b[1]), fma(xs.x20, vec4<f32>(g6.b[1]), fma(xs.x12, vec4<f32>(g5.b[1]), fma(xs.x11, vec4<f32>(g4.b[1]), fma(xs.x10, vec4<f32>(g3.b[1]), fma(xs.x02, vec4<f32>(g2.b[1]), fma(xs.x01, vec4<f32>(g1.b[1]), fma(xs.x00, vec4<f32>(g0.b[1]), (*t).a05)))))))));
-    (*t).a06 = fma(xs.x22, vec4<f32>(g8.b[2]), fma(xs.x21, vec4<f32>(g7.b[2]), fma(xs.x20, vec4<f32>(g6.b[2]), fma(xs.x12, vec4<f32>(g5.b[2]), fma(xs.x11, vec4<f32>(g4.b[2]), fma(xs.x10, vec4<f32>(g3.b[2]), fma(xs.x02, vec4<f32>(g2.b[2]), fma(xs.x01, vec4<f32>(g1.b[2]), fma(xs.x00, vec4<f32>(g0.b[2]), (*t).a06)))))))));
-    (*t).a07 = fma(xs.x22, vec4<f32>(g8.b[3]), fma(xs.x21, vec4<f32>(g7.b[3]), fma(xs.x20, vec4<f32>(g6.b[3]), fma(xs.x12, vec4<f32>(g5.b[3]), fma(xs.x11, vec4<f32>(g4.b[3]), fma(xs.x10, vec4<f32>(g3.b[3]), fma(xs.x02, vec4<f32>(g2.b[3]), fma(xs.x01, vec4<f32>(g1.b[3]), fma(xs.x00, vec4<f32>(g0.b[3]), (*t).a07)))))))));
-    (*t).a10 = fma(xs.x32, vec4<f32>(g8.a[0]), fma(xs.x31, vec4<f32>(g7.a[0]), fma(xs.x30, vec4<f32>(g6.a[0]), fma(xs.x22, vec4<f32>(g5.a[0]), fma(xs.x21, vec4<f32>(g4.a[0]), fma(xs.x20, vec4<f32>(g3.a[0]), fma(xs.x12, vec4<f32>(g2.a[0]), fma(xs.x11, vec4<f32>(g1.a[0]), fma(xs.x10, vec4<f32>(g0.a[0]), (*t).a10)))))))));
-    (*t).a11 = fma(xs.x32, vec4<f32>(g8.a[1]), fma(xs.x31, vec4<f32>(g7.a[1]), fma(xs.x30, vec4<f32>(g6.a[1]), fma(xs.x22, vec4<f32>(g5.a[1]), fma(xs.x21, vec4<f32>(g4.a[1]), fma(xs.x20, vec4<f32>(g3.a[1]), fma(xs.x12, vec4<f32>(g2.a[1]), fma(xs.x11, vec4<f32>(g1.a[1]), fma(xs.x10, vec4<f32>(g0.a[1]), (*t).a11)))))))));
-    (*t).a12 = fma(xs.x32, vec4<f32>(g8.a[2]), fma(xs.x31, vec4<f32>(g7.a[2]), fma(xs.x30, vec4<f32>(g6.a[2]), fma(xs.x22, vec4<f32>(g5.a[2]), fma(xs.x21, vec4<f32>(g4.a[2]), fma(xs.x20, vec4<f32>(g3.a[2]), fma(xs.x12, vec4<f32>(g2.a[2]), fma(xs.x11, vec4<f32>(g1.a[2]), fma(xs.x10, vec4<f32>(g0.a[2]), (*t).a12)))))))));
-    (*t).a13 = fma(xs.x32, vec4<f32>(g8.a[3]), fma(xs.x31, vec4<f32>(g7.a[3]), fma(xs.x30, vec4<f32>(g6.a[3]), fma(xs.x22, vec4<f32>(g5.a[3]), fma(xs.x21, vec4<f32>(g4.a[3]), fma(xs.x20, vec4<f32>(g3.a[3]), fma(xs.x12, vec4<f32>(g2.a[3]), fma(xs.x11, vec4<f32>(g1.a[3]), fma(xs.x10, vec4<f32>(g0.a[3]), (*t).a13)))))))));
-    (*t).a14 = fma(xs.x32, vec4<f32>(g8.b[0]), fma(xs.x31, vec4<f32>(g7.b[0]), fma(xs.x30, vec4<f32>(g6.b[0]), fma(xs.x22, vec4<f32>(g5.b[0]), fma(xs.x21, vec4<f32>(g4.b[0]), fma(xs.x20, vec4<f32>(g3.b[0]), fma(xs.x12, vec4<f32>(g2.b[0]), fma(xs.x11, vec4<f32>(g1.b[0]), fma(xs.x10, vec4<f32>(g0.b[0]), (*t).a14)))))))));
-    (*t).a15 = fma(xs.x32, vec4<f32>(g8.b[1]), fma(xs.x31, vec4<f32>(g7.b[1]), fma(xs.x30, vec4<f32>(g6.b[1]), fma(xs.x22, vec4<f32>(g5.b[1]), fma(xs.x21, vec4<f32>(g4.b[1]), fma(xs.x20, vec4<f32>(g3.b[1]), fma(xs.x12, vec4<f32>(g2.b[1]), fma(xs.x11, vec4<f32>(g1.b[1]), fma(xs.x10, vec4<f32>(g0.b[1]), (*t).a15)))))))));
-    (*t).a16 = fma(xs.x32, vec4<f32>(g8.b[2]), fma(xs.x31, vec4<f32>(g7.b[2]), fma(xs.x30, vec4<f32>(g6.b[2]), fma(xs.x22, vec4<f32>(g5.b[2]), fma(xs.x21, vec4<f32>(g4.b[2]), fma(xs.x20, vec4<f32>(g3.b[2]), fma(xs.x12, vec4<f32>(g2.b[2]), fma(xs.x11, vec4<f32>(g1.b[2]), fma(xs.x10, vec4<f32>(g0.b[2]), (*t).a16)))))))));
-    (*t).a17 = fma(xs.x32, vec4<f32>(g8.b[3]), fma(xs.x31, vec4<f32>(g7.b[3]), fma(xs.x30, vec4<f32>(g6.b[3]), fma(xs.x22, vec4<f32>(g5.b[3]), fma(xs.x21, vec4<f32>(g4.b[3]), fma(xs.x20, vec4<f32>(g3.b[3]), fma(xs.x12, vec4<f32>(g2.b[3]), fma(xs.x11, vec4<f32>(g1.b[3]), fma(xs.x10, vec4<f32>(g0.b[3]), (*t).a17)))))))));
-    (*t).a20 = fma(xs.x42, vec4<f32>(g8.a[0]), fma(xs.x41, vec4<f32>(g7.a[0]), fma(xs.x40, vec4<f32>(g6.a[0]), fma(xs.x32, vec4<f32>(g5.a[0]), fma(xs.x31, vec4<f32>(g4.a[0]), fma(xs.x30, vec4<f32>(g3.a[0]), fma(xs.x22, vec4<f32>(g2.a[0]), fma(xs.x21, vec4<f32>(g1.a[0]), fma(xs.x20, vec4<f32>(g0.a[0]), (*t).a20)))))))));
-    (*t).a21 = fma(xs.x42, vec4<f32>(g8.a[1]), fma(xs.x41, vec4<f32>(g7.a[1]), fma(xs.x40, vec4<f32>(g6.a[1]), fma(xs.x32, vec4<f32>(g5.a[1]), fma(xs.x31, vec4<f32>(g4.a[1]), fma(xs.x30, vec4<f32>(g3.a[1]), fma(xs.x22, vec4<f32>(g2.a[1]), fma(xs.x21, vec4<f32>(g1.a[1]), fma(xs.x20, vec4<f32>(g0.a[1]), (*t).a21)))))))));
-    (*t).a22 = fma(xs.x42, vec4<f32>(g8.a[2]), fma(xs.x41, vec4<f32>(g7.a[2]), fma(xs.x40, vec4<f32>(g6.a[2]), fma(xs.x32, vec4<f32>(g5.a[2]), fma(xs.x31, vec4<f32>(g4.a[2]), fma(xs.x30, vec4<f32>(g3.a[2]), fma(xs.x22, vec4<f32>(g2.a[2]), fma(xs.x21, vec4<f32>(g1.a[2]), fma(xs.x20, vec4<f32>(g0.a[2]), (*t).a22)))))))));
-    (*t).a23 = fma(xs.x42, vec4<f32>(g8.a[3]), fma(xs.x41, vec4<f32>(g7.a[3]), fma(xs.x40, vec4<f32>(g6.a[3]), fma(xs.x32, vec4<f32>(g5.a[3]), fma(xs.x31, vec4<f32>(g4.a[3]), fma(xs.x30, vec4<f32>(g3.a[3]), fma(xs.x22, vec4<f32>(g2.a[3]), fma(xs.x21, vec4<f32>(g1.a[3]), fma(xs.x20, vec4<f32>(g0.a[3]), (*t).a23)))))))));
-    (*t).a24 = fma(xs.x42, vec4<f32>(g8.b[0]), fma(xs.x41, vec4<f32>(g7.b[0]), fma(xs.x40, vec4<f32>(g6.b[0]), fma(xs.x32, vec4<f32>(g5.b[0]), fma(xs.x31, vec4<f32>(g4.b[0]), fma(xs.x30, vec4<f32>(g3.b[0]), fma(xs.x22, vec4<f32>(g2.b[0]), fma(xs.x21, vec4<f32>(g1.b[0]), fma(xs.x20, vec4<f32>(g0.b[0]), (*t).a24)))))))));
-    (*t).a25 = fma(xs.x42, vec4<f32>(g8.b[1]), fma(xs.x41, vec4<f32>(g7.b[1]), fma(xs.x40, vec4<f32>(g6.b[1]), fma(xs.x32, vec4<f32>(g5.b[1]), fma(xs.x31, vec4<f32>(g4.b[1]), fma(xs.x30, vec4<f32>(g3.b[1]), fma(xs.x22, vec4<f32>(g2.b[1]), fma(xs.x21, vec4<f32>(g1.b[1]), fma(xs.x20, vec4<f32>(g0.b[1]), (*t).a25)))))))));
-    (*t).a26 = fma(xs.x42, vec4<f32>(g8.b[2]), fma(xs.x41, vec4<f32>(g7.b[2]), fma(xs.x40, vec4<f32>(g6.b[2]), fma(xs.x32, vec4<f32>(g5.b[2]), fma(xs.x31, vec4<f32>(g4.b[2]), fma(xs.x30, vec4<f32>(g3.b[2]), fma(xs.x22, vec4<f32>(g2.b[2]), fma(xs.x21, vec4<f32>(g1.b[2]), fma(xs.x20, vec4<f32>(g0.b[2]), (*t).a26)))))))));
-    (*t).a27 = fma(xs.x42, vec4<f32>(g8.b[3]), fma(xs.x41, vec4<f32>(g7.b[3]), fma(xs.x40, vec4<f32>(g6.b[3]), fma(xs.x32, vec4<f32>(g5.b[3]), fma(xs.x31, vec4<f32>(g4.b[3]), fma(xs.x30, vec4<f32>(g3.b[3]), fma(xs.x22, vec4<f32>(g2.b[3]), fma(xs.x21, vec4<f32>(g1.b[3]), fma(xs.x20, vec4<f32>(g0.b[3]), (*t).a27)))))))));
-    (*t).a30 = fma(xs.x52, vec4<f32>(g8.a[0]), fma(xs.x51, vec4<f32>(g7.a[0]), fma(xs.x50, vec4<f32>(g6.a[0]), fma(xs.x42, vec4<f32>(g5.a[0]), fma(xs.x41, vec4<f32>(g4.a[0]), fma(xs.x40, vec4<f32>(g3.a[0]), fma(xs.x32, vec4<f32>(g2.a[0]), fma(xs.x31, vec4<f32>(g1.a[0]), fma(xs.x30, vec4<f32>(g0.a[0]), (*t).a30)))))))));
-    (*t).a31 = fma(xs.x52, vec4<f32>(g8.a[1]), fma(xs.x51, vec4<f32>(g7.a[1]), fma(xs.x50, vec4<f32>(g6.a[1]), fma(xs.x42, vec4<f32>(g5.a[1]), fma(xs.x41, vec4<f32>(g4.a[1]), fma(xs.x40, vec4<f32>(g3.a[1]), fma(xs.x32, vec4<f32>(g2.a[1]), fma(xs.x31, vec4<f32>(g1.a[1]), fma(xs.x30, vec4<f32>(g0.a[1]), (*t).a31)))))))));
-    (*t).a32 = fma(xs.x52, vec4<f32>(g8.a[2]), fma(xs.x51, vec4<f32>(g7.a[2]), fma(xs.x50, vec4<f32>(g6.a[2]), fma(xs.x42, vec4<f32>(g5.a[2]), fma(xs.x41, vec4<f32>(g4.a[2]), fma(xs.x40, vec4<f32>(g3.a[2]), fma(xs.x32, vec4<f32>(g2.a[2]), fma(xs.x31, vec4<f32>(g1.a[2]), fma(xs.x30, vec4<f32>(g0.a[2]), (*t).a32)))))))));
-    (*t).a33 = fma(xs.x52, vec4<f32>(g8.a[3]), fma(xs.x51, vec4<f32>(g7.a[3]), fma(xs.x50, vec4<f32>(g6.a[3]), fma(xs.x42, vec4<f32>(g5.a[3]), fma(xs.x41, vec4<f32>(g4.a[3]), fma(xs.x40, vec4<f32>(g3.a[3]), fma(xs.x32, vec4<f32>(g2.a[3]), fma(xs.x31, vec4<f32>(g1.a[3]), fma(xs.x30, vec4<f32>(g0.a[3]), (*t).a33)))))))));
-    (*t).a34 = fma(xs.x52, vec4<f32>(g8.b[0]), fma(xs.x51, vec4<f32>(g7.b[0]), fma(xs.x50, vec4<f32>(g6.b[0]), fma(xs.x42, vec4<f32>(g5.b[0]), fma(xs.x41, vec4<f32>(g4.b[0]), fma(xs.x40, vec4<f32>(g3.b[0]), fma(xs.x32, vec4<f32>(g2.b[0]), fma(xs.x31, vec4<f32>(g1.b[0]), fma(xs.x30, vec4<f32>(g0.b[0]), (*t).a34)))))))));
-    (*t).a35 = fma(xs.x52, vec4<f32>(g8.b[1]), fma(xs.x51, vec4<f32>(g7.b[1]), fma(xs.x50, vec4<f32>(g6.b[1]), fma(xs.x42, vec4<f32>(g5.b[1]), fma(xs.x41, vec4<f32>(g4.b[1]), fma(xs.x40, vec4<f32>(g3.b[1]), fma(xs.x32, vec4<f32>(g2.b[1]), fma(xs.x31, vec4<f32>(g1.b[1]), fma(xs.x30, vec4<f32>(g0.b[1]), (*t).a35)))))))));
-    (*t).a36 = fma(xs.x52, vec4<f32>(g8.b[2]), fma(xs.x51, vec4<f32>(g7.b[2]), fma(xs.x50, vec4<f32>(g6.b[2]), fma(xs.x42, vec4<f32>(g5.b[2]), fma(xs.x41, vec4<f32>(g4.b[2]), fma(xs.x40, vec4<f32>(g3.b[2]), fma(xs.x32, vec4<f32>(g2.b[2]), fma(xs.x31, vec4<f32>(g1.b[2]), fma(xs.x30, vec4<f32>(g0.b[2]), (*t).a36)))))))));
-    (*t).a37 = fma(xs.x52, vec4<f32>(g8.b[3]), fma(xs.x51, vec4<f32>(g7.b[3]), fma(xs.x50, vec4<f32>(g6.b[3]), fma(xs.x42, vec4<f32>(g5.b[3]), fma(xs.x41, vec4<f32>(g4.b[3]), fma(xs.x40, vec4<f32>(g3.b[3]), fma(xs.x32, vec4<f32>(g2.b[3]), fma(xs.x31, vec4<f32>(g1.b[3]), fma(xs.x30, vec4<f32>(g0.b[3]), (*t).a37)))))))));
+    (*t).a00 = fma(xs.x22, vec4<f32>(g8.lo[0]), fma(xs.x21, vec4<f32>(g7.lo[0]), fma(xs.x20, vec4<f32>(g6.lo[0]), fma(xs.x12, vec4<f32>(g5.lo[0]), fma(xs.x11, vec4<f32>(g4.lo[0]), fma(xs.x10, vec4<f32>(g3.lo[0]), fma(xs.x02, vec4<f32>(g2.lo[0]), fma(xs.x01, vec4<f32>(g1.lo[0]), fma(xs.x00, vec4<f32>(g0.lo[0]), (*t).a00)))))))));
+    (*t).a01 = fma(xs.x22, vec4<f32>(g8.lo[1]), fma(xs.x21, vec4<f32>(g7.lo[1]), fma(xs.x20, vec4<f32>(g6.lo[1]), fma(xs.x12, vec4<f32>(g5.lo[1]), fma(xs.x11, vec4<f32>(g4.lo[1]), fma(xs.x10, vec4<f32>(g3.lo[1]), fma(xs.x02, vec4<f32>(g2.lo[1]), fma(xs.x01, vec4<f32>(g1.lo[1]), fma(xs.x00, vec4<f32>(g0.lo[1]), (*t).a01)))))))));
+    (*t).a02 = fma(xs.x22, vec4<f32>(g8.lo[2]), fma(xs.x21, vec4<f32>(g7.lo[2]), fma(xs.x20, vec4<f32>(g6.lo[2]), fma(xs.x12, vec4<f32>(g5.lo[2]), fma(xs.x11, vec4<f32>(g4.lo[2]), fma(xs.x10, vec4<f32>(g3.lo[2]), fma(xs.x02, vec4<f32>(g2.lo[2]), fma(xs.x01, vec4<f32>(g1.lo[2]), fma(xs.x00, vec4<f32>(g0.lo[2]), (*t).a02)))))))));
+    (*t).a03 = fma(xs.x22, vec4<f32>(g8.lo[3]), fma(xs.x21, vec4<f32>(g7.lo[3]), fma(xs.x20, vec4<f32>(g6.lo[3]), fma(xs.x12, vec4<f32>(g5.lo[3]), fma(xs.x11, vec4<f32>(g4.lo[3]), fma(xs.x10, vec4<f32>(g3.lo[3]), fma(xs.x02, vec4<f32>(g2.lo[3]), fma(xs.x01, vec4<f32>(g1.lo[3]), fma(xs.x00, vec4<f32>(g0.lo[3]), (*t).a03)))))))));
+    (*t).a04 = fma(xs.x22, vec4<f32>(g8.hi[0]), fma(xs.x21, vec4<f32>(g7.hi[0]), fma(xs.x20, vec4<f32>(g6.hi[0]), fma(xs.x12, vec4<f32>(g5.hi[0]), fma(xs.x11, vec4<f32>(g4.hi[0]), fma(xs.x10, vec4<f32>(g3.hi[0]), fma(xs.x02, vec4<f32>(g2.hi[0]), fma(xs.x01, vec4<f32>(g1.hi[0]), fma(xs.x00, vec4<f32>(g0.hi[0]), (*t).a04)))))))));
+    (*t).a05 = fma(xs.x22, vec4<f32>(g8.hi[1]), fma(xs.x21, vec4<f32>(g7.hi[1]), fma(xs.x20, vec4<f32>(g6.hi[1]), fma(xs.x12, vec4<f32>(g5.hi[1]), fma(xs.x11, vec4<f32>(g4.hi[1]), fma(xs.x10, vec4<f32>(g3.hi[1]), fma(xs.x02, vec4<f32>(g2.hi[1]), fma(xs.x01, vec4<f32>(g1.hi[1]), fma(xs.x00, vec4<f32>(g0.hi[1]), (*t).a05)))))))));
+    (*t).a06 = fma(xs.x22, vec4<f32>(g8.hi[2]), fma(xs.x21, vec4<f32>(g7.hi[2]), fma(xs.x20, vec4<f32>(g6.hi[2]), fma(xs.x12, vec4<f32>(g5.hi[2]), fma(xs.x11, vec4<f32>(g4.hi[2]), fma(xs.x10, vec4<f32>(g3.hi[2]), fma(xs.x02, vec4<f32>(g2.hi[2]), fma(xs.x01, vec4<f32>(g1.hi[2]), fma(xs.x00, vec4<f32>(g0.hi[2]), (*t).a06)))))))));
+    (*t).a07 = fma(xs.x22, vec4<f32>(g8.hi[3]), fma(xs.x21, vec4<f32>(g7.hi[3]), fma(xs.x20, vec4<f32>(g6.hi[3]), fma(xs.x12, vec4<f32>(g5.hi[3]), fma(xs.x11, vec4<f32>(g4.hi[3]), fma(xs.x10, vec4<f32>(g3.hi[3]), fma(xs.x02, vec4<f32>(g2.hi[3]), fma(xs.x01, vec4<f32>(g1.hi[3]), fma(xs.x00, vec4<f32>(g0.hi[3]), (*t).a07)))))))));
+    (*t).a10 = fma(xs.x32, vec4<f32>(g8.lo[0]), fma(xs.x31, vec4<f32>(g7.lo[0]), fma(xs.x30, vec4<f32>(g6.lo[0]), fma(xs.x22, vec4<f32>(g5.lo[0]), fma(xs.x21, vec4<f32>(g4.lo[0]), fma(xs.x20, vec4<f32>(g3.lo[0]), fma(xs.x12, vec4<f32>(g2.lo[0]), fma(xs.x11, vec4<f32>(g1.lo[0]), fma(xs.x10, vec4<f32>(g0.lo[0]), (*t).a10)))))))));
+    (*t).a11 = fma(xs.x32, vec4<f32>(g8.lo[1]), fma(xs.x31, vec4<f32>(g7.lo[1]), fma(xs.x30, vec4<f32>(g6.lo[1]), fma(xs.x22, vec4<f32>(g5.lo[1]), fma(xs.x21, vec4<f32>(g4.lo[1]), fma(xs.x20, vec4<f32>(g3.lo[1]), fma(xs.x12, vec4<f32>(g2.lo[1]), fma(xs.x11, vec4<f32>(g1.lo[1]), fma(xs.x10, vec4<f32>(g0.lo[1]), (*t).a11)))))))));
+    (*t).a12 = fma(xs.x32, vec4<f32>(g8.lo[2]), fma(xs.x31, vec4<f32>(g7.lo[2]), fma(xs.x30, vec4<f32>(g6.lo[2]), fma(xs.x22, vec4<f32>(g5.lo[2]), fma(xs.x21, vec4<f32>(g4.lo[2]), fma(xs.x20, vec4<f32>(g3.lo[2]), fma(xs.x12, vec4<f32>(g2.lo[2]), fma(xs.x11, vec4<f32>(g1.lo[2]), fma(xs.x10, vec4<f32>(g0.lo[2]), (*t).a12)))))))));
+    (*t).a13 = fma(xs.x32, vec4<f32>(g8.lo[3]), fma(xs.x31, vec4<f32>(g7.lo[3]), fma(xs.x30, vec4<f32>(g6.lo[3]), fma(xs.x22, vec4<f32>(g5.lo[3]), fma(xs.x21, vec4<f32>(g4.lo[3]), fma(xs.x20, vec4<f32>(g3.lo[3]), fma(xs.x12, vec4<f32>(g2.lo[3]), fma(xs.x11, vec4<f32>(g1.lo[3]), fma(xs.x10, vec4<f32>(g0.lo[3]), (*t).a13)))))))));
+    (*t).a14 = fma(xs.x32, vec4<f32>(g8.hi[0]), fma(xs.x31, vec4<f32>(g7.hi[0]), fma(xs.x30, vec4<f32>(g6.hi[0]), fma(xs.x22, vec4<f32>(g5.hi[0]), fma(xs.x21, vec4<f32>(g4.hi[0]), fma(xs.x20, vec4<f32>(g3.hi[0]), fma(xs.x12, vec4<f32>(g2.hi[0]), fma(xs.x11, vec4<f32>(g1.hi[0]), fma(xs.x10, vec4<f32>(g0.hi[0]), (*t).a14)))))))));
+    (*t).a15 = fma(xs.x32, vec4<f32>(g8.hi[1]), fma(xs.x31, vec4<f32>(g7.hi[1]), fma(xs.x30, vec4<f32>(g6.hi[1]), fma(xs.x22, vec4<f32>(g5.hi[1]), fma(xs.x21, vec4<f32>(g4.hi[1]), fma(xs.x20, vec4<f32>(g3.hi[1]), fma(xs.x12, vec4<f32>(g2.hi[1]), fma(xs.x11, vec4<f32>(g1.hi[1]), fma(xs.x10, vec4<f32>(g0.hi[1]), (*t).a15)))))))));
+    (*t).a16 = fma(xs.x32, vec4<f32>(g8.hi[2]), fma(xs.x31, vec4<f32>(g7.hi[2]), fma(xs.x30, vec4<f32>(g6.hi[2]), fma(xs.x22, vec4<f32>(g5.hi[2]), fma(xs.x21, vec4<f32>(g4.hi[2]), fma(xs.x20, vec4<f32>(g3.hi[2]), fma(xs.x12, vec4<f32>(g2.hi[2]), fma(xs.x11, vec4<f32>(g1.hi[2]), fma(xs.x10, vec4<f32>(g0.hi[2]), (*t).a16)))))))));
+    (*t).a17 = fma(xs.x32, vec4<f32>(g8.hi[3]), fma(xs.x31, vec4<f32>(g7.hi[3]), fma(xs.x30, vec4<f32>(g6.hi[3]), fma(xs.x22, vec4<f32>(g5.hi[3]), fma(xs.x21, vec4<f32>(g4.hi[3]), fma(xs.x20, vec4<f32>(g3.hi[3]), fma(xs.x12, vec4<f32>(g2.hi[3]), fma(xs.x11, vec4<f32>(g1.hi[3]), fma(xs.x10, vec4<f32>(g0.hi[3]), (*t).a17)))))))));
+    (*t).a20 = fma(xs.x42, vec4<f32>(g8.lo[0]), fma(xs.x41, vec4<f32>(g7.lo[0]), fma(xs.x40, vec4<f32>(g6.lo[0]), fma(xs.x32, vec4<f32>(g5.lo[0]), fma(xs.x31, vec4<f32>(g4.lo[0]), fma(xs.x30, vec4<f32>(g3.lo[0]), fma(xs.x22, vec4<f32>(g2.lo[0]), fma(xs.x21, vec4<f32>(g1.lo[0]), fma(xs.x20, vec4<f32>(g0.lo[0]), (*t).a20)))))))));
+    (*t).a21 = fma(xs.x42, vec4<f32>(g8.lo[1]), fma(xs.x41, vec4<f32>(g7.lo[1]), fma(xs.x40, vec4<f32>(g6.lo[1]), fma(xs.x32, vec4<f32>(g5.lo[1]), fma(xs.x31, vec4<f32>(g4.lo[1]), fma(xs.x30, vec4<f32>(g3.lo[1]), fma(xs.x22, vec4<f32>(g2.lo[1]), fma(xs.x21, vec4<f32>(g1.lo[1]), fma(xs.x20, vec4<f32>(g0.lo[1]), (*t).a21)))))))));
+    (*t).a22 = fma(xs.x42, vec4<f32>(g8.lo[2]), fma(xs.x41, vec4<f32>(g7.lo[2]), fma(xs.x40, vec4<f32>(g6.lo[2]), fma(xs.x32, vec4<f32>(g5.lo[2]), fma(xs.x31, vec4<f32>(g4.lo[2]), fma(xs.x30, vec4<f32>(g3.lo[2]), fma(xs.x22, vec4<f32>(g2.lo[2]), fma(xs.x21, vec4<f32>(g1.lo[2]), fma(xs.x20, vec4<f32>(g0.lo[2]), (*t).a22)))))))));
+    (*t).a23 = fma(xs.x42, vec4<f32>(g8.lo[3]), fma(xs.x41, vec4<f32>(g7.lo[3]), fma(xs.x40, vec4<f32>(g6.lo[3]), fma(xs.x32, vec4<f32>(g5.lo[3]), fma(xs.x31, vec4<f32>(g4.lo[3]), fma(xs.x30, vec4<f32>(g3.lo[3]), fma(xs.x22, vec4<f32>(g2.lo[3]), fma(xs.x21, vec4<f32>(g1.lo[3]), fma(xs.x20, vec4<f32>(g0.lo[3]), (*t).a23)))))))));
+    (*t).a24 = fma(xs.x42, vec4<f32>(g8.hi[0]), fma(xs.x41, vec4<f32>(g7.hi[0]), fma(xs.x40, vec4<f32>(g6.hi[0]), fma(xs.x32, vec4<f32>(g5.hi[0]), fma(xs.x31, vec4<f32>(g4.hi[0]), fma(xs.x30, vec4<f32>(g3.hi[0]), fma(xs.x22, vec4<f32>(g2.hi[0]), fma(xs.x21, vec4<f32>(g1.hi[0]), fma(xs.x20, vec4<f32>(g0.hi[0]), (*t).a24)))))))));
+    (*t).a25 = fma(xs.x42, vec4<f32>(g8.hi[1]), fma(xs.x41, vec4<f32>(g7.hi[1]), fma(xs.x40, vec4<f32>(g6.hi[1]), fma(xs.x32, vec4<f32>(g5.hi[1]), fma(xs.x31, vec4<f32>(g4.hi[1]), fma(xs.x30, vec4<f32>(g3.hi[1]), fma(xs.x22, vec4<f32>(g2.hi[1]), fma(xs.x21, vec4<f32>(g1.hi[1]), fma(xs.x20, vec4<f32>(g0.hi[1]), (*t).a25)))))))));
+    (*t).a26 = fma(xs.x42, vec4<f32>(g8.hi[2]), fma(xs.x41, vec4<f32>(g7.hi[2]), fma(xs.x40, vec4<f32>(g6.hi[2]), fma(xs.x32, vec4<f32>(g5.hi[2]), fma(xs.x31, vec4<f32>(g4.hi[2]), fma(xs.x30, vec4<f32>(g3.hi[2]), fma(xs.x22, vec4<f32>(g2.hi[2]), fma(xs.x21, vec4<f32>(g1.hi[2]), fma(xs.x20, vec4<f32>(g0.hi[2]), (*t).a26)))))))));
+    (*t).a27 = fma(xs.x42, vec4<f32>(g8.hi[3]), fma(xs.x41, vec4<f32>(g7.hi[3]), fma(xs.x40, vec4<f32>(g6.hi[3]), fma(xs.x32, vec4<f32>(g5.hi[3]), fma(xs.x31, vec4<f32>(g4.hi[3]), fma(xs.x30, vec4<f32>(g3.hi[3]), fma(xs.x22, vec4<f32>(g2.hi[3]), fma(xs.x21, vec4<f32>(g1.hi[3]), fma(xs.x20, vec4<f32>(g0.hi[3]), (*t).a27)))))))));
+    (*t).a30 = fma(xs.x52, vec4<f32>(g8.lo[0]), fma(xs.x51, vec4<f32>(g7.lo[0]), fma(xs.x50, vec4<f32>(g6.lo[0]), fma(xs.x42, vec4<f32>(g5.lo[0]), fma(xs.x41, vec4<f32>(g4.lo[0]), fma(xs.x40, vec4<f32>(g3.lo[0]), fma(xs.x32, vec4<f32>(g2.lo[0]), fma(xs.x31, vec4<f32>(g1.lo[0]), fma(xs.x30, vec4<f32>(g0.lo[0]), (*t).a30)))))))));
+    (*t).a31 = fma(xs.x52, vec4<f32>(g8.lo[1]), fma(xs.x51, vec4<f32>(g7.lo[1]), fma(xs.x50, vec4<f32>(g6.lo[1]), fma(xs.x42, vec4<f32>(g5.lo[1]), fma(xs.x41, vec4<f32>(g4.lo[1]), fma(xs.x40, vec4<f32>(g3.lo[1]), fma(xs.x32, vec4<f32>(g2.lo[1]), fma(xs.x31, vec4<f32>(g1.lo[1]), fma(xs.x30, vec4<f32>(g0.lo[1]), (*t).a31)))))))));
+    (*t).a32 = fma(xs.x52, vec4<f32>(g8.lo[2]), fma(xs.x51, vec4<f32>(g7.lo[2]), fma(xs.x50, vec4<f32>(g6.lo[2]), fma(xs.x42, vec4<f32>(g5.lo[2]), fma(xs.x41, vec4<f32>(g4.lo[2]), fma(xs.x40, vec4<f32>(g3.lo[2]), fma(xs.x32, vec4<f32>(g2.lo[2]), fma(xs.x31, vec4<f32>(g1.lo[2]), fma(xs.x30, vec4<f32>(g0.lo[2]), (*t).a32)))))))));
+    (*t).a33 = fma(xs.x52, vec4<f32>(g8.lo[3]), fma(xs.x51, vec4<f32>(g7.lo[3]), fma(xs.x50, vec4<f32>(g6.lo[3]), fma(xs.x42, vec4<f32>(g5.lo[3]), fma(xs.x41, vec4<f32>(g4.lo[3]), fma(xs.x40, vec4<f32>(g3.lo[3]), fma(xs.x32, vec4<f32>(g2.lo[3]), fma(xs.x31, vec4<f32>(g1.lo[3]), fma(xs.x30, vec4<f32>(g0.lo[3]), (*t).a33)))))))));
+    (*t).a34 = fma(xs.x52, vec4<f32>(g8.hi[0]), fma(xs.x51, vec4<f32>(g7.hi[0]), fma(xs.x50, vec4<f32>(g6.hi[0]), fma(xs.x42, vec4<f32>(g5.hi[0]), fma(xs.x41, vec4<f32>(g4.hi[0]), fma(xs.x40, vec4<f32>(g3.hi[0]), fma(xs.x32, vec4<f32>(g2.hi[0]), fma(xs.x31, vec4<f32>(g1.hi[0]), fma(xs.x30, vec4<f32>(g0.hi[0]), (*t).a34)))))))));
+    (*t).a35 = fma(xs.x52, vec4<f32>(g8.hi[1]), fma(xs.x51, vec4<f32>(g7.hi[1]), fma(xs.x50, vec4<f32>(g6.hi[1]), fma(xs.x42, vec4<f32>(g5.hi[1]), fma(xs.x41, vec4<f32>(g4.hi[1]), fma(xs.x40, vec4<f32>(g3.hi[1]), fma(xs.x32, vec4<f32>(g2.hi[1]), fma(xs.x31, vec4<f32>(g1.hi[1]), fma(xs.x30, vec4<f32>(g0.hi[1]), (*t).a35)))))))));
+    (*t).a36 = fma(xs.x52, vec4<f32>(g8.hi[2]), fma(xs.x51, vec4<f32>(g7.hi[2]), fma(xs.x50, vec4<f32>(g6.hi[2]), fma(xs.x42, vec4<f32>(g5.hi[2]), fma(xs.x41, vec4<f32>(g4.hi[2]), fma(xs.x40, vec4<f32>(g3.hi[2]), fma(xs.x32, vec4<f32>(g2.hi[2]), fma(xs.x31, vec4<f32>(g1.hi[2]), fma(xs.x30, vec4<f32>(g0.hi[2]), (*t).a36)))))))));
+    (*t).a37 = fma(xs.x52, vec4<f32>(g8.hi[3]), fma(xs.x51, vec4<f32>(g7.hi[3]), fma(xs.x50, vec4<f32>(g6.hi[3]), fma(xs.x42, vec4<f32>(g5.hi[3]), fma(xs.x41, vec4<f32>(g4.hi[3]), fma(xs.x40, vec4<f32>(g3.hi[3]), fma(xs.x32, vec4<f32>(g2.hi[3]), fma(xs.x31, vec4<f32>(g1.hi[3]), fma(xs.x30, vec4<f32>(g0.hi[3]), (*t).a37)))))))));
 }
 
 // 4 input channels' 36 weights of a channel, as in [cout, cin, 3, 3].

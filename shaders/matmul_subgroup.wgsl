@@ -27,19 +27,6 @@ fn load_b(i: u32) -> f32 {
     return widen(bias[word_of(i)], i);
 }
 
-// Lane j's `v` to every lane, as columns j = 0..3 (lo) and 4..7 (hi).
-struct Cols {
-    lo: vec4<f32>,
-    hi: vec4<f32>,
-}
-
-fn bcast(v: f32) -> Cols {
-    return Cols(
-        vec4<f32>(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u)),
-        vec4<f32>(subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u)),
-    );
-}
-
 // The 4 × 16 accumulators of a lane: row i, columns 4j..4j+3 in a{i}{j}. Fields, not
 // an array: a dynamically indexed array would live in memory, not registers.
 struct Tile {

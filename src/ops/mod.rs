@@ -48,10 +48,14 @@ register_shaders![
 ];
 
 const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
+/// Helpers of the 8-wide-subgroup kernels, prepended to shaders named `*_subgroup`
+/// only: other shaders must not need the subgroup feature.
+const SUBGROUP_PRELUDE: &str = include_str!("../../shaders/subgroup.wgsl");
 
-/// A registered shader with the common prelude prepended.
+/// A registered shader with its preludes prepended.
 pub fn shader_source(name: &str) -> Option<String> {
-    SHADERS.iter().find(|(n, _)| *n == name).map(|(_, src)| format!("{PRELUDE}\n{src}"))
+    let extra = if name.ends_with("_subgroup") { SUBGROUP_PRELUDE } else { "" };
+    SHADERS.iter().find(|(n, _)| *n == name).map(|(_, src)| format!("{PRELUDE}\n{extra}\n{src}"))
 }
 
 /// The `W_F16` override for shaders that read weights of either storage type.
