@@ -81,6 +81,8 @@ enum Command {
         /// Target bits per pixel: the highest level whose nominal rate fits.
         #[arg(long)]
         bpp: Option<f64>,
+        #[command(flatten)]
+        tiles: cli::TileArgs,
         /// How the image is extended to a multiple of 64 pixels.
         #[arg(long, value_enum, default_value_t = Padding::Edge)]
         padding: Padding,
@@ -97,6 +99,8 @@ enum Command {
         output: Option<PathBuf>,
         #[command(flatten)]
         model: ModelArgs,
+        #[command(flatten)]
+        tiles: cli::TileArgs,
         /// Overwrite existing outputs.
         #[arg(long)]
         force: bool,
@@ -112,18 +116,18 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Adapters { json } => cli::info::adapters(&gpu, json),
         Command::Info { file, model, json } => cli::info::info(&gpu, &file, model.model.as_deref(), json),
-        Command::Encode { inputs, output, model, level, bpp, padding, force } => {
+        Command::Encode { inputs, output, model, level, bpp, tiles, padding, force } => {
             let target = match (level, bpp) {
                 (Some(l), _) => cli::encode::Target::Level(l),
                 (None, Some(b)) => cli::encode::Target::Bpp(b),
                 (None, None) => cli::encode::Target::Level(cli::encode::DEFAULT_LEVEL),
             };
             let jobs = cli::Jobs { inputs, output, force };
-            cli::encode::run(&gpu, &model.model, model.f16, &jobs, target, padding, out)
+            cli::encode::run(&gpu, &model.model, model.f16, &tiles, &jobs, target, padding, out)
         }
-        Command::Decode { inputs, output, model, force } => {
+        Command::Decode { inputs, output, model, tiles, force } => {
             let jobs = cli::Jobs { inputs, output, force };
-            cli::decode::run(&gpu, &model.model, model.f16, &jobs, out)
+            cli::decode::run(&gpu, &model.model, model.f16, &tiles, &jobs, out)
         }
         Command::Bench(args) => cli::bench::run(&gpu, &args, out),
     };

@@ -34,7 +34,7 @@ fn every_block_matches_pytorch() {
     assert_close(&input.data, &f32_of("input"), 1e-7, "input crop");
 
     let oscar = Oscar::load(Gpu::new(&GpuOptions::default()).unwrap(), &fixture("oscar-tiny.safetensors"), Precision::F32).unwrap();
-    let traced = RunOptions { trace: true, profile: false };
+    let traced = RunOptions { trace: true, ..RunOptions::default() };
     let mut checked = 0;
     for level in [5, 0] {
         let (tokens, trace) = oscar.encode(&input.data, 64, 64, level, traced).unwrap();

@@ -143,3 +143,22 @@ fn a_file_from_another_model_is_refused() {
     ok(&oscar(&["encode", s(&fixture("astronaut_256.png")), "-o", s(&coded), "--model", s(&fixture("oscar-tiny.safetensors")), "--level", "0", "--force"]));
     fails(&oscar(&["decode", s(&coded), "-o", s(&tmp("other.png")), "--model", s(&fixture("oscar-tiny-f16.safetensors")), "--force"]), "model");
 }
+
+#[test]
+fn tiles_and_memory_budgets_from_the_command_line() {
+    let model = fixture("oscar-tiny.safetensors");
+    let photo = fixture("astronaut_256.png");
+    let coded = tmp("tiles.oscar");
+    let (whole, tiled) = (tmp("whole.png"), tmp("tiled.png"));
+    ok(&oscar(&["encode", s(&photo), "-o", s(&coded), "--model", s(&model), "--tile", "128", "--force"]));
+    ok(&oscar(&["decode", s(&coded), "-o", s(&whole), "--model", s(&model), "--force"]));
+    let text = ok(&oscar(&["decode", s(&coded), "-o", s(&tiled), "--model", s(&model), "--tile", "128", "-v", "--force"]));
+    assert!(text.contains("VAE 3×3 tiles"), "-v names the tiles: {text}");
+    let p = psnr(&read_rgb(&tiled).unwrap(), &read_rgb(&whole).unwrap());
+    assert!(p >= 60.0, "tiled and untiled decodes of one file: {p:.1} dB");
+
+    fails(&oscar(&["decode", s(&coded), "-o", s(&tiled), "--model", s(&model), "--tile", "100", "--force"]), "multiple of 8");
+    fails(&oscar(&["decode", s(&coded), "-o", s(&tiled), "--model", s(&model), "--max-gpu-memory", "64K", "--force"]), "smallest tiles");
+    fails(&oscar(&["encode", s(&photo), "-o", s(&coded), "--model", s(&model), "--max-gpu-memory", "64K", "--force"]), "smallest tiles");
+    fails(&oscar(&["decode", s(&coded), "-o", s(&tiled), "--model", s(&model), "--max-gpu-memory", "lots"]), "not a size");
+}

@@ -6,7 +6,7 @@ mod common;
 
 use oscar_wgpu::gpu::{Gpu, GpuOptions};
 use oscar_wgpu::model::synthetic::Architecture;
-use oscar_wgpu::model::{Oscar, RunOptions};
+use oscar_wgpu::model::{DecodeSchedule, Oscar, RunOptions, TilePolicy};
 use oscar_wgpu::rng::Rng;
 use oscar_wgpu::weights::Precision;
 
@@ -33,6 +33,27 @@ fn decode_plan_at_512_fits_the_machine() {
         eprintln!("level {level}: 512×512 decode plans {:.0} MiB of intermediates ({:.0} MiB without reuse)", plan.peak_bytes as f64 / 1048576.0, plan.unplanned_bytes as f64 / 1048576.0);
         assert!(plan.peak_bytes < 4 << 30, "peak {} bytes", plan.peak_bytes);
         assert!(plan.peak_bytes * 4 < plan.unplanned_bytes, "liveness planning must reuse buffers");
+    }
+}
+
+/// A 4096×4096 photo decodes within 1.5 GiB of activations once tiled (its untiled
+/// plan is refused: one GroupNorm group exceeds a storage binding).
+#[test]
+fn a_4096_decode_plans_within_one_and_a_half_gib_tiled() {
+    let arch = Architecture::sd21().unwrap();
+    let oscar = Oscar::planning_only(Gpu::new(&GpuOptions::default()).unwrap(), &arch, Precision::F32);
+    let budget = 3 << 29;
+    for level in [0, 5, 7] {
+        let stride = arch.info.levels[level].stride;
+        let grid = (512 / stride, 512 / stride);
+        let schedule = oscar.decode_schedule(level, grid, &TilePolicy { budget, vae_tile: None, unet_tile: None }).unwrap();
+        eprintln!("level {level}, 4096×4096: {}", schedule.describe());
+        assert!(matches!(schedule, DecodeSchedule::Staged { .. }), "{schedule:?}");
+        assert!(schedule.peak_bytes() <= budget, "{} bytes", schedule.peak_bytes());
+        match oscar.plan_decode(level, grid) {
+            Err(oscar_wgpu::Error::TooLarge { .. }) => {}
+            other => panic!("the untiled 4096² decode should not fit a binding: {:?}", other.map(|p| p.peak_bytes)),
+        }
     }
 }
 

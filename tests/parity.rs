@@ -60,7 +60,7 @@ fn photo() -> Planar {
 }
 
 fn traced() -> RunOptions {
-    RunOptions { trace: true, profile: false }
+    RunOptions { trace: true, ..RunOptions::default() }
 }
 
 fn check_level(level: usize) {

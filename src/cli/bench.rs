@@ -10,7 +10,7 @@ use oscar_wgpu::bench::{kernels::run_kernel_bench, probe};
 use oscar_wgpu::codec::{rans, rans_gpu};
 use oscar_wgpu::gpu::{list_adapters, Gpu, GpuOptions};
 use oscar_wgpu::model::synthetic::Architecture;
-use oscar_wgpu::model::{Oscar, RunOptions};
+use oscar_wgpu::model::{DecodeSchedule, EncodeSchedule, Oscar, RunOptions, TilePolicy};
 use oscar_wgpu::rng::Rng;
 use oscar_wgpu::weights::Precision;
 
@@ -43,6 +43,10 @@ pub struct BenchArgs {
     runs: usize,
     #[arg(long, default_value_t = 1)]
     warmup: usize,
+    /// No per-stage GPU times: skips the timestamped encode and decode that follow each
+    /// timed pair (for sizes where every run counts).
+    #[arg(long)]
+    no_stages: bool,
     /// Packed f16 weights on the decode side.
     #[arg(long)]
     f16: bool,
@@ -55,10 +59,13 @@ pub struct BenchArgs {
     /// Kernel benchmark without the largest shapes.
     #[arg(long)]
     quick: bool,
-    /// Only plan decodes of the synthetic full-size model (no weights, nothing runs):
-    /// the GPU memory each size would take, for sizes too slow to run here.
+    /// Only plan decodes and encodes of the synthetic full-size model (no weights,
+    /// nothing runs): the GPU memory each size takes untiled and tiled within the
+    /// budget, for sizes too slow to run here.
     #[arg(long)]
     plan_only: bool,
+    #[command(flatten)]
+    tiles: super::TileArgs,
     #[arg(long, conflicts_with = "csv")]
     json: bool,
     #[arg(long)]
@@ -139,13 +146,41 @@ fn plan_only(options: &GpuOptions, args: &BenchArgs) -> Result<()> {
     let arch = Architecture::sd21()?;
     let precision = if args.f16 { Precision::F16 } else { Precision::F32 };
     let oscar = Oscar::planning_only(Gpu::new(options)?, &arch, precision);
-    println!("decode plans of the full-size model ({precision:?} weights: {:.0} MiB)", oscar.weights.bytes as f64 / 1048576.0);
-    println!("{:>6} {:>5} {:>18} {:>22}", "size", "level", "planned MiB", "without reuse MiB");
+    let policy = args.tiles.policy(&oscar)?;
+    let mib = |b: u64| format!("{:.0}", b as f64 / 1048576.0);
+    println!(
+        "plans of the full-size model ({precision:?} weights: {} MiB), activations in MiB; tiled within {} MiB",
+        mib(oscar.weights.bytes),
+        mib(policy.budget)
+    );
+    println!("{:>6} {:>5} {:<7} {:>9} {:>9}  {:<52}", "size", "level", "", "untiled", "tiled", "tiles (latent pixels)");
+    let forced = TilePolicy { budget: policy.budget, vae_tile: Some(policy.vae_tile.unwrap_or(usize::MAX)), unet_tile: None };
     for &size in &args.sizes {
         for &level in &args.levels {
             let cell = oscar.info.pixels_per_token(level)?;
-            let plan = oscar.plan_decode(level, (size / cell, size / cell))?;
-            println!("{size:>6} {level:>5} {:>18.0} {:>22.0}", plan.peak_bytes as f64 / 1048576.0, plan.unplanned_bytes as f64 / 1048576.0);
+            let grid = (size / cell, size / cell);
+            let untiled = match oscar.plan_decode(level, grid) {
+                Ok(plan) => mib(plan.peak_bytes),
+                Err(oscar_wgpu::Error::TooLarge { .. }) => "refused".into(),
+                Err(e) => return Err(e.into()),
+            };
+            let decode = oscar.decode_schedule(level, grid, &forced)?;
+            let tiles = match &decode {
+                DecodeSchedule::Staged { unet, vae, .. } => format!("UNet {}, VAE {}", unet.describe(), vae.describe()),
+                DecodeSchedule::Whole { .. } => "whole".into(),
+            };
+            println!("{size:>6} {level:>5} {:<7} {untiled:>9} {:>9}  {tiles}", "decode", mib(decode.peak_bytes()));
+            let encode = oscar.encode_schedule(level, size, size, &forced)?;
+            let tiles = match &encode {
+                EncodeSchedule::Staged { vae, .. } => format!("VAE {}", vae.describe()),
+                EncodeSchedule::Whole { .. } => "whole".into(),
+            };
+            let untiled = match oscar.encode_schedule(level, size, size, &TilePolicy { budget: u64::MAX, vae_tile: None, unet_tile: None }) {
+                Ok(s) => mib(s.peak_bytes()),
+                Err(oscar_wgpu::Error::TooLarge { .. }) => "refused".into(),
+                Err(e) => return Err(e.into()),
+            };
+            println!("{size:>6} {level:>5} {:<7} {untiled:>9} {:>9}  {tiles}", "encode", mib(encode.peak_bytes()));
         }
     }
     Ok(())
@@ -199,16 +234,17 @@ fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<
             peak_memory_bytes: memory,
         }
     };
+    // Runs tile where the user's budget (or the adapter's default) says, as encode and decode do.
+    let plain = RunOptions { trace: false, profile: false, tiling: Some(args.tiles.policy(&oscar)?) };
     let mut records = Vec::new();
     for &size in &args.sizes {
         let image = Rng::new(size as u64).vec(3 * size * size, 1.0);
         for &level in &args.levels {
             progress(out, format!("size {size}, level {level}…"));
             let table = freq_table(&oscar, level)?;
-            let (tokens, _) = oscar.encode(&image, size, size, level, RunOptions::default())?;
             for _ in 0..args.warmup {
-                oscar.encode(&image, size, size, level, RunOptions::default())?;
-                oscar.decode(&tokens, RunOptions::default())?;
+                let (tokens, _) = oscar.encode(&image, size, size, level, plain)?;
+                oscar.decode(&tokens, plain)?;
             }
             let (mut enc, mut dec, mut range_enc, mut range_dec) = (vec![], vec![], vec![], vec![]);
             let mut stage_times: BTreeMap<String, (Vec<f64>, u64)> = BTreeMap::new();
@@ -216,7 +252,7 @@ fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<
             for _ in 0..args.runs.max(1) {
                 // Wall time around whole runs; GPU stage times from separate timestamped runs.
                 let t = Instant::now();
-                let (tokens, trace) = oscar.encode(&image, size, size, level, RunOptions::default())?;
+                let (tokens, trace) = oscar.encode(&image, size, size, level, plain)?;
                 enc.push(t.elapsed().as_secs_f64() * 1e3);
                 enc_report = trace.report;
                 let t = Instant::now();
@@ -227,11 +263,11 @@ fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<
                 rans_gpu::decode_on_gpu(&oscar.gpu, &stream, &table, tokens.indices.len())?;
                 range_dec.push(t.elapsed().as_secs_f64() * 1e3);
                 let t = Instant::now();
-                let (_, trace) = oscar.decode(&tokens, RunOptions::default())?;
+                let (_, trace) = oscar.decode(&tokens, plain)?;
                 dec.push(t.elapsed().as_secs_f64() * 1e3);
                 dec_report = trace.report;
-                if oscar.gpu.has(wgpu::Features::TIMESTAMP_QUERY) {
-                    let profiled = RunOptions { trace: false, profile: true };
+                if oscar.gpu.has(wgpu::Features::TIMESTAMP_QUERY) && !args.no_stages {
+                    let profiled = RunOptions { profile: true, ..plain };
                     let (_, e) = oscar.encode(&image, size, size, level, profiled)?;
                     let (_, d) = oscar.decode(&tokens, profiled)?;
                     for (stage, s) in e.report.stages.iter().chain(&d.report.stages) {
@@ -242,8 +278,8 @@ fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<
                 }
             }
             let weights = oscar.weights.bytes;
-            let enc_mem = enc_report.intermediate_bytes + enc_report.input_bytes + weights;
-            let dec_mem = dec_report.intermediate_bytes + dec_report.input_bytes + weights;
+            let enc_mem = enc_report.peak_bytes + weights;
+            let dec_mem = dec_report.peak_bytes + weights;
             records.push(base(size, level, "encode_total", enc, enc_report.flops, enc_mem));
             records.push(base(size, level, "decode_total", dec, dec_report.flops, dec_mem));
             records.push(base(size, level, "range_encode", range_enc, 0, 0));

@@ -9,11 +9,12 @@ use oscar_wgpu::image_io::{to_rgb8, Planar};
 use oscar_wgpu::model::RunOptions;
 
 use super::encode::freq_table;
-use super::{load_model, write_atomically, Jobs, Output};
+use super::{load_model, write_atomically, Jobs, Output, TileArgs};
 
-pub fn run(gpu: &GpuOptions, model: &Option<std::path::PathBuf>, f16: bool, jobs: &Jobs, out: Output) -> Result<()> {
+pub fn run(gpu: &GpuOptions, model: &Option<std::path::PathBuf>, f16: bool, tiles: &TileArgs, jobs: &Jobs, out: Output) -> Result<()> {
     let pairs = jobs.pairs(&["oscar"], "png")?;
     let oscar = load_model(gpu, model, f16)?;
+    let policy = tiles.policy(&oscar)?;
     let tag = ModelTag::from_hex(&oscar.info.content_hash)?;
     let bar = out.progress(pairs.len());
     for (input, output) in &pairs {
@@ -30,7 +31,10 @@ pub fn run(gpu: &GpuOptions, model: &Option<std::path::PathBuf>, f16: bool, jobs
         if height < header.height as usize || width < header.width as usize {
             bail!("{}: the model's level {level} token grid does not cover a {}×{} image", input.display(), header.width, header.height);
         }
-        let opts = RunOptions { trace: false, profile: out.verbose };
+        if out.verbose {
+            out.detail(format!("  {}", oscar.decode_schedule(level, (rows, cols), &policy)?.describe()));
+        }
+        let opts = RunOptions { trace: false, profile: out.verbose, tiling: Some(policy) };
         let (image, trace) = oscar
             .decode_stream(level, (rows, cols), &header.a_z, file.stream(), &table, opts)
             .with_context(|| format!("{}", input.display()))?;
@@ -43,7 +47,7 @@ pub fn run(gpu: &GpuOptions, model: &Option<std::path::PathBuf>, f16: bool, jobs
         for (stage, t) in &trace.report.stages {
             out.detail(format!("  {stage:<14} {:>9.2} ms GPU  {:>8.1} GFLOP/s", t.gpu_ms, t.flops as f64 / t.gpu_ms.max(1e-9) / 1e6));
         }
-        out.detail(format!("  intermediates {:.1} MiB (planned by liveness)", trace.report.intermediate_bytes as f64 / 1048576.0));
+        out.detail(format!("  GPU memory {:.1} MiB besides the weights (planned by liveness)", trace.report.peak_bytes as f64 / 1048576.0));
     }
     bar.finish_and_clear();
     Ok(())

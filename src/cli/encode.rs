@@ -8,7 +8,7 @@ use oscar_wgpu::gpu::GpuOptions;
 use oscar_wgpu::image_io::{read_rgb, to_planar, Padding};
 use oscar_wgpu::model::{Oscar, RunOptions};
 
-use super::{load_model, write_atomically, Jobs, Output};
+use super::{load_model, write_atomically, Jobs, Output, TileArgs};
 
 /// The level `oscar-wgpu encode` uses when given neither --level nor --bpp.
 pub const DEFAULT_LEVEL: usize = 5;
@@ -42,10 +42,11 @@ pub fn freq_table(oscar: &Oscar, level: usize) -> Result<FreqTable> {
     })
 }
 
-pub fn run(gpu: &GpuOptions, model: &Option<std::path::PathBuf>, f16: bool, jobs: &Jobs, target: Target, padding: Padding, out: Output) -> Result<()> {
+pub fn run(gpu: &GpuOptions, model: &Option<std::path::PathBuf>, f16: bool, tiles: &TileArgs, jobs: &Jobs, target: Target, padding: Padding, out: Output) -> Result<()> {
     let pairs = jobs.pairs(&["png", "jpg", "jpeg", "webp"], "oscar")?;
     let start = Instant::now();
     let oscar = load_model(gpu, model, f16)?;
+    let policy = tiles.policy(&oscar)?;
     out.detail(format!("model loaded in {:.2} s on {} ({:?})", start.elapsed().as_secs_f64(), oscar.gpu.info.name, oscar.gpu.info.backend));
     let level = choose_level(&oscar, &target)?;
     let tag = ModelTag::from_hex(&oscar.info.content_hash)?;
@@ -64,7 +65,10 @@ pub fn run(gpu: &GpuOptions, model: &Option<std::path::PathBuf>, f16: bool, jobs
             bail!("{}: {width}×{height} exceeds the format's {} pixels per side", input.display(), codec::MAX_DIM);
         }
         let planar = to_planar(&rgb, cell, padding);
-        let opts = RunOptions { trace: false, profile: out.verbose };
+        if out.verbose {
+            out.detail(format!("  {}", oscar.encode_schedule(level, planar.height, planar.width, &policy)?.describe()));
+        }
+        let opts = RunOptions { trace: false, profile: out.verbose, tiling: Some(policy) };
         let (tokens, trace) = oscar.encode(&planar.data, planar.height, planar.width, level, opts)?;
         let a_z = [tokens.a_z[0], tokens.a_z[1], tokens.a_z[2], tokens.a_z[3]];
         let header = Header { level: level as u8, width, height, model: tag, a_z };
@@ -84,7 +88,7 @@ pub fn run(gpu: &GpuOptions, model: &Option<std::path::PathBuf>, f16: bool, jobs
         for (stage, t) in &trace.report.stages {
             out.detail(format!("  {stage:<14} {:>9.2} ms GPU  {:>8.1} GFLOP/s", t.gpu_ms, t.flops as f64 / t.gpu_ms.max(1e-9) / 1e6));
         }
-        out.detail(format!("  intermediates {:.1} MiB (planned by liveness)", trace.report.intermediate_bytes as f64 / 1048576.0));
+        out.detail(format!("  GPU memory {:.1} MiB besides the weights (planned by liveness)", trace.report.peak_bytes as f64 / 1048576.0));
     }
     bar.finish_and_clear();
     Ok(())

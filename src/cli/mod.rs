@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use oscar_wgpu::gpu::{Gpu, GpuOptions};
-use oscar_wgpu::model::Oscar;
+use oscar_wgpu::model::tiled::default_budget;
+use oscar_wgpu::model::{Oscar, TilePolicy};
 use oscar_wgpu::weights::Precision;
 
 #[derive(Clone, Copy)]
@@ -136,4 +137,67 @@ pub fn load_model(gpu: &GpuOptions, flag: &Option<PathBuf>, f16: bool) -> Result
     let device = Gpu::new(gpu)?;
     let precision = if f16 { Precision::F16 } else { Precision::F32 };
     Oscar::load(device, &path, precision).with_context(|| format!("cannot load model {}", path.display()))
+}
+
+/// How much GPU memory encode and decode may use; larger pictures run in tiles.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TileArgs {
+    /// GPU memory for activations, beyond the weights (e.g. 1.5G, 800M, bytes). Pictures
+    /// that need more are processed in overlapping tiles. Default: the adapter's largest
+    /// buffer, at most 4G.
+    #[arg(long, value_parser = parse_bytes)]
+    pub max_gpu_memory: Option<u64>,
+    /// Tile the VAE at most this many image pixels per side (a multiple of 8), even
+    /// where the picture would fit untiled.
+    #[arg(long)]
+    pub tile: Option<usize>,
+}
+
+impl TileArgs {
+    pub fn policy(&self, oscar: &Oscar) -> Result<TilePolicy> {
+        let down = oscar.info.vae.downscale();
+        let vae_tile = match self.tile {
+            Some(px) if px == 0 || px % down != 0 => bail!("--tile {px}: tiles are a positive multiple of {down} pixels"),
+            tile => tile.map(|px| px / down),
+        };
+        Ok(TilePolicy { budget: self.max_gpu_memory.unwrap_or_else(|| default_budget(&oscar.gpu)), vae_tile, unet_tile: None })
+    }
+}
+
+/// "1.5G", "800M", "64K" (binary units; a trailing "B" or "iB" is allowed) or bytes.
+pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
+    let not_a_size = || format!("'{text}' is not a size such as 1.5G, 800M or 65536");
+    let t = text.trim().trim_end_matches("iB").trim_end_matches(['B', 'b']);
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number.trim().parse().map_err(|_| not_a_size())?;
+    let scale = match unit.to_ascii_uppercase().as_str() {
+        "" => 1u64,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return Err(not_a_size()),
+    };
+    if !value.is_finite() || value <= 0.0 {
+        return Err(format!("'{text}': the size must be positive"));
+    }
+    Ok((value * scale as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_parse_in_binary_units() {
+        assert_eq!(parse_bytes("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_bytes("800M"), Ok(800 << 20));
+        assert_eq!(parse_bytes("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_bytes("2gb"), Ok(2 << 30));
+        assert_eq!(parse_bytes("123"), Ok(123));
+        for bad in ["", "0", "-1G", "1X", "lots", "G"] {
+            assert!(parse_bytes(bad).is_err(), "'{bad}' is not a size");
+        }
+    }
 }

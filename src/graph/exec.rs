@@ -42,8 +42,11 @@ pub struct StageTime {
 pub struct RunReport {
     /// Intermediate memory the plan allocated.
     pub intermediate_bytes: u64,
-    /// Inputs uploaded for this run.
+    /// Inputs uploaded for this run (all runs, when absorbed).
     pub input_bytes: u64,
+    /// Intermediates plus inputs: the GPU memory the run took besides the weights (the
+    /// largest run's, when absorbed).
+    pub peak_bytes: u64,
     pub dispatches: usize,
     pub flops: u64,
     /// Submit to read-back, on the host clock.
@@ -52,6 +55,27 @@ pub struct RunReport {
     pub stages: BTreeMap<String, StageTime>,
     /// Per kernel entry point, likewise.
     pub kernels: BTreeMap<String, StageTime>,
+}
+
+impl RunReport {
+    /// Adds a run that followed this one (the graphs of a tiled decode): times, work
+    /// and uploads add up; memory is the largest of the two, as one ran after the other.
+    pub fn absorb(&mut self, other: &RunReport) {
+        self.intermediate_bytes = self.intermediate_bytes.max(other.intermediate_bytes);
+        self.peak_bytes = self.peak_bytes.max(other.peak_bytes);
+        self.input_bytes += other.input_bytes;
+        self.dispatches += other.dispatches;
+        self.flops += other.flops;
+        self.wall += other.wall;
+        for (mine, theirs) in [(&mut self.stages, &other.stages), (&mut self.kernels, &other.kernels)] {
+            for (name, t) in theirs {
+                let s = mine.entry(name.clone()).or_default();
+                s.gpu_ms += t.gpu_ms;
+                s.flops += t.flops;
+                s.dispatches += t.dispatches;
+            }
+        }
+    }
 }
 
 /// Timestamp queries per query set (wgpu's `QUERY_SET_MAX_QUERIES`).
@@ -84,6 +108,10 @@ impl Graph<'_> {
             ..RunReport::default()
         };
 
+        let used = self.dispatches.iter().flat_map(|d| d.views.iter().map(|v| v.tensor)).chain(outputs.iter().copied());
+        if let Some(t) = used.map(|t| self.root(t).0).find(|t| matches!(self.tensors[t.0].storage, Storage::Placeholder)) {
+            return Err(Error::Shape(format!("a {:?} placeholder tensor was used without being uploaded", self.shape(t))));
+        }
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
         let mut planned = Vec::with_capacity(plan.buffers.len());
         for &size in &plan.buffers {
@@ -105,6 +133,7 @@ impl Graph<'_> {
                 _ => None,
             });
         }
+        report.peak_bytes = report.intermediate_bytes + report.input_bytes;
         // The buffer holding `t` and `t`'s byte offset in it.
         let buffer_of = |t: Tensor| -> (&wgpu::Buffer, u64) {
             let (r, offset) = self.root(t);
@@ -113,6 +142,7 @@ impl Graph<'_> {
                 Storage::Resident(b) => b.as_ref(),
                 Storage::Intermediate => &planned[plan.slot[r.0].expect("every used intermediate is planned")],
                 Storage::Alias(..) => unreachable!("roots are never aliases"),
+                Storage::Placeholder => unreachable!("placeholders were checked above"),
             };
             (buffer, offset)
         };

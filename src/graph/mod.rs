@@ -5,6 +5,7 @@
 
 pub mod exec;
 pub mod plan;
+pub mod segment;
 
 use std::sync::Arc;
 
@@ -37,6 +38,7 @@ impl DType {
     }
 }
 
+#[derive(Clone)]
 pub(crate) enum Storage {
     /// Host data uploaded when the graph runs.
     Input(Vec<u8>),
@@ -44,10 +46,13 @@ pub(crate) enum Storage {
     Resident(Arc<wgpu::Buffer>),
     /// Produced by a dispatch; lives in a planned buffer.
     Intermediate,
+    /// An input whose data comes later, as an upload to a [`Graph::segment`].
+    Placeholder,
     /// Another shape over the storage of a (non-alias) tensor, from a byte offset.
     Alias(Tensor, u64),
 }
 
+#[derive(Clone)]
 pub(crate) struct TensorInfo {
     pub shape: Vec<usize>,
     pub dtype: DType,
@@ -64,6 +69,7 @@ pub struct View {
 }
 
 /// One compute dispatch: binding 0 is its uniform `params`, bindings 1.. are `views`.
+#[derive(Clone)]
 pub struct Dispatch {
     pub kernel: KernelKey,
     pub params: Vec<u8>,
@@ -115,6 +121,12 @@ impl<'g> Graph<'g> {
         Ok(self.add(shape, DType::U32, Storage::Input(bytemuck::cast_slice(data).to_vec())))
     }
 
+    /// An input without data yet: a graph holding one runs only in segments that
+    /// upload it (see [`Graph::segment`]).
+    pub fn placeholder(&mut self, shape: &[usize], dtype: DType) -> Tensor {
+        self.add(shape, dtype, Storage::Placeholder)
+    }
+
     /// A tensor already on the GPU, such as a weight.
     pub fn resident(&mut self, shape: &[usize], dtype: DType, buffer: Arc<wgpu::Buffer>) -> Tensor {
         self.add(shape, dtype, Storage::Resident(buffer))
@@ -123,6 +135,11 @@ impl<'g> Graph<'g> {
     /// A new intermediate; its buffer is assigned by the planner.
     pub fn intermediate(&mut self, shape: &[usize], dtype: DType) -> Tensor {
         self.add(shape, dtype, Storage::Intermediate)
+    }
+
+    /// Bytes of host data the graph uploads when it runs.
+    pub fn input_bytes(&self) -> u64 {
+        self.tensors.iter().map(|t| if let Storage::Input(b) = &t.storage { b.len() as u64 } else { 0 }).sum()
     }
 
     pub fn shape(&self, t: Tensor) -> &[usize] {

@@ -18,21 +18,30 @@ pub struct Plan {
     pub unplanned_bytes: u64,
 }
 
+/// The first and last dispatch that use each root tensor (usize::MAX and 0 if none).
+pub(crate) fn lifetimes(tensors: &[TensorInfo], dispatches: &[Dispatch]) -> (Vec<usize>, Vec<usize>) {
+    let mut first = vec![usize::MAX; tensors.len()];
+    let mut last = vec![0usize; tensors.len()];
+    for (i, d) in dispatches.iter().enumerate() {
+        for v in &d.views {
+            let r = match tensors[v.tensor.0].storage {
+                Storage::Alias(r, _) => r.0,
+                _ => v.tensor.0,
+            };
+            first[r] = first[r].min(i);
+            last[r] = last[r].max(i);
+        }
+    }
+    (first, last)
+}
+
 pub(crate) fn plan(tensors: &[TensorInfo], dispatches: &[Dispatch], outputs: &[Tensor]) -> Plan {
     let root = |t: Tensor| match tensors[t.0].storage {
         Storage::Alias(r, _) => r,
         _ => t,
     };
     let n = tensors.len();
-    let mut first = vec![usize::MAX; n];
-    let mut last = vec![0usize; n];
-    for (i, d) in dispatches.iter().enumerate() {
-        for v in &d.views {
-            let r = root(v.tensor).0;
-            first[r] = first[r].min(i);
-            last[r] = last[r].max(i);
-        }
-    }
+    let (first, mut last) = lifetimes(tensors, dispatches);
     for &t in outputs {
         last[root(t).0] = usize::MAX;
     }

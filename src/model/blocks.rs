@@ -2,22 +2,59 @@
 //! diffusers and compressai so the code reads beside the PyTorch.
 
 use crate::error::Result;
-use crate::graph::{Graph, Tensor};
+use crate::graph::{DType, Graph, Tensor};
 use crate::ops::attention::attention;
 use crate::ops::conv2d::{conv2d, Activation, Conv2d};
 use crate::ops::elementwise::{add, unary, Unary};
-use crate::ops::group_norm::group_norm;
+use crate::ops::group_norm::{group_norm, group_norm_apply};
 use crate::ops::matmul::linear as linear_op;
 use crate::ops::transpose::transpose;
 use crate::weights::Weights;
+
+/// What the layers that look at the whole picture (GroupNorm statistics, the VAE's
+/// attention) see.
+pub enum Scope {
+    /// Their input is the whole picture.
+    Whole,
+    /// Their input is one `tile` = (h, w) of a `picture` = (h, w) (latent pixels) run
+    /// in lock-step: the graph stops before each of them (a [`SyncPoint`]) until the
+    /// tiles' contributions are merged, and takes the merged whole from placeholders.
+    Tile { tile: (usize, usize), picture: (usize, usize), points: Vec<SyncPoint> },
+}
+
+/// Where a tile graph waits for the other tiles; its dispatches from `apply_at` on
+/// need the placeholders filled.
+#[derive(Clone, Copy, Debug)]
+pub enum SyncPoint {
+    /// A GroupNorm of `x`, whose (mean, 1/σ) of each group over the whole picture go
+    /// in `stats` [groups, 2].
+    Norm { x: Tensor, stats: Tensor, groups: usize, eps: f32, apply_at: usize },
+    /// Single-head attention over the whole picture: the tiles' keys `k` and values
+    /// `v` ([tokens, c], a `size` = (h, w) grid) make up `keys` and `values` over the
+    /// whole picture's `picture` = (h, w) grid.
+    Attention { k: Tensor, v: Tensor, keys: Tensor, values: Tensor, size: (usize, usize), picture: (usize, usize), apply_at: usize },
+}
+
+impl SyncPoint {
+    pub fn apply_at(&self) -> usize {
+        match *self {
+            SyncPoint::Norm { apply_at, .. } | SyncPoint::Attention { apply_at, .. } => apply_at,
+        }
+    }
+}
 
 /// The weights of one model and the graph being built with them.
 pub struct Ctx<'a, 'g> {
     pub g: &'a mut Graph<'g>,
     pub w: &'a Weights,
+    pub scope: Scope,
 }
 
-impl Ctx<'_, '_> {
+impl<'a, 'g> Ctx<'a, 'g> {
+    pub fn new(g: &'a mut Graph<'g>, w: &'a Weights) -> Self {
+        Ctx { g, w, scope: Scope::Whole }
+    }
+
     /// `prefix.weight` / `prefix.bias` as a convolution; padding keeps odd kernels "same".
     pub fn conv(&mut self, prefix: &str, x: Tensor, stride: usize, act: Activation) -> Result<Tensor> {
         let weight = self.w.tensor(self.g, &format!("{prefix}.weight"))?;
@@ -35,7 +72,12 @@ impl Ctx<'_, '_> {
     pub fn group_norm(&mut self, prefix: &str, x: Tensor, groups: usize, eps: f32, silu: bool) -> Result<Tensor> {
         let gamma = self.w.tensor(self.g, &format!("{prefix}.weight"))?;
         let beta = self.w.tensor(self.g, &format!("{prefix}.bias"))?;
-        group_norm(self.g, x, gamma, beta, groups, eps, silu)
+        let Scope::Tile { points, .. } = &mut self.scope else {
+            return group_norm(self.g, x, gamma, beta, groups, eps, silu);
+        };
+        let stats = self.g.placeholder(&[groups, 2], DType::F32);
+        points.push(SyncPoint::Norm { x, stats, groups, eps, apply_at: self.g.dispatch_count() });
+        group_norm_apply(self.g, x, stats, gamma, beta, silu)
     }
 
     pub fn layer_norm(&mut self, prefix: &str, x: Tensor, eps: f32) -> Result<Tensor> {
@@ -90,8 +132,18 @@ impl Ctx<'_, '_> {
     pub fn attention(&mut self, prefix: &str, x: Tensor, context: Option<Tensor>, heads: usize) -> Result<Tensor> {
         let kv = context.unwrap_or(x);
         let q = self.linear(&format!("{prefix}.to_q"), x)?;
-        let k = self.linear(&format!("{prefix}.to_k"), kv)?;
-        let v = self.linear(&format!("{prefix}.to_v"), kv)?;
+        let mut k = self.linear(&format!("{prefix}.to_k"), kv)?;
+        let mut v = self.linear(&format!("{prefix}.to_v"), kv)?;
+        if let (None, Scope::Tile { tile, picture, points }) = (context, &mut self.scope) {
+            // A tile's queries attend to the keys and values of the whole picture.
+            let &[n, c] = self.g.shape(k) else { unreachable!("tokens are [n, c]") };
+            let size = tile_grid_of(n, *tile)?;
+            let picture = (picture.0 * size.0 / tile.0, picture.1 * size.1 / tile.1);
+            let keys = self.g.placeholder(&[picture.0 * picture.1, c], DType::F32);
+            let values = self.g.placeholder(&[picture.0 * picture.1, c], DType::F32);
+            points.push(SyncPoint::Attention { k, v, keys, values, size, picture, apply_at: self.g.dispatch_count() });
+            (k, v) = (keys, values);
+        }
         let o = attention(self.g, q, k, v, heads)?;
         self.linear(&format!("{prefix}.to_out.0"), o)
     }
@@ -109,4 +161,12 @@ impl Ctx<'_, '_> {
     pub fn silu(&mut self, x: Tensor) -> Result<Tensor> {
         unary(self.g, x, Unary::Silu)
     }
+}
+
+/// The (h, w) grid of `n` tokens of a `tile` seen at a power-of-two scale.
+fn tile_grid_of(n: usize, tile: (usize, usize)) -> Result<(usize, usize)> {
+    (0..8)
+        .flat_map(|e| [(tile.0 << e, tile.1 << e), (tile.0 >> e, tile.1 >> e)])
+        .find(|&(h, w)| h * w == n && h > 0)
+        .ok_or_else(|| crate::error::Error::Shape(format!("{n} tokens are no scale of a {}×{} tile", tile.0, tile.1)))
 }

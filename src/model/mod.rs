@@ -3,9 +3,13 @@
 pub mod blocks;
 pub mod config;
 pub mod hyper;
+mod lockstep;
 pub mod oscar;
 pub mod synthetic;
+pub mod tiled;
+pub mod tiling;
 pub mod unet;
 pub mod vae;
 
 pub use oscar::{ModelInfo, Oscar, RunOptions, Tokens, Trace};
+pub use tiled::{DecodeSchedule, EncodeSchedule, TilePolicy};

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::blocks::Ctx;
 use super::config::{parse_levels, Level, SchedulerConfig, UnetConfig, VaeConfig};
+use super::tiled::{EncodeSchedule, TilePolicy, TokenSource};
 use super::{hyper, unet, vae};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -71,6 +72,9 @@ pub struct RunOptions {
     pub trace: bool,
     /// Time every dispatch with timestamp queries, where the adapter has them.
     pub profile: bool,
+    /// Run in stages and tiles where one graph would exceed the policy's budget (or
+    /// where it forces tiles). None: always one graph. Staged runs trace no tensors.
+    pub tiling: Option<TilePolicy>,
 }
 
 /// Intermediates a run can read back besides its result (for parity tests and tools).
@@ -120,23 +124,38 @@ impl Oscar {
         if h == 0 || w == 0 || h % cell != 0 || w % cell != 0 {
             return Err(Error::Shape(format!("image {w}×{h} is not a multiple of {cell} pixels (pad it first)")));
         }
+        if let Some(policy) = &opts.tiling {
+            if let EncodeSchedule::Staged { vae, .. } = self.encode_schedule(level, h, w, policy)? {
+                return self.encode_staged(image, h, w, level, &vae, opts);
+            }
+        }
         let mut g = Graph::new(&self.gpu);
         let x = g.input_f32(&[3, h, w], image)?;
-        let mut cx = Ctx { g: &mut g, w: &self.weights };
+        let (indices, a_z) = self.encode_graph(&mut g, level, x)?;
+        let (tokens, trace) = run(&g, &[("indices", indices), ("a_z", a_z)], opts)?;
+        let grid = (h / cell, w / cell);
+        Ok((Tokens { level, grid, indices: tokens[0].u32(), a_z: tokens[1].f32() }, trace))
+    }
+
+    /// The encode graph of `image` [3, h, w]: (token indices, latent norms A_z).
+    pub(crate) fn encode_graph(&self, g: &mut Graph, level: usize, image: Tensor) -> Result<(Tensor, Tensor)> {
+        let mut cx = Ctx::new(g, &self.weights);
         cx.g.set_stage("vae_encode");
-        let latents = vae::encode(&mut cx, &self.info.vae, x)?;
+        let latents = vae::encode(&mut cx, &self.info.vae, image)?;
+        self.tokens_graph(cx.g, level, latents)
+    }
+
+    /// The hyper-encoder and quantiser of `latents`: (token indices, A_z).
+    pub(crate) fn tokens_graph(&self, g: &mut Graph, level: usize, latents: Tensor) -> Result<(Tensor, Tensor)> {
+        g.tap("latents", latents);
+        let mut cx = Ctx::new(g, &self.weights);
         let a_z = channel_l2_norms(cx.g, latents)?;
         cx.g.set_stage("hyper_encode");
         let features = hyper::backbone(&mut cx, level, latents)?;
+        cx.g.tap("backbone", features);
         cx.g.set_stage("vq");
         let indices = hyper::quantize(&mut cx, level, features)?;
-        let mut outputs = vec![("indices", indices), ("a_z", a_z)];
-        if opts.trace {
-            outputs.extend([("latents", latents), ("backbone", features)]);
-        }
-        let (tokens, trace) = run(&g, &outputs, opts)?;
-        let grid = (h / cell, w / cell);
-        Ok((Tokens { level, grid, indices: tokens[0].u32(), a_z: tokens[1].f32() }, trace))
+        Ok((indices, a_z))
     }
 
     /// Decodes tokens to an image [3, h, w] in [-1, 1], where (h, w) is the token grid
@@ -150,6 +169,9 @@ impl Oscar {
         let (th, tw) = tokens.grid;
         if th * tw != tokens.indices.len() {
             return Err(Error::Shape(format!("{} indices do not fit a {th}×{tw} grid", tokens.indices.len())));
+        }
+        if let Some(schedule) = self.staged(tokens.level, tokens.grid, &opts)? {
+            return self.decode_staged(tokens.level, tokens.grid, &tokens.a_z, TokenSource::Indices(&tokens.indices), &schedule, opts);
         }
         let mut g = Graph::new(&self.gpu);
         let indices = g.input_u32(&[th * tw], &tokens.indices)?;
@@ -168,6 +190,9 @@ impl Oscar {
         let codebook = self.info.level(level)?.codebook_size;
         if table.symbols() != codebook {
             return Err(Error::BadModel(format!("level {level}'s rANS table has {} symbols for a codebook of {codebook}", table.symbols())));
+        }
+        if let Some(schedule) = self.staged(level, grid, &opts)? {
+            return self.decode_staged(level, grid, a_z, TokenSource::Stream(stream, table), &schedule, opts);
         }
         let mut g = Graph::new(&self.gpu);
         g.set_stage("range_decode");
@@ -194,35 +219,47 @@ impl Oscar {
 
     /// Builds the decode graph; the first output is the image, then the intermediates.
     /// `indices` [th·tw] u32 must lie in the level's codebook.
-    fn decode_graph(&self, g: &mut Graph, level: usize, grid: (usize, usize), indices: Tensor, a_z: &[f32]) -> Result<Vec<(&'static str, Tensor)>> {
-        let info = &self.info;
-        let level = info.level(level)?;
-        let (th, tw) = grid;
-        if a_z.len() != info.vae.latent_channels {
-            return Err(Error::Shape(format!("{} latent norms for {} latent channels", a_z.len(), info.vae.latent_channels)));
+    pub(crate) fn decode_graph(&self, g: &mut Graph, level: usize, grid: (usize, usize), indices: Tensor, a_z: &[f32]) -> Result<Vec<(&'static str, Tensor)>> {
+        let mut cx = Ctx::new(g, &self.weights);
+        let [quantized, z_hat, z_t] = self.hyper_decode(&mut cx, level, grid, indices, a_z)?;
+        let [v, x0, latents] = self.denoise(&mut cx, level, z_t)?;
+        cx.g.set_stage("vae_decode");
+        let image = vae::decode(&mut cx, &self.info.vae, latents)?;
+        Ok(vec![("image", image), ("quantized", quantized), ("z_hat", z_hat), ("z_t", z_t), ("v", v), ("x0", x0)])
+    }
+
+    /// The hyper-decoder: token indices → (quantized features, z_hat, z_t).
+    pub(crate) fn hyper_decode(&self, cx: &mut Ctx, level: usize, grid: (usize, usize), indices: Tensor, a_z: &[f32]) -> Result<[Tensor; 3]> {
+        let level = self.info.level(level)?;
+        if a_z.len() != self.info.vae.latent_channels {
+            return Err(Error::Shape(format!("{} latent norms for {} latent channels", a_z.len(), self.info.vae.latent_channels)));
         }
-        let t = level.timestep;
-        let alpha_bar = info.scheduler.alpha_bar(t)?;
-        let a_z = g.input_f32(&[a_z.len()], a_z)?;
-        let mut cx = Ctx { g, w: &self.weights };
+        let a_z = cx.g.input_f32(&[a_z.len()], a_z)?;
         cx.g.set_stage("hyper_decode");
-        let quantized = hyper::dequantize(&mut cx, level.level, indices, th, tw)?;
-        let z_hat = hyper::project(&mut cx, level.level, quantized)?;
+        let quantized = hyper::dequantize(cx, level.level, indices, grid.0, grid.1)?;
+        let z_hat = hyper::project(cx, level.level, quantized)?;
         let z_t = rescale_channels(cx.g, z_hat, a_z)?;
+        Ok([quantized, z_hat, z_t])
+    }
+
+    /// The one UNet step: z_t → (v, x0, x0 as the VAE decoder takes it).
+    pub(crate) fn denoise(&self, cx: &mut Ctx, level: usize, z_t: Tensor) -> Result<[Tensor; 3]> {
+        let info = &self.info;
+        let t = info.level(level)?.timestep;
+        let alpha_bar = info.scheduler.alpha_bar(t)?;
         cx.g.set_stage("unet");
         let context = cx.w.tensor(cx.g, "embeddings")?;
-        let v = unet::forward(&mut cx, &info.unet, z_t, t as f32, context)?;
+        let v = unet::forward(cx, &info.unet, z_t, t as f32, context)?;
         // One DDIM step with v-prediction: x0 = √ᾱ·z_t − √(1−ᾱ)·v.
         let x0 = binary(cx.g, z_t, v, Binary::Axpby(alpha_bar.sqrt(), -(1.0 - alpha_bar).sqrt()))?;
         cx.g.set_stage("vae_decode");
         let latents = unary(cx.g, x0, Unary::Affine(1.0 / info.vae.scaling_factor, 0.0))?;
-        let image = vae::decode(&mut cx, &info.vae, latents)?;
-        Ok(vec![("image", image), ("quantized", quantized), ("z_hat", z_hat), ("z_t", z_t), ("v", v), ("x0", x0)])
+        Ok([v, x0, latents])
     }
 }
 
 /// Runs `g` for `outputs`; a traced run also reads back the graph's taps.
-fn run(g: &Graph, outputs: &[(&'static str, Tensor)], opts: RunOptions) -> Result<(Vec<HostTensor>, Trace)> {
+pub(crate) fn run(g: &Graph, outputs: &[(&'static str, Tensor)], opts: RunOptions) -> Result<(Vec<HostTensor>, Trace)> {
     let mut named: Vec<(String, Tensor)> = outputs.iter().map(|&(n, t)| (n.to_string(), t)).collect();
     if opts.trace {
         named.extend(g.taps.iter().cloned());

@@ -2,7 +2,7 @@
 //! `partial` reduces fixed-size slices of each group to (mean, M2) with a per-thread
 //! two-pass sum and Chan's merge (SD activations have means far above their spread,
 //! so E[x²] − E[x]² would cancel in f32), `finalize` merges a group's slices into its
-//! mean and 1/σ, and `apply` normalises. Groups are contiguous, so tensors past the
+//! mean and 1/σ, and `apply` normalises (with those statistics or given ones). Groups are contiguous, so tensors past the
 //! binding limit are split into windows of whole groups.
 
 use bytemuck::{Pod, Zeroable};
@@ -34,39 +34,22 @@ const SLICE: usize = 4096;
 /// `x` [c, h, w], `gamma`/`beta` [c] → [c, h, w], normalised over `groups` groups of
 /// c / groups channels, then SiLU if `silu`.
 pub fn group_norm(g: &mut Graph, x: Tensor, gamma: Tensor, beta: Tensor, groups: usize, eps: f32, silu: bool) -> Result<Tensor> {
-    let &[c, h, w] = g.shape(x) else {
-        return Err(Error::Shape(format!("group_norm input must be [c, h, w], got {:?}", g.shape(x))));
-    };
-    if groups == 0 || c % groups != 0 || h * w == 0 {
-        return Err(Error::Shape(format!("group_norm: {c} channels of {h}×{w} do not split into {groups} groups")));
-    }
-    let affine_ok = g.shape(gamma) == [c] && g.shape(beta) == [c] && g.dtype(gamma) == g.dtype(beta) && g.dtype(gamma) != DType::U32;
-    if g.dtype(x) != DType::F32 || !affine_ok {
-        return Err(Error::Shape(format!("group_norm: input {:?}, gamma {:?}, beta {:?} disagree", g.shape(x), g.shape(gamma), g.shape(beta))));
-    }
-    let (cpg, hw) = (c / groups, h * w);
-    let group_len = cpg * hw;
+    let stats = group_norm_stats(g, x, groups, eps)?;
+    group_norm_apply(g, x, stats, gamma, beta, silu)
+}
+
+/// The statistics of `x` [c, h, w] in `groups` groups: [groups, 2] of (mean, 1/σ), σ
+/// including `eps`. Tiled decoding computes them once and applies them to every tile.
+pub fn group_norm_stats(g: &mut Graph, x: Tensor, groups: usize, eps: f32) -> Result<Tensor> {
+    let (c, hw) = group_shape(g, x, groups)?;
+    let group_len = c / groups * hw;
     let slices = group_len.div_ceil(SLICE).max(1);
     let partials = g.intermediate(&[groups * slices, 2], DType::F32);
     let stats = g.intermediate(&[groups, 2], DType::F32);
-    let y = g.intermediate(&[c, h, w], DType::F32);
-    let base = Params {
-        group_len: u32_of(group_len, "group_norm group size")?,
-        slices: u32_of(slices, "group_norm slices")?,
-        groups: 0,
-        group_base: 0,
-        n: 0,
-        hw: u32_of(hw, "group_norm plane")?,
-        cpg: cpg as u32,
-        c_base: 0,
-        eps,
-        _pad: [0; 3],
-    };
+    let base = Params { slices: u32_of(slices, "group_norm slices")?, ..params(c, hw, groups, eps)? };
     let group_bytes = 4 * group_len as u64;
-    let windows = channel_chunks(g.gpu, groups, group_bytes)?;
-
     let pv = g.view(partials)?;
-    for win in &windows {
+    for win in &channel_chunks(g.gpu, groups, group_bytes)? {
         let xv = g.window(x, win.start as u64 * group_bytes, win.len() as u64 * group_bytes)?;
         let params = Params { groups: win.len() as u32, group_base: win.start as u32, ..base };
         let grid = g.grid((win.len() * slices) as u64)?;
@@ -75,10 +58,32 @@ pub fn group_norm(g: &mut Graph, x: Tensor, gamma: Tensor, beta: Tensor, groups:
     let params = Params { groups: groups as u32, ..base };
     let sv = g.view(stats)?;
     g.dispatch(KernelKey::new("group_norm", "finalize"), bytemuck::bytes_of(&params), vec![pv, sv], g.grid(groups as u64)?, 0);
+    Ok(stats)
+}
 
+/// Normalises `x` [c, h, w] with `stats` [groups, 2] from [`group_norm_stats`] (of `x`
+/// or of another tensor), then `gamma`/`beta` [c], then SiLU if `silu`.
+pub fn group_norm_apply(g: &mut Graph, x: Tensor, stats: Tensor, gamma: Tensor, beta: Tensor, silu: bool) -> Result<Tensor> {
+    let groups = g.shape(stats).first().copied().unwrap_or(0);
+    let (c, hw) = group_shape(g, x, groups)?;
+    let affine_ok = g.shape(gamma) == [c] && g.shape(beta) == [c] && g.dtype(gamma) == g.dtype(beta) && g.dtype(gamma) != DType::U32;
+    if !affine_ok || g.shape(stats) != [groups, 2] || g.dtype(stats) != DType::F32 {
+        return Err(Error::Shape(format!(
+            "group_norm: input {:?}, stats {:?}, gamma {:?}, beta {:?} disagree",
+            g.shape(x),
+            g.shape(stats),
+            g.shape(gamma),
+            g.shape(beta)
+        )));
+    }
+    let base = params(c, hw, groups, 0.0)?;
+    let cpg = c / groups;
+    let group_len = cpg * hw;
+    let group_bytes = 4 * group_len as u64;
+    let y = g.intermediate(g.shape(x).to_vec().as_slice(), DType::F32);
     let key = KernelKey::new("group_norm", "apply").with("W_F16", is_f16(g.dtype(gamma))).with("SILU", silu as u32 as f64);
-    let (gv, bv) = (g.view(gamma)?, g.view(beta)?);
-    for win in &windows {
+    let (sv, gv, bv) = (g.view(stats)?, g.view(gamma)?, g.view(beta)?);
+    for win in &channel_chunks(g.gpu, groups, group_bytes)? {
         let (off, size) = (win.start as u64 * group_bytes, win.len() as u64 * group_bytes);
         let n = win.len() * group_len;
         let params = Params { n: n as u32, c_base: (win.start * cpg) as u32, ..base };
@@ -87,6 +92,33 @@ pub fn group_norm(g: &mut Graph, x: Tensor, gamma: Tensor, beta: Tensor, groups:
         g.dispatch(key.clone(), bytemuck::bytes_of(&params), views, grid, (if silu { 8 } else { 4 }) * n as u64);
     }
     Ok(y)
+}
+
+/// (channels, pixels) of an f32 [c, h, w] tensor that splits into `groups` groups.
+fn group_shape(g: &Graph, x: Tensor, groups: usize) -> Result<(usize, usize)> {
+    let &[c, h, w] = g.shape(x) else {
+        return Err(Error::Shape(format!("group_norm input must be [c, h, w], got {:?}", g.shape(x))));
+    };
+    if groups == 0 || c % groups != 0 || h * w == 0 || g.dtype(x) != DType::F32 {
+        return Err(Error::Shape(format!("group_norm: {c} channels of {h}×{w} do not split into {groups} groups")));
+    }
+    Ok((c, h * w))
+}
+
+fn params(c: usize, hw: usize, groups: usize, eps: f32) -> Result<Params> {
+    let cpg = c / groups;
+    Ok(Params {
+        group_len: u32_of(cpg * hw, "group_norm group size")?,
+        slices: 0,
+        groups: 0,
+        group_base: 0,
+        n: 0,
+        hw: u32_of(hw, "group_norm plane")?,
+        cpg: cpg as u32,
+        c_base: 0,
+        eps,
+        _pad: [0; 3],
+    })
 }
 
 /// CPU reference in f64: `x` [c, h, w], `gamma`/`beta` [c].
