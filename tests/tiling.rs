@@ -177,8 +177,8 @@ fn tiles_follow_the_budget_and_a_hopeless_budget_is_an_error() {
 
     let hopeless = TilePolicy { budget: 64 << 10, vae_tile: None, unet_tile: None };
     let err = model().decode_schedule(LEVEL, tokens.grid, &hopeless).unwrap_err();
-    assert!(matches!(err, Error::TooLarge { .. }) && err.to_string().contains("smallest tiles"), "{err}");
+    assert!(matches!(err, Error::OverBudget { .. }) && err.to_string().contains("raise --max-gpu-memory"), "{err}");
     let run = RunOptions { tiling: Some(hopeless), ..RunOptions::default() };
-    assert!(matches!(model().decode(tokens, run), Err(Error::TooLarge { .. })));
-    assert!(matches!(model().encode(&photo(), SIZE, SIZE, LEVEL, run), Err(Error::TooLarge { .. })));
+    assert!(matches!(model().decode(tokens, run), Err(Error::OverBudget { .. })));
+    assert!(matches!(model().encode(&photo(), SIZE, SIZE, LEVEL, run), Err(Error::OverBudget { .. })));
 }

@@ -170,17 +170,13 @@ fn plan_only(options: &GpuOptions, args: &BenchArgs) -> Result<()> {
                 DecodeSchedule::Whole { .. } => "whole".into(),
             };
             println!("{size:>6} {level:>5} {:<7} {untiled:>9} {:>9}  {tiles}", "decode", mib(decode.peak_bytes()));
-            let encode = oscar.encode_schedule(level, size, size, &forced)?;
-            let tiles = match &encode {
-                EncodeSchedule::Staged { vae, .. } => format!("VAE {}", vae.describe()),
-                EncodeSchedule::Whole { .. } => "whole".into(),
-            };
-            let untiled = match oscar.encode_schedule(level, size, size, &TilePolicy { budget: u64::MAX, vae_tile: None, unet_tile: None }) {
-                Ok(s) => mib(s.peak_bytes()),
-                Err(oscar_wgpu::Error::TooLarge { .. }) => "refused".into(),
+            let (tiled, tiles) = match oscar.encode_schedule(level, size, size, &forced) {
+                Ok(EncodeSchedule::Staged { vae, hyper_bytes }) => (mib(vae.peak_bytes.max(hyper_bytes)), format!("VAE {}", vae.describe())),
+                Ok(EncodeSchedule::Whole { peak_bytes }) => (mib(peak_bytes), "whole".into()),
+                Err(e @ oscar_wgpu::Error::OverBudget { .. }) => ("over".into(), e.to_string()),
                 Err(e) => return Err(e.into()),
             };
-            println!("{size:>6} {level:>5} {:<7} {untiled:>9} {:>9}  {tiles}", "encode", mib(encode.peak_bytes()));
+            println!("{size:>6} {level:>5} {:<7} {untiled:>9} {tiled:>9}  {tiles}", "encode");
         }
     }
     Ok(())

@@ -34,10 +34,10 @@ impl Lifetimes {
         self.last[t.0] >= end
     }
 
-    /// Bytes of the root intermediates made before dispatch `at` and used from it on:
-    /// what waits between the two halves of a graph cut there.
-    pub fn bytes_crossing(&self, g: &Graph, at: usize) -> u64 {
-        self.roots(g).filter(|t| self.first[t.0] < at && self.last[t.0] >= at).map(|t| g.bytes(t)).sum()
+    /// The root intermediates made before dispatch `at` and used from it on: what
+    /// waits between the two halves of a graph cut there.
+    pub fn crossing(&self, g: &Graph, at: usize) -> Vec<Tensor> {
+        self.roots(g).filter(|t| self.first[t.0] < at && self.last[t.0] >= at).collect()
     }
 
     fn roots<'a>(&'a self, g: &'a Graph) -> impl Iterator<Item = Tensor> + 'a {

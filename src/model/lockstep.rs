@@ -9,13 +9,13 @@
 //! from the tile that owns it. The cost over independent tiles is moving the live
 //! activations through host memory once per sync point.
 
-use std::collections::HashMap;
 use std::ops::Range;
 
 use super::blocks::{Ctx, Scope, SyncPoint};
 use super::oscar::{RunOptions, Trace};
-use super::tiled::{largest_fitting, too_large, Stage, TilePolicy};
+use super::tiled::{largest_fitting, over_budget, Stage, TilePolicy};
 use super::tiling::{crop, Grid, Layout};
+use super::waiting::{owned, Waiting};
 use super::{vae, Oscar};
 use crate::error::{Error, Result};
 use crate::graph::segment::Lifetimes;
@@ -97,7 +97,7 @@ impl Oscar {
         let candidates: Vec<usize> = (MIN_VAE_TILE.min(max)..=max).rev().collect();
         let net = if encoder { Net::VaeEncoder } else { Net::VaeDecoder };
         self.lockstep_stage((h, w), policy, net, &candidates, |tile| vae_grid(h, w, tile))?
-            .ok_or_else(|| too_large(if encoder { "the VAE encoder" } else { "the VAE decoder" }, policy.budget))
+            .ok_or_else(|| over_budget(if encoder { "the VAE encoder of this picture" } else { "the VAE decoder of this picture" }, policy.budget, true))
     }
 
     /// The largest of `candidates` (descending) whose tiles' segments fit the budget,
@@ -119,9 +119,10 @@ impl Oscar {
                     _ => return Ok(None),
                 }
             }
-            let waiting = template.points.iter().map(|p| life.bytes_crossing(&g, p.apply_at())).max().unwrap_or(0);
-            let merged: u64 = template.points.iter().map(|p| if let SyncPoint::Attention { keys, values, .. } = *p { g.bytes(keys) + g.bytes(values) } else { 0 }).sum();
-            Ok(Some((gpu, waiting * grid.count() as u64 + merged)))
+            let waiting = |at: usize| life.crossing(&g, at).into_iter().map(|t| Waiting::bytes(&g, &grid, picture, t)).sum::<u64>();
+            let merged = |p: &SyncPoint| if let SyncPoint::Attention { keys, values, .. } = *p { g.bytes(keys) + g.bytes(values) } else { 0 };
+            let host = template.points.iter().map(|p| waiting(p.apply_at()) + merged(p)).max().unwrap_or(0);
+            Ok(Some((gpu, host)))
         };
         let Some((tile, peak_bytes)) = largest_fitting(candidates, |tile| Ok(plan(tile)?.map(|(gpu, _)| gpu)))? else { return Ok(None) };
         let host_bytes = plan(tile)?.map_or(0, |(_, host)| host);
@@ -171,18 +172,16 @@ impl Oscar {
         let out_c = g.shape(template.output)[0];
         let life = g.lifetimes();
         let tiles: Vec<(usize, usize, usize, usize)> = grid.tiles().collect();
-        // Each tile's live activations between segments, by root tensor.
-        let mut state: Vec<HashMap<Tensor, Vec<u8>>> = vec![HashMap::new(); tiles.len()];
+        let mut waiting = Waiting::new(&g, grid, (h, w));
         let (oh, ow) = (h * out_scale, w * out_scale);
         let mut picture = vec![0.0f32; out_c * oh * ow];
         let mut merged: Vec<Vec<u8>> = Vec::new();
         for (k, segment) in template.segments(&g, &life).iter().enumerate() {
             let mut merge = template.points.get(k).map(|&p| Merge::new(&g, p));
-            for (live, &(y0, x0, i, j)) in state.iter_mut().zip(&tiles) {
+            for (tile, &(y0, x0, i, j)) in tiles.iter().enumerate() {
                 let mut uploads = Vec::with_capacity(segment.entering.len() + 2);
                 for &t in &segment.entering {
-                    let bytes = if life.alive_after(t, segment.range.end) { live.get(&t).cloned() } else { live.remove(&t) };
-                    uploads.push((t, bytes.ok_or_else(|| Error::Gpu(format!("tile activation {t:?} was not kept")))?));
+                    uploads.push((t, waiting.get(tile, t)?));
                 }
                 let mut merged = merged.iter();
                 for &t in &segment.filled {
@@ -197,29 +196,30 @@ impl Oscar {
                 let run = g.segment(segment.range.clone(), uploads);
                 let (host, report) = if opts.profile { run.run_profiled(&segment.outputs)? } else { run.run(&segment.outputs)? };
                 trace.report.absorb(&report);
-                for (&t, out) in segment.outputs.iter().zip(host) {
-                    live.insert(t, out.bytes);
-                }
-                match &mut merge {
-                    Some(merge) => merge.add(&g, live, (&grid.rows, i), (&grid.cols, j))?,
-                    None => {
-                        let out: &[f32] = bytemuck::cast_slice(&live[&template.output]);
-                        let (th, tw) = (th * out_scale, tw * out_scale);
-                        let ((ya, yb), (xa, xb)) = (owned(&grid.rows, i, th), owned(&grid.cols, j, tw));
-                        let (oy, ox) = (y0 * out_scale, x0 * out_scale);
-                        for c in 0..out_c {
-                            for y in ya..yb {
-                                let to = (c * oh + oy + y) * ow + ox;
-                                picture[to + xa..to + xb].copy_from_slice(&out[(c * th + y) * tw + xa..(c * th + y) * tw + xb]);
-                            }
+                let mut outputs = segment.outputs.iter().zip(host);
+                let Some(merge) = &mut merge else {
+                    // The last segment: the tile's owned part of the output.
+                    let (_, out) = outputs.next().ok_or_else(|| Error::Gpu("a tile returned no output".into()))?;
+                    let out: Vec<f32> = bytemuck::pod_collect_to_vec(&out.bytes);
+                    let (th, tw) = (th * out_scale, tw * out_scale);
+                    let ((ya, yb), (xa, xb)) = (owned(&grid.rows, i, th), owned(&grid.cols, j, tw));
+                    let (oy, ox) = (y0 * out_scale, x0 * out_scale);
+                    for c in 0..out_c {
+                        for y in ya..yb {
+                            let to = (c * oh + oy + y) * ow + ox;
+                            picture[to + xa..to + xb].copy_from_slice(&out[(c * th + y) * tw + xa..(c * th + y) * tw + xb]);
                         }
                     }
+                    continue;
+                };
+                for (&t, out) in outputs {
+                    waiting.put(tile, t, out.bytes);
                 }
-                live.retain(|&t, _| life.alive_after(t, segment.range.end));
+                merge.add(&g, |t| waiting.f32s(tile, t), (&grid.rows, i), (&grid.cols, j))?;
             }
+            waiting.retain(|t| life.alive_after(t, segment.range.end));
             if let Some(merge) = merge {
                 merged = merge.finish();
-                exchange_halos(&g, &mut state, grid)?;
             }
         }
         Ok(picture)
@@ -246,11 +246,12 @@ impl Merge {
     /// Adds the part of the picture that tile (`i`, `j`) owns: the pixels nearer to it
     /// than to a neighbour, so every pixel counts once and no tile contributes pixels
     /// near its own border, where its zero padding shows.
-    fn add(&mut self, g: &Graph, live: &HashMap<Tensor, Vec<u8>>, (rows, i): (&Layout, usize), (cols, j): (&Layout, usize)) -> Result<()> {
+    fn add(&mut self, g: &Graph, data: impl Fn(Tensor) -> Result<Vec<f32>>, (rows, i): (&Layout, usize), (cols, j): (&Layout, usize)) -> Result<()> {
         match self {
             Merge::Norm { point: SyncPoint::Norm { x, groups: n_groups, .. }, groups } => {
                 let &[c, h, w] = g.shape(*x) else { return Err(Error::Shape("GroupNorm inputs are [c, h, w]".into())) };
-                let x = tensor_of(g, live, *x)?;
+                let data = data(*x)?;
+                let x = data.as_slice();
                 let ((y0, y1), (x0, x1)) = (owned(rows, i, h), owned(cols, j, w));
                 let cpg = c / *n_groups;
                 let n = (cpg * (y1 - y0) * (x1 - x0)) as f64;
@@ -272,7 +273,7 @@ impl Merge {
                 let ((y0, y1), (x0, x1)) = (owned(rows, i, h), owned(cols, j, w));
                 // The tile's origin at this resolution.
                 let (oy, ox) = (rows.starts[i] * h / rows.tile, cols.starts[j] * w / cols.tile);
-                for (tile, whole) in [(tensor_of(g, live, *k)?, keys), (tensor_of(g, live, *v)?, values)] {
+                for (tile, whole) in [(data(*k)?, keys), (data(*v)?, values)] {
                     for y in y0..y1 {
                         let from = (y * w + x0) * c..(y * w + x1) * c;
                         let to = ((oy + y) * pw + ox + x0) * c;
@@ -296,72 +297,4 @@ impl Merge {
             Merge::Norm { .. } => unreachable!("a merge matches its sync point"),
         }
     }
-}
-
-/// Overwrites, in every tile's waiting activations, the pixels the tile does not own
-/// with the owner's. A tile's zero padding corrupts the pixels near its border, and
-/// the corruption spreads by a convolution's reach per segment; refreshed at every
-/// sync point (one or two convolutions apart) it never reaches the owned pixels, so
-/// the tiles compute what the untiled VAE computes.
-fn exchange_halos(g: &Graph, state: &mut [HashMap<Tensor, Vec<u8>>], grid: &Grid) -> Result<()> {
-    let (th, tw) = (grid.rows.tile, grid.cols.tile);
-    let tiles: Vec<(usize, usize, usize, usize)> = grid.tiles().collect();
-    let waiting: Vec<Tensor> = state[0].keys().copied().collect();
-    for t in waiting {
-        let &[c, h, w] = g.shape(t) else { continue };
-        if h * tw != w * th {
-            continue; // not a picture on the tile's grid
-        }
-        let before: Vec<Vec<f32>> = state.iter().map(|live| live.get(&t).map(|b| bytemuck::pod_collect_to_vec(b)).ok_or_else(|| Error::Gpu("tiles disagree on what waits".into()))).collect::<Result<_>>()?;
-        // Each tile's owned rectangle and origin, at this resolution.
-        let rect = |(y0, x0, i, j): (usize, usize, usize, usize)| {
-            let (oy, ox) = (y0 * h / th, x0 * w / tw);
-            let ((a, b), (l, r)) = (owned(&grid.rows, i, h), owned(&grid.cols, j, w));
-            (oy, ox, oy + a, oy + b, ox + l, ox + r)
-        };
-        for (mine, &tile) in state.iter_mut().zip(&tiles) {
-            let (oy, ox, ..) = rect(tile);
-            let mut data: Vec<f32> = bytemuck::pod_collect_to_vec(&mine[&t]);
-            for (theirs, &other) in before.iter().zip(&tiles) {
-                if other == tile {
-                    continue;
-                }
-                let (py, px, ya, yb, xa, xb) = rect(other);
-                // Their owned pixels that lie in my tile.
-                let (y_lo, y_hi) = (ya.max(oy), yb.min(oy + h));
-                let (x_lo, x_hi) = (xa.max(ox), xb.min(ox + w));
-                if y_lo >= y_hi || x_lo >= x_hi {
-                    continue;
-                }
-                for ch in 0..c {
-                    for y in y_lo..y_hi {
-                        let to = (ch * h + y - oy) * w;
-                        let from = (ch * h + y - py) * w;
-                        data[to + x_lo - ox..to + x_hi - ox].copy_from_slice(&theirs[from + x_lo - px..from + x_hi - px]);
-                    }
-                }
-            }
-            mine.insert(t, bytemuck::cast_slice(&data).to_vec());
-        }
-    }
-    Ok(())
-}
-
-/// The f32 data of `t` among a tile's live activations.
-fn tensor_of<'a>(g: &Graph, live: &'a HashMap<Tensor, Vec<u8>>, t: Tensor) -> Result<&'a [f32]> {
-    let (root, offset) = g.root(t);
-    let bytes = live.get(&root).ok_or_else(|| Error::Gpu("an activation a sync point needs was not kept".into()))?;
-    Ok(bytemuck::cast_slice(&bytes[offset as usize..offset as usize + g.bytes(t) as usize]))
-}
-
-/// The rows (or columns) of tile `i` of `layout` that it owns, at a resolution where
-/// the tile spans `size` positions: from the middle of its overlap with the previous
-/// tile to the middle of its overlap with the next.
-fn owned(layout: &Layout, i: usize, size: usize) -> (usize, usize) {
-    let (start, tile) = (layout.starts[i], layout.tile);
-    // Twice each boundary, in layout units.
-    let lo2 = if i == 0 { 2 * start } else { layout.starts[i - 1] + tile + start };
-    let hi2 = layout.starts.get(i + 1).map_or(2 * (start + tile), |&next| start + tile + next);
-    let at = |twice: usize| (twice - 2 * start) * size / (2 * tile);
-    (at(lo2), at(hi2))
 }

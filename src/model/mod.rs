@@ -10,6 +10,7 @@ pub mod tiled;
 pub mod tiling;
 pub mod unet;
 pub mod vae;
+mod waiting;
 
 pub use oscar::{ModelInfo, Oscar, RunOptions, Tokens, Trace};
 pub use tiled::{DecodeSchedule, EncodeSchedule, TilePolicy};

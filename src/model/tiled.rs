@@ -148,8 +148,9 @@ fn plan_within(gpu: &Gpu, budget: u64, build: impl FnOnce(&mut Graph) -> Result<
     }
 }
 
-pub(super) fn too_large(what: &str, budget: u64) -> Error {
-    Error::TooLarge { what: format!("{what}, even in the smallest tiles,"), needed: budget + 1, limit: budget }
+/// `what` does not fit `budget`; `tiled`: not even in the smallest tiles.
+pub(super) fn over_budget(what: &str, budget: u64, tiled: bool) -> Error {
+    Error::OverBudget { what: what.to_string(), budget, tiled }
 }
 
 /// The largest tile in `candidates` (descending) whose graph fits, found by bisection
@@ -191,7 +192,7 @@ impl Oscar {
             let mut cx = Ctx::new(g, &self.weights);
             Ok(vec![self.hyper_decode(&mut cx, level, grid, indices, &a_z)?[2]])
         })?
-        .ok_or_else(|| too_large("the hyper-decoder of this picture (it cannot be tiled)", policy.budget))?;
+        .ok_or_else(|| over_budget("the hyper-decoder of this picture", policy.budget, false))?;
         let unet = self.unet_stage((h, w), level, policy)?;
         let vae = self.vae_stage((h, w), policy, false)?;
         Ok(DecodeSchedule::Staged { hyper_bytes, unet, vae })
@@ -217,7 +218,7 @@ impl Oscar {
             let (indices, a_z) = self.tokens_graph(g, level, latents)?;
             Ok(vec![indices, a_z])
         })?
-        .ok_or_else(|| too_large("the hyper-encoder of this picture (it cannot be tiled)", policy.budget))?;
+        .ok_or_else(|| over_budget("the hyper-encoder of this picture", policy.budget, false))?;
         Ok(EncodeSchedule::Staged { vae, hyper_bytes })
     }
 
@@ -247,7 +248,7 @@ impl Oscar {
         let candidates: Vec<usize> = (2 * multiple..=max).rev().step_by(multiple).collect();
         let grid_for = |tile: usize| Grid::new(h, w, tile, (tile / 3 / multiple * multiple).clamp(multiple, UNET_OVERLAP), multiple);
         self.lockstep_stage((h, w), policy, Net::Unet { level }, &candidates, grid_for)?
-            .ok_or_else(|| too_large("the UNet step of this picture", policy.budget))
+            .ok_or_else(|| over_budget("the UNet step of this picture", policy.budget, true))
     }
 
 }
