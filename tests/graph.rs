@@ -95,3 +95,45 @@ fn weights_load_from_f32_f16_and_bf16_files() {
     std::fs::write(&path, b"not a safetensors file").unwrap();
     assert!(ModelFile::open(&path).is_err());
 }
+
+/// A graph cut into segments computes what it computes whole: what crosses a cut is
+/// read back and uploaded again, placeholders take their data from the uploads, and a
+/// placeholder nobody filled is an error rather than garbage.
+#[test]
+fn segments_compute_the_whole_graph() {
+    let x = Rng::new(5).vec(1000, 1.0);
+    let build = |g: &mut Graph, input| {
+        let a = unary(g, input, Unary::Affine(2.0, 1.0)).unwrap();
+        let b = unary(g, a, Unary::Relu).unwrap();
+        let c = unary(g, b, Unary::Affine(0.5, -1.0)).unwrap();
+        add(g, a, c).unwrap()
+    };
+    let mut whole = Graph::new(gpu());
+    let input = whole.input_f32(&[1000], &x).unwrap();
+    let out = build(&mut whole, input);
+    let want = whole.run(&[out]).unwrap().0[0].f32();
+
+    let mut g = Graph::new(gpu());
+    let input = g.placeholder(&[1000], oscar_wgpu::graph::DType::F32);
+    let out = build(&mut g, input);
+    assert!(g.run(&[out]).is_err(), "an unfilled placeholder is an error");
+    let life = g.lifetimes();
+    let (first, second) = (0..2, 2..g.dispatch_count());
+    assert!(life.entering(&g, &first).is_empty());
+    let crossing = life.leaving(&g, &first);
+    assert_eq!(crossing, life.entering(&g, &second), "what leaves the first segment enters the second");
+    assert_eq!(crossing.len(), 2, "a and b cross the cut");
+    assert_eq!(g.segment_bytes(first.clone(), &[input], &crossing), Some(3 * 4000));
+    let head = g.segment(first, &[input]);
+    let head = head.prepare(&crossing, false).unwrap();
+    assert!(head.run(Vec::new()).is_err(), "a run must fill the placeholders it reads");
+    assert!(head.run(vec![(input, vec![0; 12])]).is_err(), "an upload fills its placeholder exactly");
+    let tail = g.segment(second, &crossing);
+    let tail = tail.prepare(&[out], false).unwrap();
+    // Twice through the same prepared segments: buffers are reused, results are not.
+    for _ in 0..2 {
+        let (mid, _) = head.run(vec![(input, bytemuck::cast_slice(&x).to_vec())]).unwrap();
+        let got = tail.run(crossing.iter().zip(mid).map(|(&t, h)| (t, h.bytes)).collect()).unwrap().0[0].f32();
+        assert_close(&got, &want, 0.0, "segmented graph");
+    }
+}

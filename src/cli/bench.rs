@@ -170,6 +170,11 @@ fn plan_only(options: &GpuOptions, args: &BenchArgs) -> Result<()> {
                 DecodeSchedule::Whole { .. } => "whole".into(),
             };
             println!("{size:>6} {level:>5} {:<7} {untiled:>9} {:>9}  {tiles}", "decode", mib(decode.peak_bytes()));
+            let untiled = match oscar.encode_schedule(level, size, size, &TilePolicy { budget: u64::MAX, vae_tile: None, unet_tile: None }) {
+                Ok(s) => mib(s.peak_bytes()),
+                Err(oscar_wgpu::Error::TooLarge { .. }) => "refused".into(),
+                Err(e) => return Err(e.into()),
+            };
             let (tiled, tiles) = match oscar.encode_schedule(level, size, size, &forced) {
                 Ok(EncodeSchedule::Staged { vae, hyper_bytes }) => (mib(vae.peak_bytes.max(hyper_bytes)), format!("VAE {}", vae.describe())),
                 Ok(EncodeSchedule::Whole { peak_bytes }) => (mib(peak_bytes), "whole".into()),

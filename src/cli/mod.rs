@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use oscar_wgpu::gpu::{Gpu, GpuOptions};
-use oscar_wgpu::model::tiled::default_budget;
 use oscar_wgpu::model::{Oscar, TilePolicy};
 use oscar_wgpu::weights::Precision;
 
@@ -160,7 +159,8 @@ impl TileArgs {
             Some(px) if px == 0 || px % down != 0 => bail!("--tile {px}: tiles are a positive multiple of {down} pixels"),
             tile => tile.map(|px| px / down),
         };
-        Ok(TilePolicy { budget: self.max_gpu_memory.unwrap_or_else(|| default_budget(&oscar.gpu)), vae_tile, unet_tile: None })
+        let automatic = TilePolicy::automatic(&oscar.gpu);
+        Ok(TilePolicy { budget: self.max_gpu_memory.unwrap_or(automatic.budget), vae_tile, ..automatic })
     }
 }
 

@@ -94,24 +94,21 @@ impl Graph<'_> {
 
     /// Like [`Graph::run`], timing each dispatch when the adapter has timestamp queries.
     pub fn run_profiled(&self, outputs: &[Tensor]) -> Result<(Vec<HostTensor>, RunReport)> {
-        self.execute(outputs, self.gpu.has(wgpu::Features::TIMESTAMP_QUERY))
+        self.execute(outputs, true)
     }
 
     fn execute(&self, outputs: &[Tensor], timed: bool) -> Result<(Vec<HostTensor>, RunReport)> {
+        self.prepare(outputs, timed)?.run(Vec::new())
+    }
+
+    /// Makes everything a run of this graph needs once — buffers, bind groups,
+    /// pipelines — so that [`Prepared::run`] can run it many times with new data for
+    /// its placeholders (the tiles of a lock-step stage).
+    pub fn prepare(&self, outputs: &[Tensor], timed: bool) -> Result<Prepared<'_, '_>> {
+        let timed = timed && self.gpu.has(wgpu::Features::TIMESTAMP_QUERY);
         let gpu = self.gpu;
         let device = &gpu.device;
         let plan = self.plan(outputs);
-        let mut report = RunReport {
-            intermediate_bytes: plan.peak_bytes,
-            dispatches: self.dispatches.len(),
-            flops: self.dispatches.iter().map(|d| d.flops).sum(),
-            ..RunReport::default()
-        };
-
-        let used = self.dispatches.iter().flat_map(|d| d.views.iter().map(|v| v.tensor)).chain(outputs.iter().copied());
-        if let Some(t) = used.map(|t| self.root(t).0).find(|t| matches!(self.tensors[t.0].storage, Storage::Placeholder)) {
-            return Err(Error::Shape(format!("a {:?} placeholder tensor was used without being uploaded", self.shape(t))));
-        }
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
         let mut planned = Vec::with_capacity(plan.buffers.len());
         for &size in &plan.buffers {
@@ -120,32 +117,31 @@ impl Graph<'_> {
             }
             planned.push(device.create_buffer(&wgpu::BufferDescriptor { label: None, size, usage, mapped_at_creation: false }));
         }
+        let used: Vec<bool> = {
+            let mut used = vec![false; self.tensors.len()];
+            for t in self.dispatches.iter().flat_map(|d| d.views.iter().map(|v| v.tensor)).chain(outputs.iter().copied()) {
+                used[self.root(t).0 .0] = true;
+            }
+            used
+        };
+        let mut input_bytes = 0;
         let mut inputs: Vec<Option<wgpu::Buffer>> = Vec::with_capacity(self.tensors.len());
-        for info in &self.tensors {
+        for (i, info) in self.tensors.iter().enumerate() {
             inputs.push(match &info.storage {
                 Storage::Input(bytes) => {
-                    report.input_bytes += bytes.len() as u64;
+                    input_bytes += bytes.len() as u64;
                     // Zero-length buffers cannot be bound; pad to one word.
                     let mut data = bytes.clone();
                     data.resize(data.len().max(4).next_multiple_of(4), 0);
                     Some(device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: &data, usage }))
                 }
+                Storage::Placeholder if used[i] => {
+                    let size = self.bytes(Tensor(i)).max(4).next_multiple_of(4);
+                    Some(device.create_buffer(&wgpu::BufferDescriptor { label: Some("placeholder"), size, usage, mapped_at_creation: false }))
+                }
                 _ => None,
             });
         }
-        report.peak_bytes = report.intermediate_bytes + report.input_bytes;
-        // The buffer holding `t` and `t`'s byte offset in it.
-        let buffer_of = |t: Tensor| -> (&wgpu::Buffer, u64) {
-            let (r, offset) = self.root(t);
-            let buffer = match &self.tensors[r.0].storage {
-                Storage::Input(_) => inputs[r.0].as_ref().expect("input uploaded"),
-                Storage::Resident(b) => b.as_ref(),
-                Storage::Intermediate => &planned[plan.slot[r.0].expect("every used intermediate is planned")],
-                Storage::Alias(..) => unreachable!("roots are never aliases"),
-                Storage::Placeholder => unreachable!("placeholders were checked above"),
-            };
-            (buffer, offset)
-        };
 
         // All params in one uniform buffer, each at an aligned offset.
         let align = gpu.limits.min_uniform_buffer_offset_alignment as usize;
@@ -163,123 +159,176 @@ impl Graph<'_> {
             usage: wgpu::BufferUsages::UNIFORM,
         });
 
-        let mut pipelines = Vec::with_capacity(self.dispatches.len());
-        let mut bind_groups = Vec::with_capacity(self.dispatches.len());
+        let mut prepared = Prepared {
+            graph: self,
+            outputs: outputs.to_vec(),
+            plan,
+            planned,
+            inputs,
+            input_bytes,
+            pipelines: Vec::with_capacity(self.dispatches.len()),
+            bind_groups: Vec::with_capacity(self.dispatches.len()),
+            query_sets: Vec::new(),
+            staging: Vec::with_capacity(outputs.len()),
+        };
         for (d, &offset) in self.dispatches.iter().zip(&uniform_offsets) {
             let pipeline = gpu.pipeline(&d.kernel)?;
             let mut entries = vec![wgpu::BindGroupEntry {
                 binding: 0,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &uniforms,
-                    offset,
-                    size: NonZeroU64::new(d.params.len() as u64),
-                }),
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &uniforms, offset, size: NonZeroU64::new(d.params.len() as u64) }),
             }];
             for (i, v) in d.views.iter().enumerate() {
-                let (buffer, base) = buffer_of(v.tensor);
+                let (buffer, base) = prepared.buffer_of(v.tensor)?;
                 entries.push(wgpu::BindGroupEntry {
                     binding: i as u32 + 1,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer,
-                        offset: base + v.offset,
-                        size: NonZeroU64::new(v.size.max(4)),
-                    }),
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset: base + v.offset, size: NonZeroU64::new(v.size.max(4)) }),
                 });
             }
-            bind_groups.push(device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(d.kernel.entry),
-                layout: &pipeline.get_bind_group_layout(0),
-                entries: &entries,
-            }));
-            pipelines.push(pipeline);
+            let group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(d.kernel.entry), layout: &pipeline.get_bind_group_layout(0), entries: &entries });
+            prepared.bind_groups.push(group);
+            prepared.pipelines.push(pipeline);
+        }
+        if timed {
+            prepared.query_sets = (0..(2 * self.dispatches.len()).div_ceil(QUERIES_PER_SET))
+                .map(|_| device.create_query_set(&wgpu::QuerySetDescriptor { label: None, ty: wgpu::QueryType::Timestamp, count: QUERIES_PER_SET as u32 }))
+                .collect();
+        }
+        let read_usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
+        for &t in outputs {
+            let size = self.bytes(t).max(4);
+            prepared.staging.push(device.create_buffer(&wgpu::BufferDescriptor { label: Some("readback"), size, usage: read_usage, mapped_at_creation: false }));
         }
         gpu.check()?;
+        Ok(prepared)
+    }
+}
 
-        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("graph") });
-        let query_sets: Vec<wgpu::QuerySet> = if timed {
-            (0..(2 * self.dispatches.len()).div_ceil(QUERIES_PER_SET))
-                .map(|_| {
-                    device.create_query_set(&wgpu::QuerySetDescriptor {
-                        label: None,
-                        ty: wgpu::QueryType::Timestamp,
-                        count: QUERIES_PER_SET as u32,
-                    })
-                })
-                .collect()
-        } else {
-            Vec::new()
+/// A graph ready to run: see [`Graph::prepare`].
+pub struct Prepared<'a, 'g> {
+    graph: &'a Graph<'g>,
+    outputs: Vec<Tensor>,
+    plan: Plan,
+    planned: Vec<wgpu::Buffer>,
+    /// The buffer of each input and each placeholder the graph uses, by tensor.
+    inputs: Vec<Option<wgpu::Buffer>>,
+    input_bytes: u64,
+    pipelines: Vec<std::sync::Arc<wgpu::ComputePipeline>>,
+    bind_groups: Vec<wgpu::BindGroup>,
+    /// Timestamp query sets when timed, else none.
+    query_sets: Vec<wgpu::QuerySet>,
+    staging: Vec<wgpu::Buffer>,
+}
+
+impl Prepared<'_, '_> {
+    /// The buffer holding `t` and `t`'s byte offset in it.
+    fn buffer_of(&self, t: Tensor) -> Result<(&wgpu::Buffer, u64)> {
+        let g = self.graph;
+        let (r, offset) = g.root(t);
+        let buffer = match &g.tensors[r.0].storage {
+            Storage::Input(_) | Storage::Placeholder => self.inputs[r.0].as_ref(),
+            Storage::Resident(b) => Some(b.as_ref()),
+            Storage::Intermediate => self.plan.slot[r.0].map(|s| &self.planned[s]),
+            Storage::Alias(..) => unreachable!("roots are never aliases"),
         };
-        if timed {
-            for (i, d) in self.dispatches.iter().enumerate() {
+        buffer.map(|b| (b, offset)).ok_or_else(|| Error::Shape(format!("a {:?} tensor has no buffer in this run", g.shape(t))))
+    }
+
+    /// Runs every dispatch with `uploads` in the graph's placeholders (all of those
+    /// it uses), and reads back the outputs.
+    pub fn run(&self, uploads: Vec<(Tensor, Vec<u8>)>) -> Result<(Vec<HostTensor>, RunReport)> {
+        let g = self.graph;
+        let gpu = g.gpu;
+        let mut filled = vec![false; g.tensors.len()];
+        let mut report = RunReport {
+            intermediate_bytes: self.plan.peak_bytes,
+            input_bytes: self.input_bytes,
+            dispatches: g.dispatches.len(),
+            flops: g.dispatches.iter().map(|d| d.flops).sum(),
+            ..RunReport::default()
+        };
+        for (t, mut bytes) in uploads {
+            let is_placeholder = matches!(g.tensors[t.0].storage, Storage::Placeholder);
+            let buffer = self.inputs[t.0].as_ref().filter(|_| is_placeholder && bytes.len() as u64 == g.bytes(t));
+            let buffer = buffer.ok_or_else(|| Error::Shape(format!("{} bytes do not fill a {:?} placeholder this graph uses", bytes.len(), g.shape(t))))?;
+            report.input_bytes += bytes.len() as u64;
+            bytes.resize(bytes.len().max(4).next_multiple_of(4), 0);
+            gpu.queue.write_buffer(buffer, 0, &bytes);
+            filled[t.0] = true;
+        }
+        if let Some(t) = (0..g.tensors.len()).find(|&t| self.inputs[t].is_some() && matches!(g.tensors[t].storage, Storage::Placeholder) && !filled[t]) {
+            return Err(Error::Shape(format!("a {:?} placeholder tensor was used without being uploaded", g.shape(Tensor(t)))));
+        }
+        report.peak_bytes = report.intermediate_bytes + report.input_bytes;
+
+        let device = &gpu.device;
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("graph") });
+        if self.query_sets.is_empty() {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("graph"), timestamp_writes: None });
+            for (i, d) in g.dispatches.iter().enumerate() {
+                pass.set_pipeline(&self.pipelines[i]);
+                pass.set_bind_group(0, &self.bind_groups[i], &[]);
+                let [x, y, z] = d.workgroups;
+                pass.dispatch_workgroups(x, y, z);
+            }
+        } else {
+            for (i, d) in g.dispatches.iter().enumerate() {
                 let (set, slot) = ((2 * i) / QUERIES_PER_SET, (2 * i) % QUERIES_PER_SET);
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some(d.kernel.entry),
                     timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                        query_set: &query_sets[set],
+                        query_set: &self.query_sets[set],
                         beginning_of_pass_write_index: Some(slot as u32),
                         end_of_pass_write_index: Some(slot as u32 + 1),
                     }),
                 });
-                pass.set_pipeline(&pipelines[i]);
-                pass.set_bind_group(0, &bind_groups[i], &[]);
+                pass.set_pipeline(&self.pipelines[i]);
+                pass.set_bind_group(0, &self.bind_groups[i], &[]);
                 let [x, y, z] = d.workgroups;
                 pass.dispatch_workgroups(x, y, z);
             }
+        }
+        for (&t, staging) in self.outputs.iter().zip(&self.staging) {
+            let (source, offset) = self.buffer_of(t)?;
+            encoder.copy_buffer_to_buffer(source, offset, staging, 0, staging.size());
+        }
+        let timestamps = if self.query_sets.is_empty() {
+            None
         } else {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("graph"), timestamp_writes: None });
-            for (i, d) in self.dispatches.iter().enumerate() {
-                pass.set_pipeline(&pipelines[i]);
-                pass.set_bind_group(0, &bind_groups[i], &[]);
-                let [x, y, z] = d.workgroups;
-                pass.dispatch_workgroups(x, y, z);
-            }
-        }
-
-        let read_usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
-        let mut staging = Vec::with_capacity(outputs.len());
-        for &t in outputs {
-            let size = self.bytes(t).max(4);
-            let buffer = device.create_buffer(&wgpu::BufferDescriptor { label: Some("readback"), size, usage: read_usage, mapped_at_creation: false });
-            let (source, offset) = buffer_of(t);
-            encoder.copy_buffer_to_buffer(source, offset, &buffer, 0, size);
-            staging.push(buffer);
-        }
-        let timestamps = if timed {
-            let bytes = (query_sets.len() * QUERIES_PER_SET * 8) as u64;
+            let bytes = (self.query_sets.len() * QUERIES_PER_SET * 8) as u64;
             let resolve = device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("timestamps"),
                 size: bytes,
                 usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             });
-            for (k, set) in query_sets.iter().enumerate() {
+            for (k, set) in self.query_sets.iter().enumerate() {
                 encoder.resolve_query_set(set, 0..QUERIES_PER_SET as u32, &resolve, (k * QUERIES_PER_SET * 8) as u64);
             }
+            let read_usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
             let read = device.create_buffer(&wgpu::BufferDescriptor { label: None, size: bytes, usage: read_usage, mapped_at_creation: false });
             encoder.copy_buffer_to_buffer(&resolve, 0, &read, 0, bytes);
             Some(read)
-        } else {
-            None
         };
         gpu.check()?;
 
         let start = Instant::now();
         gpu.queue.submit([encoder.finish()]);
-        let results = staging.iter().map(|b| read_back(gpu, b)).collect::<Result<Vec<_>>>()?;
+        let results = self.staging.iter().map(|b| read_back(gpu, b)).collect::<Result<Vec<_>>>()?;
         report.wall = start.elapsed();
-        let host = outputs
+        let host = self
+            .outputs
             .iter()
             .zip(results)
             .map(|(&t, mut bytes)| {
-                bytes.truncate(self.bytes(t) as usize);
-                HostTensor { shape: self.shape(t).to_vec(), dtype: self.dtype(t), bytes }
+                bytes.truncate(g.bytes(t) as usize);
+                HostTensor { shape: g.shape(t).to_vec(), dtype: g.dtype(t), bytes }
             })
             .collect();
 
         if let Some(read) = timestamps {
             let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&read_back(gpu, &read)?);
             let period_ns = gpu.queue.get_timestamp_period() as f64;
-            for (i, d) in self.dispatches.iter().enumerate() {
+            for (i, d) in g.dispatches.iter().enumerate() {
                 let ms = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period_ns / 1e6;
                 for entry in [report.stages.entry(d.stage.to_string()), report.kernels.entry(d.kernel.entry.to_string())] {
                     let s = entry.or_default();

@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use super::plan::{lifetimes, plan};
+use super::plan::lifetimes;
 use super::{Graph, Storage, Tensor};
 
 /// Where each root tensor of a graph is first and last used.
@@ -63,25 +63,21 @@ impl<'g> Graph<'g> {
     }
 
     /// The memory a [`Graph::segment`] of `range` uploading `uploads` and reading back
-    /// `outputs` would take, without its data; None where a buffer exceeds the device.
+    /// `outputs` would take; None where a buffer exceeds the device.
     pub fn segment_bytes(&self, range: Range<usize>, uploads: &[Tensor], outputs: &[Tensor]) -> Option<u64> {
-        let mut tensors = self.tensors.clone();
-        for &t in uploads {
-            tensors[t.0].storage = Storage::Placeholder;
-        }
-        let plan = plan(&tensors, &self.dispatches[range], outputs);
+        let segment = self.segment(range, uploads);
+        let plan = segment.plan(outputs);
         let max = self.gpu.limits.max_buffer_size;
         plan.buffers.iter().all(|&b| b <= max).then(|| plan.peak_bytes + uploads.iter().map(|&t| self.bytes(t)).sum::<u64>())
     }
 
     /// Dispatches `range` as a graph of their own, in which each of `uploads` (root
-    /// tensors with their bytes) is an input: intermediates made before the range, or
-    /// inputs with new data.
-    pub fn segment(&self, range: Range<usize>, uploads: Vec<(Tensor, Vec<u8>)>) -> Graph<'g> {
+    /// tensors: intermediates made before the range, or inputs) is a placeholder that
+    /// every run of it fills (see [`Graph::prepare`]).
+    pub fn segment(&self, range: Range<usize>, uploads: &[Tensor]) -> Graph<'g> {
         let mut tensors = self.tensors.clone();
-        for (t, bytes) in uploads {
-            debug_assert_eq!(bytes.len() as u64, self.bytes(t), "an upload fills its tensor");
-            tensors[t.0].storage = Storage::Input(bytes);
+        for &t in uploads {
+            tensors[t.0].storage = Storage::Placeholder;
         }
         Graph { gpu: self.gpu, tensors, dispatches: self.dispatches[range].to_vec(), stage: self.stage.clone(), taps: Vec::new() }
     }

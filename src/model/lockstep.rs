@@ -178,6 +178,10 @@ impl Oscar {
         let mut merged: Vec<Vec<u8>> = Vec::new();
         for (k, segment) in template.segments(&g, &life).iter().enumerate() {
             let mut merge = template.points.get(k).map(|&p| Merge::new(&g, p));
+            // One set of buffers and bind groups for the segment, filled anew per tile.
+            let placeholders: Vec<Tensor> = segment.entering.iter().chain(&segment.filled).copied().collect();
+            let run = g.segment(segment.range.clone(), &placeholders);
+            let run = run.prepare(&segment.outputs, opts.profile)?;
             for (tile, &(y0, x0, i, j)) in tiles.iter().enumerate() {
                 let mut uploads = Vec::with_capacity(segment.entering.len() + 2);
                 for &t in &segment.entering {
@@ -193,8 +197,7 @@ impl Oscar {
                     };
                     uploads.push((t, bytes));
                 }
-                let run = g.segment(segment.range.clone(), uploads);
-                let (host, report) = if opts.profile { run.run_profiled(&segment.outputs)? } else { run.run(&segment.outputs)? };
+                let (host, report) = run.run(uploads)?;
                 trace.report.absorb(&report);
                 let mut outputs = segment.outputs.iter().zip(host);
                 let Some(merge) = &mut merge else {
