@@ -2,14 +2,14 @@
 //! plan more intermediate memory than the budget allows, it runs as stages: the
 //! hyper-networks whole (they are small, and the bitstream must not depend on tiling),
 //! the UNet in overlapping latent tiles (96 with overlap 32, as OSCAR's reference tiles
-//! latents), and the VAE in overlapping tiles blended with smooth weights.
+//! latents), and the VAE in the largest overlapping tiles that fit.
 //!
-//! The VAE tiles run in lock-step (see [`super::lockstep`]), so tiled and untiled
-//! pictures agree.
+//! Tiles run in lock-step (see [`super::lockstep`]), so a tiled picture is the untiled
+//! one to rounding, whatever the budget.
 
 use super::blocks::Ctx;
-use super::oscar::{run, RunOptions, Trace};
 use super::lockstep::Net;
+use super::oscar::{run, RunOptions, Trace};
 use super::tiling::Grid;
 use super::Oscar;
 use crate::codec::{FreqTable, Stream};
@@ -54,7 +54,7 @@ pub struct Stage {
     pub grid: Option<Grid>,
     /// The largest graph the stage plans, bytes.
     pub peak_bytes: u64,
-    /// Host memory the tiles' activations take between GroupNorms (tiled VAE stages).
+    /// Host memory the tiles' activations take between sync points (tiled stages).
     pub host_bytes: u64,
 }
 
