@@ -137,9 +137,14 @@ impl<'g> Graph<'g> {
         self.add(shape, dtype, Storage::Intermediate)
     }
 
-    /// Bytes of host data the graph uploads when it runs.
+    /// Bytes of host data the graph uploads when it runs, placeholders included.
     pub fn input_bytes(&self) -> u64 {
-        self.tensors.iter().map(|t| if let Storage::Input(b) = &t.storage { b.len() as u64 } else { 0 }).sum()
+        let uploaded = |(i, t): (usize, &TensorInfo)| match &t.storage {
+            Storage::Input(b) => b.len() as u64,
+            Storage::Placeholder => self.bytes(Tensor(i)),
+            _ => 0,
+        };
+        self.tensors.iter().enumerate().map(uploaded).sum()
     }
 
     pub fn shape(&self, t: Tensor) -> &[usize] {

@@ -19,7 +19,7 @@ use super::waiting::{owned, Waiting};
 use super::{vae, Oscar};
 use crate::error::{Error, Result};
 use crate::graph::segment::Lifetimes;
-use crate::graph::{Graph, Tensor};
+use crate::graph::{DType, Graph, Tensor};
 
 /// VAE tile overlap, latent pixels. Halo exchange keeps tiles exact as long as half
 /// the overlap exceeds what one segment's convolutions reach (one or two pixels at
@@ -136,7 +136,7 @@ impl Oscar {
         let (in_c, in_scale, _) = self.ends(net);
         let mut cx = Ctx::new(g, &self.weights);
         cx.scope = Scope::Tile { tile: (th, tw), picture, points: Vec::new() };
-        let input = cx.g.placeholder(&[in_c, th * in_scale, tw * in_scale], crate::graph::DType::F32);
+        let input = cx.g.placeholder(&[in_c, th * in_scale, tw * in_scale], DType::F32);
         let output = match net {
             Net::VaeEncoder => {
                 cx.g.set_stage("vae_encode");

@@ -9,7 +9,7 @@ use super::tiled::{EncodeSchedule, TilePolicy, TokenSource};
 use super::{hyper, unet, vae};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::graph::{Graph, HostTensor, RunReport, Tensor};
+use crate::graph::{DType, Graph, HostTensor, RunReport, Tensor};
 use crate::ops::channel_norm::{channel_l2_norms, rescale_channels};
 use crate::codec::{FreqTable, Stream};
 use crate::ops::elementwise::{binary, unary, Binary, Unary};
@@ -212,7 +212,7 @@ impl Oscar {
     /// decode would allocate, also for sizes too slow to run.
     pub fn plan_decode(&self, level: usize, grid: (usize, usize)) -> Result<crate::graph::Plan> {
         let mut g = Graph::new(&self.gpu);
-        let indices = g.input_u32(&[grid.0 * grid.1], &vec![0; grid.0 * grid.1])?;
+        let indices = g.placeholder(&[grid.0 * grid.1], DType::U32);
         let outputs = self.decode_graph(&mut g, level, grid, indices, &vec![1.0; self.info.vae.latent_channels])?;
         Ok(g.plan(&[outputs[0].1]))
     }

@@ -15,7 +15,7 @@ use super::Oscar;
 use crate::codec::{FreqTable, Stream};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::graph::{Graph, Tensor};
+use crate::graph::{DType, Graph, Tensor};
 use crate::ops::rans_decode::{check_status, rans_decode};
 
 /// How much intermediate GPU memory one graph may plan, and tiling forced regardless.
@@ -180,7 +180,7 @@ impl Oscar {
         let a_z = vec![1.0; self.info.vae.latent_channels];
         if policy.vae_tile.is_none() && policy.unet_tile.is_none() {
             let whole = plan_within(gpu, policy.budget, |g| {
-                let indices = g.input_u32(&[tokens], &vec![0; tokens])?;
+                let indices = g.placeholder(&[tokens], DType::U32);
                 Ok(vec![self.decode_graph(g, level, grid, indices, &a_z)?[0].1])
             })?;
             if let Some(peak_bytes) = whole {
@@ -188,7 +188,7 @@ impl Oscar {
             }
         }
         let hyper_bytes = plan_within(gpu, policy.budget, |g| {
-            let indices = g.input_u32(&[tokens], &vec![0; tokens])?;
+            let indices = g.placeholder(&[tokens], DType::U32);
             let mut cx = Ctx::new(g, &self.weights);
             Ok(vec![self.hyper_decode(&mut cx, level, grid, indices, &a_z)?[2]])
         })?
@@ -204,7 +204,7 @@ impl Oscar {
         let (lh, lw) = (h / down, w / down);
         if policy.vae_tile.is_none() {
             let whole = plan_within(&self.gpu, policy.budget, |g| {
-                let x = g.input_f32(&[3, h, w], &vec![0.0; 3 * h * w])?;
+                let x = g.placeholder(&[3, h, w], DType::F32);
                 let (indices, a_z) = self.encode_graph(g, level, x)?;
                 Ok(vec![indices, a_z])
             })?;
@@ -214,7 +214,7 @@ impl Oscar {
         }
         let vae = self.vae_stage((lh, lw), policy, true)?;
         let hyper_bytes = plan_within(&self.gpu, policy.budget, |g| {
-            let latents = g.input_f32(&[self.info.vae.latent_channels, lh, lw], &vec![0.0; self.info.vae.latent_channels * lh * lw])?;
+            let latents = g.placeholder(&[self.info.vae.latent_channels, lh, lw], DType::F32);
             let (indices, a_z) = self.tokens_graph(g, level, latents)?;
             Ok(vec![indices, a_z])
         })?
@@ -233,7 +233,7 @@ impl Oscar {
         let c = self.info.unet.in_channels;
         let plan_at = |th: usize, tw: usize| {
             plan_within(&self.gpu, policy.budget, |g| {
-                let z_t = g.input_f32(&[c, th, tw], &vec![0.0; c * th * tw])?;
+                let z_t = g.placeholder(&[c, th, tw], DType::F32);
                 let mut cx = Ctx::new(g, &self.weights);
                 Ok(vec![self.denoise(&mut cx, level, z_t)?[2]])
             })
