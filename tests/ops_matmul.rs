@@ -58,6 +58,16 @@ fn linear_f16_weights() {
     check_linear(17, 9, 3, false, true, 8);
 }
 
+/// On 8-lane subgroups (lavapipe) k % 8 == 0 and m % 4 == 0 take the broadcast kernel,
+/// whose workgroups cover 1024 rows × 32 columns: more rows than one workgroup, a last
+/// column block only partly used, and the f16 path of that kernel.
+#[test]
+fn linear_broadcast_kernel_edges() {
+    check_linear(1100, 24, 36, true, false, 16);
+    check_linear(1030, 16, 44, true, true, 17);
+    check_linear(3, 8, 4, false, false, 18);
+}
+
 #[test]
 fn linear_sd_shape() {
     check_linear(260, 320, 320, true, false, 9);
@@ -91,6 +101,7 @@ fn matmul_batched() {
     check_matmul(2, 33, 7, 17, 13);
     check_matmul(1, 1, 1, 1, 14);
     check_matmul(4, 70, 64, 77, 15);
+    check_matmul(3, 1030, 16, 20, 19);
 }
 
 #[test]

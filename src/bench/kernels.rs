@@ -25,9 +25,10 @@ pub struct KernelResult {
 /// Timed runs per kernel at most (after a warm-up).
 const RUNS: usize = 5;
 
-/// The probes (FMA peak in GFLOP/s, copy bandwidth in GB/s) and every kernel; `quick`
-/// leaves out the VAE's full-resolution convolution.
-pub fn run_kernel_bench(gpu: &Gpu, quick: bool) -> Result<(f64, f64, Vec<KernelResult>)> {
+/// The probes (FMA peak in GFLOP/s, copy bandwidth in GB/s) and every kernel whose name
+/// contains `only` (all when empty); `quick` leaves out the VAE's full-resolution
+/// convolution.
+pub fn run_kernel_bench(gpu: &Gpu, quick: bool, only: &str) -> Result<(f64, f64, Vec<KernelResult>)> {
     let peak = probe::fma_peak(gpu)?;
     let bw = probe::bandwidth(gpu)?;
     let mut rng = Rng::new(7);
@@ -39,11 +40,12 @@ pub fn run_kernel_bench(gpu: &Gpu, quick: bool) -> Result<(f64, f64, Vec<KernelR
         Ok(())
     };
 
+    let wanted = |name: &str| name.contains(only);
     let mut convs = vec![(320, 64), (640, 32)];
     if !quick {
         convs.push((512, 256));
     }
-    for (c, hw) in convs {
+    for (c, hw) in convs.into_iter().filter(|_| wanted("conv2d")) {
         let mut g = Graph::new(gpu);
         let x = input(&mut g, &mut rng, &[c, hw, hw])?;
         let w = input(&mut g, &mut rng, &[c, c, 3, 3])?;
@@ -52,7 +54,8 @@ pub fn run_kernel_bench(gpu: &Gpu, quick: bool) -> Result<(f64, f64, Vec<KernelR
         record("conv2d 3×3", format!("{c}→{c} @ {hw}×{hw}"), g)?;
     }
 
-    for (n, k, m, f16) in [(4096, 320, 320, false), (4096, 320, 320, true), (1024, 1280, 1280, false), (4096, 320, 2560, true)] {
+    let linears = [(4096, 320, 320, false), (4096, 320, 320, true), (1024, 1280, 1280, false), (4096, 320, 2560, true)];
+    for (n, k, m, f16) in linears.into_iter().filter(|_| wanted("linear")) {
         let mut g = Graph::new(gpu);
         let x = input(&mut g, &mut rng, &[n, k])?;
         let (w, b) = if f16 {
@@ -65,7 +68,7 @@ pub fn run_kernel_bench(gpu: &Gpu, quick: bool) -> Result<(f64, f64, Vec<KernelR
         record("linear", format!("[{n}, {k}] × [{m}, {k}]ᵀ {dtype}"), g)?;
     }
 
-    {
+    if wanted("matmul") {
         let (batches, n, k, m) = (8, 1024, 64, 1024);
         let mut g = Graph::new(gpu);
         let a = input(&mut g, &mut rng, &[batches, n, k])?;
@@ -74,7 +77,8 @@ pub fn run_kernel_bench(gpu: &Gpu, quick: bool) -> Result<(f64, f64, Vec<KernelR
         record("matmul", format!("{batches} × [{n}, {k}] · [{k}, {m}]"), g)?;
     }
 
-    for (nq, nk, heads, d) in [(4096, 4096, 5, 64), (4096, 77, 5, 64), (1024, 1024, 1, 512)] {
+    let attentions = [(4096, 4096, 5, 64), (4096, 77, 5, 64), (1024, 1024, 1, 512)];
+    for (nq, nk, heads, d) in attentions.into_iter().filter(|_| wanted("attention")) {
         let mut g = Graph::new(gpu);
         let q = input(&mut g, &mut rng, &[nq, heads * d])?;
         let k = input(&mut g, &mut rng, &[nk, heads * d])?;

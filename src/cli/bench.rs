@@ -59,6 +59,10 @@ pub struct BenchArgs {
     /// Kernel benchmark without the largest shapes.
     #[arg(long)]
     quick: bool,
+    /// Kernel benchmark: only the kernels whose name contains this (conv2d, linear,
+    /// matmul, attention).
+    #[arg(long, requires = "kernels", default_value = "")]
+    only: String,
     /// Only plan decodes and encodes of the synthetic full-size model (no weights,
     /// nothing runs): the GPU memory each size takes untiled and tiled within the
     /// budget, for sizes too slow to run here.
@@ -188,7 +192,7 @@ fn plan_only(options: &GpuOptions, args: &BenchArgs) -> Result<()> {
 }
 
 fn kernels(gpu: &Gpu, args: &BenchArgs, out: Output) -> Result<()> {
-    let (peak, bandwidth, results) = run_kernel_bench(gpu, args.quick)?;
+    let (peak, bandwidth, results) = run_kernel_bench(gpu, args.quick, &args.only)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"adapter": gpu.info.name, "fma_peak_gflops": peak, "bandwidth_gbs": bandwidth, "kernels": results}))?);
         return Ok(());

@@ -68,16 +68,15 @@ struct Operands {
 }
 
 /// Whether the subgroup-broadcast kernel applies: it assumes subgroups of exactly 8
-/// lanes and reads x and the weight rows in vec4 (f32) or 8-half (f16) steps.
-fn broadcast_kernel(gpu: &Gpu, k: usize, w: DType) -> bool {
-    let step = if w == DType::F16 { 8 } else { 4 };
-    subgroups_of_8(gpu) && k.is_multiple_of(step)
+/// lanes, reads x and the weight rows 8 k at a time and writes y in vec4s.
+fn broadcast_kernel(gpu: &Gpu, k: usize, m: usize) -> bool {
+    subgroups_of_8(gpu) && k.is_multiple_of(8) && m.is_multiple_of(4)
 }
 
 fn product(g: &mut Graph, o: Operands) -> Result<()> {
     let wdt = g.dtype(o.w);
-    let (key, rows_per_group, cols_per_group) = if broadcast_kernel(g.gpu, o.k, wdt) {
-        (KernelKey::new("matmul_subgroup", "main"), 256, 16)
+    let (key, rows_per_group, cols_per_group) = if broadcast_kernel(g.gpu, o.k, o.m) {
+        (KernelKey::new("matmul_subgroup", "main"), 1024, 32)
     } else {
         (KernelKey::new("matmul", "tiled"), 16, 64)
     };
