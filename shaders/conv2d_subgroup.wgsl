@@ -372,12 +372,15 @@ fn main3(
     let w4 = p.w / 4u;
     let tiles = ((p.oh + 3u) / 4u) * w4;
     let tile_groups = (tiles + 63u) / 64u;
+    // Channel groups vary fastest, so that the workgroups running at one time share
+    // one stripe of input in the cache instead of each streaming the whole input.
+    let oc_groups = (p.cout + 15u) / 16u;
     let flat = flat_workgroup(wg, num);
-    let oc0 = (flat / tile_groups) * 16u;
-    if oc0 >= p.cout {
+    let oc0 = (flat % oc_groups) * 16u;
+    if flat / oc_groups >= tile_groups {
         return;
     }
-    let tile = (flat % tile_groups) * 64u + li;
+    let tile = (flat / oc_groups) * 64u + li;
     let cg = tile % w4;
     let oy0 = min(tile / w4, (p.oh - 1u) / 4u) * 4u;
     // vec4s per weight row and per 4 input channels' taps
