@@ -1,14 +1,26 @@
 mod common;
 
 use common::{assert_close, gpu};
-use oscar_wgpu::graph::Graph;
-use oscar_wgpu::ops::attention;
+use oscar_wgpu::graph::{Graph, Tensor};
+use oscar_wgpu::ops::{attention, softmax};
 use oscar_wgpu::rng::Rng;
+use oscar_wgpu::Result;
+
+/// An attention entry point: `attention` (which picks), `flash` or `blocked`.
+type Attention = fn(&mut Graph, Tensor, Tensor, Tensor, usize) -> Result<Tensor>;
+
+fn blocked(g: &mut Graph, q: Tensor, k: Tensor, v: Tensor, _heads: usize) -> Result<Tensor> {
+    attention::blocked(g, q, k, v)
+}
 
 /// Runs attention on `shape` = (nq, nk, heads, d) and compares the row ranges
 /// [start, end) in `rows` with the CPU reference; values are uniform in
 /// [v_mean - 1, v_mean + 1).
 fn check_rows(shape: (usize, usize, usize, usize), rows: &[(usize, usize)], v_mean: f32, tol: f32, seed: u64) {
+    check_with(attention::attention, shape, rows, v_mean, tol, seed);
+}
+
+fn check_with(op: Attention, shape: (usize, usize, usize, usize), rows: &[(usize, usize)], v_mean: f32, tol: f32, seed: u64) {
     let (nq, nk, heads, d) = shape;
     let c = heads * d;
     let mut rng = Rng::new(seed);
@@ -17,7 +29,7 @@ fn check_rows(shape: (usize, usize, usize, usize), rows: &[(usize, usize)], v_me
     let v: Vec<f32> = rng.vec(nk * c, 1.0).iter().map(|x| x + v_mean).collect();
     let mut g = Graph::new(gpu());
     let (qt, kt, vt) = (g.input_f32(&[nq, c], &q).unwrap(), g.input_f32(&[nk, c], &k).unwrap(), g.input_f32(&[nk, c], &v).unwrap());
-    let y = attention::attention(&mut g, qt, kt, vt, heads).unwrap();
+    let y = op(&mut g, qt, kt, vt, heads).unwrap();
     let (out, _) = g.run(&[y]).unwrap();
     let got = out[0].f32();
     for &(start, end) in rows {
@@ -51,6 +63,35 @@ fn attention_single_head_over_pixels() {
     // The VAE mid-block: one head over all pixels, 64 channels (tiny model) and 512 (SD).
     check(100, 100, 1, 64, 7);
     check(20, 33, 1, 512, 8);
+    // Both ways for the wide head, whichever `attention` picks.
+    check_with(attention::flash, (20, 33, 1, 512), &[(0, 20)], 0.0, 1e-5, 12);
+    check_with(blocked, (20, 33, 1, 512), &[(0, 20)], 0.0, 1e-5, 12);
+    check_with(blocked, (1, 1, 1, 128), &[(0, 1)], 0.0, 1e-5, 13);
+    check_with(blocked, (300, 130, 1, 160), &[(0, 300)], 0.0, 1e-5, 14);
+}
+
+/// 40000 keys leave room for 419 query rows of scores per block: 900 queries take
+/// three blocks; rows on both sides of each block edge are compared.
+#[test]
+fn attention_blocked_across_blocks() {
+    let shape = (900, 40_000, 1, 128);
+    check_with(blocked, shape, &[(0, 3), (416, 422), (835, 841), (897, 900)], 1.0, 5e-5, 15);
+}
+
+#[test]
+fn softmax_rows() {
+    for (rows, n, spread, scale, seed) in [(1, 1, 1.0, 1.0, 20), (3, 5, 1.0, 0.125, 21), (70, 1000, 50.0, 0.2, 22), (2, 4099, 1.0, 1.0, 23)] {
+        let x = Rng::new(seed).vec(rows * n, spread);
+        let mut g = Graph::new(gpu());
+        let xt = g.input_f32(&[rows, n], &x).unwrap();
+        let y = softmax::softmax(&mut g, xt, scale).unwrap();
+        let (out, _) = g.run(&[y]).unwrap();
+        assert_close(&out[0].f32(), &softmax::reference(&x, n, scale), 1e-5, &format!("softmax [{rows}, {n}] × {scale}"));
+    }
+    let mut g = Graph::new(gpu());
+    let xt = g.input_f32(&[2, 2], &[0.0; 4]).unwrap();
+    assert!(softmax::softmax(&mut g, xt, 0.0).is_err());
+    assert!(softmax::softmax(&mut g, xt, f32::NAN).is_err());
 }
 
 /// A 256×256 latent: 65536 queries (sampled rows are compared).

@@ -77,7 +77,7 @@ pub fn run_kernel_bench(gpu: &Gpu, quick: bool, only: &str) -> Result<(f64, f64,
         record("matmul", format!("{batches} × [{n}, {k}] · [{k}, {m}]"), g)?;
     }
 
-    let attentions = [(4096, 4096, 5, 64), (4096, 77, 5, 64), (1024, 1024, 1, 512)];
+    let attentions = [(4096, 4096, 5, 64), (4096, 77, 5, 64), (1024, 1024, 1, 512), (4096, 4096, 1, 512)];
     for (nq, nk, heads, d) in attentions.into_iter().filter(|_| wanted("attention")) {
         let mut g = Graph::new(gpu);
         let q = input(&mut g, &mut rng, &[nq, heads * d])?;

@@ -1,13 +1,20 @@
-//! Multi-head scaled dot-product attention with an online softmax (flash-attention
-//! style): scores and softmax in f32 and no nq × nk buffer. Adapters with 8-lane
-//! subgroups (lavapipe) get `attention_subgroup.wgsl`, others the portable kernel.
-//! Queries and keys past the binding limit are split into row windows; key windows run
-//! in order, carrying the softmax state between dispatches. On CPU adapters key windows
-//! are also kept short enough for lavapipe's loop cap (see [`LOOP_BUDGET`]).
+//! Multi-head scaled dot-product attention, scores and softmax in f32, never an
+//! nq × nk buffer. Two ways:
+//! - [`flash`]: an online softmax (flash-attention style) in one kernel. Adapters with
+//!   8-lane subgroups (lavapipe) get `attention_subgroup.wgsl`, others the portable
+//!   kernel. Queries and keys past the binding limit are split into row windows; key
+//!   windows run in order, carrying the softmax state between dispatches. On CPU
+//!   adapters key windows are also kept short enough for lavapipe's loop cap (see
+//!   [`LOOP_BUDGET`]).
+//! - [`blocked`], for one wide head (the VAE's 512 channels): per block of queries,
+//!   scores = q·kᵀ and out = softmax(scores)·v as two matrix products. The flash kernel
+//!   holds 64 output channels at a time and so computes each score once per 64
+//!   channels; the products compute it once, at the matmul kernel's speed. A block's
+//!   scores take at most [`SCORES_BYTES`]: memory stays linear in the keys.
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{channel_chunks, subgroups_of_8, u32_of, LOOP_BUDGET};
+use super::{channel_chunks, matmul, softmax, subgroups_of_8, transpose, u32_of, LOOP_BUDGET};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, KernelKey};
 use crate::graph::{DType, Graph, Tensor};
@@ -31,9 +38,29 @@ const LAST: u32 = 2;
 /// Head-dim elements per output chunk, in both kernels.
 const CHUNK: usize = 64;
 
+/// Single heads at least this wide go through [`blocked`] (when its blocks are large
+/// enough to keep the matmul kernel busy).
+const WIDE_HEAD: usize = 128;
+/// Bytes of one block's scores (its probabilities take as many again).
+const SCORES_BYTES: usize = 64 << 20;
+/// Query rows per block below which [`blocked`] leaves the matmul kernel (1024 rows per
+/// workgroup on lavapipe) mostly idle; past ~32k keys [`flash`] runs instead.
+const MIN_BLOCK: usize = 512;
+
 /// `q` [nq, heads·d], `k` and `v` [nk, heads·d] → [nq, heads·d]:
 /// softmax(q·kᵀ/√d)·v for each head's slice of the channels.
 pub fn attention(g: &mut Graph, q: Tensor, k: Tensor, v: Tensor, heads: usize) -> Result<Tensor> {
+    let (nq, nk, c) = check_shapes(g, q, k, v, heads)?;
+    // The products bind k and vᵀ whole.
+    let fits = g.bytes(k) <= g.gpu.max_binding();
+    if heads == 1 && c >= WIDE_HEAD && fits && block_rows(nq, nk) >= nq.min(MIN_BLOCK) {
+        return blocked(g, q, k, v);
+    }
+    flash(g, q, k, v, heads)
+}
+
+/// `(nq, nk, channels)` of valid attention operands.
+fn check_shapes(g: &Graph, q: Tensor, k: Tensor, v: Tensor, heads: usize) -> Result<(usize, usize, usize)> {
     let (&[nq, c], &[nk, kc]) = (g.shape(q), g.shape(k)) else {
         return Err(Error::Shape(format!("attention needs q [nq, c] and k [nk, c], got {:?} and {:?}", g.shape(q), g.shape(k))));
     };
@@ -41,6 +68,40 @@ pub fn attention(g: &mut Graph, q: Tensor, k: Tensor, v: Tensor, heads: usize) -
     if kc != c || g.shape(v) != [nk, c] || heads == 0 || c % heads != 0 || c == 0 || nq == 0 || nk == 0 || !all_f32 {
         return Err(Error::Shape(format!("attention: q {:?}, k {:?}, v {:?} with {heads} heads disagree", g.shape(q), g.shape(k), g.shape(v))));
     }
+    Ok((nq, nk, c))
+}
+
+/// Query rows per block of [`blocked`]: as many as [`SCORES_BYTES`] of scores allow.
+fn block_rows(nq: usize, nk: usize) -> usize {
+    (SCORES_BYTES / (4 * nk)).clamp(1, nq)
+}
+
+/// Single-head attention as blocked matrix products (see the module doc): `q` [nq, d],
+/// `k` and `v` [nk, d] → [nq, d].
+pub fn blocked(g: &mut Graph, q: Tensor, k: Tensor, v: Tensor) -> Result<Tensor> {
+    let (nq, nk, d) = check_shapes(g, q, k, v, 1)?;
+    let y = g.intermediate(&[nq, d], DType::F32);
+    let vt = transpose::transpose(g, v)?;
+    // Blocks start at aligned rows of q and y.
+    let align = g.gpu.limits.min_storage_buffer_offset_alignment as usize;
+    let step = align / super::gcd(4 * d as u64, align as u64) as usize;
+    let rows = if block_rows(nq, nk) >= nq { nq } else { (block_rows(nq, nk) / step * step).max(step) };
+    let scale = 1.0 / (d as f32).sqrt();
+    for start in (0..nq).step_by(rows) {
+        let len = rows.min(nq - start);
+        let qb = g.slice_rows(q, start, len)?;
+        let scores = g.intermediate(&[len, nk], DType::F32);
+        matmul::product_into(g, qb, k, scores)?;
+        let probs = softmax::softmax(g, scores, scale)?;
+        let yb = g.slice_rows(y, start, len)?;
+        matmul::product_into(g, probs, vt, yb)?;
+    }
+    Ok(y)
+}
+
+/// Attention by the online-softmax kernel (see the module doc).
+pub fn flash(g: &mut Graph, q: Tensor, k: Tensor, v: Tensor, heads: usize) -> Result<Tensor> {
+    let (nq, nk, c) = check_shapes(g, q, k, v, heads)?;
     let d = c / heads;
     let y = g.intermediate(&[nq, c], DType::F32);
     let fast = broadcast_kernel(g.gpu, d);

@@ -40,6 +40,18 @@ pub fn linear(g: &mut Graph, x: Tensor, weight: Tensor, bias: Option<Tensor>) ->
     Ok(y)
 }
 
+/// `x` [n, k] · `w`ᵀ ([m, k], f32) into the existing `y` [n, m]: an op that builds its
+/// result from row blocks (the blocked attention) writes each block in place.
+pub(crate) fn product_into(g: &mut Graph, x: Tensor, w: Tensor, y: Tensor) -> Result<()> {
+    let (&[n, k], &[m, wk]) = (g.shape(x), g.shape(w)) else {
+        return Err(Error::Shape(format!("product needs x [n, k] and w [m, k], got {:?} and {:?}", g.shape(x), g.shape(w))));
+    };
+    if wk != k || g.shape(y) != [n, m] || [x, w, y].iter().any(|&t| g.dtype(t) != DType::F32) {
+        return Err(Error::Shape(format!("product: x {:?}, w {:?}, y {:?} disagree", g.shape(x), g.shape(w), g.shape(y))));
+    }
+    product(g, Operands { x, w, bias: None, y, batches: 1, rows: n, k, m, w_batched: false })
+}
+
 /// Batched `a` [batch, n, k] · `b` [batch, k, m] → [batch, n, m], all f32.
 pub fn matmul(g: &mut Graph, a: Tensor, b: Tensor) -> Result<Tensor> {
     let (&[batches, n, k], &[bb, bk, m]) = (g.shape(a), g.shape(b)) else {

@@ -15,6 +15,7 @@ pub mod resize;
 pub mod timestep;
 pub mod rans_decode;
 pub mod vq;
+pub mod softmax;
 
 use crate::graph::DType;
 
@@ -45,6 +46,7 @@ register_shaders![
     "attention",
     "attention_subgroup",
     "conv2d_subgroup",
+    "softmax",
 ];
 
 const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
