@@ -4,7 +4,7 @@
 // one column, neighbouring lanes taking neighbouring columns; but lane l loads the
 // weight of output channels oc0 + l and oc0 + 8 + l only, and subgroupBroadcast hands
 // every lane all 16 channels' weights at register cost: per tap, 4 input and 2 weight
-// loads feed 64 FMAs. A workgroup covers 64 such tiles of the same 16 channels.
+// loads feed 64 FMAs. A workgroup covers LANES such tiles of the same 16 channels.
 
 struct Params {
     cin: u32,        // input channels in this window
@@ -32,6 +32,9 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 override ACT: u32 = 0u; // 0 none, 1 ReLU, 2 SiLU
+// Tiles per workgroup: 64, or one subgroup's 8 where there are few tiles (the UNet's
+// deep levels: 8×8 pixels are 4 tiles of `main3`), so that lanes do not idle.
+override LANES: u32 = 64u;
 // Stride 1: stepping ky moves the lane's 4 input rows down by one, so each step loads
 // one new row instead of four. An override, as a CPU driver runs both sides of a branch.
 override STRIDE1: bool = false;
@@ -110,7 +113,7 @@ fn store(oc: u32, oy0: u32, ox: u32, acc: vec4<f32>) {
     }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(LANES)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) num: vec3<u32>,
@@ -118,15 +121,17 @@ fn main(
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let tiles = ((p.oh + 3u) / 4u) * p.ow;
-    let tile_groups = (tiles + 63u) / 64u;
+    let tile_groups = (tiles + LANES - 1u) / LANES;
+    // Channel groups vary fastest, as in `main3`.
+    let oc_groups = (p.cout + 15u) / 16u;
     let flat = flat_workgroup(wg, num);
+    let oc0 = (flat % oc_groups) * 16u;
     // Whole workgroups past the end leave together: the subgroups stay uniform.
-    let oc0 = (flat / tile_groups) * 16u;
-    if oc0 >= p.cout {
+    if flat / oc_groups >= tile_groups {
         return;
     }
     // Tiles past the end compute on clamped indices and store nothing.
-    let tile = (flat % tile_groups) * 64u + li;
+    let tile = (flat / oc_groups) * LANES + li;
     let ox = tile % p.ow;
     let oy0 = min(tile / p.ow, (p.oh - 1u) / 4u) * 4u;
     let taps = p.kh * p.kw;
@@ -362,7 +367,7 @@ fn store3(oc: u32, oy: u32, cg: u32, w4: u32, acc: vec4<f32>) {
     y4[idx] = out;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(LANES)
 fn main3(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) num: vec3<u32>,
@@ -371,7 +376,7 @@ fn main3(
 ) {
     let w4 = p.w / 4u;
     let tiles = ((p.oh + 3u) / 4u) * w4;
-    let tile_groups = (tiles + 63u) / 64u;
+    let tile_groups = (tiles + LANES - 1u) / LANES;
     // Channel groups vary fastest, so that the workgroups running at one time share
     // one stripe of input in the cache instead of each streaming the whole input.
     let oc_groups = (p.cout + 15u) / 16u;
@@ -380,7 +385,7 @@ fn main3(
     if flat / oc_groups >= tile_groups {
         return;
     }
-    let tile = (flat / oc_groups) * 64u + li;
+    let tile = (flat / oc_groups) * LANES + li;
     let cg = tile % w4;
     let oy0 = min(tile / w4, (p.oh - 1u) / 4u) * 4u;
     // vec4s per weight row and per 4 input channels' taps

@@ -162,3 +162,23 @@ fn tiles_and_memory_budgets_from_the_command_line() {
     fails(&oscar(&["encode", s(&photo), "-o", s(&coded), "--model", s(&model), "--max-gpu-memory", "64K", "--force"]), "raise --max-gpu-memory");
     fails(&oscar(&["decode", s(&coded), "-o", s(&tiled), "--model", s(&model), "--max-gpu-memory", "lots"]), "not a size");
 }
+
+/// The harness on the tiny model: one CSV record per stage with the schema's columns
+/// on stdout, and with -v the GPU time of every kernel on stderr (stdout stays CSV).
+#[test]
+fn bench_reports_stages_and_kernels() {
+    let model = fixture("oscar-tiny.safetensors");
+    let out = oscar(&["bench", "--model", s(&model), "--sizes", "64", "--runs", "1", "--warmup", "0", "--csv", "-v"]);
+    ok(&out);
+    let csv = String::from_utf8_lossy(&out.stdout);
+    let mut lines = csv.lines();
+    assert_eq!(lines.next().unwrap(), "adapter,backend,driver,precision,version,size,level,stage,median_ms,min_ms,max_ms,gflops,peak_fraction,peak_memory_bytes");
+    let stages: Vec<&str> = lines.map(|l| l.rsplit(',').nth(6).unwrap()).collect();
+    for stage in ["encode_total", "decode_total", "vae_encode", "hyper_encode", "vq", "range_decode", "hyper_decode", "unet", "vae_decode"] {
+        assert!(stages.contains(&stage), "no {stage} record in {stages:?}");
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in ["size 64, level 5, encode: GPU time by kernel", "size 64, level 5, decode: GPU time by kernel", "conv2d", "group_norm"] {
+        assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");
+    }
+}

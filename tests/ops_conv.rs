@@ -88,3 +88,14 @@ fn conv_subgroup_tiles() {
     check(33, 5, 7, 40, 1, Conv2d::same(0), 23);
     check(3, 1, 1, 9, 3, Conv2d::same(1), 24);
 }
+
+/// Pictures of 256 tiles or more take 64 tiles per workgroup in the broadcast kernels
+/// (smaller ones 8): the 3×3 vector kernel at 64×64 and 68×60, the general one (1×1,
+/// stride 2) past 256 tiles, with a last workgroup only partly used.
+#[test]
+fn conv_subgroup_wide_pictures() {
+    check(4, 64, 64, 20, 3, Conv2d::same(1), 40);
+    check(8, 68, 60, 17, 3, Conv2d::same(1).with(Activation::Silu), 41);
+    check(5, 33, 41, 17, 1, Conv2d::same(0), 42);
+    check(3, 70, 66, 9, 3, Conv2d::strided(2, [0, 1, 0, 1]), 43);
+}

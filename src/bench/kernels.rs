@@ -54,7 +54,7 @@ pub fn run_kernel_bench(gpu: &Gpu, quick: bool, only: &str) -> Result<(f64, f64,
         record("conv2d 3×3", format!("{c}→{c} @ {hw}×{hw}"), g)?;
     }
 
-    let linears = [(4096, 320, 320, false), (4096, 320, 320, true), (1024, 1280, 1280, false), (4096, 320, 2560, true)];
+    let linears = [(4096, 320, 320, false), (4096, 320, 320, true), (1024, 1280, 1280, false), (4096, 320, 2560, true), (64, 1280, 10240, false)];
     for (n, k, m, f16) in linears.into_iter().filter(|_| wanted("linear")) {
         let mut g = Graph::new(gpu);
         let x = input(&mut g, &mut rng, &[n, k])?;

@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 use oscar_wgpu::bench::{kernels::run_kernel_bench, probe};
 use oscar_wgpu::codec::{rans, rans_gpu};
 use oscar_wgpu::gpu::{list_adapters, Gpu, GpuOptions};
+use oscar_wgpu::graph::StageTime;
 use oscar_wgpu::model::synthetic::Architecture;
 use oscar_wgpu::model::{DecodeSchedule, EncodeSchedule, Oscar, RunOptions, TilePolicy};
 use oscar_wgpu::rng::Rng;
@@ -146,6 +147,20 @@ pub fn run(gpu: &GpuOptions, args: &BenchArgs, out: Output) -> Result<()> {
     Ok(())
 }
 
+/// Where a profiled run's GPU time went, kernel by kernel, slowest first (to stderr, so
+/// that --json and --csv output stays clean).
+fn print_kernels(what: &str, kernels: &BTreeMap<String, StageTime>, peak: f64) {
+    let total: f64 = kernels.values().map(|k| k.gpu_ms).sum();
+    eprintln!("{what}: GPU time by kernel ({total:.1} ms in all)");
+    eprintln!("  {:<36} {:>10} {:>10} {:>6} {:>9} {:>7}", "kernel", "dispatches", "ms", "share", "GFLOP/s", "% peak");
+    let mut rows: Vec<_> = kernels.iter().collect();
+    rows.sort_by(|a, b| b.1.gpu_ms.total_cmp(&a.1.gpu_ms));
+    for (name, k) in rows {
+        let gflops = k.flops as f64 / k.gpu_ms.max(1e-9) / 1e6;
+        eprintln!("  {name:<36} {:>10} {:>10.1} {:>5.1}% {gflops:>9.1} {:>6.1}%", k.dispatches, k.gpu_ms, 100.0 * k.gpu_ms / total.max(1e-9), 100.0 * gflops / peak);
+    }
+}
+
 fn plan_only(options: &GpuOptions, args: &BenchArgs) -> Result<()> {
     let arch = Architecture::sd21()?;
     let precision = if args.f16 { Precision::F16 } else { Precision::F32 };
@@ -254,6 +269,8 @@ fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<
             let (mut enc, mut dec, mut range_enc, mut range_dec) = (vec![], vec![], vec![], vec![]);
             let mut stage_times: BTreeMap<String, (Vec<f64>, u64)> = BTreeMap::new();
             let (mut enc_report, mut dec_report) = (Default::default(), Default::default());
+            // GPU time per kernel of the last profiled encode and decode, for -v.
+            let mut kernel_times: [(&str, BTreeMap<String, StageTime>); 2] = Default::default();
             for _ in 0..args.runs.max(1) {
                 // Wall time around whole runs; GPU stage times from separate timestamped runs.
                 let t = Instant::now();
@@ -280,6 +297,12 @@ fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<
                         entry.0.push(s.gpu_ms);
                         entry.1 = s.flops;
                     }
+                    kernel_times = [("encode", e.report.kernels), ("decode", d.report.kernels)];
+                }
+            }
+            if out.verbose {
+                for (run, kernels) in &kernel_times {
+                    print_kernels(&format!("size {size}, level {level}, {run}"), kernels, peak);
                 }
             }
             let weights = oscar.weights.bytes;

@@ -53,7 +53,7 @@ pub struct RunReport {
     pub wall: Duration,
     /// Per stage, when the run was profiled and the adapter has timestamp queries.
     pub stages: BTreeMap<String, StageTime>,
-    /// Per kernel entry point, likewise.
+    /// Per kernel (`shader.entry`), likewise.
     pub kernels: BTreeMap<String, StageTime>,
 }
 
@@ -330,7 +330,7 @@ impl Prepared<'_, '_> {
             let period_ns = gpu.queue.get_timestamp_period() as f64;
             for (i, d) in g.dispatches.iter().enumerate() {
                 let ms = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period_ns / 1e6;
-                for entry in [report.stages.entry(d.stage.to_string()), report.kernels.entry(d.kernel.entry.to_string())] {
+                for entry in [report.stages.entry(d.stage.to_string()), report.kernels.entry(format!("{}.{}", d.kernel.shader, d.kernel.entry))] {
                     let s = entry.or_default();
                     s.gpu_ms += ms;
                     s.flops += d.flops;

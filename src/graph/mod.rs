@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, KernelKey};
 
-pub use exec::{HostTensor, RunReport};
+pub use exec::{HostTensor, RunReport, StageTime};
 pub use plan::Plan;
 
 /// A tensor of the graph; cheap to copy.

@@ -91,9 +91,9 @@ struct Params {
 /// Output channels × output rows one invocation computes (see shaders/conv2d.wgsl).
 const OC_TILE: u64 = 8;
 const SUBGROUP_OC_TILE: u64 = 16;
-const THREE_OC_TILE: u64 = 16;
 const ROW_TILE: u64 = 4;
 const WORKGROUP: u64 = 64;
+const SUBGROUP_LANES: u64 = 8;
 
 /// `x` [cin, h, w], `weight` [cout, cin, kh, kw], `bias` [cout] → [cout, oh, ow].
 pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2d) -> Result<Tensor> {
@@ -126,6 +126,14 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
     if subgroup && !three {
         key = key.with("STRIDE1", (cfg.stride == 1) as u32 as f64);
     }
+    // Output tiles of one channel group: 4 rows × 4 columns (`main3`) or × 1 column.
+    let tiles = (oh as u64).div_ceil(ROW_TILE) * if three { (w / 4) as u64 } else { ow as u64 };
+    // The subgroup kernels' tiles per workgroup: one subgroup's 8 where a picture has
+    // fewer tiles than 64 lanes would cover.
+    let lanes = if tiles < 4 * WORKGROUP { SUBGROUP_LANES } else { WORKGROUP };
+    if subgroup {
+        key = key.with("LANES", lanes as f64);
+    }
     let out_chunks = channel_chunks(g.gpu, cout, 4 * (oh * ow) as u64)?;
     let (wv, bv) = (g.view(weight)?, g.view(bias)?);
     for oc in &out_chunks {
@@ -150,11 +158,8 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
             };
             let xv = g.window(x, (ic.start * h * w * 4) as u64, (ic.len() * h * w * 4) as u64)?;
             let yv = g.window(y, (oc.start * oh * ow * 4) as u64, (oc.len() * oh * ow * 4) as u64)?;
-            let tiles = (oh as u64).div_ceil(ROW_TILE) * ow as u64;
-            let groups = if three {
-                (oc.len() as u64).div_ceil(THREE_OC_TILE) * ((oh as u64).div_ceil(ROW_TILE) * (w / 4) as u64).div_ceil(WORKGROUP)
-            } else if subgroup {
-                (oc.len() as u64).div_ceil(SUBGROUP_OC_TILE) * tiles.div_ceil(WORKGROUP)
+            let groups = if subgroup {
+                (oc.len() as u64).div_ceil(SUBGROUP_OC_TILE) * tiles.div_ceil(lanes)
             } else {
                 ((oc.len() as u64).div_ceil(OC_TILE) * tiles).div_ceil(WORKGROUP)
             };

@@ -79,6 +79,9 @@ struct Operands {
     w_batched: bool,
 }
 
+/// Rows below which the broadcast kernel takes its short tiles.
+const SHORT_BELOW: usize = 128;
+
 /// Whether the subgroup-broadcast kernel applies: it assumes subgroups of exactly 8
 /// lanes, reads x and the weight rows 8 k at a time and writes y in vec4s.
 fn broadcast_kernel(gpu: &Gpu, k: usize, m: usize) -> bool {
@@ -88,7 +91,9 @@ fn broadcast_kernel(gpu: &Gpu, k: usize, m: usize) -> bool {
 fn product(g: &mut Graph, o: Operands) -> Result<()> {
     let wdt = g.dtype(o.w);
     let (key, rows_per_group, cols_per_group) = if broadcast_kernel(g.gpu, o.k, o.m) {
-        (KernelKey::new("matmul_subgroup", "main"), 1024, 32)
+        // Tiles of 8 lanes × 16 rows, or × 4 rows where fewer rows than one tall tile
+        // would leave lanes idle (64 tokens at the UNet's 8×8 level).
+        if o.rows < SHORT_BELOW { (KernelKey::new("matmul_subgroup", "rows4"), 32, 32) } else { (KernelKey::new("matmul_subgroup", "rows16"), 128, 32) }
     } else {
         (KernelKey::new("matmul", "tiled"), 16, 64)
     };
