@@ -462,3 +462,184 @@ fn main3(
         store3(oc0 + 15u, oy0 + 3u, cg, w4, u.a37);
     }
 }
+
+// ---- `main1`: 1×1, stride 1, no padding, pixels a multiple of 4, input channels as
+// for `main3`. The picture is one row of pixels: a lane takes 16 consecutive pixels
+// (4 vec4 loads per input channel) × 16 channels, lanes broadcasting weights as in
+// `main3`, and every accumulator takes 4 input channels in one chain. Per 4 input
+// channels: 16 input and 2 weight loads feed 1024 FMAs per lane.
+
+// A lane's 16 pixels of one input channel, 4 per vec4.
+struct X4 {
+    q0: vec4<f32>, q1: vec4<f32>, q2: vec4<f32>, q3: vec4<f32>,
+}
+
+fn pixels16(plane4: u32, quad0: u32, last: u32) -> X4 {
+    return X4(x4[plane4 + min(quad0, last)], x4[plane4 + min(quad0 + 1u, last)], x4[plane4 + min(quad0 + 2u, last)], x4[plane4 + min(quad0 + 3u, last)]);
+}
+
+// Four input channels a..d (pixels xa..xd, the lane's weights wv: one per channel)
+// into 8 channels' accumulators t.a{r}{j}: pixel quad r, channel j.
+fn accum1(t: ptr<function, Tile3>, xa: X4, xb: X4, xc: X4, xd: X4, wv: vec4<f32>) {
+    let ga = bcast(wv.x);
+    let gb = bcast(wv.y);
+    let gc = bcast(wv.z);
+    let gd = bcast(wv.w);
+    (*t).a00 = fma(xd.q0, vec4<f32>(gd.lo[0]), fma(xc.q0, vec4<f32>(gc.lo[0]), fma(xb.q0, vec4<f32>(gb.lo[0]), fma(xa.q0, vec4<f32>(ga.lo[0]), (*t).a00))));
+    (*t).a01 = fma(xd.q0, vec4<f32>(gd.lo[1]), fma(xc.q0, vec4<f32>(gc.lo[1]), fma(xb.q0, vec4<f32>(gb.lo[1]), fma(xa.q0, vec4<f32>(ga.lo[1]), (*t).a01))));
+    (*t).a02 = fma(xd.q0, vec4<f32>(gd.lo[2]), fma(xc.q0, vec4<f32>(gc.lo[2]), fma(xb.q0, vec4<f32>(gb.lo[2]), fma(xa.q0, vec4<f32>(ga.lo[2]), (*t).a02))));
+    (*t).a03 = fma(xd.q0, vec4<f32>(gd.lo[3]), fma(xc.q0, vec4<f32>(gc.lo[3]), fma(xb.q0, vec4<f32>(gb.lo[3]), fma(xa.q0, vec4<f32>(ga.lo[3]), (*t).a03))));
+    (*t).a04 = fma(xd.q0, vec4<f32>(gd.hi[0]), fma(xc.q0, vec4<f32>(gc.hi[0]), fma(xb.q0, vec4<f32>(gb.hi[0]), fma(xa.q0, vec4<f32>(ga.hi[0]), (*t).a04))));
+    (*t).a05 = fma(xd.q0, vec4<f32>(gd.hi[1]), fma(xc.q0, vec4<f32>(gc.hi[1]), fma(xb.q0, vec4<f32>(gb.hi[1]), fma(xa.q0, vec4<f32>(ga.hi[1]), (*t).a05))));
+    (*t).a06 = fma(xd.q0, vec4<f32>(gd.hi[2]), fma(xc.q0, vec4<f32>(gc.hi[2]), fma(xb.q0, vec4<f32>(gb.hi[2]), fma(xa.q0, vec4<f32>(ga.hi[2]), (*t).a06))));
+    (*t).a07 = fma(xd.q0, vec4<f32>(gd.hi[3]), fma(xc.q0, vec4<f32>(gc.hi[3]), fma(xb.q0, vec4<f32>(gb.hi[3]), fma(xa.q0, vec4<f32>(ga.hi[3]), (*t).a07))));
+    (*t).a10 = fma(xd.q1, vec4<f32>(gd.lo[0]), fma(xc.q1, vec4<f32>(gc.lo[0]), fma(xb.q1, vec4<f32>(gb.lo[0]), fma(xa.q1, vec4<f32>(ga.lo[0]), (*t).a10))));
+    (*t).a11 = fma(xd.q1, vec4<f32>(gd.lo[1]), fma(xc.q1, vec4<f32>(gc.lo[1]), fma(xb.q1, vec4<f32>(gb.lo[1]), fma(xa.q1, vec4<f32>(ga.lo[1]), (*t).a11))));
+    (*t).a12 = fma(xd.q1, vec4<f32>(gd.lo[2]), fma(xc.q1, vec4<f32>(gc.lo[2]), fma(xb.q1, vec4<f32>(gb.lo[2]), fma(xa.q1, vec4<f32>(ga.lo[2]), (*t).a12))));
+    (*t).a13 = fma(xd.q1, vec4<f32>(gd.lo[3]), fma(xc.q1, vec4<f32>(gc.lo[3]), fma(xb.q1, vec4<f32>(gb.lo[3]), fma(xa.q1, vec4<f32>(ga.lo[3]), (*t).a13))));
+    (*t).a14 = fma(xd.q1, vec4<f32>(gd.hi[0]), fma(xc.q1, vec4<f32>(gc.hi[0]), fma(xb.q1, vec4<f32>(gb.hi[0]), fma(xa.q1, vec4<f32>(ga.hi[0]), (*t).a14))));
+    (*t).a15 = fma(xd.q1, vec4<f32>(gd.hi[1]), fma(xc.q1, vec4<f32>(gc.hi[1]), fma(xb.q1, vec4<f32>(gb.hi[1]), fma(xa.q1, vec4<f32>(ga.hi[1]), (*t).a15))));
+    (*t).a16 = fma(xd.q1, vec4<f32>(gd.hi[2]), fma(xc.q1, vec4<f32>(gc.hi[2]), fma(xb.q1, vec4<f32>(gb.hi[2]), fma(xa.q1, vec4<f32>(ga.hi[2]), (*t).a16))));
+    (*t).a17 = fma(xd.q1, vec4<f32>(gd.hi[3]), fma(xc.q1, vec4<f32>(gc.hi[3]), fma(xb.q1, vec4<f32>(gb.hi[3]), fma(xa.q1, vec4<f32>(ga.hi[3]), (*t).a17))));
+    (*t).a20 = fma(xd.q2, vec4<f32>(gd.lo[0]), fma(xc.q2, vec4<f32>(gc.lo[0]), fma(xb.q2, vec4<f32>(gb.lo[0]), fma(xa.q2, vec4<f32>(ga.lo[0]), (*t).a20))));
+    (*t).a21 = fma(xd.q2, vec4<f32>(gd.lo[1]), fma(xc.q2, vec4<f32>(gc.lo[1]), fma(xb.q2, vec4<f32>(gb.lo[1]), fma(xa.q2, vec4<f32>(ga.lo[1]), (*t).a21))));
+    (*t).a22 = fma(xd.q2, vec4<f32>(gd.lo[2]), fma(xc.q2, vec4<f32>(gc.lo[2]), fma(xb.q2, vec4<f32>(gb.lo[2]), fma(xa.q2, vec4<f32>(ga.lo[2]), (*t).a22))));
+    (*t).a23 = fma(xd.q2, vec4<f32>(gd.lo[3]), fma(xc.q2, vec4<f32>(gc.lo[3]), fma(xb.q2, vec4<f32>(gb.lo[3]), fma(xa.q2, vec4<f32>(ga.lo[3]), (*t).a23))));
+    (*t).a24 = fma(xd.q2, vec4<f32>(gd.hi[0]), fma(xc.q2, vec4<f32>(gc.hi[0]), fma(xb.q2, vec4<f32>(gb.hi[0]), fma(xa.q2, vec4<f32>(ga.hi[0]), (*t).a24))));
+    (*t).a25 = fma(xd.q2, vec4<f32>(gd.hi[1]), fma(xc.q2, vec4<f32>(gc.hi[1]), fma(xb.q2, vec4<f32>(gb.hi[1]), fma(xa.q2, vec4<f32>(ga.hi[1]), (*t).a25))));
+    (*t).a26 = fma(xd.q2, vec4<f32>(gd.hi[2]), fma(xc.q2, vec4<f32>(gc.hi[2]), fma(xb.q2, vec4<f32>(gb.hi[2]), fma(xa.q2, vec4<f32>(ga.hi[2]), (*t).a26))));
+    (*t).a27 = fma(xd.q2, vec4<f32>(gd.hi[3]), fma(xc.q2, vec4<f32>(gc.hi[3]), fma(xb.q2, vec4<f32>(gb.hi[3]), fma(xa.q2, vec4<f32>(ga.hi[3]), (*t).a27))));
+    (*t).a30 = fma(xd.q3, vec4<f32>(gd.lo[0]), fma(xc.q3, vec4<f32>(gc.lo[0]), fma(xb.q3, vec4<f32>(gb.lo[0]), fma(xa.q3, vec4<f32>(ga.lo[0]), (*t).a30))));
+    (*t).a31 = fma(xd.q3, vec4<f32>(gd.lo[1]), fma(xc.q3, vec4<f32>(gc.lo[1]), fma(xb.q3, vec4<f32>(gb.lo[1]), fma(xa.q3, vec4<f32>(ga.lo[1]), (*t).a31))));
+    (*t).a32 = fma(xd.q3, vec4<f32>(gd.lo[2]), fma(xc.q3, vec4<f32>(gc.lo[2]), fma(xb.q3, vec4<f32>(gb.lo[2]), fma(xa.q3, vec4<f32>(ga.lo[2]), (*t).a32))));
+    (*t).a33 = fma(xd.q3, vec4<f32>(gd.lo[3]), fma(xc.q3, vec4<f32>(gc.lo[3]), fma(xb.q3, vec4<f32>(gb.lo[3]), fma(xa.q3, vec4<f32>(ga.lo[3]), (*t).a33))));
+    (*t).a34 = fma(xd.q3, vec4<f32>(gd.hi[0]), fma(xc.q3, vec4<f32>(gc.hi[0]), fma(xb.q3, vec4<f32>(gb.hi[0]), fma(xa.q3, vec4<f32>(ga.hi[0]), (*t).a34))));
+    (*t).a35 = fma(xd.q3, vec4<f32>(gd.hi[1]), fma(xc.q3, vec4<f32>(gc.hi[1]), fma(xb.q3, vec4<f32>(gb.hi[1]), fma(xa.q3, vec4<f32>(ga.hi[1]), (*t).a35))));
+    (*t).a36 = fma(xd.q3, vec4<f32>(gd.hi[2]), fma(xc.q3, vec4<f32>(gc.hi[2]), fma(xb.q3, vec4<f32>(gb.hi[2]), fma(xa.q3, vec4<f32>(ga.hi[2]), (*t).a36))));
+    (*t).a37 = fma(xd.q3, vec4<f32>(gd.hi[3]), fma(xc.q3, vec4<f32>(gc.hi[3]), fma(xb.q3, vec4<f32>(gb.hi[3]), fma(xa.q3, vec4<f32>(ga.hi[3]), (*t).a37))));
+}
+
+fn store1(oc: u32, quad: u32, quads: u32, acc: vec4<f32>) {
+    if oc >= p.cout || quad >= quads {
+        return;
+    }
+    let idx = oc * quads + quad;
+    let base = select(vec4<f32>(load_b(p.oc_base + oc)), y4[idx], p.accumulate != 0u);
+    var out = acc + base;
+    if p.activate != 0u {
+        out = activation(out);
+    }
+    y4[idx] = out;
+}
+
+@compute @workgroup_size(LANES)
+fn main1(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) num: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let quads = p.h * p.w / 4u;
+    let tiles = (quads + 3u) / 4u;
+    let tile_groups = (tiles + LANES - 1u) / LANES;
+    // Channel groups vary fastest, as in `main3`.
+    let oc_groups = (p.cout + 15u) / 16u;
+    let flat = flat_workgroup(wg, num);
+    let oc0 = (flat % oc_groups) * 16u;
+    if flat / oc_groups >= tile_groups {
+        return;
+    }
+    let quad0 = ((flat / oc_groups) * LANES + li) * 4u;
+    // vec4s per weight row ([cout, cin]) and the window's first
+    let w_row4 = p.w_cin / 4u;
+    let wl = (p.oc_base + min(oc0 + lane, p.cout - 1u)) * w_row4 + p.ic_base / 4u;
+    let wh = (p.oc_base + min(oc0 + 8u + lane, p.cout - 1u)) * w_row4 + p.ic_base / 4u;
+    var t: Tile3;
+    var u: Tile3;
+    for (var q = 0u; q < p.cin / 4u; q++) {
+        let plane = 4u * q * quads;
+        let xa = pixels16(plane, quad0, quads - 1u);
+        let xb = pixels16(plane + quads, quad0, quads - 1u);
+        let xc = pixels16(plane + 2u * quads, quad0, quads - 1u);
+        let xd = pixels16(plane + 3u * quads, quad0, quads - 1u);
+        var lo: vec4<f32>;
+        var hi: vec4<f32>;
+        if W_F16 {
+            // 8 input channels per word: this q's 4 are its first or second half.
+            let a = wt4[(wl + q) / 2u];
+            let b = wt4[(wh + q) / 2u];
+            let second = (q & 1u) == 1u;
+            lo = select(hv(a.x, a.y), hv(a.z, a.w), second);
+            hi = select(hv(b.x, b.y), hv(b.z, b.w), second);
+        } else {
+            lo = bitcast<vec4<f32>>(wt4[wl + q]);
+            hi = bitcast<vec4<f32>>(wt4[wh + q]);
+        }
+        accum1(&t, xa, xb, xc, xd, lo);
+        accum1(&u, xa, xb, xc, xd, hi);
+    }
+    store1(oc0 + 0u + 0u, quad0 + 0u, quads, t.a00);
+    store1(oc0 + 0u + 1u, quad0 + 0u, quads, t.a01);
+    store1(oc0 + 0u + 2u, quad0 + 0u, quads, t.a02);
+    store1(oc0 + 0u + 3u, quad0 + 0u, quads, t.a03);
+    store1(oc0 + 0u + 4u, quad0 + 0u, quads, t.a04);
+    store1(oc0 + 0u + 5u, quad0 + 0u, quads, t.a05);
+    store1(oc0 + 0u + 6u, quad0 + 0u, quads, t.a06);
+    store1(oc0 + 0u + 7u, quad0 + 0u, quads, t.a07);
+    store1(oc0 + 0u + 0u, quad0 + 1u, quads, t.a10);
+    store1(oc0 + 0u + 1u, quad0 + 1u, quads, t.a11);
+    store1(oc0 + 0u + 2u, quad0 + 1u, quads, t.a12);
+    store1(oc0 + 0u + 3u, quad0 + 1u, quads, t.a13);
+    store1(oc0 + 0u + 4u, quad0 + 1u, quads, t.a14);
+    store1(oc0 + 0u + 5u, quad0 + 1u, quads, t.a15);
+    store1(oc0 + 0u + 6u, quad0 + 1u, quads, t.a16);
+    store1(oc0 + 0u + 7u, quad0 + 1u, quads, t.a17);
+    store1(oc0 + 0u + 0u, quad0 + 2u, quads, t.a20);
+    store1(oc0 + 0u + 1u, quad0 + 2u, quads, t.a21);
+    store1(oc0 + 0u + 2u, quad0 + 2u, quads, t.a22);
+    store1(oc0 + 0u + 3u, quad0 + 2u, quads, t.a23);
+    store1(oc0 + 0u + 4u, quad0 + 2u, quads, t.a24);
+    store1(oc0 + 0u + 5u, quad0 + 2u, quads, t.a25);
+    store1(oc0 + 0u + 6u, quad0 + 2u, quads, t.a26);
+    store1(oc0 + 0u + 7u, quad0 + 2u, quads, t.a27);
+    store1(oc0 + 0u + 0u, quad0 + 3u, quads, t.a30);
+    store1(oc0 + 0u + 1u, quad0 + 3u, quads, t.a31);
+    store1(oc0 + 0u + 2u, quad0 + 3u, quads, t.a32);
+    store1(oc0 + 0u + 3u, quad0 + 3u, quads, t.a33);
+    store1(oc0 + 0u + 4u, quad0 + 3u, quads, t.a34);
+    store1(oc0 + 0u + 5u, quad0 + 3u, quads, t.a35);
+    store1(oc0 + 0u + 6u, quad0 + 3u, quads, t.a36);
+    store1(oc0 + 0u + 7u, quad0 + 3u, quads, t.a37);
+    store1(oc0 + 8u + 0u, quad0 + 0u, quads, u.a00);
+    store1(oc0 + 8u + 1u, quad0 + 0u, quads, u.a01);
+    store1(oc0 + 8u + 2u, quad0 + 0u, quads, u.a02);
+    store1(oc0 + 8u + 3u, quad0 + 0u, quads, u.a03);
+    store1(oc0 + 8u + 4u, quad0 + 0u, quads, u.a04);
+    store1(oc0 + 8u + 5u, quad0 + 0u, quads, u.a05);
+    store1(oc0 + 8u + 6u, quad0 + 0u, quads, u.a06);
+    store1(oc0 + 8u + 7u, quad0 + 0u, quads, u.a07);
+    store1(oc0 + 8u + 0u, quad0 + 1u, quads, u.a10);
+    store1(oc0 + 8u + 1u, quad0 + 1u, quads, u.a11);
+    store1(oc0 + 8u + 2u, quad0 + 1u, quads, u.a12);
+    store1(oc0 + 8u + 3u, quad0 + 1u, quads, u.a13);
+    store1(oc0 + 8u + 4u, quad0 + 1u, quads, u.a14);
+    store1(oc0 + 8u + 5u, quad0 + 1u, quads, u.a15);
+    store1(oc0 + 8u + 6u, quad0 + 1u, quads, u.a16);
+    store1(oc0 + 8u + 7u, quad0 + 1u, quads, u.a17);
+    store1(oc0 + 8u + 0u, quad0 + 2u, quads, u.a20);
+    store1(oc0 + 8u + 1u, quad0 + 2u, quads, u.a21);
+    store1(oc0 + 8u + 2u, quad0 + 2u, quads, u.a22);
+    store1(oc0 + 8u + 3u, quad0 + 2u, quads, u.a23);
+    store1(oc0 + 8u + 4u, quad0 + 2u, quads, u.a24);
+    store1(oc0 + 8u + 5u, quad0 + 2u, quads, u.a25);
+    store1(oc0 + 8u + 6u, quad0 + 2u, quads, u.a26);
+    store1(oc0 + 8u + 7u, quad0 + 2u, quads, u.a27);
+    store1(oc0 + 8u + 0u, quad0 + 3u, quads, u.a30);
+    store1(oc0 + 8u + 1u, quad0 + 3u, quads, u.a31);
+    store1(oc0 + 8u + 2u, quad0 + 3u, quads, u.a32);
+    store1(oc0 + 8u + 3u, quad0 + 3u, quads, u.a33);
+    store1(oc0 + 8u + 4u, quad0 + 3u, quads, u.a34);
+    store1(oc0 + 8u + 5u, quad0 + 3u, quads, u.a35);
+    store1(oc0 + 8u + 6u, quad0 + 3u, quads, u.a36);
+    store1(oc0 + 8u + 7u, quad0 + 3u, quads, u.a37);
+}

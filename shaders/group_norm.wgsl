@@ -4,7 +4,9 @@
 // and the workgroup merges them with Chan's formula, so nothing cancels in f32.
 // `finalize`: one workgroup per group merges its slices into (mean, 1/sqrt(var + eps)).
 // `apply`: y = (x − mean)·rstd·gamma + beta, then SiLU if SILU, over a window of
-// whole groups. Entry points bind different buffers at the same slots (see the Rust side).
+// whole groups. `partial4` and `apply4` do the same a vec4 at a time where a channel's
+// pixels come in fours (CPU drivers load per lane, so one vec4 load beats four).
+// Entry points bind different buffers at the same slots (see the Rust side).
 
 struct Params {
     group_len: u32,  // elements per group
@@ -31,16 +33,21 @@ struct Params {
 @group(0) @binding(3) var<storage, read> gamma: array<u32>;
 @group(0) @binding(4) var<storage, read> beta: array<u32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
+// partial4 and apply4 (with part_out or stats, gamma, beta as above)
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> y4: array<vec4<f32>>;
 
 override SILU: bool = false;
 
-const WG: u32 = 256u;
-const PER: u32 = 16u;
+// 64 threads: a CPU driver runs a workgroup with barriers as coroutines, one per
+// 8-lane subgroup, so every barrier of a wider workgroup costs more switches.
+const WG: u32 = 64u;
+const PER: u32 = 64u;
 const SLICE: u32 = WG * PER; // 4096, as in the Rust side
 
-var<workgroup> w_count: array<f32, 256>;
-var<workgroup> w_mean: array<f32, 256>;
-var<workgroup> w_m2: array<f32, 256>;
+var<workgroup> w_count: array<f32, 64>;
+var<workgroup> w_mean: array<f32, 64>;
+var<workgroup> w_m2: array<f32, 64>;
 
 fn load_gamma(i: u32) -> f32 {
     return widen(gamma[word_of(i)], i);
@@ -83,37 +90,76 @@ fn reduce_workgroup(li: u32, mine: vec3<f32>) -> vec3<f32> {
     return vec3<f32>(w_count[0], w_mean[0], w_m2[0]);
 }
 
-@compute @workgroup_size(256)
-fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let wid = flat_workgroup(wg, num);
-    if wid >= p.groups * p.slices {
-        return;
-    }
+// Slice s of group grp: (group, slice, first and one-past-last element), or none past
+// the dispatch's slices.
+struct Slice {
+    grp: u32,
+    s: u32,
+    start: u32,
+    end: u32,
+}
+
+fn slice_of(wid: u32) -> Slice {
     let grp = wid / p.slices;
     let s = wid % p.slices;
-    let start = grp * p.group_len + s * SLICE;
-    let end = grp * p.group_len + min((s + 1u) * SLICE, p.group_len);
-    var count = 0.0;
-    var sum = 0.0;
-    for (var i = start + li; i < end; i += WG) {
-        sum += x[i];
-        count += 1.0;
-    }
-    let mean = select(0.0, sum / count, count > 0.0);
-    var m2 = 0.0;
-    for (var i = start + li; i < end; i += WG) {
-        let d = x[i] - mean;
-        m2 = fma(d, d, m2);
-    }
-    let total = reduce_workgroup(li, vec3<f32>(count, mean, m2));
+    return Slice(grp, s, grp * p.group_len + s * SLICE, grp * p.group_len + min((s + 1u) * SLICE, p.group_len));
+}
+
+fn write_partial(li: u32, sl: Slice, mine: vec3<f32>) {
+    let total = reduce_workgroup(li, mine);
     if li == 0u {
-        let row = (p.group_base + grp) * p.slices + s;
+        let row = (p.group_base + sl.grp) * p.slices + sl.s;
         part_out[2u * row] = total.y;
         part_out[2u * row + 1u] = total.z;
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
+fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let wid = flat_workgroup(wg, num);
+    if wid >= p.groups * p.slices {
+        return;
+    }
+    let sl = slice_of(wid);
+    var count = 0.0;
+    var sum = 0.0;
+    for (var i = sl.start + li; i < sl.end; i += WG) {
+        sum += x[i];
+        count += 1.0;
+    }
+    let mean = select(0.0, sum / count, count > 0.0);
+    var m2 = 0.0;
+    for (var i = sl.start + li; i < sl.end; i += WG) {
+        let d = x[i] - mean;
+        m2 = fma(d, d, m2);
+    }
+    write_partial(li, sl, vec3<f32>(count, mean, m2));
+}
+
+// `partial` on vec4s: the host guarantees group_len % 4 == 0.
+@compute @workgroup_size(64)
+fn partial4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let wid = flat_workgroup(wg, num);
+    if wid >= p.groups * p.slices {
+        return;
+    }
+    let sl = slice_of(wid);
+    var count = 0.0;
+    var sum = vec4<f32>(0.0);
+    for (var i = sl.start / 4u + li; i < sl.end / 4u; i += WG) {
+        sum += x4[i];
+        count += 4.0;
+    }
+    let mean = select(0.0, (sum.x + sum.y + sum.z + sum.w) / count, count > 0.0);
+    var m2 = vec4<f32>(0.0);
+    for (var i = sl.start / 4u + li; i < sl.end / 4u; i += WG) {
+        let d = x4[i] - vec4<f32>(mean);
+        m2 = fma(d, d, m2);
+    }
+    write_partial(li, sl, vec3<f32>(count, mean, m2.x + m2.y + m2.z + m2.w));
+}
+
+@compute @workgroup_size(64)
 fn finalize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let grp = flat_workgroup(wg, num);
     if grp >= p.groups {
@@ -132,17 +178,31 @@ fn finalize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: 
     }
 }
 
-@compute @workgroup_size(256)
+// (x − mean)·rstd·gamma + beta for channel c (of the whole tensor), then SiLU if SILU.
+fn normalise(v: vec4<f32>, c: u32) -> vec4<f32> {
+    let grp = c / p.cpg;
+    var out = (v - vec4<f32>(stats[2u * grp])) * (stats[2u * grp + 1u] * load_gamma(c)) + vec4<f32>(load_beta(c));
+    if SILU {
+        out = out / (vec4<f32>(1.0) + exp(-out));
+    }
+    return out;
+}
+
+@compute @workgroup_size(64)
 fn apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let i = flat_workgroup(wg, num) * WG + li;
     if i >= p.n {
         return;
     }
-    let c = p.c_base + i / p.hw;
-    let grp = c / p.cpg;
-    var v = (x[i] - stats[2u * grp]) * stats[2u * grp + 1u] * load_gamma(c) + load_beta(c);
-    if SILU {
-        v = v / (1.0 + exp(-v));
+    y[i] = normalise(vec4<f32>(x[i]), p.c_base + i / p.hw).x;
+}
+
+// `apply` on vec4s: the host guarantees hw % 4 == 0, so a vec4 is one channel's.
+@compute @workgroup_size(64)
+fn apply4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let i = flat_workgroup(wg, num) * WG + li;
+    if i >= p.n / 4u {
+        return;
     }
-    y[i] = v;
+    y4[i] = normalise(x4[i], p.c_base + 4u * i / p.hw);
 }

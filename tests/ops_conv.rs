@@ -41,10 +41,10 @@ fn conv_strided_asymmetric_padding() {
     check(5, 15, 9, 7, 5, Conv2d::strided(2, [2; 4]), 7);
 }
 
-fn check_f16(cin: usize, h: usize, w: usize, cout: usize, seed: u64) {
+fn check_f16(cin: usize, h: usize, w: usize, cout: usize, k: usize, seed: u64) {
     let mut rng = Rng::new(seed);
     let x = rng.vec(cin * h * w, 1.0);
-    let wt: Vec<f32> = rng.vec(cout * cin * 9, 0.5).iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+    let wt: Vec<f32> = rng.vec(cout * cin * k * k, 0.5).iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
     let b: Vec<f32> = rng.vec(cout, 0.5).iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
     let upload = |v: &[f32]| {
         let bytes = oscar_wgpu::weights::pack_f16(v);
@@ -52,19 +52,21 @@ fn check_f16(cin: usize, h: usize, w: usize, cout: usize, seed: u64) {
     };
     let mut g = Graph::new(gpu());
     let xt = g.input_f32(&[cin, h, w], &x).unwrap();
-    let wt_t = g.resident(&[cout, cin, 3, 3], DType::F16, upload(&wt));
+    let wt_t = g.resident(&[cout, cin, k, k], DType::F16, upload(&wt));
     let bt = g.resident(&[cout], DType::F16, upload(&b));
-    let y = conv2d::conv2d(&mut g, xt, wt_t, bt, Conv2d::same(1)).unwrap();
+    let y = conv2d::conv2d(&mut g, xt, wt_t, bt, Conv2d::same(k / 2)).unwrap();
     let (out, _) = g.run(&[y]).unwrap();
-    let want = conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, 3, 3], &b, Conv2d::same(1));
-    assert_close(&out[0].f32(), &want, 1e-5, &format!("conv {cin}→{cout} on {h}×{w} with f16 weights"));
+    let want = conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, k, k], &b, Conv2d::same(k / 2));
+    assert_close(&out[0].f32(), &want, 1e-5, &format!("{k}×{k} conv {cin}→{cout} on {h}×{w} with f16 weights"));
 }
 
 #[test]
 fn conv_f16_weights() {
-    check_f16(5, 7, 6, 11, 9);
+    check_f16(5, 7, 6, 11, 3, 9);
     // Input channels in eights and a width in fours: the vec4 3×3 kernel's f16 path.
-    check_f16(16, 9, 12, 21, 10);
+    check_f16(16, 9, 12, 21, 3, 10);
+    // And the 1×1 one's: 24 channels are three f16 words per weight row.
+    check_f16(24, 5, 4, 19, 1, 11);
 }
 
 /// Shapes the vec4 3×3 kernel takes (stride 1, one column of padding, input channels in
@@ -94,6 +96,11 @@ fn conv_subgroup_tiles() {
 /// stride 2) past 256 tiles, with a last workgroup only partly used.
 #[test]
 fn conv_subgroup_wide_pictures() {
+    // 1×1 with channels in fours (the vec4 kernel): 20 and 1320 pixels (8 tiles per
+    // workgroup), 4224 pixels (64).
+    check(8, 5, 4, 17, 1, Conv2d::same(0), 44);
+    check(16, 33, 40, 20, 1, Conv2d::same(0).with(Activation::Relu), 45);
+    check(12, 64, 66, 9, 1, Conv2d::same(0).with(Activation::Silu), 46);
     check(4, 64, 64, 20, 3, Conv2d::same(1), 40);
     check(8, 68, 60, 17, 3, Conv2d::same(1).with(Activation::Silu), 41);
     check(5, 33, 41, 17, 1, Conv2d::same(0), 42);

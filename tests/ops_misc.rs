@@ -45,6 +45,8 @@ fn group_norm_odd_shapes() {
     check_group_norm(10, 1, 1, 5, 0.0, false, 2);
     check_group_norm(7, 3, 3, 1, 2.0, false, 3);
     check_group_norm(64, 33, 17, 32, 0.0, false, 4);
+    // Groups of 36 elements (vec4 statistics) over 3×3 pixels (scalar normalising).
+    check_group_norm(8, 3, 3, 2, 1.0, false, 9);
 }
 
 #[test]
@@ -58,6 +60,7 @@ fn group_norm_large_mean_and_many_slices() {
 fn group_norm_f16_affine() {
     check_group_norm(12, 9, 11, 4, 1.0, true, 7);
     check_group_norm(5, 1, 1, 5, 0.0, true, 8);
+    check_group_norm(12, 8, 6, 4, 1.0, true, 10);
 }
 
 /// `geometry`: (stride, padding, output_padding).

@@ -41,17 +41,18 @@ pub fn run_kernel_bench(gpu: &Gpu, quick: bool, only: &str) -> Result<(f64, f64,
     };
 
     let wanted = |name: &str| name.contains(only);
-    let mut convs = vec![(320, 64), (640, 32)];
+    // (input channels, output channels, kernel size, picture side)
+    let mut convs = vec![(320, 320, 3, 64), (640, 640, 3, 32), (512, 256, 1, 128)];
     if !quick {
-        convs.push((512, 256));
+        convs.push((512, 512, 3, 256));
     }
-    for (c, hw) in convs.into_iter().filter(|_| wanted("conv2d")) {
+    for (cin, cout, k, hw) in convs.into_iter().filter(|_| wanted("conv2d")) {
         let mut g = Graph::new(gpu);
-        let x = input(&mut g, &mut rng, &[c, hw, hw])?;
-        let w = input(&mut g, &mut rng, &[c, c, 3, 3])?;
-        let b = input(&mut g, &mut rng, &[c])?;
-        conv2d::conv2d(&mut g, x, w, b, conv2d::Conv2d::same(1))?;
-        record("conv2d 3×3", format!("{c}→{c} @ {hw}×{hw}"), g)?;
+        let x = input(&mut g, &mut rng, &[cin, hw, hw])?;
+        let w = input(&mut g, &mut rng, &[cout, cin, k, k])?;
+        let b = input(&mut g, &mut rng, &[cout])?;
+        conv2d::conv2d(&mut g, x, w, b, conv2d::Conv2d::same(k / 2))?;
+        record(&format!("conv2d {k}×{k}"), format!("{cin}→{cout} @ {hw}×{hw}"), g)?;
     }
 
     let linears = [(4096, 320, 320, false), (4096, 320, 320, true), (1024, 1280, 1280, false), (4096, 320, 2560, true), (64, 1280, 10240, false)];

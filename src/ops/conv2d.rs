@@ -113,21 +113,28 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
     let subgroup = subgroups_of_8(g.gpu) && cout >= 8;
     let shader = if subgroup { "conv2d_subgroup" } else { "conv2d" };
     let in_chunks = channel_chunks_within(g.gpu, cin, 4 * (h * w) as u64, 1 + kh * (1 + kw))?;
-    // The 3×3 "same"-width kernel of 4 columns × 4 rows × 16 channels per lane (`main3`
-    // in shaders/conv2d_subgroup.wgsl), where its vec4 loads line up: input channels
-    // in groups of 4 (f32 weights) or 8 (f16), rows a multiple of 4 columns.
+    // The vector kernels of shaders/conv2d_subgroup.wgsl, where their vec4 loads line
+    // up: input channels in groups of 4 (f32 weights) or 8 (f16), and for `main3`
+    // (3×3 "same", 4 columns × 4 rows × 16 channels per lane) rows a multiple of 4
+    // columns, for `main1` (1×1, 16 pixels × 16 channels) pixels a multiple of 4.
     let group = if g.dtype(weight) == DType::F16 { 8 } else { 4 };
-    let three = subgroup
-        && (kh, kw, cfg.stride, cfg.pad[2], cfg.pad[3]) == (3, 3, 1, 1, 1)
-        && w % 4 == 0
-        && cin % group == 0
-        && in_chunks.iter().all(|c| c.start % group == 0 && c.len() % group == 0);
-    let mut key = KernelKey::new(shader, if three { "main3" } else { "main" }).with("W_F16", is_f16(g.dtype(weight))).with("ACT", cfg.act.code());
-    if subgroup && !three {
+    let vector = subgroup && cin % group == 0 && in_chunks.iter().all(|c| c.start % group == 0 && c.len() % group == 0);
+    let three = vector && (kh, kw, cfg.stride, cfg.pad[2], cfg.pad[3]) == (3, 3, 1, 1, 1) && w % 4 == 0;
+    let one = vector && (kh, kw, cfg.stride, cfg.pad) == (1, 1, 1, [0; 4]) && (h * w) % 4 == 0;
+    let entry = if three { "main3" } else if one { "main1" } else { "main" };
+    let mut key = KernelKey::new(shader, entry).with("W_F16", is_f16(g.dtype(weight))).with("ACT", cfg.act.code());
+    if subgroup && !three && !one {
         key = key.with("STRIDE1", (cfg.stride == 1) as u32 as f64);
     }
-    // Output tiles of one channel group: 4 rows × 4 columns (`main3`) or × 1 column.
-    let tiles = (oh as u64).div_ceil(ROW_TILE) * if three { (w / 4) as u64 } else { ow as u64 };
+    // Output tiles of one channel group: 4 rows × 4 columns (`main3`), 16 pixels
+    // (`main1`) or 4 rows × 1 column.
+    let tiles = if three {
+        (oh as u64).div_ceil(ROW_TILE) * (w / 4) as u64
+    } else if one {
+        ((oh * ow) as u64).div_ceil(16)
+    } else {
+        (oh as u64).div_ceil(ROW_TILE) * ow as u64
+    };
     // The subgroup kernels' tiles per workgroup: one subgroup's 8 where a picture has
     // fewer tiles than 64 lanes would cover.
     let lanes = if tiles < 4 * WORKGROUP { SUBGROUP_LANES } else { WORKGROUP };

@@ -27,7 +27,7 @@ struct Params {
     _pad: [u32; 3],
 }
 
-const WORKGROUP: u64 = 256;
+const WORKGROUP: u64 = 64;
 /// Elements one `partial` workgroup reduces (matches `SLICE` in the shader).
 const SLICE: usize = 4096;
 
@@ -53,7 +53,8 @@ pub fn group_norm_stats(g: &mut Graph, x: Tensor, groups: usize, eps: f32) -> Re
         let xv = g.window(x, win.start as u64 * group_bytes, win.len() as u64 * group_bytes)?;
         let params = Params { groups: win.len() as u32, group_base: win.start as u32, ..base };
         let grid = g.grid((win.len() * slices) as u64)?;
-        g.dispatch(KernelKey::new("group_norm", "partial"), bytemuck::bytes_of(&params), vec![xv, pv], grid, 3 * (win.len() * group_len) as u64);
+        let entry = if group_len.is_multiple_of(4) { "partial4" } else { "partial" };
+        g.dispatch(KernelKey::new("group_norm", entry), bytemuck::bytes_of(&params), vec![xv, pv], grid, 3 * (win.len() * group_len) as u64);
     }
     let params = Params { groups: groups as u32, ..base };
     let sv = g.view(stats)?;
@@ -81,14 +82,17 @@ pub fn group_norm_apply(g: &mut Graph, x: Tensor, stats: Tensor, gamma: Tensor, 
     let group_len = cpg * hw;
     let group_bytes = 4 * group_len as u64;
     let y = g.intermediate(g.shape(x).to_vec().as_slice(), DType::F32);
-    let key = KernelKey::new("group_norm", "apply").with("W_F16", is_f16(g.dtype(gamma))).with("SILU", silu as u32 as f64);
+    // A vec4 at a time where a channel's pixels come in fours.
+    let vec4 = hw.is_multiple_of(4);
+    let key = KernelKey::new("group_norm", if vec4 { "apply4" } else { "apply" }).with("W_F16", is_f16(g.dtype(gamma))).with("SILU", silu as u32 as f64);
     let (sv, gv, bv) = (g.view(stats)?, g.view(gamma)?, g.view(beta)?);
     for win in &channel_chunks(g.gpu, groups, group_bytes)? {
         let (off, size) = (win.start as u64 * group_bytes, win.len() as u64 * group_bytes);
         let n = win.len() * group_len;
         let params = Params { n: n as u32, c_base: (win.start * cpg) as u32, ..base };
         let views = vec![g.window(x, off, size)?, sv, gv, bv, g.window(y, off, size)?];
-        let grid = g.grid((n as u64).div_ceil(WORKGROUP))?;
+        let invocations = if vec4 { n / 4 } else { n };
+        let grid = g.grid((invocations as u64).div_ceil(WORKGROUP))?;
         g.dispatch(key.clone(), bytemuck::bytes_of(&params), views, grid, (if silu { 8 } else { 4 }) * n as u64);
     }
     Ok(y)
