@@ -113,6 +113,25 @@ fn store(oc: u32, oy0: u32, ox: u32, acc: vec4<f32>) {
     }
 }
 
+// A workgroup's 16 output channels from oc0 and the lane's tile, out of `tiles` tiles of
+// 16 channels each. Channel groups vary fastest, so that the workgroups running at one
+// time share one stripe of input in the cache instead of each streaming the whole
+// input. `valid` is false for workgroups past the end: whole workgroups leave together,
+// so the subgroups stay uniform. Tiles past the end of a valid workgroup compute on
+// clamped indices and store nothing.
+struct Place {
+    valid: bool,
+    oc0: u32,
+    tile: u32,
+}
+
+fn place(wg: vec3<u32>, num: vec3<u32>, li: u32, tiles: u32) -> Place {
+    let oc_groups = (p.cout + 15u) / 16u;
+    let flat = flat_workgroup(wg, num);
+    let tile_groups = (tiles + LANES - 1u) / LANES;
+    return Place(flat / oc_groups < tile_groups, (flat % oc_groups) * 16u, (flat / oc_groups) * LANES + li);
+}
+
 @compute @workgroup_size(LANES)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -121,17 +140,12 @@ fn main(
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let tiles = ((p.oh + 3u) / 4u) * p.ow;
-    let tile_groups = (tiles + LANES - 1u) / LANES;
-    // Channel groups vary fastest, as in `main3`.
-    let oc_groups = (p.cout + 15u) / 16u;
-    let flat = flat_workgroup(wg, num);
-    let oc0 = (flat % oc_groups) * 16u;
-    // Whole workgroups past the end leave together: the subgroups stay uniform.
-    if flat / oc_groups >= tile_groups {
+    let at = place(wg, num, li, tiles);
+    if !at.valid {
         return;
     }
-    // Tiles past the end compute on clamped indices and store nothing.
-    let tile = (flat / oc_groups) * LANES + li;
+    let oc0 = at.oc0;
+    let tile = at.tile;
     let ox = tile % p.ow;
     let oy0 = min(tile / p.ow, (p.oh - 1u) / 4u) * 4u;
     let taps = p.kh * p.kw;
@@ -376,16 +390,12 @@ fn main3(
 ) {
     let w4 = p.w / 4u;
     let tiles = ((p.oh + 3u) / 4u) * w4;
-    let tile_groups = (tiles + LANES - 1u) / LANES;
-    // Channel groups vary fastest, so that the workgroups running at one time share
-    // one stripe of input in the cache instead of each streaming the whole input.
-    let oc_groups = (p.cout + 15u) / 16u;
-    let flat = flat_workgroup(wg, num);
-    let oc0 = (flat % oc_groups) * 16u;
-    if flat / oc_groups >= tile_groups {
+    let at = place(wg, num, li, tiles);
+    if !at.valid {
         return;
     }
-    let tile = (flat / oc_groups) * LANES + li;
+    let oc0 = at.oc0;
+    let tile = at.tile;
     let cg = tile % w4;
     let oy0 = min(tile / w4, (p.oh - 1u) / 4u) * 4u;
     // vec4s per weight row and per 4 input channels' taps
@@ -540,16 +550,12 @@ fn main1(
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let quads = p.h * p.w / 4u;
-    let tiles = (quads + 3u) / 4u;
-    let tile_groups = (tiles + LANES - 1u) / LANES;
-    // Channel groups vary fastest, as in `main3`.
-    let oc_groups = (p.cout + 15u) / 16u;
-    let flat = flat_workgroup(wg, num);
-    let oc0 = (flat % oc_groups) * 16u;
-    if flat / oc_groups >= tile_groups {
+    let at = place(wg, num, li, (quads + 3u) / 4u);
+    if !at.valid {
         return;
     }
-    let quad0 = ((flat / oc_groups) * LANES + li) * 4u;
+    let oc0 = at.oc0;
+    let quad0 = at.tile * 4u;
     // vec4s per weight row ([cout, cin]) and the window's first
     let w_row4 = p.w_cin / 4u;
     let wl = (p.oc_base + min(oc0 + lane, p.cout - 1u)) * w_row4 + p.ic_base / 4u;

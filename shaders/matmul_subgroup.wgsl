@@ -73,6 +73,29 @@ fn w8(row: u32, s: u32) -> W8 {
     return W8(bitcast<vec4<f32>>(wt[row + 2u * s]), bitcast<vec4<f32>>(wt[row + 2u * s + 1u]));
 }
 
+// Where a workgroup's tile starts: the lane's first row r0 and the tile's first column
+// c0 in batch b, whose x, weights and y begin at xb, wb (in vec4s) and yb. `valid` is
+// false for workgroups past the last batch: whole workgroups leave together, so the
+// subgroup stays uniform.
+struct Origin {
+    valid: bool,
+    r0: u32,
+    c0: u32,
+    xb: u32,
+    wb: u32,
+    yb: u32,
+}
+
+fn origin(wg: vec3<u32>, num: vec3<u32>, li: u32, per_group: u32) -> Origin {
+    let col_blocks = (p.m + 31u) / 32u;
+    let row_blocks = (p.rows + per_group - 1u) / per_group;
+    let flat = flat_workgroup(wg, num);
+    let b = flat / (row_blocks * col_blocks);
+    let rest = flat % (row_blocks * col_blocks);
+    return Origin(b < p.batches, (rest / col_blocks) * per_group + li, (rest % col_blocks) * 32u,
+        b * (p.x_batch / 4u), b * (p.w_batch / 4u), b * p.y_batch);
+}
+
 // Columns c..c+3 of row r, plus their bias; nothing past the last row or column.
 fn store4(yb: u32, r: u32, c: u32, v: vec4<f32>) {
     if r >= p.rows || c >= p.m {
@@ -92,44 +115,35 @@ fn rows16(
     @builtin(local_invocation_index) li: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    let col_blocks = (p.m + 31u) / 32u;
-    let row_blocks = (p.rows + 127u) / 128u;
-    let flat = flat_workgroup(wg, num);
-    // Whole workgroups past the end leave together: the subgroups stay uniform.
-    let b = flat / (row_blocks * col_blocks);
-    if b >= p.batches {
+    let o = origin(wg, num, li, 128u);
+    if !o.valid {
         return;
     }
-    let rest = flat % (row_blocks * col_blocks);
-    let r0 = (rest / col_blocks) * 128u + li;
-    let c0 = (rest % col_blocks) * 32u;
     let k4 = p.k / 4u;
-    let xb = b * (p.x_batch / 4u);
     let last = p.rows - 1u;
     // vec4<u32> words per weight row: 4 f32 or 8 f16 weights each.
     let w_row = select(k4, p.k / 8u, W_F16);
-    let wb = b * (p.w_batch / 4u);
     // The lane's x rows and weight rows (clamped: out-of-range ones are never stored).
-    let x0 = xb + min(r0 + 0u, last) * k4;
-    let x1 = xb + min(r0 + 8u, last) * k4;
-    let x2 = xb + min(r0 + 16u, last) * k4;
-    let x3 = xb + min(r0 + 24u, last) * k4;
-    let x4 = xb + min(r0 + 32u, last) * k4;
-    let x5 = xb + min(r0 + 40u, last) * k4;
-    let x6 = xb + min(r0 + 48u, last) * k4;
-    let x7 = xb + min(r0 + 56u, last) * k4;
-    let x8 = xb + min(r0 + 64u, last) * k4;
-    let x9 = xb + min(r0 + 72u, last) * k4;
-    let x10 = xb + min(r0 + 80u, last) * k4;
-    let x11 = xb + min(r0 + 88u, last) * k4;
-    let x12 = xb + min(r0 + 96u, last) * k4;
-    let x13 = xb + min(r0 + 104u, last) * k4;
-    let x14 = xb + min(r0 + 112u, last) * k4;
-    let x15 = xb + min(r0 + 120u, last) * k4;
-    let w0 = wb + min(c0 + 0u + lane, p.m - 1u) * w_row;
-    let w1 = wb + min(c0 + 8u + lane, p.m - 1u) * w_row;
-    let w2 = wb + min(c0 + 16u + lane, p.m - 1u) * w_row;
-    let w3 = wb + min(c0 + 24u + lane, p.m - 1u) * w_row;
+    let x0 = o.xb + min(o.r0 + 0u, last) * k4;
+    let x1 = o.xb + min(o.r0 + 8u, last) * k4;
+    let x2 = o.xb + min(o.r0 + 16u, last) * k4;
+    let x3 = o.xb + min(o.r0 + 24u, last) * k4;
+    let x4 = o.xb + min(o.r0 + 32u, last) * k4;
+    let x5 = o.xb + min(o.r0 + 40u, last) * k4;
+    let x6 = o.xb + min(o.r0 + 48u, last) * k4;
+    let x7 = o.xb + min(o.r0 + 56u, last) * k4;
+    let x8 = o.xb + min(o.r0 + 64u, last) * k4;
+    let x9 = o.xb + min(o.r0 + 72u, last) * k4;
+    let x10 = o.xb + min(o.r0 + 80u, last) * k4;
+    let x11 = o.xb + min(o.r0 + 88u, last) * k4;
+    let x12 = o.xb + min(o.r0 + 96u, last) * k4;
+    let x13 = o.xb + min(o.r0 + 104u, last) * k4;
+    let x14 = o.xb + min(o.r0 + 112u, last) * k4;
+    let x15 = o.xb + min(o.r0 + 120u, last) * k4;
+    let w0 = o.wb + min(o.c0 + 0u + lane, p.m - 1u) * w_row;
+    let w1 = o.wb + min(o.c0 + 8u + lane, p.m - 1u) * w_row;
+    let w2 = o.wb + min(o.c0 + 16u + lane, p.m - 1u) * w_row;
+    let w3 = o.wb + min(o.c0 + 24u + lane, p.m - 1u) * w_row;
     // Row i, columns 4j..4j+3 in a{i}_{j}.
     var a0_0: vec4<f32>; var a0_1: vec4<f32>; var a0_2: vec4<f32>; var a0_3: vec4<f32>; var a0_4: vec4<f32>; var a0_5: vec4<f32>; var a0_6: vec4<f32>; var a0_7: vec4<f32>;
     var a1_0: vec4<f32>; var a1_1: vec4<f32>; var a1_2: vec4<f32>; var a1_3: vec4<f32>; var a1_4: vec4<f32>; var a1_5: vec4<f32>; var a1_6: vec4<f32>; var a1_7: vec4<f32>;
@@ -313,135 +327,134 @@ fn rows16(
         a15_6 = chain(a15_6, xa15, xb15, g3.lo);
         a15_7 = chain(a15_7, xa15, xb15, g3.hi);
     }
-    let yb = b * p.y_batch;
-    store4(yb, r0 + 0u, c0 + 0u, a0_0);
-    store4(yb, r0 + 0u, c0 + 4u, a0_1);
-    store4(yb, r0 + 0u, c0 + 8u, a0_2);
-    store4(yb, r0 + 0u, c0 + 12u, a0_3);
-    store4(yb, r0 + 0u, c0 + 16u, a0_4);
-    store4(yb, r0 + 0u, c0 + 20u, a0_5);
-    store4(yb, r0 + 0u, c0 + 24u, a0_6);
-    store4(yb, r0 + 0u, c0 + 28u, a0_7);
-    store4(yb, r0 + 8u, c0 + 0u, a1_0);
-    store4(yb, r0 + 8u, c0 + 4u, a1_1);
-    store4(yb, r0 + 8u, c0 + 8u, a1_2);
-    store4(yb, r0 + 8u, c0 + 12u, a1_3);
-    store4(yb, r0 + 8u, c0 + 16u, a1_4);
-    store4(yb, r0 + 8u, c0 + 20u, a1_5);
-    store4(yb, r0 + 8u, c0 + 24u, a1_6);
-    store4(yb, r0 + 8u, c0 + 28u, a1_7);
-    store4(yb, r0 + 16u, c0 + 0u, a2_0);
-    store4(yb, r0 + 16u, c0 + 4u, a2_1);
-    store4(yb, r0 + 16u, c0 + 8u, a2_2);
-    store4(yb, r0 + 16u, c0 + 12u, a2_3);
-    store4(yb, r0 + 16u, c0 + 16u, a2_4);
-    store4(yb, r0 + 16u, c0 + 20u, a2_5);
-    store4(yb, r0 + 16u, c0 + 24u, a2_6);
-    store4(yb, r0 + 16u, c0 + 28u, a2_7);
-    store4(yb, r0 + 24u, c0 + 0u, a3_0);
-    store4(yb, r0 + 24u, c0 + 4u, a3_1);
-    store4(yb, r0 + 24u, c0 + 8u, a3_2);
-    store4(yb, r0 + 24u, c0 + 12u, a3_3);
-    store4(yb, r0 + 24u, c0 + 16u, a3_4);
-    store4(yb, r0 + 24u, c0 + 20u, a3_5);
-    store4(yb, r0 + 24u, c0 + 24u, a3_6);
-    store4(yb, r0 + 24u, c0 + 28u, a3_7);
-    store4(yb, r0 + 32u, c0 + 0u, a4_0);
-    store4(yb, r0 + 32u, c0 + 4u, a4_1);
-    store4(yb, r0 + 32u, c0 + 8u, a4_2);
-    store4(yb, r0 + 32u, c0 + 12u, a4_3);
-    store4(yb, r0 + 32u, c0 + 16u, a4_4);
-    store4(yb, r0 + 32u, c0 + 20u, a4_5);
-    store4(yb, r0 + 32u, c0 + 24u, a4_6);
-    store4(yb, r0 + 32u, c0 + 28u, a4_7);
-    store4(yb, r0 + 40u, c0 + 0u, a5_0);
-    store4(yb, r0 + 40u, c0 + 4u, a5_1);
-    store4(yb, r0 + 40u, c0 + 8u, a5_2);
-    store4(yb, r0 + 40u, c0 + 12u, a5_3);
-    store4(yb, r0 + 40u, c0 + 16u, a5_4);
-    store4(yb, r0 + 40u, c0 + 20u, a5_5);
-    store4(yb, r0 + 40u, c0 + 24u, a5_6);
-    store4(yb, r0 + 40u, c0 + 28u, a5_7);
-    store4(yb, r0 + 48u, c0 + 0u, a6_0);
-    store4(yb, r0 + 48u, c0 + 4u, a6_1);
-    store4(yb, r0 + 48u, c0 + 8u, a6_2);
-    store4(yb, r0 + 48u, c0 + 12u, a6_3);
-    store4(yb, r0 + 48u, c0 + 16u, a6_4);
-    store4(yb, r0 + 48u, c0 + 20u, a6_5);
-    store4(yb, r0 + 48u, c0 + 24u, a6_6);
-    store4(yb, r0 + 48u, c0 + 28u, a6_7);
-    store4(yb, r0 + 56u, c0 + 0u, a7_0);
-    store4(yb, r0 + 56u, c0 + 4u, a7_1);
-    store4(yb, r0 + 56u, c0 + 8u, a7_2);
-    store4(yb, r0 + 56u, c0 + 12u, a7_3);
-    store4(yb, r0 + 56u, c0 + 16u, a7_4);
-    store4(yb, r0 + 56u, c0 + 20u, a7_5);
-    store4(yb, r0 + 56u, c0 + 24u, a7_6);
-    store4(yb, r0 + 56u, c0 + 28u, a7_7);
-    store4(yb, r0 + 64u, c0 + 0u, a8_0);
-    store4(yb, r0 + 64u, c0 + 4u, a8_1);
-    store4(yb, r0 + 64u, c0 + 8u, a8_2);
-    store4(yb, r0 + 64u, c0 + 12u, a8_3);
-    store4(yb, r0 + 64u, c0 + 16u, a8_4);
-    store4(yb, r0 + 64u, c0 + 20u, a8_5);
-    store4(yb, r0 + 64u, c0 + 24u, a8_6);
-    store4(yb, r0 + 64u, c0 + 28u, a8_7);
-    store4(yb, r0 + 72u, c0 + 0u, a9_0);
-    store4(yb, r0 + 72u, c0 + 4u, a9_1);
-    store4(yb, r0 + 72u, c0 + 8u, a9_2);
-    store4(yb, r0 + 72u, c0 + 12u, a9_3);
-    store4(yb, r0 + 72u, c0 + 16u, a9_4);
-    store4(yb, r0 + 72u, c0 + 20u, a9_5);
-    store4(yb, r0 + 72u, c0 + 24u, a9_6);
-    store4(yb, r0 + 72u, c0 + 28u, a9_7);
-    store4(yb, r0 + 80u, c0 + 0u, a10_0);
-    store4(yb, r0 + 80u, c0 + 4u, a10_1);
-    store4(yb, r0 + 80u, c0 + 8u, a10_2);
-    store4(yb, r0 + 80u, c0 + 12u, a10_3);
-    store4(yb, r0 + 80u, c0 + 16u, a10_4);
-    store4(yb, r0 + 80u, c0 + 20u, a10_5);
-    store4(yb, r0 + 80u, c0 + 24u, a10_6);
-    store4(yb, r0 + 80u, c0 + 28u, a10_7);
-    store4(yb, r0 + 88u, c0 + 0u, a11_0);
-    store4(yb, r0 + 88u, c0 + 4u, a11_1);
-    store4(yb, r0 + 88u, c0 + 8u, a11_2);
-    store4(yb, r0 + 88u, c0 + 12u, a11_3);
-    store4(yb, r0 + 88u, c0 + 16u, a11_4);
-    store4(yb, r0 + 88u, c0 + 20u, a11_5);
-    store4(yb, r0 + 88u, c0 + 24u, a11_6);
-    store4(yb, r0 + 88u, c0 + 28u, a11_7);
-    store4(yb, r0 + 96u, c0 + 0u, a12_0);
-    store4(yb, r0 + 96u, c0 + 4u, a12_1);
-    store4(yb, r0 + 96u, c0 + 8u, a12_2);
-    store4(yb, r0 + 96u, c0 + 12u, a12_3);
-    store4(yb, r0 + 96u, c0 + 16u, a12_4);
-    store4(yb, r0 + 96u, c0 + 20u, a12_5);
-    store4(yb, r0 + 96u, c0 + 24u, a12_6);
-    store4(yb, r0 + 96u, c0 + 28u, a12_7);
-    store4(yb, r0 + 104u, c0 + 0u, a13_0);
-    store4(yb, r0 + 104u, c0 + 4u, a13_1);
-    store4(yb, r0 + 104u, c0 + 8u, a13_2);
-    store4(yb, r0 + 104u, c0 + 12u, a13_3);
-    store4(yb, r0 + 104u, c0 + 16u, a13_4);
-    store4(yb, r0 + 104u, c0 + 20u, a13_5);
-    store4(yb, r0 + 104u, c0 + 24u, a13_6);
-    store4(yb, r0 + 104u, c0 + 28u, a13_7);
-    store4(yb, r0 + 112u, c0 + 0u, a14_0);
-    store4(yb, r0 + 112u, c0 + 4u, a14_1);
-    store4(yb, r0 + 112u, c0 + 8u, a14_2);
-    store4(yb, r0 + 112u, c0 + 12u, a14_3);
-    store4(yb, r0 + 112u, c0 + 16u, a14_4);
-    store4(yb, r0 + 112u, c0 + 20u, a14_5);
-    store4(yb, r0 + 112u, c0 + 24u, a14_6);
-    store4(yb, r0 + 112u, c0 + 28u, a14_7);
-    store4(yb, r0 + 120u, c0 + 0u, a15_0);
-    store4(yb, r0 + 120u, c0 + 4u, a15_1);
-    store4(yb, r0 + 120u, c0 + 8u, a15_2);
-    store4(yb, r0 + 120u, c0 + 12u, a15_3);
-    store4(yb, r0 + 120u, c0 + 16u, a15_4);
-    store4(yb, r0 + 120u, c0 + 20u, a15_5);
-    store4(yb, r0 + 120u, c0 + 24u, a15_6);
-    store4(yb, r0 + 120u, c0 + 28u, a15_7);
+    store4(o.yb, o.r0 + 0u, o.c0 + 0u, a0_0);
+    store4(o.yb, o.r0 + 0u, o.c0 + 4u, a0_1);
+    store4(o.yb, o.r0 + 0u, o.c0 + 8u, a0_2);
+    store4(o.yb, o.r0 + 0u, o.c0 + 12u, a0_3);
+    store4(o.yb, o.r0 + 0u, o.c0 + 16u, a0_4);
+    store4(o.yb, o.r0 + 0u, o.c0 + 20u, a0_5);
+    store4(o.yb, o.r0 + 0u, o.c0 + 24u, a0_6);
+    store4(o.yb, o.r0 + 0u, o.c0 + 28u, a0_7);
+    store4(o.yb, o.r0 + 8u, o.c0 + 0u, a1_0);
+    store4(o.yb, o.r0 + 8u, o.c0 + 4u, a1_1);
+    store4(o.yb, o.r0 + 8u, o.c0 + 8u, a1_2);
+    store4(o.yb, o.r0 + 8u, o.c0 + 12u, a1_3);
+    store4(o.yb, o.r0 + 8u, o.c0 + 16u, a1_4);
+    store4(o.yb, o.r0 + 8u, o.c0 + 20u, a1_5);
+    store4(o.yb, o.r0 + 8u, o.c0 + 24u, a1_6);
+    store4(o.yb, o.r0 + 8u, o.c0 + 28u, a1_7);
+    store4(o.yb, o.r0 + 16u, o.c0 + 0u, a2_0);
+    store4(o.yb, o.r0 + 16u, o.c0 + 4u, a2_1);
+    store4(o.yb, o.r0 + 16u, o.c0 + 8u, a2_2);
+    store4(o.yb, o.r0 + 16u, o.c0 + 12u, a2_3);
+    store4(o.yb, o.r0 + 16u, o.c0 + 16u, a2_4);
+    store4(o.yb, o.r0 + 16u, o.c0 + 20u, a2_5);
+    store4(o.yb, o.r0 + 16u, o.c0 + 24u, a2_6);
+    store4(o.yb, o.r0 + 16u, o.c0 + 28u, a2_7);
+    store4(o.yb, o.r0 + 24u, o.c0 + 0u, a3_0);
+    store4(o.yb, o.r0 + 24u, o.c0 + 4u, a3_1);
+    store4(o.yb, o.r0 + 24u, o.c0 + 8u, a3_2);
+    store4(o.yb, o.r0 + 24u, o.c0 + 12u, a3_3);
+    store4(o.yb, o.r0 + 24u, o.c0 + 16u, a3_4);
+    store4(o.yb, o.r0 + 24u, o.c0 + 20u, a3_5);
+    store4(o.yb, o.r0 + 24u, o.c0 + 24u, a3_6);
+    store4(o.yb, o.r0 + 24u, o.c0 + 28u, a3_7);
+    store4(o.yb, o.r0 + 32u, o.c0 + 0u, a4_0);
+    store4(o.yb, o.r0 + 32u, o.c0 + 4u, a4_1);
+    store4(o.yb, o.r0 + 32u, o.c0 + 8u, a4_2);
+    store4(o.yb, o.r0 + 32u, o.c0 + 12u, a4_3);
+    store4(o.yb, o.r0 + 32u, o.c0 + 16u, a4_4);
+    store4(o.yb, o.r0 + 32u, o.c0 + 20u, a4_5);
+    store4(o.yb, o.r0 + 32u, o.c0 + 24u, a4_6);
+    store4(o.yb, o.r0 + 32u, o.c0 + 28u, a4_7);
+    store4(o.yb, o.r0 + 40u, o.c0 + 0u, a5_0);
+    store4(o.yb, o.r0 + 40u, o.c0 + 4u, a5_1);
+    store4(o.yb, o.r0 + 40u, o.c0 + 8u, a5_2);
+    store4(o.yb, o.r0 + 40u, o.c0 + 12u, a5_3);
+    store4(o.yb, o.r0 + 40u, o.c0 + 16u, a5_4);
+    store4(o.yb, o.r0 + 40u, o.c0 + 20u, a5_5);
+    store4(o.yb, o.r0 + 40u, o.c0 + 24u, a5_6);
+    store4(o.yb, o.r0 + 40u, o.c0 + 28u, a5_7);
+    store4(o.yb, o.r0 + 48u, o.c0 + 0u, a6_0);
+    store4(o.yb, o.r0 + 48u, o.c0 + 4u, a6_1);
+    store4(o.yb, o.r0 + 48u, o.c0 + 8u, a6_2);
+    store4(o.yb, o.r0 + 48u, o.c0 + 12u, a6_3);
+    store4(o.yb, o.r0 + 48u, o.c0 + 16u, a6_4);
+    store4(o.yb, o.r0 + 48u, o.c0 + 20u, a6_5);
+    store4(o.yb, o.r0 + 48u, o.c0 + 24u, a6_6);
+    store4(o.yb, o.r0 + 48u, o.c0 + 28u, a6_7);
+    store4(o.yb, o.r0 + 56u, o.c0 + 0u, a7_0);
+    store4(o.yb, o.r0 + 56u, o.c0 + 4u, a7_1);
+    store4(o.yb, o.r0 + 56u, o.c0 + 8u, a7_2);
+    store4(o.yb, o.r0 + 56u, o.c0 + 12u, a7_3);
+    store4(o.yb, o.r0 + 56u, o.c0 + 16u, a7_4);
+    store4(o.yb, o.r0 + 56u, o.c0 + 20u, a7_5);
+    store4(o.yb, o.r0 + 56u, o.c0 + 24u, a7_6);
+    store4(o.yb, o.r0 + 56u, o.c0 + 28u, a7_7);
+    store4(o.yb, o.r0 + 64u, o.c0 + 0u, a8_0);
+    store4(o.yb, o.r0 + 64u, o.c0 + 4u, a8_1);
+    store4(o.yb, o.r0 + 64u, o.c0 + 8u, a8_2);
+    store4(o.yb, o.r0 + 64u, o.c0 + 12u, a8_3);
+    store4(o.yb, o.r0 + 64u, o.c0 + 16u, a8_4);
+    store4(o.yb, o.r0 + 64u, o.c0 + 20u, a8_5);
+    store4(o.yb, o.r0 + 64u, o.c0 + 24u, a8_6);
+    store4(o.yb, o.r0 + 64u, o.c0 + 28u, a8_7);
+    store4(o.yb, o.r0 + 72u, o.c0 + 0u, a9_0);
+    store4(o.yb, o.r0 + 72u, o.c0 + 4u, a9_1);
+    store4(o.yb, o.r0 + 72u, o.c0 + 8u, a9_2);
+    store4(o.yb, o.r0 + 72u, o.c0 + 12u, a9_3);
+    store4(o.yb, o.r0 + 72u, o.c0 + 16u, a9_4);
+    store4(o.yb, o.r0 + 72u, o.c0 + 20u, a9_5);
+    store4(o.yb, o.r0 + 72u, o.c0 + 24u, a9_6);
+    store4(o.yb, o.r0 + 72u, o.c0 + 28u, a9_7);
+    store4(o.yb, o.r0 + 80u, o.c0 + 0u, a10_0);
+    store4(o.yb, o.r0 + 80u, o.c0 + 4u, a10_1);
+    store4(o.yb, o.r0 + 80u, o.c0 + 8u, a10_2);
+    store4(o.yb, o.r0 + 80u, o.c0 + 12u, a10_3);
+    store4(o.yb, o.r0 + 80u, o.c0 + 16u, a10_4);
+    store4(o.yb, o.r0 + 80u, o.c0 + 20u, a10_5);
+    store4(o.yb, o.r0 + 80u, o.c0 + 24u, a10_6);
+    store4(o.yb, o.r0 + 80u, o.c0 + 28u, a10_7);
+    store4(o.yb, o.r0 + 88u, o.c0 + 0u, a11_0);
+    store4(o.yb, o.r0 + 88u, o.c0 + 4u, a11_1);
+    store4(o.yb, o.r0 + 88u, o.c0 + 8u, a11_2);
+    store4(o.yb, o.r0 + 88u, o.c0 + 12u, a11_3);
+    store4(o.yb, o.r0 + 88u, o.c0 + 16u, a11_4);
+    store4(o.yb, o.r0 + 88u, o.c0 + 20u, a11_5);
+    store4(o.yb, o.r0 + 88u, o.c0 + 24u, a11_6);
+    store4(o.yb, o.r0 + 88u, o.c0 + 28u, a11_7);
+    store4(o.yb, o.r0 + 96u, o.c0 + 0u, a12_0);
+    store4(o.yb, o.r0 + 96u, o.c0 + 4u, a12_1);
+    store4(o.yb, o.r0 + 96u, o.c0 + 8u, a12_2);
+    store4(o.yb, o.r0 + 96u, o.c0 + 12u, a12_3);
+    store4(o.yb, o.r0 + 96u, o.c0 + 16u, a12_4);
+    store4(o.yb, o.r0 + 96u, o.c0 + 20u, a12_5);
+    store4(o.yb, o.r0 + 96u, o.c0 + 24u, a12_6);
+    store4(o.yb, o.r0 + 96u, o.c0 + 28u, a12_7);
+    store4(o.yb, o.r0 + 104u, o.c0 + 0u, a13_0);
+    store4(o.yb, o.r0 + 104u, o.c0 + 4u, a13_1);
+    store4(o.yb, o.r0 + 104u, o.c0 + 8u, a13_2);
+    store4(o.yb, o.r0 + 104u, o.c0 + 12u, a13_3);
+    store4(o.yb, o.r0 + 104u, o.c0 + 16u, a13_4);
+    store4(o.yb, o.r0 + 104u, o.c0 + 20u, a13_5);
+    store4(o.yb, o.r0 + 104u, o.c0 + 24u, a13_6);
+    store4(o.yb, o.r0 + 104u, o.c0 + 28u, a13_7);
+    store4(o.yb, o.r0 + 112u, o.c0 + 0u, a14_0);
+    store4(o.yb, o.r0 + 112u, o.c0 + 4u, a14_1);
+    store4(o.yb, o.r0 + 112u, o.c0 + 8u, a14_2);
+    store4(o.yb, o.r0 + 112u, o.c0 + 12u, a14_3);
+    store4(o.yb, o.r0 + 112u, o.c0 + 16u, a14_4);
+    store4(o.yb, o.r0 + 112u, o.c0 + 20u, a14_5);
+    store4(o.yb, o.r0 + 112u, o.c0 + 24u, a14_6);
+    store4(o.yb, o.r0 + 112u, o.c0 + 28u, a14_7);
+    store4(o.yb, o.r0 + 120u, o.c0 + 0u, a15_0);
+    store4(o.yb, o.r0 + 120u, o.c0 + 4u, a15_1);
+    store4(o.yb, o.r0 + 120u, o.c0 + 8u, a15_2);
+    store4(o.yb, o.r0 + 120u, o.c0 + 12u, a15_3);
+    store4(o.yb, o.r0 + 120u, o.c0 + 16u, a15_4);
+    store4(o.yb, o.r0 + 120u, o.c0 + 20u, a15_5);
+    store4(o.yb, o.r0 + 120u, o.c0 + 24u, a15_6);
+    store4(o.yb, o.r0 + 120u, o.c0 + 28u, a15_7);
 }
 
 @compute @workgroup_size(8)
@@ -451,32 +464,23 @@ fn rows4(
     @builtin(local_invocation_index) li: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    let col_blocks = (p.m + 31u) / 32u;
-    let row_blocks = (p.rows + 31u) / 32u;
-    let flat = flat_workgroup(wg, num);
-    // Whole workgroups past the end leave together: the subgroups stay uniform.
-    let b = flat / (row_blocks * col_blocks);
-    if b >= p.batches {
+    let o = origin(wg, num, li, 32u);
+    if !o.valid {
         return;
     }
-    let rest = flat % (row_blocks * col_blocks);
-    let r0 = (rest / col_blocks) * 32u + li;
-    let c0 = (rest % col_blocks) * 32u;
     let k4 = p.k / 4u;
-    let xb = b * (p.x_batch / 4u);
     let last = p.rows - 1u;
     // vec4<u32> words per weight row: 4 f32 or 8 f16 weights each.
     let w_row = select(k4, p.k / 8u, W_F16);
-    let wb = b * (p.w_batch / 4u);
     // The lane's x rows and weight rows (clamped: out-of-range ones are never stored).
-    let x0 = xb + min(r0 + 0u, last) * k4;
-    let x1 = xb + min(r0 + 8u, last) * k4;
-    let x2 = xb + min(r0 + 16u, last) * k4;
-    let x3 = xb + min(r0 + 24u, last) * k4;
-    let w0 = wb + min(c0 + 0u + lane, p.m - 1u) * w_row;
-    let w1 = wb + min(c0 + 8u + lane, p.m - 1u) * w_row;
-    let w2 = wb + min(c0 + 16u + lane, p.m - 1u) * w_row;
-    let w3 = wb + min(c0 + 24u + lane, p.m - 1u) * w_row;
+    let x0 = o.xb + min(o.r0 + 0u, last) * k4;
+    let x1 = o.xb + min(o.r0 + 8u, last) * k4;
+    let x2 = o.xb + min(o.r0 + 16u, last) * k4;
+    let x3 = o.xb + min(o.r0 + 24u, last) * k4;
+    let w0 = o.wb + min(o.c0 + 0u + lane, p.m - 1u) * w_row;
+    let w1 = o.wb + min(o.c0 + 8u + lane, p.m - 1u) * w_row;
+    let w2 = o.wb + min(o.c0 + 16u + lane, p.m - 1u) * w_row;
+    let w3 = o.wb + min(o.c0 + 24u + lane, p.m - 1u) * w_row;
     // Row i, columns 4j..4j+3 in a{i}_{j}.
     var a0_0: vec4<f32>; var a0_1: vec4<f32>; var a0_2: vec4<f32>; var a0_3: vec4<f32>; var a0_4: vec4<f32>; var a0_5: vec4<f32>; var a0_6: vec4<f32>; var a0_7: vec4<f32>;
     var a1_0: vec4<f32>; var a1_1: vec4<f32>; var a1_2: vec4<f32>; var a1_3: vec4<f32>; var a1_4: vec4<f32>; var a1_5: vec4<f32>; var a1_6: vec4<f32>; var a1_7: vec4<f32>;
@@ -528,37 +532,36 @@ fn rows4(
         a3_6 = chain(a3_6, xa3, xb3, g3.lo);
         a3_7 = chain(a3_7, xa3, xb3, g3.hi);
     }
-    let yb = b * p.y_batch;
-    store4(yb, r0 + 0u, c0 + 0u, a0_0);
-    store4(yb, r0 + 0u, c0 + 4u, a0_1);
-    store4(yb, r0 + 0u, c0 + 8u, a0_2);
-    store4(yb, r0 + 0u, c0 + 12u, a0_3);
-    store4(yb, r0 + 0u, c0 + 16u, a0_4);
-    store4(yb, r0 + 0u, c0 + 20u, a0_5);
-    store4(yb, r0 + 0u, c0 + 24u, a0_6);
-    store4(yb, r0 + 0u, c0 + 28u, a0_7);
-    store4(yb, r0 + 8u, c0 + 0u, a1_0);
-    store4(yb, r0 + 8u, c0 + 4u, a1_1);
-    store4(yb, r0 + 8u, c0 + 8u, a1_2);
-    store4(yb, r0 + 8u, c0 + 12u, a1_3);
-    store4(yb, r0 + 8u, c0 + 16u, a1_4);
-    store4(yb, r0 + 8u, c0 + 20u, a1_5);
-    store4(yb, r0 + 8u, c0 + 24u, a1_6);
-    store4(yb, r0 + 8u, c0 + 28u, a1_7);
-    store4(yb, r0 + 16u, c0 + 0u, a2_0);
-    store4(yb, r0 + 16u, c0 + 4u, a2_1);
-    store4(yb, r0 + 16u, c0 + 8u, a2_2);
-    store4(yb, r0 + 16u, c0 + 12u, a2_3);
-    store4(yb, r0 + 16u, c0 + 16u, a2_4);
-    store4(yb, r0 + 16u, c0 + 20u, a2_5);
-    store4(yb, r0 + 16u, c0 + 24u, a2_6);
-    store4(yb, r0 + 16u, c0 + 28u, a2_7);
-    store4(yb, r0 + 24u, c0 + 0u, a3_0);
-    store4(yb, r0 + 24u, c0 + 4u, a3_1);
-    store4(yb, r0 + 24u, c0 + 8u, a3_2);
-    store4(yb, r0 + 24u, c0 + 12u, a3_3);
-    store4(yb, r0 + 24u, c0 + 16u, a3_4);
-    store4(yb, r0 + 24u, c0 + 20u, a3_5);
-    store4(yb, r0 + 24u, c0 + 24u, a3_6);
-    store4(yb, r0 + 24u, c0 + 28u, a3_7);
+    store4(o.yb, o.r0 + 0u, o.c0 + 0u, a0_0);
+    store4(o.yb, o.r0 + 0u, o.c0 + 4u, a0_1);
+    store4(o.yb, o.r0 + 0u, o.c0 + 8u, a0_2);
+    store4(o.yb, o.r0 + 0u, o.c0 + 12u, a0_3);
+    store4(o.yb, o.r0 + 0u, o.c0 + 16u, a0_4);
+    store4(o.yb, o.r0 + 0u, o.c0 + 20u, a0_5);
+    store4(o.yb, o.r0 + 0u, o.c0 + 24u, a0_6);
+    store4(o.yb, o.r0 + 0u, o.c0 + 28u, a0_7);
+    store4(o.yb, o.r0 + 8u, o.c0 + 0u, a1_0);
+    store4(o.yb, o.r0 + 8u, o.c0 + 4u, a1_1);
+    store4(o.yb, o.r0 + 8u, o.c0 + 8u, a1_2);
+    store4(o.yb, o.r0 + 8u, o.c0 + 12u, a1_3);
+    store4(o.yb, o.r0 + 8u, o.c0 + 16u, a1_4);
+    store4(o.yb, o.r0 + 8u, o.c0 + 20u, a1_5);
+    store4(o.yb, o.r0 + 8u, o.c0 + 24u, a1_6);
+    store4(o.yb, o.r0 + 8u, o.c0 + 28u, a1_7);
+    store4(o.yb, o.r0 + 16u, o.c0 + 0u, a2_0);
+    store4(o.yb, o.r0 + 16u, o.c0 + 4u, a2_1);
+    store4(o.yb, o.r0 + 16u, o.c0 + 8u, a2_2);
+    store4(o.yb, o.r0 + 16u, o.c0 + 12u, a2_3);
+    store4(o.yb, o.r0 + 16u, o.c0 + 16u, a2_4);
+    store4(o.yb, o.r0 + 16u, o.c0 + 20u, a2_5);
+    store4(o.yb, o.r0 + 16u, o.c0 + 24u, a2_6);
+    store4(o.yb, o.r0 + 16u, o.c0 + 28u, a2_7);
+    store4(o.yb, o.r0 + 24u, o.c0 + 0u, a3_0);
+    store4(o.yb, o.r0 + 24u, o.c0 + 4u, a3_1);
+    store4(o.yb, o.r0 + 24u, o.c0 + 8u, a3_2);
+    store4(o.yb, o.r0 + 24u, o.c0 + 12u, a3_3);
+    store4(o.yb, o.r0 + 24u, o.c0 + 16u, a3_4);
+    store4(o.yb, o.r0 + 24u, o.c0 + 20u, a3_5);
+    store4(o.yb, o.r0 + 24u, o.c0 + 24u, a3_6);
+    store4(o.yb, o.r0 + 24u, o.c0 + 28u, a3_7);
 }

@@ -168,7 +168,8 @@ fn tiles_and_memory_budgets_from_the_command_line() {
 #[test]
 fn bench_reports_stages_and_kernels() {
     let model = fixture("oscar-tiny.safetensors");
-    let out = oscar(&["bench", "--model", s(&model), "--sizes", "64", "--runs", "1", "--warmup", "0", "--csv", "-v"]);
+    // Forced VAE tiles: the staged runs' stages are named like the whole ones.
+    let out = oscar(&["bench", "--model", s(&model), "--sizes", "128", "--tile", "64", "--runs", "1", "--warmup", "0", "--csv", "-v"]);
     ok(&out);
     let csv = String::from_utf8_lossy(&out.stdout);
     let mut lines = csv.lines();
@@ -177,8 +178,9 @@ fn bench_reports_stages_and_kernels() {
     for stage in ["encode_total", "decode_total", "vae_encode", "hyper_encode", "vq", "range_decode", "hyper_decode", "unet", "vae_decode"] {
         assert!(stages.contains(&stage), "no {stage} record in {stages:?}");
     }
+    assert_eq!(stages.len(), 10, "one record per stage, none unnamed: {stages:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for needle in ["size 64, level 5, encode: GPU time by kernel", "size 64, level 5, decode: GPU time by kernel", "conv2d", "group_norm"] {
+    for needle in ["size 128, level 5, encode: GPU time by kernel", "size 128, level 5, decode: GPU time by kernel", "conv2d", "group_norm"] {
         assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");
     }
 }

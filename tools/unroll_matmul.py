@@ -96,6 +96,29 @@ fn w8(row: u32, s: u32) -> W8 {{
     return W8(bitcast<vec4<f32>>(wt[row + 2u * s]), bitcast<vec4<f32>>(wt[row + 2u * s + 1u]));
 }}
 
+// Where a workgroup's tile starts: the lane's first row r0 and the tile's first column
+// c0 in batch b, whose x, weights and y begin at xb, wb (in vec4s) and yb. `valid` is
+// false for workgroups past the last batch: whole workgroups leave together, so the
+// subgroup stays uniform.
+struct Origin {{
+    valid: bool,
+    r0: u32,
+    c0: u32,
+    xb: u32,
+    wb: u32,
+    yb: u32,
+}}
+
+fn origin(wg: vec3<u32>, num: vec3<u32>, li: u32, per_group: u32) -> Origin {{
+    let col_blocks = (p.m + {cols - 1}u) / {cols}u;
+    let row_blocks = (p.rows + per_group - 1u) / per_group;
+    let flat = flat_workgroup(wg, num);
+    let b = flat / (row_blocks * col_blocks);
+    let rest = flat % (row_blocks * col_blocks);
+    return Origin(b < p.batches, (rest / col_blocks) * per_group + li, (rest % col_blocks) * {cols}u,
+        b * (p.x_batch / 4u), b * (p.w_batch / 4u), b * p.y_batch);
+}}
+
 // Columns c..c+3 of row r, plus their bias; nothing past the last row or column.
 fn store4(yb: u32, r: u32, c: u32, v: vec4<f32>) {{
     if r >= p.rows || c >= p.m {{
@@ -121,29 +144,20 @@ fn rows{rows}(
     @builtin(local_invocation_index) li: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {{
-    let col_blocks = (p.m + {cols - 1}u) / {cols}u;
-    let row_blocks = (p.rows + {per_group - 1}u) / {per_group}u;
-    let flat = flat_workgroup(wg, num);
-    // Whole workgroups past the end leave together: the subgroups stay uniform.
-    let b = flat / (row_blocks * col_blocks);
-    if b >= p.batches {{
+    let o = origin(wg, num, li, {per_group}u);
+    if !o.valid {{
         return;
     }}
-    let rest = flat % (row_blocks * col_blocks);
-    let r0 = (rest / col_blocks) * {per_group}u + li;
-    let c0 = (rest % col_blocks) * {cols}u;
     let k4 = p.k / 4u;
-    let xb = b * (p.x_batch / 4u);
     let last = p.rows - 1u;
     // vec4<u32> words per weight row: 4 f32 or 8 f16 weights each.
     let w_row = select(k4, p.k / 8u, W_F16);
-    let wb = b * (p.w_batch / 4u);
     // The lane's x rows and weight rows (clamped: out-of-range ones are never stored).
 """]
     for i in range(rows):
-        out.append(f"    let x{i} = xb + min(r0 + {LANES * i}u, last) * k4;\n")
+        out.append(f"    let x{i} = o.xb + min(o.r0 + {LANES * i}u, last) * k4;\n")
     for q in range(sets):
-        out.append(f"    let w{q} = wb + min(c0 + {8 * q}u + lane, p.m - 1u) * w_row;\n")
+        out.append(f"    let w{q} = o.wb + min(o.c0 + {8 * q}u + lane, p.m - 1u) * w_row;\n")
     out.append(f"    // Row i, columns 4j..4j+3 in a{{i}}_{{j}}.\n")
     for i in range(rows):
         out.append("    " + " ".join(f"var a{i}_{j}: vec4<f32>;" for j in range(quads)) + "\n")
@@ -156,10 +170,10 @@ fn rows{rows}(
         for j in range(quads):
             half = "lo" if j % 2 == 0 else "hi"
             out.append(f"        a{i}_{j} = chain(a{i}_{j}, xa{i}, xb{i}, g{j // 2}.{half});\n")
-    out.append("    }\n    let yb = b * p.y_batch;\n")
+    out.append("    }\n")
     for i in range(rows):
         for j in range(quads):
-            out.append(f"    store4(yb, r0 + {LANES * i}u, c0 + {4 * j}u, a{i}_{j});\n")
+            out.append(f"    store4(o.yb, o.r0 + {LANES * i}u, o.c0 + {4 * j}u, a{i}_{j});\n")
     out.append("}\n")
     return "".join(out)
 

@@ -146,8 +146,8 @@ pub struct TileArgs {
     /// buffer, at most 4G.
     #[arg(long, value_parser = parse_bytes)]
     pub max_gpu_memory: Option<u64>,
-    /// Tile the VAE at most this many image pixels per side (a multiple of 8), even
-    /// where the picture would fit untiled.
+    /// Tile the VAE at most this many image pixels per side (a multiple of 8; rounded
+    /// down to a multiple of 32, at least 64), even where the picture would fit untiled.
     #[arg(long)]
     pub tile: Option<usize>,
 }

@@ -25,12 +25,18 @@ use crate::graph::{DType, Graph, Tensor};
 /// the overlap exceeds what one segment's convolutions reach (one or two pixels at
 /// their resolution); more overlap would only cost time.
 const VAE_OVERLAP: usize = 8;
+/// VAE tiles, their overlaps and their starts are multiples of this many latent pixels,
+/// so that every VAE resolution, down to the latent, has rows a multiple of 4 pixels:
+/// the vector convolution kernels need that, and the general one is several times slower.
+const VAE_ALIGN: usize = 4;
 /// Smaller VAE tiles would be mostly overlap.
-const MIN_VAE_TILE: usize = 4;
+const MIN_VAE_TILE: usize = 2 * VAE_ALIGN;
 
-/// VAE tiles of at most `tile` latent pixels per side over an `h`×`w` latent.
+/// VAE tiles of at most `tile` latent pixels per side (a multiple of [`VAE_ALIGN`], at
+/// least [`MIN_VAE_TILE`]) over an `h`×`w` latent (multiples of 8: images are padded to 64).
 fn vae_grid(h: usize, w: usize, tile: usize) -> Grid {
-    Grid::new(h, w, tile, VAE_OVERLAP.min(tile / 4), 1)
+    let overlap = (VAE_OVERLAP.min(tile / 4) / VAE_ALIGN * VAE_ALIGN).max(VAE_ALIGN);
+    Grid::new(h, w, tile, overlap, VAE_ALIGN)
 }
 
 /// The network a lock-step stage runs.
@@ -93,8 +99,8 @@ impl Oscar {
     /// The VAE stage (decoder, or encoder if `encoder`) for a latent of `size`: the
     /// largest tiles whose segments fit the budget.
     pub(super) fn vae_stage(&self, (h, w): (usize, usize), policy: &TilePolicy, encoder: bool) -> Result<Stage> {
-        let max = policy.vae_tile.unwrap_or(usize::MAX).min(h.max(w)).max(1);
-        let candidates: Vec<usize> = (MIN_VAE_TILE.min(max)..=max).rev().collect();
+        let max = policy.vae_tile.unwrap_or(usize::MAX).min(h.max(w)) / VAE_ALIGN * VAE_ALIGN;
+        let candidates: Vec<usize> = (MIN_VAE_TILE..=max.max(MIN_VAE_TILE)).rev().step_by(VAE_ALIGN).collect();
         let net = if encoder { Net::VaeEncoder } else { Net::VaeDecoder };
         self.lockstep_stage((h, w), policy, net, &candidates, |tile| vae_grid(h, w, tile))?
             .ok_or_else(|| over_budget(if encoder { "the VAE encoder of this picture" } else { "the VAE decoder of this picture" }, policy.budget, true))

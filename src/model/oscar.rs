@@ -149,8 +149,10 @@ impl Oscar {
     pub(crate) fn tokens_graph(&self, g: &mut Graph, level: usize, latents: Tensor) -> Result<(Tensor, Tensor)> {
         g.tap("latents", latents);
         let mut cx = Ctx::new(g, &self.weights);
-        let a_z = channel_l2_norms(cx.g, latents)?;
+        // The norms A_z count with the hyper-encoder, whose input they normalise, in
+        // whole and in tiled encodes alike.
         cx.g.set_stage("hyper_encode");
+        let a_z = channel_l2_norms(cx.g, latents)?;
         let features = hyper::backbone(&mut cx, level, latents)?;
         cx.g.tap("backbone", features);
         cx.g.set_stage("vq");
