@@ -368,17 +368,21 @@ fn group3(t: ptr<function, Tile3>, u: ptr<function, Tile3>, p0: u32, plane: u32,
     accum3(u, xd, vec4<f32>(h6.w, h7.xyz), vec4<f32>(h7.w, h8.xyz), h8.w);
 }
 
-fn store3(oc: u32, oy: u32, cg: u32, w4: u32, acc: vec4<f32>) {
-    if oc >= p.cout || oy >= p.oh {
-        return;
-    }
-    let idx = (oc * p.oh + oy) * w4 + cg;
+// Output vec4 `idx` of channel oc: acc plus the bias (or, past the first input window,
+// plus what the earlier windows left), activated after the last window.
+fn write4(oc: u32, idx: u32, acc: vec4<f32>) {
     let base = select(vec4<f32>(load_b(p.oc_base + oc)), y4[idx], p.accumulate != 0u);
     var out = acc + base;
     if p.activate != 0u {
         out = activation(out);
     }
     y4[idx] = out;
+}
+
+fn store3(oc: u32, oy: u32, cg: u32, w4: u32, acc: vec4<f32>) {
+    if oc < p.cout && oy < p.oh {
+        write4(oc, (oc * p.oh + oy) * w4 + cg, acc);
+    }
 }
 
 @compute @workgroup_size(LANES)
@@ -530,16 +534,9 @@ fn accum1(t: ptr<function, Tile3>, xa: X4, xb: X4, xc: X4, xd: X4, wv: vec4<f32>
 }
 
 fn store1(oc: u32, quad: u32, quads: u32, acc: vec4<f32>) {
-    if oc >= p.cout || quad >= quads {
-        return;
+    if oc < p.cout && quad < quads {
+        write4(oc, oc * quads + quad, acc);
     }
-    let idx = oc * quads + quad;
-    let base = select(vec4<f32>(load_b(p.oc_base + oc)), y4[idx], p.accumulate != 0u);
-    var out = acc + base;
-    if p.activate != 0u {
-        out = activation(out);
-    }
-    y4[idx] = out;
 }
 
 @compute @workgroup_size(LANES)
