@@ -43,8 +43,9 @@ const CHUNK: usize = 64;
 const WIDE_HEAD: usize = 128;
 /// Bytes of one block's scores (its probabilities take as many again).
 const SCORES_BYTES: usize = 64 << 20;
-/// Query rows per block below which [`blocked`] leaves the matmul kernel (1024 rows per
-/// workgroup on lavapipe) mostly idle; past ~32k keys [`flash`] runs instead.
+/// Fewest query rows per block [`blocked`] takes (fewer only when there are fewer
+/// queries): past ~32k keys, where [`SCORES_BYTES`] would hold smaller blocks, [`flash`]
+/// runs instead, as it did for every head before (blocked is unmeasured there).
 const MIN_BLOCK: usize = 512;
 
 /// `q` [nq, heads·d], `k` and `v` [nk, heads·d] → [nq, heads·d]:
@@ -85,16 +86,17 @@ pub fn blocked(g: &mut Graph, q: Tensor, k: Tensor, v: Tensor) -> Result<Tensor>
     // Blocks start at aligned rows of q and y.
     let align = g.gpu.limits.min_storage_buffer_offset_alignment as usize;
     let step = align / super::gcd(4 * d as u64, align as u64) as usize;
-    let rows = if block_rows(nq, nk) >= nq { nq } else { (block_rows(nq, nk) / step * step).max(step) };
+    let fit = block_rows(nq, nk);
+    let rows = if fit >= nq { nq } else { (fit / step * step).max(step) };
     let scale = 1.0 / (d as f32).sqrt();
     for start in (0..nq).step_by(rows) {
         let len = rows.min(nq - start);
         let qb = g.slice_rows(q, start, len)?;
         let scores = g.intermediate(&[len, nk], DType::F32);
-        matmul::product_into(g, qb, k, scores)?;
+        matmul::linear_into(g, qb, k, None, scores)?;
         let probs = softmax::softmax(g, scores, scale)?;
         let yb = g.slice_rows(y, start, len)?;
-        matmul::product_into(g, probs, vt, yb)?;
+        matmul::linear_into(g, probs, vt, None, yb)?;
     }
     Ok(y)
 }

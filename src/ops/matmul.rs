@@ -28,28 +28,26 @@ struct Params {
 
 /// `x` [n, k] f32, `weight` [m, k] f32 or f16, `bias` [m] of the weight's dtype → [n, m].
 pub fn linear(g: &mut Graph, x: Tensor, weight: Tensor, bias: Option<Tensor>) -> Result<Tensor> {
+    let (&[n, _], &[m, _]) = (g.shape(x), g.shape(weight)) else {
+        return Err(Error::Shape(format!("linear needs x [n, k] and weight [m, k], got {:?} and {:?}", g.shape(x), g.shape(weight))));
+    };
+    let y = g.intermediate(&[n, m], DType::F32);
+    linear_into(g, x, weight, bias, y)?;
+    Ok(y)
+}
+
+/// [`linear`] into the existing `y` [n, m] f32: an op that builds its result from row
+/// blocks (the blocked attention) writes each block in place.
+pub(crate) fn linear_into(g: &mut Graph, x: Tensor, weight: Tensor, bias: Option<Tensor>, y: Tensor) -> Result<()> {
     let (&[n, k], &[m, wk]) = (g.shape(x), g.shape(weight)) else {
         return Err(Error::Shape(format!("linear needs x [n, k] and weight [m, k], got {:?} and {:?}", g.shape(x), g.shape(weight))));
     };
     let bias_ok = bias.is_none_or(|b| g.shape(b) == [m] && g.dtype(b) == g.dtype(weight));
-    if wk != k || !bias_ok || n * k * m == 0 || g.dtype(x) != DType::F32 || g.dtype(weight) == DType::U32 {
-        return Err(Error::Shape(format!("linear: x {:?}, weight {:?}, bias {:?} disagree", g.shape(x), g.shape(weight), bias.map(|b| g.shape(b).to_vec()))));
+    let y_ok = g.shape(y) == [n, m] && g.dtype(y) == DType::F32;
+    if wk != k || !bias_ok || !y_ok || n * k * m == 0 || g.dtype(x) != DType::F32 || g.dtype(weight) == DType::U32 {
+        return Err(Error::Shape(format!("linear: x {:?}, weight {:?}, bias {:?}, y {:?} disagree", g.shape(x), g.shape(weight), bias.map(|b| g.shape(b).to_vec()), g.shape(y))));
     }
-    let y = g.intermediate(&[n, m], DType::F32);
-    product(g, Operands { x, w: weight, bias, y, batches: 1, rows: n, k, m, w_batched: false })?;
-    Ok(y)
-}
-
-/// `x` [n, k] · `w`ᵀ ([m, k], f32) into the existing `y` [n, m]: an op that builds its
-/// result from row blocks (the blocked attention) writes each block in place.
-pub(crate) fn product_into(g: &mut Graph, x: Tensor, w: Tensor, y: Tensor) -> Result<()> {
-    let (&[n, k], &[m, wk]) = (g.shape(x), g.shape(w)) else {
-        return Err(Error::Shape(format!("product needs x [n, k] and w [m, k], got {:?} and {:?}", g.shape(x), g.shape(w))));
-    };
-    if wk != k || g.shape(y) != [n, m] || [x, w, y].iter().any(|&t| g.dtype(t) != DType::F32) {
-        return Err(Error::Shape(format!("product: x {:?}, w {:?}, y {:?} disagree", g.shape(x), g.shape(w), g.shape(y))));
-    }
-    product(g, Operands { x, w, bias: None, y, batches: 1, rows: n, k, m, w_batched: false })
+    product(g, Operands { x, w: weight, bias, y, batches: 1, rows: n, k, m, w_batched: false })
 }
 
 /// Batched `a` [batch, n, k] · `b` [batch, k, m] → [batch, n, m], all f32.
