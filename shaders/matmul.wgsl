@@ -12,7 +12,7 @@ struct Params {
     x_batch: u32,   // elements between batches of x, w and y (w: 0 for a Linear)
     w_batch: u32,
     y_batch: u32,
-    has_bias: u32,
+    bias_kind: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -71,7 +71,7 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
             let c = c0 + j;
             if r < p.rows && c < p.m {
                 var v = acc[i][j];
-                if p.has_bias != 0u {
+                if p.bias_kind != 0u {
                     v += load_b(c);
                 }
                 y[b * p.y_batch + r * p.m + c] = v;

@@ -106,3 +106,31 @@ fn conv_subgroup_wide_pictures() {
     check(5, 33, 41, 17, 1, Conv2d::same(0), 42);
     check(3, 70, 66, 9, 3, Conv2d::strided(2, [0, 1, 0, 1]), 43);
 }
+
+/// A plain 1×1 convolution (f32 weights, no activation) with input channels in eights
+/// and pixels in fours is the product weight · pixels + a bias per row, on the broadcast
+/// matmul kernel where subgroups are 8 lanes: 130 channels (two row blocks of 128, the
+/// second nearly empty), 140 pixels (a last column block of 12), 5 channels (short
+/// tiles), and 25 pixels, which stay on the convolution kernel.
+#[test]
+fn conv_1x1_as_a_product() {
+    let cases = [(16, 10, 14, 130, 50, "matmul_subgroup.rows16"), (24, 3, 4, 5, 51, "matmul_subgroup.rows4"), (8, 5, 5, 9, 52, "conv2d_subgroup.main")];
+    for (cin, h, w, cout, seed, kernel) in cases {
+        let mut rng = Rng::new(seed);
+        let x = rng.vec(cin * h * w, 1.0);
+        let wt = rng.vec(cout * cin, 0.5);
+        let b = rng.vec(cout, 0.5);
+        let mut g = Graph::new(gpu());
+        let xt = g.input_f32(&[cin, h, w], &x).unwrap();
+        let wt_t = g.input_f32(&[cout, cin, 1, 1], &wt).unwrap();
+        let bt = g.input_f32(&[cout], &b).unwrap();
+        let y = conv2d::conv2d(&mut g, xt, wt_t, bt, Conv2d::same(0)).unwrap();
+        let (out, report) = g.run_profiled(&[y]).unwrap();
+        let want = conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, 1, 1], &b, Conv2d::same(0));
+        assert_close(&out[0].f32(), &want, 1e-5, &format!("1×1 conv {cin}→{cout} on {h}×{w}"));
+        // Which kernel ran, where the adapter can say (timestamps) and has the broadcast kernels.
+        if gpu().info.subgroup_max_size == 8 && !report.kernels.is_empty() {
+            assert!(report.kernels.contains_key(kernel), "{cin}→{cout} on {h}×{w} ran {:?}, not {kernel}", report.kernels.keys());
+        }
+    }
+}

@@ -104,6 +104,19 @@ fn matmul_batched() {
     check_matmul(3, 1030, 16, 20, 19);
 }
 
+/// On the broadcast kernel (k % 8 == 0, m % 4 == 0) the right operand is read as it
+/// lies, [k, m]: short and tall tiles, last column blocks of 4 and 12, and a left
+/// operand larger than one binding (one dispatch per batch and row window).
+#[test]
+fn matmul_right_operand_as_it_lies() {
+    check_matmul(2, 40, 64, 36, 20);
+    check_matmul(3, 200, 24, 4, 21);
+    check_matmul(1, 130, 8, 44, 22);
+    let (n, k, m) = (33_000, 1024, 8);
+    assert!((n * k * 4) as u64 > gpu().max_binding(), "the test must exceed one binding");
+    check_matmul(1, n, k, m, 23);
+}
+
 #[test]
 fn shape_errors() {
     let mut g = Graph::new(gpu());

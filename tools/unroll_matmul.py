@@ -34,7 +34,13 @@ def header(heights: list[int], cols: int) -> str:
 // Workgroup: one subgroup, {LANES} lanes × {rows} rows (lane li: rows {LANES}·i + li) × {cols}
 // columns. Entry point `rows{{R}}` gives each lane R rows ({listed}): the host takes a
 // shorter one for short inputs (the UNet's deep levels), where taller tiles would idle.
+// With W_KMAJOR the weights are [k, m] instead (the right operand of a batched matmul or
+// the pixels of a 1×1 convolution, which then need no transpose): lane t loads k = 8s + t's
+// 8 columns as two vec4s and vec4 broadcasts hand every lane all 8 k.
 // The host guarantees k % 8 == 0 and m % 4 == 0 (y is written as vec4).
+
+// [k, m] weights rather than [m, k] (f32 only).
+override W_KMAJOR: bool = false;
 
 struct Params {{
     rows: u32,
@@ -44,7 +50,8 @@ struct Params {{
     x_batch: u32,
     w_batch: u32,
     y_batch: u32,
-    has_bias: u32,
+    // 0: none, 1: one per column (Linear), 2: one per row (a 1×1 convolution's channels).
+    bias_kind: u32,
 }}
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -96,6 +103,22 @@ fn w8(row: u32, s: u32) -> W8 {{
     return W8(bitcast<vec4<f32>>(wt[row + 2u * s]), bitcast<vec4<f32>>(wt[row + 2u * s + 1u]));
 }}
 
+// The 8 columns from `col` (a multiple of 4) at k 8s..8s+7, on every lane. [m, k]
+// weights: `wrow` is this lane's weight row (column col + lane). [k, m] weights (batch
+// start wb): lane t reads row 8s + t, clamping vec4s past the last column (never stored).
+fn weights8(wrow: u32, wb: u32, col: u32, s: u32, lane: u32) -> G8 {{
+    if W_KMAJOR {{
+        let row = wb + (8u * s + lane) * (p.m / 4u);
+        let lo = bitcast<vec4<f32>>(wt[row + min(col, p.m - 4u) / 4u]);
+        let hi = bitcast<vec4<f32>>(wt[row + min(col + 4u, p.m - 4u) / 4u]);
+        return G8(array(subgroupBroadcast(lo, 0u), subgroupBroadcast(lo, 1u), subgroupBroadcast(lo, 2u), subgroupBroadcast(lo, 3u),
+                subgroupBroadcast(lo, 4u), subgroupBroadcast(lo, 5u), subgroupBroadcast(lo, 6u), subgroupBroadcast(lo, 7u)),
+            array(subgroupBroadcast(hi, 0u), subgroupBroadcast(hi, 1u), subgroupBroadcast(hi, 2u), subgroupBroadcast(hi, 3u),
+                subgroupBroadcast(hi, 4u), subgroupBroadcast(hi, 5u), subgroupBroadcast(hi, 6u), subgroupBroadcast(hi, 7u)));
+    }}
+    return bcast8(w8(wrow, s));
+}}
+
 // Where a workgroup's tile starts: the lane's first row r0 and the tile's first column
 // c0 in batch b, whose x, weights and y begin at xb, wb (in vec4s) and yb. `valid` is
 // false for workgroups past the last batch: whole workgroups leave together, so the
@@ -125,8 +148,10 @@ fn store4(yb: u32, r: u32, c: u32, v: vec4<f32>) {{
         return;
     }}
     var out = v;
-    if p.has_bias != 0u {{
+    if p.bias_kind == 1u {{
         out += vec4<f32>(load_b(c), load_b(c + 1u), load_b(c + 2u), load_b(c + 3u));
+    }} else if p.bias_kind == 2u {{
+        out += vec4<f32>(load_b(r));
     }}
     y4[(yb + r * p.m + c) / 4u] = out;
 }}
@@ -152,7 +177,7 @@ fn rows{rows}(
     let last = p.rows - 1u;
     // vec4<u32> words per weight row: 4 f32 or 8 f16 weights each.
     let w_row = select(k4, p.k / 8u, W_F16);
-    // The lane's x rows and weight rows (clamped: out-of-range ones are never stored).
+    // The lane's x rows and [m, k] weight rows (clamped: out-of-range ones are never stored).
 """]
     for i in range(rows):
         out.append(f"    let x{i} = o.xb + min(o.r0 + {LANES * i}u, last) * k4;\n")
@@ -163,7 +188,7 @@ fn rows{rows}(
         out.append("    " + " ".join(f"var a{i}_{j}: vec4<f32>;" for j in range(quads)) + "\n")
     out.append(f"    for (var s = 0u; s < p.k / {K_STEP}u; s++) {{\n")
     for q in range(sets):
-        out.append(f"        let g{q} = bcast8(w8(w{q}, s));\n")
+        out.append(f"        let g{q} = weights8(w{q}, o.wb, o.c0 + {8 * q}u, s, lane);\n")
     for i in range(rows):
         out.append(f"        let xa{i} = x[x{i} + 2u * s];\n")
         out.append(f"        let xb{i} = x[x{i} + 2u * s + 1u];\n")

@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{channel_chunks, channel_chunks_within, is_f16, subgroups_of_8, u32_of};
+use super::{channel_chunks, channel_chunks_within, is_f16, matmul, subgroups_of_8, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::KernelKey;
 use crate::graph::{DType, Graph, Tensor};
@@ -107,6 +107,15 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
         return Err(Error::Shape(format!("conv2d: input {:?}, weight {:?}, bias {:?} disagree", g.shape(x), g.shape(weight), g.shape(bias))));
     }
     let (oh, ow) = cfg.out_size(h, w, kh, kw)?;
+    // A plain 1×1 convolution is the product weight [cout, cin] · x [cin, h·w] plus one
+    // bias per row, which the broadcast matmul kernel reads as it lies: 1.5× `main1`.
+    let plain_1x1 = (kh, kw, cfg.stride, cfg.pad, cfg.act) == (1, 1, 1, [0; 4], Activation::None);
+    let largest = g.bytes(x).max(g.bytes(weight)).max(4 * (cout * h * w) as u64);
+    if plain_1x1 && g.dtype(weight) == DType::F32 && matmul::row_bias_supported(g.gpu, cin, h * w, largest) {
+        let (w2, x2) = (g.reshape(weight, &[cout, cin])?, g.reshape(x, &[cin, h * w])?);
+        let y = matmul::matmul_row_bias(g, w2, x2, bias)?;
+        return g.reshape(y, &[cout, h, w]);
+    }
     let y = g.intermediate(&[cout, oh, ow], DType::F32);
     // With 8-lane subgroups the broadcast kernel (16 channels per workgroup), unless
     // there are too few channels to fill its broadcasts.

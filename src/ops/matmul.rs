@@ -1,8 +1,9 @@
 //! Matrix products: `linear` (x · wᵀ + b with PyTorch's Linear layout, f32 or packed f16
 //! weights) and `matmul` (batched product of two activations, whose right operand is
-//! transposed to the same [m, k] layout first). Adapters with 8-lane subgroups
-//! (lavapipe) get the broadcast kernel of `matmul_subgroup.wgsl`, others the portable
-//! register-tiled one. Rows past the binding limit are split into windows.
+//! transposed to the same [m, k] layout first, except on the broadcast kernel, which
+//! reads it as it is). Adapters with 8-lane subgroups (lavapipe) get the broadcast kernel
+//! of `matmul_subgroup.wgsl`, others the portable register-tiled one. Rows past the
+//! binding limit are split into windows.
 
 use std::ops::Range;
 
@@ -23,7 +24,8 @@ struct Params {
     x_batch: u32,
     w_batch: u32,
     y_batch: u32,
-    has_bias: u32,
+    /// 0: none, 1: one per column, 2: one per row (broadcast kernel only).
+    bias_kind: u32,
 }
 
 /// `x` [n, k] f32, `weight` [m, k] f32 or f16, `bias` [m] of the weight's dtype → [n, m].
@@ -47,7 +49,7 @@ pub(crate) fn linear_into(g: &mut Graph, x: Tensor, weight: Tensor, bias: Option
     if wk != k || !bias_ok || !y_ok || n * k * m == 0 || g.dtype(x) != DType::F32 || g.dtype(weight) == DType::U32 {
         return Err(Error::Shape(format!("linear: x {:?}, weight {:?}, bias {:?}, y {:?} disagree", g.shape(x), g.shape(weight), bias.map(|b| g.shape(b).to_vec()), g.shape(y))));
     }
-    product(g, Operands { x, w: weight, bias, y, batches: 1, rows: n, k, m, w_batched: false })
+    product(g, Operands { x, w: weight, bias, y, batches: 1, rows: n, k, m, w_batched: false, w_kmajor: false, bias_per_row: false })
 }
 
 /// Batched `a` [batch, n, k] · `b` [batch, k, m] → [batch, n, m], all f32.
@@ -58,9 +60,33 @@ pub fn matmul(g: &mut Graph, a: Tensor, b: Tensor) -> Result<Tensor> {
     if bb != batches || bk != k || batches * n * k * m == 0 || g.dtype(a) != DType::F32 || g.dtype(b) != DType::F32 {
         return Err(Error::Shape(format!("matmul: {:?} and {:?} disagree", g.shape(a), g.shape(b))));
     }
-    let bt = transpose::transpose_batched(g, b)?;
+    let w_kmajor = broadcast_kernel(g.gpu, k, m);
+    let w = if w_kmajor { b } else { transpose::transpose_batched(g, b)? };
     let y = g.intermediate(&[batches, n, m], DType::F32);
-    product(g, Operands { x: a, w: bt, bias: None, y, batches, rows: n, k, m, w_batched: true })?;
+    product(g, Operands { x: a, w, bias: None, y, batches, rows: n, k, m, w_batched: true, w_kmajor, bias_per_row: false })?;
+    Ok(y)
+}
+
+/// Whether [`matmul_row_bias`] runs for a product with this `k` and `m` whose
+/// operands and result take at most `largest` bytes each.
+pub(crate) fn row_bias_supported(gpu: &Gpu, k: usize, m: usize, largest: u64) -> bool {
+    broadcast_kernel(gpu, k, m) && largest <= gpu.max_binding()
+}
+
+/// `a` [n, k] · `b` [k, m] + `bias` [n], one per row, → [n, m], all f32: a 1×1
+/// convolution, with `a` its weights and `b` its pixels as they lie. Only where
+/// [`row_bias_supported`] says so.
+pub(crate) fn matmul_row_bias(g: &mut Graph, a: Tensor, b: Tensor, bias: Tensor) -> Result<Tensor> {
+    let (&[n, k], &[bk, m]) = (g.shape(a), g.shape(b)) else {
+        return Err(Error::Shape(format!("matmul_row_bias needs [n, k] and [k, m], got {:?} and {:?}", g.shape(a), g.shape(b))));
+    };
+    let all_f32 = [a, b, bias].iter().all(|&t| g.dtype(t) == DType::F32);
+    let largest = g.bytes(a).max(g.bytes(b)).max(4 * (n * m) as u64);
+    if bk != k || g.shape(bias) != [n] || !all_f32 || n * k * m == 0 || !row_bias_supported(g.gpu, k, m, largest) {
+        return Err(Error::Shape(format!("matmul_row_bias: {:?} · {:?} + {:?} is not supported here", g.shape(a), g.shape(b), g.shape(bias))));
+    }
+    let y = g.intermediate(&[n, m], DType::F32);
+    product(g, Operands { x: a, w: b, bias: Some(bias), y, batches: 1, rows: n, k, m, w_batched: false, w_kmajor: true, bias_per_row: true })?;
     Ok(y)
 }
 
@@ -73,8 +99,12 @@ struct Operands {
     rows: usize,
     k: usize,
     m: usize,
-    /// One [m, k] matrix per batch (matmul) rather than one shared weight (linear).
+    /// One matrix per batch (matmul) rather than one shared weight (linear).
     w_batched: bool,
+    /// `w` is [k, m] rather than [m, k] (broadcast kernel only).
+    w_kmajor: bool,
+    /// The bias is one per row of `x` rather than one per column.
+    bias_per_row: bool,
 }
 
 /// Rows below which the broadcast kernel takes its short tiles.
@@ -88,14 +118,21 @@ fn broadcast_kernel(gpu: &Gpu, k: usize, m: usize) -> bool {
 
 fn product(g: &mut Graph, o: Operands) -> Result<()> {
     let wdt = g.dtype(o.w);
-    let (key, rows_per_group, cols_per_group) = if broadcast_kernel(g.gpu, o.k, o.m) {
+    let broadcast = broadcast_kernel(g.gpu, o.k, o.m);
+    if (o.w_kmajor || o.bias_per_row) && (!broadcast || wdt != DType::F32) {
+        return Err(Error::Shape("[k, m] weights and per-row biases need the broadcast kernel and f32".into()));
+    }
+    let (key, rows_per_group, cols_per_group) = if broadcast {
         // Tiles of 8 lanes × 16 rows, or × 4 rows where fewer rows than one tall tile
         // would leave lanes idle (64 tokens at the UNet's 8×8 level).
         if o.rows < SHORT_BELOW { (KernelKey::new("matmul_subgroup", "rows4"), 32, 32) } else { (KernelKey::new("matmul_subgroup", "rows16"), 128, 32) }
     } else {
         (KernelKey::new("matmul", "tiled"), 16, 64)
     };
-    let key = key.with("W_F16", is_f16(wdt));
+    let mut key = key.with("W_F16", is_f16(wdt));
+    if o.w_kmajor {
+        key = key.with("W_KMAJOR", 1.0);
+    }
     let (k, m) = (o.k, o.m);
     let wlen = m * k;
     let flops_per_row = 2 * (k * m) as u64;
@@ -107,10 +144,14 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
         x_batch: u32_of(o.rows * k, "matmul batch")?,
         w_batch: if o.w_batched { u32_of(wlen, "matmul batch")? } else { 0 },
         y_batch: u32_of(o.rows * m, "matmul batch")?,
-        has_bias: o.bias.is_some() as u32,
+        bias_kind: match (o.bias, o.bias_per_row) {
+            (None, _) => 0,
+            (Some(_), false) => 1,
+            (Some(_), true) => 2,
+        },
     };
     let limit = g.gpu.max_binding();
-    // The bias binding is read only when has_bias is set; the weight stands in otherwise.
+    // The bias binding is read only when bias_kind is set; the weight stands in otherwise.
     let bias_of = |g: &Graph, w| match o.bias {
         Some(b) => g.view(b),
         None => Ok(w),
@@ -125,6 +166,9 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
     }
     // Too large for one binding: one batch and one run of rows per dispatch.
     let wbytes = g.dtype(o.w).bytes(wlen);
+    if o.bias_per_row {
+        return Err(Error::TooLarge { what: "a product with per-row biases".into(), needed: g.bytes(o.x).max(g.bytes(o.w)).max(g.bytes(o.y)), limit });
+    }
     let runs = row_runs(g.gpu, o.rows, &[4 * k as u64, 4 * m as u64])?;
     for b in 0..o.batches {
         let wv = if o.w_batched { g.window(o.w, b as u64 * wbytes, wbytes)? } else { g.view(o.w)? };
