@@ -646,3 +646,228 @@ fn main1(
     store1(oc0 + 8u + 6u, quad0 + 3u, quads, u.a36);
     store1(oc0 + 8u + 7u, quad0 + 3u, quads, u.a37);
 }
+
+// ---- `main3s2`: 3×3, stride 2 (the downsamplers), left padding 0 or 1, input width a
+// multiple of 8 and output width half of it, input channels as for `main3`. As `main3`
+// (4 output columns × 4 rows × 16 channels per lane, all 9 taps of an input channel in
+// one chain per accumulator), over the 9 input rows under the lane's 4 output rows and
+// every other input column: the kernel the general one was (11 GFLOP/s there, a sixth of
+// a 256² encode).
+
+// Left padding 1 (the UNet's downsamplers) rather than 0 (the VAE's, padded right).
+override PAD_L1: bool = false;
+
+// An input row under a lane's 4 output columns: what horizontal tap k reads, in tk.
+struct Taps {
+    t0: vec4<f32>,
+    t1: vec4<f32>,
+    t2: vec4<f32>,
+}
+
+// Input columns 8·cg − pad_l + 2j + k for output column j and tap k; 0 in the padding.
+fn taps_s2(plane4: u32, iy: i32, cg: u32, w4: u32) -> Taps {
+    let base = plane4 + u32(clamp(iy, 0, i32(p.h) - 1)) * w4;
+    let a = x4[base + 2u * cg];
+    let b = x4[base + 2u * cg + 1u];
+    var r: Taps;
+    if PAD_L1 {
+        let l = select(0.0, x4[base + max(2u * cg, 1u) - 1u].w, cg > 0u);
+        r = Taps(vec4<f32>(l, a.y, a.w, b.y), vec4<f32>(a.x, a.z, b.x, b.z), vec4<f32>(a.y, a.w, b.y, b.w));
+    } else {
+        let c = select(0.0, x4[base + min(2u * cg + 2u, w4 - 1u)].x, 2u * cg + 2u < w4);
+        r = Taps(vec4<f32>(a.x, a.z, b.x, b.z), vec4<f32>(a.y, a.w, b.y, b.w), vec4<f32>(a.z, b.x, b.z, c));
+    }
+    let inside = iy >= 0 && iy < i32(p.h);
+    let zero = vec4<f32>(0.0);
+    return Taps(select(zero, r.t0, inside), select(zero, r.t1, inside), select(zero, r.t2, inside));
+}
+
+// The 9 input rows under a lane's 4 output rows, from iy0.
+struct X9 {
+    r0: Taps, r1: Taps, r2: Taps, r3: Taps, r4: Taps, r5: Taps, r6: Taps, r7: Taps, r8: Taps,
+}
+
+fn rows9(plane4: u32, iy0: i32, cg: u32, w4: u32) -> X9 {
+    return X9(taps_s2(plane4, iy0 + 0, cg, w4), taps_s2(plane4, iy0 + 1, cg, w4), taps_s2(plane4, iy0 + 2, cg, w4), taps_s2(plane4, iy0 + 3, cg, w4), taps_s2(plane4, iy0 + 4, cg, w4), taps_s2(plane4, iy0 + 5, cg, w4), taps_s2(plane4, iy0 + 6, cg, w4), taps_s2(plane4, iy0 + 7, cg, w4), taps_s2(plane4, iy0 + 8, cg, w4));
+}
+
+// acc + the 9 taps of rows a, b, c (weights g, row-major) in one chain.
+fn chain9(acc: vec4<f32>, a: Taps, b: Taps, c: Taps, g: array<f32, 9>) -> vec4<f32> {
+    let s = fma(a.t2, vec4<f32>(g[2]), fma(a.t1, vec4<f32>(g[1]), fma(a.t0, vec4<f32>(g[0]), acc)));
+    let m = fma(b.t2, vec4<f32>(g[5]), fma(b.t1, vec4<f32>(g[4]), fma(b.t0, vec4<f32>(g[3]), s)));
+    return fma(c.t2, vec4<f32>(g[8]), fma(c.t1, vec4<f32>(g[7]), fma(c.t0, vec4<f32>(g[6]), m)));
+}
+
+// One input channel's 9 taps (weights row-major in wa, wb, wc) into 8 channels'
+// accumulators; output row r reads input rows 2r, 2r + 1, 2r + 2.
+fn accum3s2(t: ptr<function, Tile3>, xs: X9, wa: vec4<f32>, wb: vec4<f32>, wc: f32) {
+    let g0 = bcast(wa.x);
+    let g1 = bcast(wa.y);
+    let g2 = bcast(wa.z);
+    let g3 = bcast(wa.w);
+    let g4 = bcast(wb.x);
+    let g5 = bcast(wb.y);
+    let g6 = bcast(wb.z);
+    let g7 = bcast(wb.w);
+    let g8 = bcast(wc);
+    (*t).a00 = chain9((*t).a00, xs.r0, xs.r1, xs.r2, array(g0.lo[0], g1.lo[0], g2.lo[0], g3.lo[0], g4.lo[0], g5.lo[0], g6.lo[0], g7.lo[0], g8.lo[0]));
+    (*t).a01 = chain9((*t).a01, xs.r0, xs.r1, xs.r2, array(g0.lo[1], g1.lo[1], g2.lo[1], g3.lo[1], g4.lo[1], g5.lo[1], g6.lo[1], g7.lo[1], g8.lo[1]));
+    (*t).a02 = chain9((*t).a02, xs.r0, xs.r1, xs.r2, array(g0.lo[2], g1.lo[2], g2.lo[2], g3.lo[2], g4.lo[2], g5.lo[2], g6.lo[2], g7.lo[2], g8.lo[2]));
+    (*t).a03 = chain9((*t).a03, xs.r0, xs.r1, xs.r2, array(g0.lo[3], g1.lo[3], g2.lo[3], g3.lo[3], g4.lo[3], g5.lo[3], g6.lo[3], g7.lo[3], g8.lo[3]));
+    (*t).a04 = chain9((*t).a04, xs.r0, xs.r1, xs.r2, array(g0.hi[0], g1.hi[0], g2.hi[0], g3.hi[0], g4.hi[0], g5.hi[0], g6.hi[0], g7.hi[0], g8.hi[0]));
+    (*t).a05 = chain9((*t).a05, xs.r0, xs.r1, xs.r2, array(g0.hi[1], g1.hi[1], g2.hi[1], g3.hi[1], g4.hi[1], g5.hi[1], g6.hi[1], g7.hi[1], g8.hi[1]));
+    (*t).a06 = chain9((*t).a06, xs.r0, xs.r1, xs.r2, array(g0.hi[2], g1.hi[2], g2.hi[2], g3.hi[2], g4.hi[2], g5.hi[2], g6.hi[2], g7.hi[2], g8.hi[2]));
+    (*t).a07 = chain9((*t).a07, xs.r0, xs.r1, xs.r2, array(g0.hi[3], g1.hi[3], g2.hi[3], g3.hi[3], g4.hi[3], g5.hi[3], g6.hi[3], g7.hi[3], g8.hi[3]));
+    (*t).a10 = chain9((*t).a10, xs.r2, xs.r3, xs.r4, array(g0.lo[0], g1.lo[0], g2.lo[0], g3.lo[0], g4.lo[0], g5.lo[0], g6.lo[0], g7.lo[0], g8.lo[0]));
+    (*t).a11 = chain9((*t).a11, xs.r2, xs.r3, xs.r4, array(g0.lo[1], g1.lo[1], g2.lo[1], g3.lo[1], g4.lo[1], g5.lo[1], g6.lo[1], g7.lo[1], g8.lo[1]));
+    (*t).a12 = chain9((*t).a12, xs.r2, xs.r3, xs.r4, array(g0.lo[2], g1.lo[2], g2.lo[2], g3.lo[2], g4.lo[2], g5.lo[2], g6.lo[2], g7.lo[2], g8.lo[2]));
+    (*t).a13 = chain9((*t).a13, xs.r2, xs.r3, xs.r4, array(g0.lo[3], g1.lo[3], g2.lo[3], g3.lo[3], g4.lo[3], g5.lo[3], g6.lo[3], g7.lo[3], g8.lo[3]));
+    (*t).a14 = chain9((*t).a14, xs.r2, xs.r3, xs.r4, array(g0.hi[0], g1.hi[0], g2.hi[0], g3.hi[0], g4.hi[0], g5.hi[0], g6.hi[0], g7.hi[0], g8.hi[0]));
+    (*t).a15 = chain9((*t).a15, xs.r2, xs.r3, xs.r4, array(g0.hi[1], g1.hi[1], g2.hi[1], g3.hi[1], g4.hi[1], g5.hi[1], g6.hi[1], g7.hi[1], g8.hi[1]));
+    (*t).a16 = chain9((*t).a16, xs.r2, xs.r3, xs.r4, array(g0.hi[2], g1.hi[2], g2.hi[2], g3.hi[2], g4.hi[2], g5.hi[2], g6.hi[2], g7.hi[2], g8.hi[2]));
+    (*t).a17 = chain9((*t).a17, xs.r2, xs.r3, xs.r4, array(g0.hi[3], g1.hi[3], g2.hi[3], g3.hi[3], g4.hi[3], g5.hi[3], g6.hi[3], g7.hi[3], g8.hi[3]));
+    (*t).a20 = chain9((*t).a20, xs.r4, xs.r5, xs.r6, array(g0.lo[0], g1.lo[0], g2.lo[0], g3.lo[0], g4.lo[0], g5.lo[0], g6.lo[0], g7.lo[0], g8.lo[0]));
+    (*t).a21 = chain9((*t).a21, xs.r4, xs.r5, xs.r6, array(g0.lo[1], g1.lo[1], g2.lo[1], g3.lo[1], g4.lo[1], g5.lo[1], g6.lo[1], g7.lo[1], g8.lo[1]));
+    (*t).a22 = chain9((*t).a22, xs.r4, xs.r5, xs.r6, array(g0.lo[2], g1.lo[2], g2.lo[2], g3.lo[2], g4.lo[2], g5.lo[2], g6.lo[2], g7.lo[2], g8.lo[2]));
+    (*t).a23 = chain9((*t).a23, xs.r4, xs.r5, xs.r6, array(g0.lo[3], g1.lo[3], g2.lo[3], g3.lo[3], g4.lo[3], g5.lo[3], g6.lo[3], g7.lo[3], g8.lo[3]));
+    (*t).a24 = chain9((*t).a24, xs.r4, xs.r5, xs.r6, array(g0.hi[0], g1.hi[0], g2.hi[0], g3.hi[0], g4.hi[0], g5.hi[0], g6.hi[0], g7.hi[0], g8.hi[0]));
+    (*t).a25 = chain9((*t).a25, xs.r4, xs.r5, xs.r6, array(g0.hi[1], g1.hi[1], g2.hi[1], g3.hi[1], g4.hi[1], g5.hi[1], g6.hi[1], g7.hi[1], g8.hi[1]));
+    (*t).a26 = chain9((*t).a26, xs.r4, xs.r5, xs.r6, array(g0.hi[2], g1.hi[2], g2.hi[2], g3.hi[2], g4.hi[2], g5.hi[2], g6.hi[2], g7.hi[2], g8.hi[2]));
+    (*t).a27 = chain9((*t).a27, xs.r4, xs.r5, xs.r6, array(g0.hi[3], g1.hi[3], g2.hi[3], g3.hi[3], g4.hi[3], g5.hi[3], g6.hi[3], g7.hi[3], g8.hi[3]));
+    (*t).a30 = chain9((*t).a30, xs.r6, xs.r7, xs.r8, array(g0.lo[0], g1.lo[0], g2.lo[0], g3.lo[0], g4.lo[0], g5.lo[0], g6.lo[0], g7.lo[0], g8.lo[0]));
+    (*t).a31 = chain9((*t).a31, xs.r6, xs.r7, xs.r8, array(g0.lo[1], g1.lo[1], g2.lo[1], g3.lo[1], g4.lo[1], g5.lo[1], g6.lo[1], g7.lo[1], g8.lo[1]));
+    (*t).a32 = chain9((*t).a32, xs.r6, xs.r7, xs.r8, array(g0.lo[2], g1.lo[2], g2.lo[2], g3.lo[2], g4.lo[2], g5.lo[2], g6.lo[2], g7.lo[2], g8.lo[2]));
+    (*t).a33 = chain9((*t).a33, xs.r6, xs.r7, xs.r8, array(g0.lo[3], g1.lo[3], g2.lo[3], g3.lo[3], g4.lo[3], g5.lo[3], g6.lo[3], g7.lo[3], g8.lo[3]));
+    (*t).a34 = chain9((*t).a34, xs.r6, xs.r7, xs.r8, array(g0.hi[0], g1.hi[0], g2.hi[0], g3.hi[0], g4.hi[0], g5.hi[0], g6.hi[0], g7.hi[0], g8.hi[0]));
+    (*t).a35 = chain9((*t).a35, xs.r6, xs.r7, xs.r8, array(g0.hi[1], g1.hi[1], g2.hi[1], g3.hi[1], g4.hi[1], g5.hi[1], g6.hi[1], g7.hi[1], g8.hi[1]));
+    (*t).a36 = chain9((*t).a36, xs.r6, xs.r7, xs.r8, array(g0.hi[2], g1.hi[2], g2.hi[2], g3.hi[2], g4.hi[2], g5.hi[2], g6.hi[2], g7.hi[2], g8.hi[2]));
+    (*t).a37 = chain9((*t).a37, xs.r6, xs.r7, xs.r8, array(g0.hi[3], g1.hi[3], g2.hi[3], g3.hi[3], g4.hi[3], g5.hi[3], g6.hi[3], g7.hi[3], g8.hi[3]));
+}
+
+// Four input channels from plane p0 on, into t (weights lo) and u (weights hi).
+fn group3s2(t: ptr<function, Tile3>, u: ptr<function, Tile3>, p0: u32, plane: u32, iy0: i32, cg: u32, w4: u32, lo: W9, hi: W9) {
+    let v0 = lo.v0; let v1 = lo.v1; let v2 = lo.v2; let v3 = lo.v3; let v4 = lo.v4;
+    let v5 = lo.v5; let v6 = lo.v6; let v7 = lo.v7; let v8 = lo.v8;
+    let h0 = hi.v0; let h1 = hi.v1; let h2 = hi.v2; let h3 = hi.v3; let h4 = hi.v4;
+    let h5 = hi.v5; let h6 = hi.v6; let h7 = hi.v7; let h8 = hi.v8;
+    let xa = rows9(p0, iy0, cg, w4);
+    accum3s2(t, xa, v0, v1, v2.x);
+    accum3s2(u, xa, h0, h1, h2.x);
+    let xb = rows9(p0 + plane, iy0, cg, w4);
+    accum3s2(t, xb, vec4<f32>(v2.yzw, v3.x), vec4<f32>(v3.yzw, v4.x), v4.y);
+    accum3s2(u, xb, vec4<f32>(h2.yzw, h3.x), vec4<f32>(h3.yzw, h4.x), h4.y);
+    let xc = rows9(p0 + 2u * plane, iy0, cg, w4);
+    accum3s2(t, xc, vec4<f32>(v4.zw, v5.xy), vec4<f32>(v5.zw, v6.xy), v6.z);
+    accum3s2(u, xc, vec4<f32>(h4.zw, h5.xy), vec4<f32>(h5.zw, h6.xy), h6.z);
+    let xd = rows9(p0 + 3u * plane, iy0, cg, w4);
+    accum3s2(t, xd, vec4<f32>(v6.w, v7.xyz), vec4<f32>(v7.w, v8.xyz), v8.w);
+    accum3s2(u, xd, vec4<f32>(h6.w, h7.xyz), vec4<f32>(h7.w, h8.xyz), h8.w);
+}
+
+@compute @workgroup_size(LANES)
+fn main3s2(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) num: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    // Output row length in vec4s (the stores), input row length (the loads).
+    let ow4 = p.ow / 4u;
+    let w4 = p.w / 4u;
+    let tiles = ((p.oh + 3u) / 4u) * ow4;
+    let at = place(wg, num, li, tiles);
+    if !at.valid {
+        return;
+    }
+    let oc0 = at.oc0;
+    let tile = at.tile;
+    let cg = tile % ow4;
+    let oy0 = min(tile / ow4, (p.oh - 1u) / 4u) * 4u;
+    let w_row4 = p.w_cin * 9u / 4u;
+    let wl = (p.oc_base + min(oc0 + lane, p.cout - 1u)) * w_row4 + p.ic_base * 9u / 4u;
+    let wh = (p.oc_base + min(oc0 + 8u + lane, p.cout - 1u)) * w_row4 + p.ic_base * 9u / 4u;
+    let iy0 = 2 * i32(oy0) - i32(p.pad_t);
+    let plane = p.h * w4;
+    var t: Tile3;
+    var u: Tile3;
+    if W_F16 {
+        let l8 = wl / 2u;
+        let h8 = wh / 2u;
+        for (var q = 0u; q < p.cin / 8u; q++) {
+            let lo = w18_f16(l8 + q * 9u);
+            let hi = w18_f16(h8 + q * 9u);
+            group3s2(&t, &u, 8u * q * plane, plane, iy0, cg, w4, lo.a, hi.a);
+            group3s2(&t, &u, (8u * q + 4u) * plane, plane, iy0, cg, w4, lo.b, hi.b);
+        }
+    } else {
+        for (var q = 0u; q < p.cin / 4u; q++) {
+            group3s2(&t, &u, 4u * q * plane, plane, iy0, cg, w4, w9_f32(wl + q * 9u), w9_f32(wh + q * 9u));
+        }
+    }
+    if tile < tiles {
+        store3(oc0 + 0u, oy0 + 0u, cg, ow4, t.a00);
+        store3(oc0 + 1u, oy0 + 0u, cg, ow4, t.a01);
+        store3(oc0 + 2u, oy0 + 0u, cg, ow4, t.a02);
+        store3(oc0 + 3u, oy0 + 0u, cg, ow4, t.a03);
+        store3(oc0 + 4u, oy0 + 0u, cg, ow4, t.a04);
+        store3(oc0 + 5u, oy0 + 0u, cg, ow4, t.a05);
+        store3(oc0 + 6u, oy0 + 0u, cg, ow4, t.a06);
+        store3(oc0 + 7u, oy0 + 0u, cg, ow4, t.a07);
+        store3(oc0 + 0u, oy0 + 1u, cg, ow4, t.a10);
+        store3(oc0 + 1u, oy0 + 1u, cg, ow4, t.a11);
+        store3(oc0 + 2u, oy0 + 1u, cg, ow4, t.a12);
+        store3(oc0 + 3u, oy0 + 1u, cg, ow4, t.a13);
+        store3(oc0 + 4u, oy0 + 1u, cg, ow4, t.a14);
+        store3(oc0 + 5u, oy0 + 1u, cg, ow4, t.a15);
+        store3(oc0 + 6u, oy0 + 1u, cg, ow4, t.a16);
+        store3(oc0 + 7u, oy0 + 1u, cg, ow4, t.a17);
+        store3(oc0 + 0u, oy0 + 2u, cg, ow4, t.a20);
+        store3(oc0 + 1u, oy0 + 2u, cg, ow4, t.a21);
+        store3(oc0 + 2u, oy0 + 2u, cg, ow4, t.a22);
+        store3(oc0 + 3u, oy0 + 2u, cg, ow4, t.a23);
+        store3(oc0 + 4u, oy0 + 2u, cg, ow4, t.a24);
+        store3(oc0 + 5u, oy0 + 2u, cg, ow4, t.a25);
+        store3(oc0 + 6u, oy0 + 2u, cg, ow4, t.a26);
+        store3(oc0 + 7u, oy0 + 2u, cg, ow4, t.a27);
+        store3(oc0 + 0u, oy0 + 3u, cg, ow4, t.a30);
+        store3(oc0 + 1u, oy0 + 3u, cg, ow4, t.a31);
+        store3(oc0 + 2u, oy0 + 3u, cg, ow4, t.a32);
+        store3(oc0 + 3u, oy0 + 3u, cg, ow4, t.a33);
+        store3(oc0 + 4u, oy0 + 3u, cg, ow4, t.a34);
+        store3(oc0 + 5u, oy0 + 3u, cg, ow4, t.a35);
+        store3(oc0 + 6u, oy0 + 3u, cg, ow4, t.a36);
+        store3(oc0 + 7u, oy0 + 3u, cg, ow4, t.a37);
+        store3(oc0 + 8u, oy0 + 0u, cg, ow4, u.a00);
+        store3(oc0 + 9u, oy0 + 0u, cg, ow4, u.a01);
+        store3(oc0 + 10u, oy0 + 0u, cg, ow4, u.a02);
+        store3(oc0 + 11u, oy0 + 0u, cg, ow4, u.a03);
+        store3(oc0 + 12u, oy0 + 0u, cg, ow4, u.a04);
+        store3(oc0 + 13u, oy0 + 0u, cg, ow4, u.a05);
+        store3(oc0 + 14u, oy0 + 0u, cg, ow4, u.a06);
+        store3(oc0 + 15u, oy0 + 0u, cg, ow4, u.a07);
+        store3(oc0 + 8u, oy0 + 1u, cg, ow4, u.a10);
+        store3(oc0 + 9u, oy0 + 1u, cg, ow4, u.a11);
+        store3(oc0 + 10u, oy0 + 1u, cg, ow4, u.a12);
+        store3(oc0 + 11u, oy0 + 1u, cg, ow4, u.a13);
+        store3(oc0 + 12u, oy0 + 1u, cg, ow4, u.a14);
+        store3(oc0 + 13u, oy0 + 1u, cg, ow4, u.a15);
+        store3(oc0 + 14u, oy0 + 1u, cg, ow4, u.a16);
+        store3(oc0 + 15u, oy0 + 1u, cg, ow4, u.a17);
+        store3(oc0 + 8u, oy0 + 2u, cg, ow4, u.a20);
+        store3(oc0 + 9u, oy0 + 2u, cg, ow4, u.a21);
+        store3(oc0 + 10u, oy0 + 2u, cg, ow4, u.a22);
+        store3(oc0 + 11u, oy0 + 2u, cg, ow4, u.a23);
+        store3(oc0 + 12u, oy0 + 2u, cg, ow4, u.a24);
+        store3(oc0 + 13u, oy0 + 2u, cg, ow4, u.a25);
+        store3(oc0 + 14u, oy0 + 2u, cg, ow4, u.a26);
+        store3(oc0 + 15u, oy0 + 2u, cg, ow4, u.a27);
+        store3(oc0 + 8u, oy0 + 3u, cg, ow4, u.a30);
+        store3(oc0 + 9u, oy0 + 3u, cg, ow4, u.a31);
+        store3(oc0 + 10u, oy0 + 3u, cg, ow4, u.a32);
+        store3(oc0 + 11u, oy0 + 3u, cg, ow4, u.a33);
+        store3(oc0 + 12u, oy0 + 3u, cg, ow4, u.a34);
+        store3(oc0 + 13u, oy0 + 3u, cg, ow4, u.a35);
+        store3(oc0 + 14u, oy0 + 3u, cg, ow4, u.a36);
+        store3(oc0 + 15u, oy0 + 3u, cg, ow4, u.a37);
+    }
+}

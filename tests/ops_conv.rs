@@ -5,7 +5,9 @@ use oscar_wgpu::graph::{DType, Graph};
 use oscar_wgpu::ops::conv2d::{self, Activation, Conv2d};
 use oscar_wgpu::rng::Rng;
 
-fn check(cin: usize, h: usize, w: usize, cout: usize, k: usize, cfg: Conv2d, seed: u64) {
+/// Checks one convolution against the reference; returns the kernels (`shader.entry`)
+/// it ran, where the adapter has timestamp queries to say (none otherwise).
+fn check(cin: usize, h: usize, w: usize, cout: usize, k: usize, cfg: Conv2d, seed: u64) -> Vec<String> {
     let mut rng = Rng::new(seed);
     let x = rng.vec(cin * h * w, 1.0);
     let wt = rng.vec(cout * cin * k * k, 0.5);
@@ -15,9 +17,18 @@ fn check(cin: usize, h: usize, w: usize, cout: usize, k: usize, cfg: Conv2d, see
     let wt_t = g.input_f32(&[cout, cin, k, k], &wt).unwrap();
     let bt = g.input_f32(&[cout], &b).unwrap();
     let y = conv2d::conv2d(&mut g, xt, wt_t, bt, cfg).unwrap();
-    let (out, _) = g.run(&[y]).unwrap();
+    let (out, report) = g.run_profiled(&[y]).unwrap();
     let want = conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, k, k], &b, cfg);
     assert_close(&out[0].f32(), &want, 1e-5, &format!("conv {cin}→{cout} {k}×{k} on {h}×{w} {cfg:?}"));
+    report.kernels.into_keys().collect()
+}
+
+/// Asserts that `ran` is `kernel` alone, where the adapter has the broadcast kernels
+/// (8-lane subgroups) and timestamps to tell.
+fn assert_ran(ran: &[String], kernel: &str) {
+    if gpu().info.subgroup_max_size == 8 && !ran.is_empty() {
+        assert_eq!(ran, [kernel], "expected {kernel}");
+    }
 }
 
 #[test]
@@ -41,7 +52,7 @@ fn conv_strided_asymmetric_padding() {
     check(5, 15, 9, 7, 5, Conv2d::strided(2, [2; 4]), 7);
 }
 
-fn check_f16(cin: usize, h: usize, w: usize, cout: usize, k: usize, seed: u64) {
+fn check_f16(cin: usize, h: usize, w: usize, cout: usize, k: usize, cfg: Conv2d, seed: u64) -> Vec<String> {
     let mut rng = Rng::new(seed);
     let x = rng.vec(cin * h * w, 1.0);
     let wt: Vec<f32> = rng.vec(cout * cin * k * k, 0.5).iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
@@ -54,19 +65,22 @@ fn check_f16(cin: usize, h: usize, w: usize, cout: usize, k: usize, seed: u64) {
     let xt = g.input_f32(&[cin, h, w], &x).unwrap();
     let wt_t = g.resident(&[cout, cin, k, k], DType::F16, upload(&wt));
     let bt = g.resident(&[cout], DType::F16, upload(&b));
-    let y = conv2d::conv2d(&mut g, xt, wt_t, bt, Conv2d::same(k / 2)).unwrap();
-    let (out, _) = g.run(&[y]).unwrap();
-    let want = conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, k, k], &b, Conv2d::same(k / 2));
-    assert_close(&out[0].f32(), &want, 1e-5, &format!("{k}×{k} conv {cin}→{cout} on {h}×{w} with f16 weights"));
+    let y = conv2d::conv2d(&mut g, xt, wt_t, bt, cfg).unwrap();
+    let (out, report) = g.run_profiled(&[y]).unwrap();
+    let want = conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, k, k], &b, cfg);
+    assert_close(&out[0].f32(), &want, 1e-5, &format!("{k}×{k} conv {cin}→{cout} on {h}×{w} {cfg:?} with f16 weights"));
+    report.kernels.into_keys().collect()
 }
 
 #[test]
 fn conv_f16_weights() {
-    check_f16(5, 7, 6, 11, 3, 9);
+    check_f16(5, 7, 6, 11, 3, Conv2d::same(1), 9);
     // Input channels in eights and a width in fours: the vec4 3×3 kernel's f16 path.
-    check_f16(16, 9, 12, 21, 3, 10);
+    assert_ran(&check_f16(16, 9, 12, 21, 3, Conv2d::same(1), 10), "conv2d_subgroup.main3");
     // And the 1×1 one's: 24 channels are three f16 words per weight row.
-    check_f16(24, 5, 4, 19, 1, 11);
+    assert_ran(&check_f16(24, 5, 4, 19, 1, Conv2d::same(0), 11), "conv2d_subgroup.main1");
+    // And the stride-2 one's.
+    assert_ran(&check_f16(16, 11, 16, 18, 3, Conv2d::strided(2, [0, 1, 0, 1]), 12), "conv2d_subgroup.main3s2");
 }
 
 /// Shapes the vec4 3×3 kernel takes (stride 1, one column of padding, input channels in
@@ -114,23 +128,21 @@ fn conv_subgroup_wide_pictures() {
 /// tiles), and 25 pixels, which stay on the convolution kernel.
 #[test]
 fn conv_1x1_as_a_product() {
-    let cases = [(16, 10, 14, 130, 50, "matmul_subgroup.rows16"), (24, 3, 4, 5, 51, "matmul_subgroup.rows4"), (8, 5, 5, 9, 52, "conv2d_subgroup.main")];
-    for (cin, h, w, cout, seed, kernel) in cases {
-        let mut rng = Rng::new(seed);
-        let x = rng.vec(cin * h * w, 1.0);
-        let wt = rng.vec(cout * cin, 0.5);
-        let b = rng.vec(cout, 0.5);
-        let mut g = Graph::new(gpu());
-        let xt = g.input_f32(&[cin, h, w], &x).unwrap();
-        let wt_t = g.input_f32(&[cout, cin, 1, 1], &wt).unwrap();
-        let bt = g.input_f32(&[cout], &b).unwrap();
-        let y = conv2d::conv2d(&mut g, xt, wt_t, bt, Conv2d::same(0)).unwrap();
-        let (out, report) = g.run_profiled(&[y]).unwrap();
-        let want = conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, 1, 1], &b, Conv2d::same(0));
-        assert_close(&out[0].f32(), &want, 1e-5, &format!("1×1 conv {cin}→{cout} on {h}×{w}"));
-        // Which kernel ran, where the adapter can say (timestamps) and has the broadcast kernels.
-        if gpu().info.subgroup_max_size == 8 && !report.kernels.is_empty() {
-            assert!(report.kernels.contains_key(kernel), "{cin}→{cout} on {h}×{w} ran {:?}, not {kernel}", report.kernels.keys());
-        }
-    }
+    assert_ran(&check(16, 10, 14, 130, 1, Conv2d::same(0), 50), "matmul_subgroup.rows16");
+    assert_ran(&check(24, 3, 4, 5, 1, Conv2d::same(0), 51), "matmul_subgroup.rows4");
+    assert_ran(&check(8, 5, 5, 9, 1, Conv2d::same(0), 52), "conv2d_subgroup.main");
+}
+
+/// 3×3 stride-2 convolutions with left padding 0 (the VAE's downsamplers, padded right
+/// and below) or 1 (the UNet's), input width in eights, on the vec4 kernel `main3s2`:
+/// odd heights (a last row tile partly used), channels not in sixteens, a picture past
+/// 256 tiles (64-lane workgroups), and a width in fours only, which is not for it.
+#[test]
+fn conv_3x3_stride_2_vector_kernel() {
+    let vae = Conv2d::strided(2, [0, 1, 0, 1]);
+    let unet = Conv2d::strided(2, [1; 4]);
+    assert_ran(&check(8, 13, 16, 21, 3, vae, 60), "conv2d_subgroup.main3s2");
+    assert_ran(&check(12, 10, 24, 9, 3, unet.with(Activation::Silu), 61), "conv2d_subgroup.main3s2");
+    assert_ran(&check(4, 128, 136, 17, 3, unet, 62), "conv2d_subgroup.main3s2");
+    assert_ran(&check(8, 7, 12, 16, 3, vae, 63), "conv2d_subgroup.main");
 }

@@ -125,20 +125,27 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
     // The vector kernels of shaders/conv2d_subgroup.wgsl, where their vec4 loads line
     // up: input channels in groups of 4 (f32 weights) or 8 (f16), and for `main3`
     // (3×3 "same", 4 columns × 4 rows × 16 channels per lane) rows a multiple of 4
-    // columns, for `main1` (1×1, 16 pixels × 16 channels) pixels a multiple of 4.
+    // columns, for `main3s2` (its stride-2 sibling, left padding 0 or 1) input rows a
+    // multiple of 8 and output rows half as long, for `main1` (1×1, 16 pixels × 16
+    // channels) pixels a multiple of 4.
     let group = if g.dtype(weight) == DType::F16 { 8 } else { 4 };
     let vector = subgroup && cin % group == 0 && in_chunks.iter().all(|c| c.start % group == 0 && c.len() % group == 0);
     let three = vector && (kh, kw, cfg.stride, cfg.pad[2], cfg.pad[3]) == (3, 3, 1, 1, 1) && w % 4 == 0;
+    let three_s2 = vector && (kh, kw, cfg.stride) == (3, 3, 2) && cfg.pad[2] <= 1 && w % 8 == 0 && 2 * ow == w;
     let one = vector && (kh, kw, cfg.stride, cfg.pad) == (1, 1, 1, [0; 4]) && (h * w) % 4 == 0;
-    let entry = if three { "main3" } else if one { "main1" } else { "main" };
+    let entry = if three { "main3" } else if three_s2 { "main3s2" } else if one { "main1" } else { "main" };
     let mut key = KernelKey::new(shader, entry).with("W_F16", is_f16(g.dtype(weight))).with("ACT", cfg.act.code());
-    if subgroup && !three && !one {
+    if three_s2 {
+        key = key.with("PAD_L1", cfg.pad[2] as f64);
+    } else if subgroup && !three && !one {
         key = key.with("STRIDE1", (cfg.stride == 1) as u32 as f64);
     }
-    // Output tiles of one channel group: 4 rows × 4 columns (`main3`), 16 pixels
+    // Output tiles of one channel group: 4 rows × 4 columns (`main3`, `main3s2`), 16 pixels
     // (`main1`) or 4 rows × 1 column.
     let tiles = if three {
         (oh as u64).div_ceil(ROW_TILE) * (w / 4) as u64
+    } else if three_s2 {
+        (oh as u64).div_ceil(ROW_TILE) * (ow / 4) as u64
     } else if one {
         ((oh * ow) as u64).div_ceil(16)
     } else {
