@@ -55,6 +55,16 @@ pub fn run_kernel_bench(gpu: &Gpu, quick: bool, only: &str) -> Result<(f64, f64,
         conv2d::conv2d(&mut g, x, w, b, conv2d::Conv2d::same(k / 2))?;
         record(&format!("conv2d {k}×{k}"), format!("{cin}→{cout} @ {hw}×{hw}"), g)?;
     }
+    if wanted("conv2d") {
+        // The VAE encoder's first downsampler on a 256×256 image.
+        let (c, hw) = (128, 256);
+        let mut g = Graph::new(gpu);
+        let x = input(&mut g, &mut rng, &[c, hw, hw])?;
+        let w = input(&mut g, &mut rng, &[c, c, 3, 3])?;
+        let b = input(&mut g, &mut rng, &[c])?;
+        conv2d::conv2d(&mut g, x, w, b, conv2d::Conv2d::strided(2, [0, 1, 0, 1]))?;
+        record("conv2d 3×3/2", format!("{c}→{c} @ {hw}×{hw}"), g)?;
+    }
 
     let linears = [(4096, 320, 320, false), (4096, 320, 320, true), (1024, 1280, 1280, false), (4096, 320, 2560, true), (64, 1280, 10240, false)];
     for (n, k, m, f16) in linears.into_iter().filter(|_| wanted("linear")) {
