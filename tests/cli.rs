@@ -173,8 +173,8 @@ fn bench_reports_stages_and_kernels() {
     ok(&out);
     let csv = String::from_utf8_lossy(&out.stdout);
     let mut lines = csv.lines();
-    assert_eq!(lines.next().unwrap(), "adapter,backend,driver,precision,version,size,level,stage,median_ms,min_ms,max_ms,gflops,peak_fraction,peak_memory_bytes");
-    let stages: Vec<&str> = lines.map(|l| l.rsplit(',').nth(6).unwrap()).collect();
+    assert_eq!(lines.next().unwrap(), "adapter,backend,driver,precision,version,size,level,stage,median_ms,min_ms,max_ms,gflops,peak_fraction,peak_memory_bytes,machine_drift");
+    let stages: Vec<&str> = lines.map(|l| l.rsplit(',').nth(7).unwrap()).collect();
     for stage in ["encode_total", "decode_total", "vae_encode", "hyper_encode", "vq", "range_decode", "hyper_decode", "unet", "vae_decode"] {
         assert!(stages.contains(&stage), "no {stage} record in {stages:?}");
     }

@@ -5,12 +5,16 @@
 
 One row per (size, level, stage) found in either file: both medians in ms and the ratio b/a
 (below 1: b is faster). A stage only one side measures (e.g. range_encode) shows "-" for the other.
+Where a file says its machine was not steady (`oscar-wgpu bench`'s machine_drift: its own probes
+moved by more than 5 % during the runs), a warning says so on stderr.
 """
 
 import argparse
 import json
 import sys
 
+# Probe drift past which a file's numbers compare poorly (as `oscar-wgpu bench` warns).
+STEADY = 0.05
 KEYS = ("adapter", "backend", "driver", "precision", "version", "size", "level", "stage", "median_ms", "min_ms",
         "max_ms", "gflops", "peak_fraction", "peak_memory_bytes")
 ORDER = ["vae_encode", "hyper_encode", "vq", "range_encode", "encode_total",
@@ -64,6 +68,11 @@ def main(argv=None):
         print(f"compare: error: {e}", file=sys.stderr)
         return 2
     print(f"a: {da}\nb: {db}")
+    for name, recs in (("a", a), ("b", b)):
+        drift = max((r.get("machine_drift", 0.0) for r in recs.values()), default=0.0)
+        if drift > STEADY:
+            print(f"compare: warning: {name}'s probes moved by {100 * drift:.1f} % during its runs: "
+                  "its machine was not steady", file=sys.stderr)
     print(f"{'size':>5} {'level':>5}  {'stage':<13} {'a_ms':>10} {'b_ms':>10} {'b/a':>7}")
     for key in sorted(set(a) | set(b), key=sort_key):
         ma, mb = (x[key]["median_ms"] if key in x else None for x in (a, b))

@@ -94,6 +94,33 @@ struct Record {
     gflops: f64,
     peak_fraction: f64,
     peak_memory_bytes: u64,
+    /// How far the adapter's own FMA peak or bandwidth moved between the probes before
+    /// and after the runs (0.05: 5 %); past [`STEADY`], the machine's speed changed
+    /// under the runs and their numbers compare poorly with another run's.
+    machine_drift: f64,
+}
+
+/// Drift of the probes, and spread of a stage's runs ((max − min) / median), past
+/// which the bench warns that the machine was not steady.
+const STEADY: f64 = 0.05;
+
+/// The roofline probes of one adapter at one moment.
+#[derive(Clone, Copy)]
+struct Probes {
+    fma_gflops: f64,
+    bandwidth_gbs: f64,
+}
+
+impl Probes {
+    fn measure(gpu: &Gpu) -> Result<Probes> {
+        Ok(Probes { fma_gflops: probe::fma_peak(gpu)?, bandwidth_gbs: probe::bandwidth(gpu)? })
+    }
+
+    /// The larger relative change of the two probes from `self` to `later`.
+    fn drift(&self, later: &Probes) -> f64 {
+        let change = |a: f64, b: f64| (b - a).abs() / a.min(b).max(1e-9);
+        change(self.fma_gflops, later.fma_gflops).max(change(self.bandwidth_gbs, later.bandwidth_gbs))
+    }
 }
 
 /// Median, min and max of a sample.
@@ -127,11 +154,11 @@ pub fn run(gpu: &GpuOptions, args: &BenchArgs, out: Output) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&records)?);
     } else if args.csv {
-        let mut w = String::from("adapter,backend,driver,precision,version,size,level,stage,median_ms,min_ms,max_ms,gflops,peak_fraction,peak_memory_bytes\n");
+        let mut w = String::from("adapter,backend,driver,precision,version,size,level,stage,median_ms,min_ms,max_ms,gflops,peak_fraction,peak_memory_bytes,machine_drift\n");
         for r in &records {
             w += &format!(
-                "\"{}\",{},\"{}\",{},{},{},{},{},{:.4},{:.4},{:.4},{:.2},{:.4},{}\n",
-                r.adapter, r.backend, r.driver, r.precision, r.version, r.size, r.level, r.stage, r.median_ms, r.min_ms, r.max_ms, r.gflops, r.peak_fraction, r.peak_memory_bytes
+                "\"{}\",{},\"{}\",{},{},{},{},{},{:.4},{:.4},{:.4},{:.2},{:.4},{},{:.4}\n",
+                r.adapter, r.backend, r.driver, r.precision, r.version, r.size, r.level, r.stage, r.median_ms, r.min_ms, r.max_ms, r.gflops, r.peak_fraction, r.peak_memory_bytes, r.machine_drift
             );
         }
         print!("{w}");
@@ -240,9 +267,9 @@ fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<
     let gpu = Gpu::new(options)?;
     let name = gpu.info.name.clone();
     progress(out, format!("{name}: probing FMA peak and bandwidth…"));
-    let first_peak = probe::fma_peak(&gpu)?;
-    let bandwidth = probe::bandwidth(&gpu)?;
-    progress(out, format!("{name}: {first_peak:.1} GFLOP/s FMA peak, {bandwidth:.1} GB/s"));
+    let before = Probes::measure(&gpu)?;
+    let first_peak = before.fma_gflops;
+    progress(out, format!("{name}: {first_peak:.1} GFLOP/s FMA peak, {:.1} GB/s", before.bandwidth_gbs));
     let precision = if args.f16 { Precision::F16 } else { Precision::F32 };
     let t0 = Instant::now();
     let oscar = match &args.model {
@@ -266,9 +293,10 @@ fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<
             min_ms,
             max_ms,
             gflops,
-            // Set once the peak is final, below.
+            // Set once the probes after the runs are in, below.
             peak_fraction: 0.0,
             peak_memory_bytes: memory,
+            machine_drift: 0.0,
         }
     };
     // Runs tile where the user's budget (or the adapter's default) says, as encode and decode do.
@@ -334,11 +362,52 @@ fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<
     }
     // The probe again after the runs, the better reading counting: a peak is what the
     // device can do, and a busy moment only ever lowers it.
-    let last_peak = probe::fma_peak(&oscar.gpu)?;
-    let peak = first_peak.max(last_peak);
-    progress(out, format!("{name}: FMA peak {first_peak:.1} GFLOP/s before the runs, {last_peak:.1} after: {peak:.1} counts"));
+    let after = Probes::measure(&oscar.gpu)?;
+    let peak = first_peak.max(after.fma_gflops);
+    let drift = before.drift(&after);
+    progress(
+        out,
+        format!(
+            "{name}: FMA peak {first_peak:.1} GFLOP/s before the runs, {:.1} after ({peak:.1} counts); bandwidth {:.1} GB/s before, {:.1} after",
+            after.fma_gflops, before.bandwidth_gbs, after.bandwidth_gbs
+        ),
+    );
     for r in &mut records {
         r.peak_fraction = r.gflops / peak;
+        r.machine_drift = drift;
     }
+    warn_if_unsteady(&name, drift, &records);
     Ok(records)
+}
+
+/// Says on stderr (even with --quiet: it is about the numbers, not progress) when the
+/// probes moved or a stage's runs spread by more than [`STEADY`]: such numbers are not
+/// for comparing with another run or another machine.
+fn warn_if_unsteady(adapter: &str, drift: f64, records: &[Record]) {
+    let spread: Vec<String> = records
+        .iter()
+        .filter(|r| r.max_ms - r.min_ms > STEADY * r.median_ms)
+        .map(|r| format!("{}@{} {:.0} %", r.stage, r.size, 100.0 * (r.max_ms - r.min_ms) / r.median_ms))
+        .collect();
+    if drift > STEADY {
+        eprintln!("warning: {adapter}: the adapter's own probes moved by {:.1} % during the runs: the machine was not steady, run again on an idle one before comparing", 100.0 * drift);
+    }
+    if !spread.is_empty() {
+        eprintln!("warning: {adapter}: runs spread by more than {:.0} % of their median in: {}", 100.0 * STEADY, spread.join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Probes;
+
+    #[test]
+    fn drift_is_the_larger_relative_move_either_way() {
+        let at = |fma_gflops, bandwidth_gbs| Probes { fma_gflops, bandwidth_gbs };
+        assert_eq!(at(100.0, 5.0).drift(&at(100.0, 5.0)), 0.0);
+        assert!((at(100.0, 5.0).drift(&at(110.0, 5.0)) - 0.1).abs() < 1e-12);
+        // A drop counts like a rise of the same ratio, and bandwidth like the FMA peak.
+        assert!((at(110.0, 5.0).drift(&at(100.0, 5.0)) - 0.1).abs() < 1e-12);
+        assert!((at(100.0, 4.0).drift(&at(101.0, 5.0)) - 0.25).abs() < 1e-12);
+    }
 }

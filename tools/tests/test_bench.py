@@ -84,6 +84,15 @@ def test_compare(tmp_path, capsys):
     assert list(rows) == ["range_decode", "unet", "vae_decode"]  # pipeline order
 
 
+def test_compare_warns_of_an_unsteady_machine(tmp_path, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps([record("unet", 100.0, machine_drift=0.01)]))
+    b.write_text(json.dumps([record("unet", 90.0, machine_drift=0.12)]))
+    assert compare.main([str(a), str(b)]) == 0
+    err = capsys.readouterr().err
+    assert "b's probes moved by 12.0 %" in err and "a's" not in err
+
+
 @pytest.mark.parametrize("content, message", [
     ("{", "not valid JSON"), ("[]", "non-empty list"), ('[{"size": 1}]', "lacks"),
     (json.dumps([record("unet", 1.0)] * 2), "two records"),
