@@ -16,6 +16,9 @@ pub struct GpuOptions {
     pub backend: Option<String>,
     /// An index into `oscar-wgpu adapters`, or a case-insensitive part of the name.
     pub adapter: Option<String>,
+    /// Leave subgroups off, so every op takes its portable kernel (the one real GPUs run)
+    /// even where the adapter's 8-lane subgroups would pick the faster ones.
+    pub portable_kernels: bool,
 }
 
 impl GpuOptions {
@@ -158,10 +161,13 @@ impl Gpu {
         let adapter = choose_adapter(options)?;
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let wanted = wgpu::Features::SHADER_F16
+        let mut wanted = wgpu::Features::SHADER_F16
             | wgpu::Features::SUBGROUP
             | wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        if options.portable_kernels {
+            wanted.remove(wgpu::Features::SUBGROUP);
+        }
         let features = adapter.features() & wanted;
         let desc = wgpu::DeviceDescriptor {
             label: Some("oscar-wgpu"),

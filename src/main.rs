@@ -32,11 +32,15 @@ struct GpuArgs {
     /// Adapter index from `oscar-wgpu adapters`, or part of its name (or $WGPU_ADAPTER_NAME).
     #[arg(long, global = true)]
     adapter: Option<String>,
+    /// Run every op on its portable kernel, the one GPUs without 8-lane subgroups run,
+    /// even on lavapipe (to compare the two, or to rule out a driver's subgroups).
+    #[arg(long, global = true)]
+    portable_kernels: bool,
 }
 
 impl GpuArgs {
     fn options(&self) -> GpuOptions {
-        GpuOptions { backend: self.backend.clone(), adapter: self.adapter.clone() }
+        GpuOptions { backend: self.backend.clone(), adapter: self.adapter.clone(), portable_kernels: self.portable_kernels }
     }
 }
 

@@ -1,6 +1,7 @@
 mod common;
 
-use common::{assert_close, gpu};
+use common::{assert_close, gpu, portable_gpu};
+use oscar_wgpu::gpu::Gpu;
 use oscar_wgpu::graph::{Graph, Tensor};
 use oscar_wgpu::ops::{attention, softmax};
 use oscar_wgpu::rng::Rng;
@@ -21,13 +22,17 @@ fn check_rows(shape: (usize, usize, usize, usize), rows: &[(usize, usize)], v_me
 }
 
 fn check_with(op: Attention, shape: (usize, usize, usize, usize), rows: &[(usize, usize)], v_mean: f32, tol: f32, seed: u64) {
+    check_on(gpu(), op, shape, rows, v_mean, tol, seed);
+}
+
+fn check_on(gpu: &'static Gpu, op: Attention, shape: (usize, usize, usize, usize), rows: &[(usize, usize)], v_mean: f32, tol: f32, seed: u64) {
     let (nq, nk, heads, d) = shape;
     let c = heads * d;
     let mut rng = Rng::new(seed);
     let q = rng.vec(nq * c, 1.0);
     let k = rng.vec(nk * c, 1.0);
     let v: Vec<f32> = rng.vec(nk * c, 1.0).iter().map(|x| x + v_mean).collect();
-    let mut g = Graph::new(gpu());
+    let mut g = Graph::new(gpu);
     let (qt, kt, vt) = (g.input_f32(&[nq, c], &q).unwrap(), g.input_f32(&[nk, c], &k).unwrap(), g.input_f32(&[nk, c], &v).unwrap());
     let y = op(&mut g, qt, kt, vt, heads).unwrap();
     let (out, _) = g.run(&[y]).unwrap();
@@ -125,3 +130,12 @@ fn attention_shape_errors() {
 }
 
 
+
+/// With subgroups off (as on GPUs without 8-lane subgroups): the portable flash kernel
+/// for SD's 64-dim heads, and the blocked products on the portable matmul for one wide head.
+#[test]
+fn portable_kernels() {
+    let gpu = portable_gpu();
+    check_on(gpu, attention::attention, (130, 77, 2, 64), &[(0, 130)], 0.0, 1e-5, 30);
+    check_on(gpu, blocked, (70, 90, 1, 512), &[(0, 70)], 0.0, 1e-5, 31);
+}

@@ -1,6 +1,7 @@
 mod common;
 
-use common::{assert_close, gpu};
+use common::{assert_close, gpu, portable_gpu};
+use oscar_wgpu::gpu::Gpu;
 use oscar_wgpu::graph::{DType, Graph};
 use oscar_wgpu::ops::conv2d::{self, Activation, Conv2d};
 use oscar_wgpu::rng::Rng;
@@ -8,11 +9,15 @@ use oscar_wgpu::rng::Rng;
 /// Checks one convolution against the reference; returns the kernels (`shader.entry`)
 /// it ran, where the adapter has timestamp queries to say (none otherwise).
 fn check(cin: usize, h: usize, w: usize, cout: usize, k: usize, cfg: Conv2d, seed: u64) -> Vec<String> {
+    check_on(gpu(), cin, h, w, cout, k, cfg, seed)
+}
+
+fn check_on(gpu: &'static Gpu, cin: usize, h: usize, w: usize, cout: usize, k: usize, cfg: Conv2d, seed: u64) -> Vec<String> {
     let mut rng = Rng::new(seed);
     let x = rng.vec(cin * h * w, 1.0);
     let wt = rng.vec(cout * cin * k * k, 0.5);
     let b = rng.vec(cout, 0.5);
-    let mut g = Graph::new(gpu());
+    let mut g = Graph::new(gpu);
     let xt = g.input_f32(&[cin, h, w], &x).unwrap();
     let wt_t = g.input_f32(&[cout, cin, k, k], &wt).unwrap();
     let bt = g.input_f32(&[cout], &b).unwrap();
@@ -145,4 +150,19 @@ fn conv_3x3_stride_2_vector_kernel() {
     assert_ran(&check(12, 10, 24, 9, 3, unet.with(Activation::Silu), 61), "conv2d_subgroup.main3s2");
     assert_ran(&check(4, 128, 136, 17, 3, unet, 62), "conv2d_subgroup.main3s2");
     assert_ran(&check(8, 7, 12, 16, 3, vae, 63), "conv2d_subgroup.main");
+}
+
+/// With subgroups off (as on GPUs without 8-lane subgroups) every convolution takes the
+/// portable kernel, including the shapes the vector kernels take here.
+#[test]
+fn portable_kernel() {
+    let gpu = portable_gpu();
+    for (cin, h, w, cout, k, cfg, seed) in [
+        (16, 12, 12, 20, 3, Conv2d::same(1).with(Activation::Silu), 70),
+        (8, 13, 16, 21, 3, Conv2d::strided(2, [0, 1, 0, 1]), 71),
+        (16, 10, 14, 130, 1, Conv2d::same(0), 72),
+    ] {
+        let ran = check_on(gpu, cin, h, w, cout, k, cfg, seed);
+        assert!(ran.is_empty() || ran == ["conv2d.main"], "{ran:?}");
+    }
 }

@@ -2,7 +2,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{assert_close, gpu};
+use common::{assert_close, gpu, portable_gpu};
+use oscar_wgpu::gpu::Gpu;
 use oscar_wgpu::graph::{DType, Graph, Tensor};
 use oscar_wgpu::ops::{matmul, transpose};
 use oscar_wgpu::rng::Rng;
@@ -16,16 +17,20 @@ fn halves(v: &[f32]) -> (Vec<f32>, Vec<u32>) {
 }
 
 fn resident_f16(g: &mut Graph, shape: &[usize], words: &[u32]) -> Tensor {
-    let buf = gpu().device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(words), usage: wgpu::BufferUsages::STORAGE });
+    let buf = g.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(words), usage: wgpu::BufferUsages::STORAGE });
     g.resident(shape, DType::F16, Arc::new(buf))
 }
 
 fn check_linear(n: usize, k: usize, m: usize, with_bias: bool, f16: bool, seed: u64) {
+    check_linear_on(gpu(), n, k, m, with_bias, f16, seed);
+}
+
+fn check_linear_on(gpu: &'static Gpu, n: usize, k: usize, m: usize, with_bias: bool, f16: bool, seed: u64) {
     let mut rng = Rng::new(seed);
     let x = rng.vec(n * k, 1.0);
     let mut w = rng.vec(m * k, 0.5);
     let mut b = rng.vec(m, 0.5);
-    let mut g = Graph::new(gpu());
+    let mut g = Graph::new(gpu);
     let xt = g.input_f32(&[n, k], &x).unwrap();
     let (wt, bt) = if f16 {
         let (wr, ww) = halves(&w);
@@ -83,10 +88,14 @@ fn linear_past_the_binding_limit() {
 }
 
 fn check_matmul(batches: usize, n: usize, k: usize, m: usize, seed: u64) {
+    check_matmul_on(gpu(), batches, n, k, m, seed);
+}
+
+fn check_matmul_on(gpu: &'static Gpu, batches: usize, n: usize, k: usize, m: usize, seed: u64) {
     let mut rng = Rng::new(seed);
     let a = rng.vec(batches * n * k, 1.0);
     let b = rng.vec(batches * k * m, 1.0);
-    let mut g = Graph::new(gpu());
+    let mut g = Graph::new(gpu);
     let at = g.input_f32(&[batches, n, k], &a).unwrap();
     let bt = g.input_f32(&[batches, k, m], &b).unwrap();
     let y = matmul::matmul(&mut g, at, bt).unwrap();
@@ -154,4 +163,19 @@ fn transpose_past_the_binding_limit() {
     let (a, b) = (520, 65_536);
     assert!((a * b * 4) as u64 > gpu().max_binding(), "the test must exceed one binding");
     check_transpose(a, b, 19);
+}
+
+/// The portable kernel (64 × 64 tiles staged 16 k at a time in workgroup memory), which
+/// every GPU without 8-lane subgroups runs: SD shapes, f16 weights, k not a multiple of
+/// the step, partial row and column tiles, several tiles each way, batches.
+#[test]
+fn portable_kernel() {
+    let gpu = portable_gpu();
+    check_linear_on(gpu, 260, 320, 320, true, false, 40);
+    check_linear_on(gpu, 70, 1280, 40, true, true, 41);
+    check_linear_on(gpu, 130, 20, 200, true, false, 42);
+    check_linear_on(gpu, 3, 7, 5, false, false, 43);
+    check_linear_on(gpu, 64, 16, 64, false, true, 44);
+    check_matmul_on(gpu, 3, 1030, 16, 20, 45);
+    check_matmul_on(gpu, 4, 70, 64, 77, 46);
 }

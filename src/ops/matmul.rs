@@ -127,7 +127,7 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
         // would leave lanes idle (64 tokens at the UNet's 8×8 level).
         if o.rows < SHORT_BELOW { (KernelKey::new("matmul_subgroup", "rows4"), 32, 32) } else { (KernelKey::new("matmul_subgroup", "rows16"), 128, 32) }
     } else {
-        (KernelKey::new("matmul", "tiled"), 16, 64)
+        (KernelKey::new("matmul", "tiled"), 64, 64)
     };
     let mut key = key.with("W_F16", is_f16(wdt));
     if o.w_kmajor {

@@ -12,6 +12,17 @@ pub fn gpu() -> &'static Gpu {
     GPU.get_or_init(|| Gpu::new(&GpuOptions::default()).expect("tests need a wgpu adapter (lavapipe: apt-get install mesa-vulkan-drivers)"))
 }
 
+/// The test device with subgroups left off: every op on its portable kernel, the one
+/// GPUs without 8-lane subgroups run.
+pub fn portable_gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let gpu = Gpu::new(&GpuOptions { portable_kernels: true, ..GpuOptions::default() }).expect("tests need a wgpu adapter");
+        assert!(!gpu.has(wgpu::Features::SUBGROUP), "--portable-kernels must leave subgroups off");
+        gpu
+    })
+}
+
 /// Largest absolute difference, relative to the reference's largest magnitude.
 pub fn rel_err(got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len(), "length mismatch");
