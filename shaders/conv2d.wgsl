@@ -146,3 +146,99 @@ fn main(
     store(oc0 + 6u, oy0, ox, a6);
     store(oc0 + 7u, oy0, ox, a7);
 }
+
+// ---- `tiled`: the convolution as a product, for GPUs: y[oc, pixel] = Σ_K w[oc, K] ·
+// patch[K, pixel] with K = (input channel, ky, kx) in the weight's own order, the patches
+// gathered on the fly (no im2col buffer). A workgroup stages 16 K of a 64-channel weight
+// tile and of a 64-pixel patch tile in workgroup memory per step; each invocation
+// accumulates 4 channels × 4 pixels from them in registers, so every value loaded from
+// memory feeds 64 FMAs (`main` loads one weight per 4 FMAs). Pixels are output pixels
+// in row-major order, so a tile may span output rows.
+
+const TILE: u32 = 64u;
+const STEP: u32 = 16u;
+
+// One step, K-major: ws[kk * 16 + q] holds channels 4q..4q+3 of the tile at K kk, xs
+// pixels 4q..4q+3.
+var<workgroup> ws: array<vec4<f32>, 256>;
+var<workgroup> xs: array<vec4<f32>, 256>;
+
+// Patch value K of output pixel `pixel` (0 in the padding or past the last K, which
+// zeroes the products of the clamped weights there).
+fn patch_at(k: u32, taps: u32, pixel: u32) -> f32 {
+    let ic = k / taps;
+    let t = k % taps;
+    let iy = i32((pixel / p.ow) * p.stride + t / p.kw) - i32(p.pad_t);
+    let ix = i32((pixel % p.ow) * p.stride + t % p.kw) - i32(p.pad_l);
+    let inside = k < p.cin * taps && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
+    let i = (min(ic, p.cin - 1u) * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w + u32(clamp(ix, 0, i32(p.w) - 1));
+    return select(0.0, x[i], inside);
+}
+
+// Workgroup: 256 invocations on 64 channels × 64 pixels; invocation li takes channels
+// 4·(li / 16).. and pixels 4·(li % 16).. of them. Staging: invocation li loads K
+// k0 + li % 16 of the weight rows li / 16 + 16j, and pixel li % 64 of the patch rows
+// li / 64 + 4j (j < 4), so neighbours read neighbouring memory. Channel tiles vary
+// fastest, as in `conv2d_subgroup.wgsl`. Workgroups past the end leave together.
+@compute @workgroup_size(256)
+fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let pixels = p.oh * p.ow;
+    let oc_tiles = (p.cout + TILE - 1u) / TILE;
+    let flat = flat_workgroup(wg, num);
+    if flat / oc_tiles >= (pixels + TILE - 1u) / TILE {
+        return;
+    }
+    let oc0 = (flat % oc_tiles) * TILE;
+    let px0 = (flat / oc_tiles) * TILE;
+    let taps = p.kh * p.kw;
+    let k_len = p.cin * taps;
+    let w_row = p.w_cin * taps;
+    let w_first = p.ic_base * taps;
+    let q_oc = li / 16u;
+    let q_px = li % 16u;
+    // acc{i}: channel oc0 + 4·q_oc + i, pixels px0 + 4·q_px...
+    var acc0 = vec4<f32>();
+    var acc1 = vec4<f32>();
+    var acc2 = vec4<f32>();
+    var acc3 = vec4<f32>();
+    for (var k0 = 0u; k0 < k_len; k0 += STEP) {
+        let wk = k0 + li % STEP;
+        let xp = li % TILE;
+        for (var j = 0u; j < 4u; j++) {
+            let oc = li / STEP + 16u * j;
+            let w = load_w((p.oc_base + min(oc0 + oc, p.cout - 1u)) * w_row + w_first + min(wk, k_len - 1u));
+            ws[(wk - k0) * 16u + oc / 4u][oc % 4u] = w;
+            let xk = li / TILE + 4u * j;
+            xs[xk * 16u + xp / 4u][xp % 4u] = patch_at(k0 + xk, taps, min(px0 + xp, pixels - 1u));
+        }
+        workgroupBarrier();
+        for (var s = 0u; s < STEP; s++) {
+            let wv = ws[s * 16u + q_oc];
+            let xv = xs[s * 16u + q_px];
+            acc0 = fma(vec4<f32>(wv.x), xv, acc0);
+            acc1 = fma(vec4<f32>(wv.y), xv, acc1);
+            acc2 = fma(vec4<f32>(wv.z), xv, acc2);
+            acc3 = fma(vec4<f32>(wv.w), xv, acc3);
+        }
+        workgroupBarrier();
+    }
+    let acc = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+    for (var i = 0u; i < 4u; i++) {
+        let oc = oc0 + 4u * q_oc + i;
+        if oc >= p.cout {
+            continue;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let px = px0 + 4u * q_px + j;
+            if px < pixels {
+                let idx = oc * pixels + px;
+                let base = select(load_b(p.oc_base + oc), y[idx], p.accumulate != 0u);
+                var out = vec4<f32>(acc[i][j] + base);
+                if p.activate != 0u {
+                    out = activation(out);
+                }
+                y[idx] = out.x;
+            }
+        }
+    }
+}

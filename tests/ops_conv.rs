@@ -58,15 +58,19 @@ fn conv_strided_asymmetric_padding() {
 }
 
 fn check_f16(cin: usize, h: usize, w: usize, cout: usize, k: usize, cfg: Conv2d, seed: u64) -> Vec<String> {
+    check_f16_on(gpu(), cin, h, w, cout, k, cfg, seed)
+}
+
+fn check_f16_on(gpu: &'static Gpu, cin: usize, h: usize, w: usize, cout: usize, k: usize, cfg: Conv2d, seed: u64) -> Vec<String> {
     let mut rng = Rng::new(seed);
     let x = rng.vec(cin * h * w, 1.0);
     let wt: Vec<f32> = rng.vec(cout * cin * k * k, 0.5).iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
     let b: Vec<f32> = rng.vec(cout, 0.5).iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
     let upload = |v: &[f32]| {
         let bytes = oscar_wgpu::weights::pack_f16(v);
-        std::sync::Arc::new(wgpu::util::DeviceExt::create_buffer_init(&gpu().device, &wgpu::util::BufferInitDescriptor { label: None, contents: &bytes, usage: wgpu::BufferUsages::STORAGE }))
+        std::sync::Arc::new(wgpu::util::DeviceExt::create_buffer_init(&gpu.device, &wgpu::util::BufferInitDescriptor { label: None, contents: &bytes, usage: wgpu::BufferUsages::STORAGE }))
     };
-    let mut g = Graph::new(gpu());
+    let mut g = Graph::new(gpu);
     let xt = g.input_f32(&[cin, h, w], &x).unwrap();
     let wt_t = g.resident(&[cout, cin, k, k], DType::F16, upload(&wt));
     let bt = g.resident(&[cout], DType::F16, upload(&b));
@@ -152,17 +156,24 @@ fn conv_3x3_stride_2_vector_kernel() {
     assert_ran(&check(8, 7, 12, 16, 3, vae, 63), "conv2d_subgroup.main");
 }
 
-/// With subgroups off (as on GPUs without 8-lane subgroups) every convolution takes the
-/// portable kernel, including the shapes the vector kernels take here.
+/// With subgroups off (as on GPUs without 8-lane subgroups): the tiled kernel (64
+/// channels × 64 pixels per workgroup, patches gathered 16 K at a time) from 32 output
+/// channels on — 3×3 and 5×5, strides 1 and 2, a 1×1, partial channel and pixel tiles,
+/// K not a multiple of 16, f16 weights, fused activations — and `main` below.
 #[test]
-fn portable_kernel() {
+fn portable_kernels() {
     let gpu = portable_gpu();
-    for (cin, h, w, cout, k, cfg, seed) in [
-        (16, 12, 12, 20, 3, Conv2d::same(1).with(Activation::Silu), 70),
-        (8, 13, 16, 21, 3, Conv2d::strided(2, [0, 1, 0, 1]), 71),
-        (16, 10, 14, 130, 1, Conv2d::same(0), 72),
+    let vae_down = Conv2d::strided(2, [0, 1, 0, 1]);
+    for (cin, h, w, cout, k, cfg, seed, kernel) in [
+        (16, 13, 11, 40, 3, Conv2d::same(1).with(Activation::Silu), 70, "conv2d.tiled"),
+        (8, 13, 16, 64, 3, vae_down, 71, "conv2d.tiled"),
+        (16, 10, 14, 130, 1, Conv2d::same(0), 72, "conv2d.tiled"),
+        (3, 17, 15, 33, 5, Conv2d::strided(2, [2; 4]).with(Activation::Relu), 73, "conv2d.tiled"),
+        (16, 12, 12, 20, 3, Conv2d::same(1), 74, "conv2d.main"),
     ] {
         let ran = check_on(gpu, cin, h, w, cout, k, cfg, seed);
-        assert!(ran.is_empty() || ran == ["conv2d.main"], "{ran:?}");
+        assert!(ran.is_empty() || ran == [kernel], "{ran:?}, not {kernel}");
     }
+    let ran = check_f16_on(gpu, 12, 9, 10, 48, 3, Conv2d::same(1), 75);
+    assert!(ran.is_empty() || ran == ["conv2d.tiled"], "{ran:?}");
 }

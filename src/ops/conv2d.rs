@@ -93,6 +93,12 @@ const OC_TILE: u64 = 8;
 const SUBGROUP_OC_TILE: u64 = 16;
 const ROW_TILE: u64 = 4;
 const WORKGROUP: u64 = 64;
+/// The portable `tiled` kernel's channels and pixels per workgroup.
+const TILE: u64 = 64;
+/// Output channels from which adapters without 8-lane subgroups take `tiled`: under
+/// half a tile its workgroups would mostly idle, and `main` does better (a VAE's 3
+/// output channels).
+const TILED_FROM: usize = 32;
 const SUBGROUP_LANES: u64 = 8;
 
 /// `x` [cin, h, w], `weight` [cout, cin, kh, kw], `bias` [cout] → [cout, oh, ow].
@@ -134,7 +140,8 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
     let three = vector && (kh, kw, cfg.stride, cfg.pad[2], cfg.pad[3]) == (3, 3, 1, 1, 1) && w % 4 == 0;
     let three_s2 = vector && (kh, kw, cfg.stride) == (3, 3, 2) && cfg.pad[2] <= 1 && w % 8 == 0 && 2 * ow == w;
     let one = vector && (kh, kw, cfg.stride, cfg.pad) == (1, 1, 1, [0; 4]) && (h * w) % 4 == 0;
-    let entry = if three { "main3" } else if three_s2 { "main3s2" } else if one { "main1" } else { "main" };
+    let tiled = !subgroups_of_8(g.gpu) && cout >= TILED_FROM;
+    let entry = if three { "main3" } else if three_s2 { "main3s2" } else if one { "main1" } else if tiled { "tiled" } else { "main" };
     let mut key = KernelKey::new(shader, entry).with("W_F16", is_f16(g.dtype(weight))).with("ACT", cfg.act.code());
     if three_s2 {
         key = key.with("PAD_L1", cfg.pad[2] as f64);
@@ -184,6 +191,8 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
             let yv = g.window(y, (oc.start * oh * ow * 4) as u64, (oc.len() * oh * ow * 4) as u64)?;
             let groups = if subgroup {
                 (oc.len() as u64).div_ceil(SUBGROUP_OC_TILE) * tiles.div_ceil(lanes)
+            } else if tiled {
+                (oc.len() as u64).div_ceil(TILE) * ((oh * ow) as u64).div_ceil(TILE)
             } else {
                 ((oc.len() as u64).div_ceil(OC_TILE) * tiles).div_ceil(WORKGROUP)
             };
