@@ -45,7 +45,11 @@ impl Reference {
 }
 
 fn model(precision: Precision) -> Oscar {
-    let gpu = Gpu::new(&GpuOptions::default()).expect("a wgpu adapter");
+    model_on(&GpuOptions::default(), precision)
+}
+
+fn model_on(options: &GpuOptions, precision: Precision) -> Oscar {
+    let gpu = Gpu::new(options).expect("a wgpu adapter");
     let file = if precision == Precision::F32 { "oscar-tiny.safetensors" } else { "oscar-tiny-f16.safetensors" };
     Oscar::load(gpu, &fixture(file), precision).unwrap()
 }
@@ -65,7 +69,10 @@ fn traced() -> RunOptions {
 
 fn check_level(level: usize) {
     let _ = gpu();
-    let oscar = f32_model();
+    check_level_on(f32_model(), level);
+}
+
+fn check_level_on(oscar: &Oscar, level: usize) {
     let reference = Reference::load();
     let img = photo();
     let (tokens, trace) = oscar.encode(&img.data, img.height, img.width, level, traced()).unwrap();
@@ -125,6 +132,15 @@ fn parity_level_6() {
 #[test]
 fn parity_level_7() {
     check_level(7);
+}
+
+/// The whole codec on the portable kernels, the ones GPUs without 8-lane subgroups run
+/// (subgroups left off on lavapipe): the same numbers.
+#[test]
+fn parity_portable_kernels() {
+    let oscar = model_on(&GpuOptions { portable_kernels: true, ..GpuOptions::default() }, Precision::F32);
+    assert!(!oscar.gpu.has(wgpu::Features::SUBGROUP));
+    check_level_on(&oscar, 5);
 }
 
 /// Packed f16 weights on the decode side stay within 40 dB of the f32 decode.
