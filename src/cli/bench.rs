@@ -266,10 +266,6 @@ fn kernels(gpu: &Gpu, args: &BenchArgs, out: Output) -> Result<()> {
 fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<Vec<Record>> {
     let gpu = Gpu::new(options)?;
     let name = gpu.info.name.clone();
-    progress(out, format!("{name}: probing FMA peak and bandwidth…"));
-    let before = Probes::measure(&gpu)?;
-    let first_peak = before.fma_gflops;
-    progress(out, format!("{name}: {first_peak:.1} GFLOP/s FMA peak, {:.1} GB/s", before.bandwidth_gbs));
     let precision = if args.f16 { Precision::F16 } else { Precision::F32 };
     let t0 = Instant::now();
     let oscar = match &args.model {
@@ -277,6 +273,13 @@ fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<
         None => Oscar::synthetic(gpu, &Architecture::sd21()?, 0, precision)?,
     };
     progress(out, format!("model ready in {:.1} s ({:.0} MiB of weights)", t0.elapsed().as_secs_f64(), oscar.weights.bytes as f64 / 1048576.0));
+    // Probed right before the runs, not at start-up: started just after another large
+    // process (the previous bench) ended, a start-up probe read 87 GFLOP/s against the
+    // 143 it read after the runs.
+    progress(out, format!("{name}: probing FMA peak and bandwidth…"));
+    let before = Probes::measure(&oscar.gpu)?;
+    let first_peak = before.fma_gflops;
+    progress(out, format!("{name}: {first_peak:.1} GFLOP/s FMA peak, {:.1} GB/s", before.bandwidth_gbs));
     let base = |size: usize, level: usize, stage: &str, times: Vec<f64>, flops: u64, memory: u64| {
         let (median_ms, min_ms, max_ms) = spread(times);
         let gflops = flops as f64 / median_ms / 1e6;
