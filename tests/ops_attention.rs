@@ -131,11 +131,17 @@ fn attention_shape_errors() {
 
 
 
-/// With subgroups off (as on GPUs without 8-lane subgroups): the portable flash kernel
-/// for SD's 64-dim heads, and the blocked products on the portable matmul for one wide head.
+/// With subgroups off (as on GPUs without 8-lane subgroups): the tiled flash kernel for
+/// heads of up to 64 dims in fours (64 queries per workgroup, keys in blocks of 32 —
+/// partial blocks of both, 1200 keys in three windows on CPU adapters, heads of 12), the
+/// per-query one for other heads, and the blocked products on the portable matmul for one
+/// wide head.
 #[test]
 fn portable_kernels() {
     let gpu = portable_gpu();
     check_on(gpu, attention::attention, (130, 77, 2, 64), &[(0, 130)], 0.0, 1e-5, 30);
-    check_on(gpu, blocked, (70, 90, 1, 512), &[(0, 70)], 0.0, 1e-5, 31);
+    check_on(gpu, attention::attention, (70, 1200, 5, 64), &[(0, 70)], 1.0, 5e-5, 31);
+    check_on(gpu, attention::attention, (17, 9, 2, 12), &[(0, 17)], 0.0, 1e-5, 32);
+    check_on(gpu, attention::attention, (9, 20, 2, 80), &[(0, 9)], 0.0, 1e-5, 33);
+    check_on(gpu, blocked, (70, 90, 1, 512), &[(0, 70)], 0.0, 1e-5, 34);
 }

@@ -2,10 +2,11 @@
 //! nq × nk buffer. Two ways:
 //! - [`flash`]: an online softmax (flash-attention style) in one kernel. Adapters with
 //!   8-lane subgroups (lavapipe) get `attention_subgroup.wgsl`, others the portable
-//!   kernel. Queries and keys past the binding limit are split into row windows; key
-//!   windows run in order, carrying the softmax state between dispatches. On CPU
-//!   adapters key windows are also kept short enough for lavapipe's loop cap (see
-//!   [`LOOP_BUDGET`]).
+//!   kernels of `attention.wgsl`: `tiled` (keys staged in workgroup memory) for heads of
+//!   up to 64 dims, `main` otherwise. Queries and keys past the binding limit are split
+//!   into row windows; key windows run in order, carrying the softmax state between
+//!   dispatches. On CPU adapters key windows are also kept short enough for lavapipe's
+//!   loop cap (see [`LOOP_BUDGET`]).
 //! - [`blocked`], for one wide head (the VAE's 512 channels): per block of queries,
 //!   scores = q·kᵀ and out = softmax(scores)·v as two matrix products. The flash kernel
 //!   holds 64 output channels at a time and so computes each score once per 64
@@ -107,11 +108,15 @@ pub fn flash(g: &mut Graph, q: Tensor, k: Tensor, v: Tensor, heads: usize) -> Re
     let d = c / heads;
     let y = g.intermediate(&[nq, c], DType::F32);
     let fast = broadcast_kernel(g.gpu, d);
+    // GPUs' kernel: heads of up to one chunk in vec4s, 64 queries per workgroup.
+    let tiled = !fast && !subgroups_of_8(g.gpu) && d.is_multiple_of(4) && d <= CHUNK;
     let (key, chunks, row) = if fast {
         let d4c = (d / 4).min(CHUNK / 4);
         let chunks = d.div_ceil(CHUNK);
         let key = KernelKey::new("attention_subgroup", "main").with("D4C", d4c as f64).with("MULTI", (chunks > 1) as u32 as f64);
         (key, chunks, c / 4)
+    } else if tiled {
+        (KernelKey::new("attention", "tiled").with("D4", (d / 4) as f64), 1, c)
     } else {
         (KernelKey::new("attention", "main"), d.div_ceil(CHUNK), c)
     };
@@ -130,7 +135,12 @@ pub fn flash(g: &mut Graph, q: Tensor, k: Tensor, v: Tensor, heads: usize) -> Re
         .collect();
     for qr in &q_runs {
         let (q_off, q_size) = (qr.start as u64 * row_bytes, qr.len() as u64 * row_bytes);
-        let groups = if fast { heads as u64 * (qr.len() as u64).div_ceil(128) } else { (qr.len() as u64 * heads as u64).div_ceil(64) };
+        let groups = if fast || tiled {
+            let queries_per_group = if fast { 128 } else { 64 };
+            heads as u64 * (qr.len() as u64).div_ceil(queries_per_group)
+        } else {
+            (qr.len() as u64 * heads as u64).div_ceil(64)
+        };
         let grid = g.grid(groups)?;
         for (w, kr) in k_runs.iter().enumerate() {
             let flags = if w == 0 { FIRST } else { 0 } | if w + 1 == k_runs.len() { LAST } else { 0 };
