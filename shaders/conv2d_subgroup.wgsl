@@ -385,6 +385,75 @@ fn store3(oc: u32, oy: u32, cg: u32, w4: u32, acc: vec4<f32>) {
     }
 }
 
+// A lane's whole tile: channels oc0.. in t, oc0 + 8.. in u, 4 rows from oy0, column
+// group cg of rows w4 vec4s long.
+fn store_tile3(t: ptr<function, Tile3>, u: ptr<function, Tile3>, oc0: u32, oy0: u32, cg: u32, w4: u32) {
+    store3(oc0 + 0u, oy0 + 0u, cg, w4, (*t).a00);
+    store3(oc0 + 1u, oy0 + 0u, cg, w4, (*t).a01);
+    store3(oc0 + 2u, oy0 + 0u, cg, w4, (*t).a02);
+    store3(oc0 + 3u, oy0 + 0u, cg, w4, (*t).a03);
+    store3(oc0 + 4u, oy0 + 0u, cg, w4, (*t).a04);
+    store3(oc0 + 5u, oy0 + 0u, cg, w4, (*t).a05);
+    store3(oc0 + 6u, oy0 + 0u, cg, w4, (*t).a06);
+    store3(oc0 + 7u, oy0 + 0u, cg, w4, (*t).a07);
+    store3(oc0 + 0u, oy0 + 1u, cg, w4, (*t).a10);
+    store3(oc0 + 1u, oy0 + 1u, cg, w4, (*t).a11);
+    store3(oc0 + 2u, oy0 + 1u, cg, w4, (*t).a12);
+    store3(oc0 + 3u, oy0 + 1u, cg, w4, (*t).a13);
+    store3(oc0 + 4u, oy0 + 1u, cg, w4, (*t).a14);
+    store3(oc0 + 5u, oy0 + 1u, cg, w4, (*t).a15);
+    store3(oc0 + 6u, oy0 + 1u, cg, w4, (*t).a16);
+    store3(oc0 + 7u, oy0 + 1u, cg, w4, (*t).a17);
+    store3(oc0 + 0u, oy0 + 2u, cg, w4, (*t).a20);
+    store3(oc0 + 1u, oy0 + 2u, cg, w4, (*t).a21);
+    store3(oc0 + 2u, oy0 + 2u, cg, w4, (*t).a22);
+    store3(oc0 + 3u, oy0 + 2u, cg, w4, (*t).a23);
+    store3(oc0 + 4u, oy0 + 2u, cg, w4, (*t).a24);
+    store3(oc0 + 5u, oy0 + 2u, cg, w4, (*t).a25);
+    store3(oc0 + 6u, oy0 + 2u, cg, w4, (*t).a26);
+    store3(oc0 + 7u, oy0 + 2u, cg, w4, (*t).a27);
+    store3(oc0 + 0u, oy0 + 3u, cg, w4, (*t).a30);
+    store3(oc0 + 1u, oy0 + 3u, cg, w4, (*t).a31);
+    store3(oc0 + 2u, oy0 + 3u, cg, w4, (*t).a32);
+    store3(oc0 + 3u, oy0 + 3u, cg, w4, (*t).a33);
+    store3(oc0 + 4u, oy0 + 3u, cg, w4, (*t).a34);
+    store3(oc0 + 5u, oy0 + 3u, cg, w4, (*t).a35);
+    store3(oc0 + 6u, oy0 + 3u, cg, w4, (*t).a36);
+    store3(oc0 + 7u, oy0 + 3u, cg, w4, (*t).a37);
+    store3(oc0 + 8u, oy0 + 0u, cg, w4, (*u).a00);
+    store3(oc0 + 9u, oy0 + 0u, cg, w4, (*u).a01);
+    store3(oc0 + 10u, oy0 + 0u, cg, w4, (*u).a02);
+    store3(oc0 + 11u, oy0 + 0u, cg, w4, (*u).a03);
+    store3(oc0 + 12u, oy0 + 0u, cg, w4, (*u).a04);
+    store3(oc0 + 13u, oy0 + 0u, cg, w4, (*u).a05);
+    store3(oc0 + 14u, oy0 + 0u, cg, w4, (*u).a06);
+    store3(oc0 + 15u, oy0 + 0u, cg, w4, (*u).a07);
+    store3(oc0 + 8u, oy0 + 1u, cg, w4, (*u).a10);
+    store3(oc0 + 9u, oy0 + 1u, cg, w4, (*u).a11);
+    store3(oc0 + 10u, oy0 + 1u, cg, w4, (*u).a12);
+    store3(oc0 + 11u, oy0 + 1u, cg, w4, (*u).a13);
+    store3(oc0 + 12u, oy0 + 1u, cg, w4, (*u).a14);
+    store3(oc0 + 13u, oy0 + 1u, cg, w4, (*u).a15);
+    store3(oc0 + 14u, oy0 + 1u, cg, w4, (*u).a16);
+    store3(oc0 + 15u, oy0 + 1u, cg, w4, (*u).a17);
+    store3(oc0 + 8u, oy0 + 2u, cg, w4, (*u).a20);
+    store3(oc0 + 9u, oy0 + 2u, cg, w4, (*u).a21);
+    store3(oc0 + 10u, oy0 + 2u, cg, w4, (*u).a22);
+    store3(oc0 + 11u, oy0 + 2u, cg, w4, (*u).a23);
+    store3(oc0 + 12u, oy0 + 2u, cg, w4, (*u).a24);
+    store3(oc0 + 13u, oy0 + 2u, cg, w4, (*u).a25);
+    store3(oc0 + 14u, oy0 + 2u, cg, w4, (*u).a26);
+    store3(oc0 + 15u, oy0 + 2u, cg, w4, (*u).a27);
+    store3(oc0 + 8u, oy0 + 3u, cg, w4, (*u).a30);
+    store3(oc0 + 9u, oy0 + 3u, cg, w4, (*u).a31);
+    store3(oc0 + 10u, oy0 + 3u, cg, w4, (*u).a32);
+    store3(oc0 + 11u, oy0 + 3u, cg, w4, (*u).a33);
+    store3(oc0 + 12u, oy0 + 3u, cg, w4, (*u).a34);
+    store3(oc0 + 13u, oy0 + 3u, cg, w4, (*u).a35);
+    store3(oc0 + 14u, oy0 + 3u, cg, w4, (*u).a36);
+    store3(oc0 + 15u, oy0 + 3u, cg, w4, (*u).a37);
+}
+
 @compute @workgroup_size(LANES)
 fn main3(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -426,54 +495,7 @@ fn main3(
         }
     }
     if tile < tiles {
-        store3(oc0, oy0, cg, w4, t.a00); store3(oc0 + 1u, oy0, cg, w4, t.a01);
-        store3(oc0 + 2u, oy0, cg, w4, t.a02); store3(oc0 + 3u, oy0, cg, w4, t.a03);
-        store3(oc0 + 4u, oy0, cg, w4, t.a04); store3(oc0 + 5u, oy0, cg, w4, t.a05);
-        store3(oc0 + 6u, oy0, cg, w4, t.a06); store3(oc0 + 7u, oy0, cg, w4, t.a07);
-        store3(oc0, oy0 + 1u, cg, w4, t.a10); store3(oc0 + 1u, oy0 + 1u, cg, w4, t.a11);
-        store3(oc0 + 2u, oy0 + 1u, cg, w4, t.a12); store3(oc0 + 3u, oy0 + 1u, cg, w4, t.a13);
-        store3(oc0 + 4u, oy0 + 1u, cg, w4, t.a14); store3(oc0 + 5u, oy0 + 1u, cg, w4, t.a15);
-        store3(oc0 + 6u, oy0 + 1u, cg, w4, t.a16); store3(oc0 + 7u, oy0 + 1u, cg, w4, t.a17);
-        store3(oc0, oy0 + 2u, cg, w4, t.a20); store3(oc0 + 1u, oy0 + 2u, cg, w4, t.a21);
-        store3(oc0 + 2u, oy0 + 2u, cg, w4, t.a22); store3(oc0 + 3u, oy0 + 2u, cg, w4, t.a23);
-        store3(oc0 + 4u, oy0 + 2u, cg, w4, t.a24); store3(oc0 + 5u, oy0 + 2u, cg, w4, t.a25);
-        store3(oc0 + 6u, oy0 + 2u, cg, w4, t.a26); store3(oc0 + 7u, oy0 + 2u, cg, w4, t.a27);
-        store3(oc0, oy0 + 3u, cg, w4, t.a30); store3(oc0 + 1u, oy0 + 3u, cg, w4, t.a31);
-        store3(oc0 + 2u, oy0 + 3u, cg, w4, t.a32); store3(oc0 + 3u, oy0 + 3u, cg, w4, t.a33);
-        store3(oc0 + 4u, oy0 + 3u, cg, w4, t.a34); store3(oc0 + 5u, oy0 + 3u, cg, w4, t.a35);
-        store3(oc0 + 6u, oy0 + 3u, cg, w4, t.a36); store3(oc0 + 7u, oy0 + 3u, cg, w4, t.a37);
-        store3(oc0 + 8u, oy0 + 0u, cg, w4, u.a00);
-        store3(oc0 + 9u, oy0 + 0u, cg, w4, u.a01);
-        store3(oc0 + 10u, oy0 + 0u, cg, w4, u.a02);
-        store3(oc0 + 11u, oy0 + 0u, cg, w4, u.a03);
-        store3(oc0 + 12u, oy0 + 0u, cg, w4, u.a04);
-        store3(oc0 + 13u, oy0 + 0u, cg, w4, u.a05);
-        store3(oc0 + 14u, oy0 + 0u, cg, w4, u.a06);
-        store3(oc0 + 15u, oy0 + 0u, cg, w4, u.a07);
-        store3(oc0 + 8u, oy0 + 1u, cg, w4, u.a10);
-        store3(oc0 + 9u, oy0 + 1u, cg, w4, u.a11);
-        store3(oc0 + 10u, oy0 + 1u, cg, w4, u.a12);
-        store3(oc0 + 11u, oy0 + 1u, cg, w4, u.a13);
-        store3(oc0 + 12u, oy0 + 1u, cg, w4, u.a14);
-        store3(oc0 + 13u, oy0 + 1u, cg, w4, u.a15);
-        store3(oc0 + 14u, oy0 + 1u, cg, w4, u.a16);
-        store3(oc0 + 15u, oy0 + 1u, cg, w4, u.a17);
-        store3(oc0 + 8u, oy0 + 2u, cg, w4, u.a20);
-        store3(oc0 + 9u, oy0 + 2u, cg, w4, u.a21);
-        store3(oc0 + 10u, oy0 + 2u, cg, w4, u.a22);
-        store3(oc0 + 11u, oy0 + 2u, cg, w4, u.a23);
-        store3(oc0 + 12u, oy0 + 2u, cg, w4, u.a24);
-        store3(oc0 + 13u, oy0 + 2u, cg, w4, u.a25);
-        store3(oc0 + 14u, oy0 + 2u, cg, w4, u.a26);
-        store3(oc0 + 15u, oy0 + 2u, cg, w4, u.a27);
-        store3(oc0 + 8u, oy0 + 3u, cg, w4, u.a30);
-        store3(oc0 + 9u, oy0 + 3u, cg, w4, u.a31);
-        store3(oc0 + 10u, oy0 + 3u, cg, w4, u.a32);
-        store3(oc0 + 11u, oy0 + 3u, cg, w4, u.a33);
-        store3(oc0 + 12u, oy0 + 3u, cg, w4, u.a34);
-        store3(oc0 + 13u, oy0 + 3u, cg, w4, u.a35);
-        store3(oc0 + 14u, oy0 + 3u, cg, w4, u.a36);
-        store3(oc0 + 15u, oy0 + 3u, cg, w4, u.a37);
+        store_tile3(&t, &u, oc0, oy0, cg, w4);
     }
 }
 
@@ -805,69 +827,6 @@ fn main3s2(
         }
     }
     if tile < tiles {
-        store3(oc0 + 0u, oy0 + 0u, cg, ow4, t.a00);
-        store3(oc0 + 1u, oy0 + 0u, cg, ow4, t.a01);
-        store3(oc0 + 2u, oy0 + 0u, cg, ow4, t.a02);
-        store3(oc0 + 3u, oy0 + 0u, cg, ow4, t.a03);
-        store3(oc0 + 4u, oy0 + 0u, cg, ow4, t.a04);
-        store3(oc0 + 5u, oy0 + 0u, cg, ow4, t.a05);
-        store3(oc0 + 6u, oy0 + 0u, cg, ow4, t.a06);
-        store3(oc0 + 7u, oy0 + 0u, cg, ow4, t.a07);
-        store3(oc0 + 0u, oy0 + 1u, cg, ow4, t.a10);
-        store3(oc0 + 1u, oy0 + 1u, cg, ow4, t.a11);
-        store3(oc0 + 2u, oy0 + 1u, cg, ow4, t.a12);
-        store3(oc0 + 3u, oy0 + 1u, cg, ow4, t.a13);
-        store3(oc0 + 4u, oy0 + 1u, cg, ow4, t.a14);
-        store3(oc0 + 5u, oy0 + 1u, cg, ow4, t.a15);
-        store3(oc0 + 6u, oy0 + 1u, cg, ow4, t.a16);
-        store3(oc0 + 7u, oy0 + 1u, cg, ow4, t.a17);
-        store3(oc0 + 0u, oy0 + 2u, cg, ow4, t.a20);
-        store3(oc0 + 1u, oy0 + 2u, cg, ow4, t.a21);
-        store3(oc0 + 2u, oy0 + 2u, cg, ow4, t.a22);
-        store3(oc0 + 3u, oy0 + 2u, cg, ow4, t.a23);
-        store3(oc0 + 4u, oy0 + 2u, cg, ow4, t.a24);
-        store3(oc0 + 5u, oy0 + 2u, cg, ow4, t.a25);
-        store3(oc0 + 6u, oy0 + 2u, cg, ow4, t.a26);
-        store3(oc0 + 7u, oy0 + 2u, cg, ow4, t.a27);
-        store3(oc0 + 0u, oy0 + 3u, cg, ow4, t.a30);
-        store3(oc0 + 1u, oy0 + 3u, cg, ow4, t.a31);
-        store3(oc0 + 2u, oy0 + 3u, cg, ow4, t.a32);
-        store3(oc0 + 3u, oy0 + 3u, cg, ow4, t.a33);
-        store3(oc0 + 4u, oy0 + 3u, cg, ow4, t.a34);
-        store3(oc0 + 5u, oy0 + 3u, cg, ow4, t.a35);
-        store3(oc0 + 6u, oy0 + 3u, cg, ow4, t.a36);
-        store3(oc0 + 7u, oy0 + 3u, cg, ow4, t.a37);
-        store3(oc0 + 8u, oy0 + 0u, cg, ow4, u.a00);
-        store3(oc0 + 9u, oy0 + 0u, cg, ow4, u.a01);
-        store3(oc0 + 10u, oy0 + 0u, cg, ow4, u.a02);
-        store3(oc0 + 11u, oy0 + 0u, cg, ow4, u.a03);
-        store3(oc0 + 12u, oy0 + 0u, cg, ow4, u.a04);
-        store3(oc0 + 13u, oy0 + 0u, cg, ow4, u.a05);
-        store3(oc0 + 14u, oy0 + 0u, cg, ow4, u.a06);
-        store3(oc0 + 15u, oy0 + 0u, cg, ow4, u.a07);
-        store3(oc0 + 8u, oy0 + 1u, cg, ow4, u.a10);
-        store3(oc0 + 9u, oy0 + 1u, cg, ow4, u.a11);
-        store3(oc0 + 10u, oy0 + 1u, cg, ow4, u.a12);
-        store3(oc0 + 11u, oy0 + 1u, cg, ow4, u.a13);
-        store3(oc0 + 12u, oy0 + 1u, cg, ow4, u.a14);
-        store3(oc0 + 13u, oy0 + 1u, cg, ow4, u.a15);
-        store3(oc0 + 14u, oy0 + 1u, cg, ow4, u.a16);
-        store3(oc0 + 15u, oy0 + 1u, cg, ow4, u.a17);
-        store3(oc0 + 8u, oy0 + 2u, cg, ow4, u.a20);
-        store3(oc0 + 9u, oy0 + 2u, cg, ow4, u.a21);
-        store3(oc0 + 10u, oy0 + 2u, cg, ow4, u.a22);
-        store3(oc0 + 11u, oy0 + 2u, cg, ow4, u.a23);
-        store3(oc0 + 12u, oy0 + 2u, cg, ow4, u.a24);
-        store3(oc0 + 13u, oy0 + 2u, cg, ow4, u.a25);
-        store3(oc0 + 14u, oy0 + 2u, cg, ow4, u.a26);
-        store3(oc0 + 15u, oy0 + 2u, cg, ow4, u.a27);
-        store3(oc0 + 8u, oy0 + 3u, cg, ow4, u.a30);
-        store3(oc0 + 9u, oy0 + 3u, cg, ow4, u.a31);
-        store3(oc0 + 10u, oy0 + 3u, cg, ow4, u.a32);
-        store3(oc0 + 11u, oy0 + 3u, cg, ow4, u.a33);
-        store3(oc0 + 12u, oy0 + 3u, cg, ow4, u.a34);
-        store3(oc0 + 13u, oy0 + 3u, cg, ow4, u.a35);
-        store3(oc0 + 14u, oy0 + 3u, cg, ow4, u.a36);
-        store3(oc0 + 15u, oy0 + 3u, cg, ow4, u.a37);
+        store_tile3(&t, &u, oc0, oy0, cg, ow4);
     }
 }
