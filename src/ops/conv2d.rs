@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{channel_chunks, channel_chunks_within, is_f16, matmul, subgroups_of_8, u32_of};
+use super::{channel_chunks, channel_chunks_within, im2col, is_f16, matmul, subgroups_of_8, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::KernelKey;
 use crate::graph::{DType, Graph, Tensor};
@@ -99,6 +99,9 @@ const TILE: u64 = 64;
 /// half a tile its workgroups would mostly idle, and `main` does better (a VAE's 3
 /// output channels).
 const TILED_FROM: usize = 32;
+/// Output pixels up to which convolutions run as im2col products where the broadcast
+/// matmul kernel applies (see `conv2d`).
+const SMALL_PICTURE: usize = 64;
 const SUBGROUP_LANES: u64 = 8;
 
 /// `x` [cin, h, w], `weight` [cout, cin, kh, kw], `bias` [cout] → [cout, oh, ow].
@@ -122,6 +125,18 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
         let (w2, x2) = (g.reshape(weight, &[cout, cin])?, g.reshape(x, &[cin, h * w])?);
         let y = matmul::matmul_row_bias(g, w2, x2, bias)?;
         return g.reshape(y, &[cout, h, w]);
+    }
+    // A picture too small for the vector kernels' tiles (4 × 4 pixels per lane, 8 lanes
+    // per workgroup: the UNet's 8×8 and 4×4 levels keep 2 or 1 of 8 lanes busy) runs as
+    // the product weight [cout, cin·kh·kw] · patches [cin·kh·kw, pixels] instead.
+    let (k_len, pixels) = (cin * kh * kw, oh * ow);
+    let largest = largest.max(4 * (k_len * pixels) as u64);
+    let plain = cfg.act == Activation::None && g.dtype(weight) == DType::F32;
+    if plain && pixels <= SMALL_PICTURE && matmul::row_bias_supported(g.gpu, k_len, pixels, largest) {
+        let patches = im2col::im2col(g, x, (kh, kw), cfg)?;
+        let w2 = g.reshape(weight, &[cout, k_len])?;
+        let y = matmul::matmul_row_bias(g, w2, patches, bias)?;
+        return g.reshape(y, &[cout, oh, ow]);
     }
     let y = g.intermediate(&[cout, oh, ow], DType::F32);
     // With 8-lane subgroups the broadcast kernel (16 channels per workgroup), unless

@@ -16,6 +16,7 @@ pub mod timestep;
 pub mod rans_decode;
 pub mod vq;
 pub mod softmax;
+pub mod im2col;
 
 use crate::graph::DType;
 
@@ -47,6 +48,7 @@ register_shaders![
     "attention_subgroup",
     "conv2d_subgroup",
     "softmax",
+    "im2col",
 ];
 
 const PRELUDE: &str = include_str!("../../shaders/common.wgsl");

@@ -1,0 +1,42 @@
+// Patches of a convolution's input, one row per weight column: y[K, pixel] with
+// K = (input channel, ky, kx) in the weight's [cout, cin, kh, kw] order and pixel the
+// output pixel in row-major order, 0 in the padding. The convolution is then the
+// product weight [cout, K] · y [K, pixels] (used for small pictures, where a direct
+// kernel's tiles leave most lanes idle).
+
+struct Params {
+    cin: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad_t: u32,
+    pad_l: u32,
+    _pad: vec2<u32>,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let pixels = p.oh * p.ow;
+    let i = flat_workgroup(wg, num) * 256u + li;
+    if i >= p.cin * p.kh * p.kw * pixels {
+        return;
+    }
+    let k = i / pixels;
+    let pixel = i % pixels;
+    let taps = p.kh * p.kw;
+    let ic = k / taps;
+    let t = k % taps;
+    let iy = i32((pixel / p.ow) * p.stride + t / p.kw) - i32(p.pad_t);
+    let ix = i32((pixel % p.ow) * p.stride + t % p.kw) - i32(p.pad_l);
+    let inside = iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
+    let at = (ic * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w + u32(clamp(ix, 0, i32(p.w) - 1));
+    y[i] = select(0.0, x[at], inside);
+}
