@@ -173,12 +173,22 @@ fn bench_reports_stages_and_kernels() {
     ok(&out);
     let csv = String::from_utf8_lossy(&out.stdout);
     let mut lines = csv.lines();
-    assert_eq!(lines.next().unwrap(), "adapter,backend,driver,precision,version,size,level,stage,median_ms,min_ms,max_ms,gflops,peak_fraction,peak_memory_bytes,machine_drift");
-    let stages: Vec<&str> = lines.map(|l| l.rsplit(',').nth(7).unwrap()).collect();
+    assert_eq!(lines.next().unwrap(), "adapter,backend,driver,precision,kernels,version,size,level,stage,median_ms,min_ms,max_ms,gflops,peak_fraction,peak_memory_bytes,machine_drift");
+    let records: Vec<&str> = lines.collect();
+    let stages: Vec<&str> = records.iter().map(|l| l.rsplit(',').nth(7).unwrap()).collect();
+    let kernels = |l: &&str| l.rsplit(',').nth(11).unwrap().to_string();
+    assert!(records.iter().all(|l| ["subgroup8", "portable"].contains(&kernels(l).as_str())), "{records:?}");
     for stage in ["encode_total", "decode_total", "vae_encode", "hyper_encode", "vq", "range_decode", "hyper_decode", "unet", "vae_decode"] {
         assert!(stages.contains(&stage), "no {stage} record in {stages:?}");
     }
     assert_eq!(stages.len(), 10, "one record per stage, none unnamed: {stages:?}");
+    // The portable kernels say so in every record.
+    let portable = oscar(&["--portable-kernels", "bench", "--model", s(&model), "--sizes", "128", "--runs", "1", "--warmup", "0", "--no-stages", "--csv", "-q"]);
+    ok(&portable);
+    let csv = String::from_utf8_lossy(&portable.stdout);
+    // With --no-stages: the two totals and the two range coders.
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    assert!(csv.lines().skip(1).all(|l| l.rsplit(',').nth(11) == Some("portable")), "{csv}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     for needle in ["size 128, level 5, encode: GPU time by kernel", "size 128, level 5, decode: GPU time by kernel", "conv2d", "group_norm"] {
         assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");

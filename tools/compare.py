@@ -47,7 +47,8 @@ def load(path):
                                "(one backend and precision per file)")
         out[key] = r
     r = recs[0]
-    return out, f"{r['backend']} {r['precision']} on {r['adapter']} ({r['driver']})"
+    kernels = f", {r['kernels']} kernels" if "kernels" in r else ""
+    return out, f"{r['backend']} {r['precision']} on {r['adapter']} ({r['driver']}{kernels})"
 
 
 def sort_key(key):

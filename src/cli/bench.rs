@@ -84,6 +84,8 @@ struct Record {
     backend: String,
     driver: String,
     precision: String,
+    /// The kernel set the ops took: `subgroup8` or `portable` (see `ops::kernel_set`).
+    kernels: &'static str,
     version: &'static str,
     size: usize,
     level: usize,
@@ -154,11 +156,11 @@ pub fn run(gpu: &GpuOptions, args: &BenchArgs, out: Output) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&records)?);
     } else if args.csv {
-        let mut w = String::from("adapter,backend,driver,precision,version,size,level,stage,median_ms,min_ms,max_ms,gflops,peak_fraction,peak_memory_bytes,machine_drift\n");
+        let mut w = String::from("adapter,backend,driver,precision,kernels,version,size,level,stage,median_ms,min_ms,max_ms,gflops,peak_fraction,peak_memory_bytes,machine_drift\n");
         for r in &records {
             w += &format!(
-                "\"{}\",{},\"{}\",{},{},{},{},{},{:.4},{:.4},{:.4},{:.2},{:.4},{},{:.4}\n",
-                r.adapter, r.backend, r.driver, r.precision, r.version, r.size, r.level, r.stage, r.median_ms, r.min_ms, r.max_ms, r.gflops, r.peak_fraction, r.peak_memory_bytes, r.machine_drift
+                "\"{}\",{},\"{}\",{},{},{},{},{},{},{:.4},{:.4},{:.4},{:.2},{:.4},{},{:.4}\n",
+                r.adapter, r.backend, r.driver, r.precision, r.kernels, r.version, r.size, r.level, r.stage, r.median_ms, r.min_ms, r.max_ms, r.gflops, r.peak_fraction, r.peak_memory_bytes, r.machine_drift
             );
         }
         print!("{w}");
@@ -288,6 +290,7 @@ fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<
             backend: format!("{:?}", oscar.gpu.info.backend).to_lowercase(),
             driver: format!("{} {}", oscar.gpu.info.driver, oscar.gpu.info.driver_info),
             precision: format!("{precision:?}").to_lowercase(),
+            kernels: oscar_wgpu::ops::kernel_set(&oscar.gpu),
             version: env!("CARGO_PKG_VERSION"),
             size,
             level,

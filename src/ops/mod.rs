@@ -67,6 +67,13 @@ pub(crate) fn is_f16(dtype: DType) -> f64 {
     if dtype == DType::F16 { 1.0 } else { 0.0 }
 }
 
+/// Which kernels the ops take on `gpu`: `subgroup8` (the `*_subgroup` shaders, where
+/// subgroups are exactly 8 lanes: lavapipe) or `portable` (every other adapter, and any
+/// with `--portable-kernels`).
+pub fn kernel_set(gpu: &crate::gpu::Gpu) -> &'static str {
+    if subgroups_of_8(gpu) { "subgroup8" } else { "portable" }
+}
+
 /// Whether the adapter's subgroups are exactly 8 lanes (lavapipe), which the
 /// `*_subgroup` kernels' broadcasts assume.
 pub(crate) fn subgroups_of_8(gpu: &crate::gpu::Gpu) -> bool {
