@@ -454,28 +454,27 @@ fn store_tile3(t: ptr<function, Tile3>, u: ptr<function, Tile3>, oc0: u32, oy0: 
     store3(oc0 + 15u, oy0 + 3u, cg, w4, (*u).a37);
 }
 
-@compute @workgroup_size(LANES)
-fn main3(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) num: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-    @builtin(subgroup_invocation_id) lane: u32,
-) {
+// The body of `main3` and `main3s2`: a lane's 4 × 4 × 16 tile, input channels 4 (f32
+// weights) or 8 (f16) at a time. `stride2` is a constant at each call, so the compiler
+// keeps one side of every branch on it.
+fn conv3(wg: vec3<u32>, num: vec3<u32>, li: u32, lane: u32, stride2: bool) {
+    // Output row length in vec4s (the stores), input row length (the loads).
+    let ow4 = p.ow / 4u;
     let w4 = p.w / 4u;
-    let tiles = ((p.oh + 3u) / 4u) * w4;
+    let tiles = ((p.oh + 3u) / 4u) * ow4;
     let at = place(wg, num, li, tiles);
     if !at.valid {
         return;
     }
     let oc0 = at.oc0;
     let tile = at.tile;
-    let cg = tile % w4;
-    let oy0 = min(tile / w4, (p.oh - 1u) / 4u) * 4u;
+    let cg = tile % ow4;
+    let oy0 = min(tile / ow4, (p.oh - 1u) / 4u) * 4u;
     // vec4s per weight row and per 4 input channels' taps
     let w_row4 = p.w_cin * 9u / 4u;
     let wl = (p.oc_base + min(oc0 + lane, p.cout - 1u)) * w_row4 + p.ic_base * 9u / 4u;
     let wh = (p.oc_base + min(oc0 + 8u + lane, p.cout - 1u)) * w_row4 + p.ic_base * 9u / 4u;
-    let iy0 = i32(oy0) - i32(p.pad_t);
+    let iy0 = select(1, 2, stride2) * i32(oy0) - i32(p.pad_t);
     let plane = p.h * w4;
     var t: Tile3;
     var u: Tile3;
@@ -486,17 +485,35 @@ fn main3(
         for (var q = 0u; q < p.cin / 8u; q++) {
             let lo = w18_f16(l8 + q * 9u);
             let hi = w18_f16(h8 + q * 9u);
-            group3(&t, &u, 8u * q * plane, plane, iy0, cg, w4, lo.a, hi.a);
-            group3(&t, &u, (8u * q + 4u) * plane, plane, iy0, cg, w4, lo.b, hi.b);
+            group(&t, &u, 8u * q * plane, plane, iy0, cg, w4, lo.a, hi.a, stride2);
+            group(&t, &u, (8u * q + 4u) * plane, plane, iy0, cg, w4, lo.b, hi.b, stride2);
         }
     } else {
         for (var q = 0u; q < p.cin / 4u; q++) {
-            group3(&t, &u, 4u * q * plane, plane, iy0, cg, w4, w9_f32(wl + q * 9u), w9_f32(wh + q * 9u));
+            group(&t, &u, 4u * q * plane, plane, iy0, cg, w4, w9_f32(wl + q * 9u), w9_f32(wh + q * 9u), stride2);
         }
     }
     if tile < tiles {
-        store_tile3(&t, &u, oc0, oy0, cg, w4);
+        store_tile3(&t, &u, oc0, oy0, cg, ow4);
     }
+}
+
+fn group(t: ptr<function, Tile3>, u: ptr<function, Tile3>, p0: u32, plane: u32, iy0: i32, cg: u32, w4: u32, lo: W9, hi: W9, stride2: bool) {
+    if stride2 {
+        group3s2(t, u, p0, plane, iy0, cg, w4, lo, hi);
+    } else {
+        group3(t, u, p0, plane, iy0, cg, w4, lo, hi);
+    }
+}
+
+@compute @workgroup_size(LANES)
+fn main3(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) num: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    conv3(wg, num, li, lane, false);
 }
 
 // ---- `main1`: 1×1, stride 1, no padding, pixels a multiple of 4, input channels as
@@ -793,40 +810,5 @@ fn main3s2(
     @builtin(local_invocation_index) li: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    // Output row length in vec4s (the stores), input row length (the loads).
-    let ow4 = p.ow / 4u;
-    let w4 = p.w / 4u;
-    let tiles = ((p.oh + 3u) / 4u) * ow4;
-    let at = place(wg, num, li, tiles);
-    if !at.valid {
-        return;
-    }
-    let oc0 = at.oc0;
-    let tile = at.tile;
-    let cg = tile % ow4;
-    let oy0 = min(tile / ow4, (p.oh - 1u) / 4u) * 4u;
-    let w_row4 = p.w_cin * 9u / 4u;
-    let wl = (p.oc_base + min(oc0 + lane, p.cout - 1u)) * w_row4 + p.ic_base * 9u / 4u;
-    let wh = (p.oc_base + min(oc0 + 8u + lane, p.cout - 1u)) * w_row4 + p.ic_base * 9u / 4u;
-    let iy0 = 2 * i32(oy0) - i32(p.pad_t);
-    let plane = p.h * w4;
-    var t: Tile3;
-    var u: Tile3;
-    if W_F16 {
-        let l8 = wl / 2u;
-        let h8 = wh / 2u;
-        for (var q = 0u; q < p.cin / 8u; q++) {
-            let lo = w18_f16(l8 + q * 9u);
-            let hi = w18_f16(h8 + q * 9u);
-            group3s2(&t, &u, 8u * q * plane, plane, iy0, cg, w4, lo.a, hi.a);
-            group3s2(&t, &u, (8u * q + 4u) * plane, plane, iy0, cg, w4, lo.b, hi.b);
-        }
-    } else {
-        for (var q = 0u; q < p.cin / 4u; q++) {
-            group3s2(&t, &u, 4u * q * plane, plane, iy0, cg, w4, w9_f32(wl + q * 9u), w9_f32(wh + q * 9u));
-        }
-    }
-    if tile < tiles {
-        store_tile3(&t, &u, oc0, oy0, cg, ow4);
-    }
+    conv3(wg, num, li, lane, true);
 }

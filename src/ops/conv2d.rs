@@ -116,24 +116,18 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
         return Err(Error::Shape(format!("conv2d: input {:?}, weight {:?}, bias {:?} disagree", g.shape(x), g.shape(weight), g.shape(bias))));
     }
     let (oh, ow) = cfg.out_size(h, w, kh, kw)?;
-    // A plain 1×1 convolution is the product weight [cout, cin] · x [cin, h·w] plus one
-    // bias per row, which the broadcast matmul kernel reads as it lies, faster than
-    // `main1` (which keeps f16 weights and fused activations).
-    let plain_1x1 = (kh, kw, cfg.stride, cfg.pad, cfg.act) == (1, 1, 1, [0; 4], Activation::None);
-    let largest = g.bytes(x).max(g.bytes(weight)).max(4 * (cout * h * w) as u64);
-    if plain_1x1 && g.dtype(weight) == DType::F32 && matmul::row_bias_supported(g.gpu, cin, h * w, largest) {
-        let (w2, x2) = (g.reshape(weight, &[cout, cin])?, g.reshape(x, &[cin, h * w])?);
-        let y = matmul::matmul_row_bias(g, w2, x2, bias)?;
-        return g.reshape(y, &[cout, h, w]);
-    }
-    // A picture too small for the vector kernels' tiles (4 × 4 pixels per lane, 8 lanes
-    // per workgroup: the UNet's 8×8 and 4×4 levels keep 2 or 1 of 8 lanes busy) runs as
-    // the product weight [cout, cin·kh·kw] · patches [cin·kh·kw, pixels] instead.
+    // Two cases run as the product weight [cout, cin·kh·kw] · patches [cin·kh·kw, pixels]
+    // plus one bias per row, on the broadcast matmul kernel: a plain 1×1 convolution, whose
+    // patches are x as it lies (faster than `main1`, which keeps f16 weights and fused
+    // activations), and a picture too small for the vector kernels' tiles (4 × 4 pixels
+    // per lane, 8 lanes per workgroup: the UNet's 8×8 and 4×4 levels keep 2 or 1 of 8
+    // lanes busy), whose patches im2col gathers.
     let (k_len, pixels) = (cin * kh * kw, oh * ow);
-    let largest = largest.max(4 * (k_len * pixels) as u64);
+    let one_by_one = (kh, kw, cfg.stride, cfg.pad) == (1, 1, 1, [0; 4]);
     let plain = cfg.act == Activation::None && g.dtype(weight) == DType::F32;
-    if plain && pixels <= SMALL_PICTURE && matmul::row_bias_supported(g.gpu, k_len, pixels, largest) {
-        let patches = im2col::im2col(g, x, (kh, kw), cfg)?;
+    let largest = g.bytes(x).max(g.bytes(weight)).max(4 * (cout.max(k_len) * pixels) as u64);
+    if plain && (one_by_one || pixels <= SMALL_PICTURE) && matmul::row_bias_supported(g.gpu, k_len, pixels, largest) {
+        let patches = if one_by_one { g.reshape(x, &[cin, pixels])? } else { im2col::im2col(g, x, (kh, kw), cfg)? };
         let w2 = g.reshape(weight, &[cout, k_len])?;
         let y = matmul::matmul_row_bias(g, w2, patches, bias)?;
         return g.reshape(y, &[cout, oh, ow]);
