@@ -348,24 +348,34 @@ fn w18_f16(i: u32) -> W18 {
     );
 }
 
-// Four input channels from plane p0 on, into t (weights lo) and u (weights hi).
-fn group3(t: ptr<function, Tile3>, u: ptr<function, Tile3>, p0: u32, plane: u32, iy0: i32, cg: u32, w4: u32, lo: W9, hi: W9) {
+// One input channel (plane p0) of a lane's tile: its 9 taps' weights for the lo and hi
+// 8 output channels, into t and u, at stride 1 or 2.
+fn channel3(t: ptr<function, Tile3>, u: ptr<function, Tile3>, p0: u32, iy0: i32, cg: u32, w4: u32, lo: array<vec4<f32>, 3>, hi: array<vec4<f32>, 3>, stride2: bool) {
+    if stride2 {
+        let xs = rows9(p0, iy0, cg, w4);
+        accum3s2(t, xs, lo[0], lo[1], lo[2].x);
+        accum3s2(u, xs, hi[0], hi[1], hi[2].x);
+    } else {
+        let xs = rows6(p0, iy0, cg, w4);
+        accum3(t, xs, lo[0], lo[1], lo[2].x);
+        accum3(u, xs, hi[0], hi[1], hi[2].x);
+    }
+}
+
+// Four input channels from plane p0 on, into t (weights lo) and u (weights hi): each
+// channel's 9 taps start where the last one's ended in the 9 vec4s of W9.
+fn group3(t: ptr<function, Tile3>, u: ptr<function, Tile3>, p0: u32, plane: u32, iy0: i32, cg: u32, w4: u32, lo: W9, hi: W9, stride2: bool) {
     let v0 = lo.v0; let v1 = lo.v1; let v2 = lo.v2; let v3 = lo.v3; let v4 = lo.v4;
     let v5 = lo.v5; let v6 = lo.v6; let v7 = lo.v7; let v8 = lo.v8;
     let h0 = hi.v0; let h1 = hi.v1; let h2 = hi.v2; let h3 = hi.v3; let h4 = hi.v4;
     let h5 = hi.v5; let h6 = hi.v6; let h7 = hi.v7; let h8 = hi.v8;
-    let xa = rows6(p0, iy0, cg, w4);
-    accum3(t, xa, v0, v1, v2.x);
-    accum3(u, xa, h0, h1, h2.x);
-    let xb = rows6(p0 + plane, iy0, cg, w4);
-    accum3(t, xb, vec4<f32>(v2.yzw, v3.x), vec4<f32>(v3.yzw, v4.x), v4.y);
-    accum3(u, xb, vec4<f32>(h2.yzw, h3.x), vec4<f32>(h3.yzw, h4.x), h4.y);
-    let xc = rows6(p0 + 2u * plane, iy0, cg, w4);
-    accum3(t, xc, vec4<f32>(v4.zw, v5.xy), vec4<f32>(v5.zw, v6.xy), v6.z);
-    accum3(u, xc, vec4<f32>(h4.zw, h5.xy), vec4<f32>(h5.zw, h6.xy), h6.z);
-    let xd = rows6(p0 + 3u * plane, iy0, cg, w4);
-    accum3(t, xd, vec4<f32>(v6.w, v7.xyz), vec4<f32>(v7.w, v8.xyz), v8.w);
-    accum3(u, xd, vec4<f32>(h6.w, h7.xyz), vec4<f32>(h7.w, h8.xyz), h8.w);
+    channel3(t, u, p0, iy0, cg, w4, array(v0, v1, v2), array(h0, h1, h2), stride2);
+    channel3(t, u, p0 + plane, iy0, cg, w4, array(vec4<f32>(v2.yzw, v3.x), vec4<f32>(v3.yzw, v4.x), vec4<f32>(v4.y)),
+        array(vec4<f32>(h2.yzw, h3.x), vec4<f32>(h3.yzw, h4.x), vec4<f32>(h4.y)), stride2);
+    channel3(t, u, p0 + 2u * plane, iy0, cg, w4, array(vec4<f32>(v4.zw, v5.xy), vec4<f32>(v5.zw, v6.xy), vec4<f32>(v6.z)),
+        array(vec4<f32>(h4.zw, h5.xy), vec4<f32>(h5.zw, h6.xy), vec4<f32>(h6.z)), stride2);
+    channel3(t, u, p0 + 3u * plane, iy0, cg, w4, array(vec4<f32>(v6.w, v7.xyz), vec4<f32>(v7.w, v8.xyz), vec4<f32>(v8.w)),
+        array(vec4<f32>(h6.w, h7.xyz), vec4<f32>(h7.w, h8.xyz), vec4<f32>(h8.w)), stride2);
 }
 
 // Output vec4 `idx` of channel oc: acc plus the bias (or, past the first input window,
@@ -485,24 +495,16 @@ fn conv3(wg: vec3<u32>, num: vec3<u32>, li: u32, lane: u32, stride2: bool) {
         for (var q = 0u; q < p.cin / 8u; q++) {
             let lo = w18_f16(l8 + q * 9u);
             let hi = w18_f16(h8 + q * 9u);
-            group(&t, &u, 8u * q * plane, plane, iy0, cg, w4, lo.a, hi.a, stride2);
-            group(&t, &u, (8u * q + 4u) * plane, plane, iy0, cg, w4, lo.b, hi.b, stride2);
+            group3(&t, &u, 8u * q * plane, plane, iy0, cg, w4, lo.a, hi.a, stride2);
+            group3(&t, &u, (8u * q + 4u) * plane, plane, iy0, cg, w4, lo.b, hi.b, stride2);
         }
     } else {
         for (var q = 0u; q < p.cin / 4u; q++) {
-            group(&t, &u, 4u * q * plane, plane, iy0, cg, w4, w9_f32(wl + q * 9u), w9_f32(wh + q * 9u), stride2);
+            group3(&t, &u, 4u * q * plane, plane, iy0, cg, w4, w9_f32(wl + q * 9u), w9_f32(wh + q * 9u), stride2);
         }
     }
     if tile < tiles {
         store_tile3(&t, &u, oc0, oy0, cg, ow4);
-    }
-}
-
-fn group(t: ptr<function, Tile3>, u: ptr<function, Tile3>, p0: u32, plane: u32, iy0: i32, cg: u32, w4: u32, lo: W9, hi: W9, stride2: bool) {
-    if stride2 {
-        group3s2(t, u, p0, plane, iy0, cg, w4, lo, hi);
-    } else {
-        group3(t, u, p0, plane, iy0, cg, w4, lo, hi);
     }
 }
 
@@ -781,26 +783,6 @@ fn accum3s2(t: ptr<function, Tile3>, xs: X9, wa: vec4<f32>, wb: vec4<f32>, wc: f
     (*t).a35 = chain9((*t).a35, xs.r6, xs.r7, xs.r8, array(g0.hi[1], g1.hi[1], g2.hi[1], g3.hi[1], g4.hi[1], g5.hi[1], g6.hi[1], g7.hi[1], g8.hi[1]));
     (*t).a36 = chain9((*t).a36, xs.r6, xs.r7, xs.r8, array(g0.hi[2], g1.hi[2], g2.hi[2], g3.hi[2], g4.hi[2], g5.hi[2], g6.hi[2], g7.hi[2], g8.hi[2]));
     (*t).a37 = chain9((*t).a37, xs.r6, xs.r7, xs.r8, array(g0.hi[3], g1.hi[3], g2.hi[3], g3.hi[3], g4.hi[3], g5.hi[3], g6.hi[3], g7.hi[3], g8.hi[3]));
-}
-
-// Four input channels from plane p0 on, into t (weights lo) and u (weights hi).
-fn group3s2(t: ptr<function, Tile3>, u: ptr<function, Tile3>, p0: u32, plane: u32, iy0: i32, cg: u32, w4: u32, lo: W9, hi: W9) {
-    let v0 = lo.v0; let v1 = lo.v1; let v2 = lo.v2; let v3 = lo.v3; let v4 = lo.v4;
-    let v5 = lo.v5; let v6 = lo.v6; let v7 = lo.v7; let v8 = lo.v8;
-    let h0 = hi.v0; let h1 = hi.v1; let h2 = hi.v2; let h3 = hi.v3; let h4 = hi.v4;
-    let h5 = hi.v5; let h6 = hi.v6; let h7 = hi.v7; let h8 = hi.v8;
-    let xa = rows9(p0, iy0, cg, w4);
-    accum3s2(t, xa, v0, v1, v2.x);
-    accum3s2(u, xa, h0, h1, h2.x);
-    let xb = rows9(p0 + plane, iy0, cg, w4);
-    accum3s2(t, xb, vec4<f32>(v2.yzw, v3.x), vec4<f32>(v3.yzw, v4.x), v4.y);
-    accum3s2(u, xb, vec4<f32>(h2.yzw, h3.x), vec4<f32>(h3.yzw, h4.x), h4.y);
-    let xc = rows9(p0 + 2u * plane, iy0, cg, w4);
-    accum3s2(t, xc, vec4<f32>(v4.zw, v5.xy), vec4<f32>(v5.zw, v6.xy), v6.z);
-    accum3s2(u, xc, vec4<f32>(h4.zw, h5.xy), vec4<f32>(h5.zw, h6.xy), h6.z);
-    let xd = rows9(p0 + 3u * plane, iy0, cg, w4);
-    accum3s2(t, xd, vec4<f32>(v6.w, v7.xyz), vec4<f32>(v7.w, v8.xyz), v8.w);
-    accum3s2(u, xd, vec4<f32>(h6.w, h7.xyz), vec4<f32>(h7.w, h8.xyz), h8.w);
 }
 
 @compute @workgroup_size(LANES)
