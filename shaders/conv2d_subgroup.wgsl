@@ -125,11 +125,11 @@ struct Place {
     tile: u32,
 }
 
-fn place(wg: vec3<u32>, num: vec3<u32>, li: u32, tiles: u32) -> Place {
-    let oc_groups = (p.cout + 15u) / 16u;
+fn place(wg: vec3<u32>, num: vec3<u32>, li: u32, tiles: u32, oc_tile: u32) -> Place {
+    let oc_groups = (p.cout + oc_tile - 1u) / oc_tile;
     let flat = flat_workgroup(wg, num);
     let tile_groups = (tiles + LANES - 1u) / LANES;
-    return Place(flat / oc_groups < tile_groups, (flat % oc_groups) * 16u, (flat / oc_groups) * LANES + li);
+    return Place(flat / oc_groups < tile_groups, (flat % oc_groups) * oc_tile, (flat / oc_groups) * LANES + li);
 }
 
 @compute @workgroup_size(LANES)
@@ -140,7 +140,7 @@ fn main(
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let tiles = ((p.oh + 3u) / 4u) * p.ow;
-    let at = place(wg, num, li, tiles);
+    let at = place(wg, num, li, tiles, 16u);
     if !at.valid {
         return;
     }
@@ -197,13 +197,14 @@ fn main(
 
 // ---- `main3`: 3×3, stride 1, one column of padding each side, width and input
 // channels multiples of 4 (of 8 with f16 weights, whose 8 channels' 72 taps are 9 vec4
-// words). A lane computes 4 adjacent columns (one vec4 load of
-// input each) × 4 rows × 16 channels; lane l loads vec4s of consecutive (ic, tap)
-// weights of channels oc0 + l and oc0 + 8 + l (in the [cout, cin, 3, 3] layout, 4 input
-// channels' 36 taps are 9 aligned vec4s) and subgroupBroadcast hands them to all lanes.
-// Per 4 input channels: 18 weight and 4 · 6 · 3 input loads feed 4 · 9 · 256 FMAs per
-// lane. The accumulators do not fit in registers, so each takes all 9 taps of an input
-// channel in one go (read and written once per channel, not once per tap).
+// words). A lane computes 4 adjacent columns (one vec4 load of input each) × 4 rows ×
+// 32 channels; lane l loads vec4s of consecutive (ic, tap) weights of channels
+// oc0 + 8k + l, k = 0..3 (in the [cout, cin, 3, 3] layout, 4 input channels' 36 taps are
+// 9 aligned vec4s) and subgroupBroadcast hands them to all lanes. Per 4 input channels:
+// 36 weight and 4 · 6 · 3 input loads feed 4 · 9 · 512 FMAs per lane (32 channels
+// rather than 16 doubled the FMAs per input load: 45 → 50 % of the FMA probe). The
+// accumulators do not fit in registers, so each takes all 9 taps of an input channel in
+// one go (read and written once per channel, not once per tap).
 @group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> wt4: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read_write> y4: array<vec4<f32>>;
@@ -348,34 +349,43 @@ fn w18_f16(i: u32) -> W18 {
     );
 }
 
-// One input channel (plane p0) of a lane's tile: its 9 taps' weights for the lo and hi
-// 8 output channels, into t and u, at stride 1 or 2.
-fn channel3(t: ptr<function, Tile3>, u: ptr<function, Tile3>, p0: u32, iy0: i32, cg: u32, w4: u32, lo: array<vec4<f32>, 3>, hi: array<vec4<f32>, 3>, stride2: bool) {
+// One input channel (plane p0) of a lane's tile, at stride 1 or 2: its 9 taps' weights
+// for channels oc0 + 8k.. in gk (row-major), into tk. (Passed as four arrays: one struct
+// of them made the kernel 10–20 % slower.)
+fn channel3(t0: ptr<function, Tile3>, t1: ptr<function, Tile3>, t2: ptr<function, Tile3>, t3: ptr<function, Tile3>, p0: u32, iy0: i32, cg: u32, w4: u32, g0: array<vec4<f32>, 3>, g1: array<vec4<f32>, 3>, g2: array<vec4<f32>, 3>, g3: array<vec4<f32>, 3>, stride2: bool) {
     if stride2 {
         let xs = rows9(p0, iy0, cg, w4);
-        accum3s2(t, xs, lo[0], lo[1], lo[2].x);
-        accum3s2(u, xs, hi[0], hi[1], hi[2].x);
+        accum3s2(t0, xs, g0[0], g0[1], g0[2].x);
+        accum3s2(t1, xs, g1[0], g1[1], g1[2].x);
+        accum3s2(t2, xs, g2[0], g2[1], g2[2].x);
+        accum3s2(t3, xs, g3[0], g3[1], g3[2].x);
     } else {
         let xs = rows6(p0, iy0, cg, w4);
-        accum3(t, xs, lo[0], lo[1], lo[2].x);
-        accum3(u, xs, hi[0], hi[1], hi[2].x);
+        accum3(t0, xs, g0[0], g0[1], g0[2].x);
+        accum3(t1, xs, g1[0], g1[1], g1[2].x);
+        accum3(t2, xs, g2[0], g2[1], g2[2].x);
+        accum3(t3, xs, g3[0], g3[1], g3[2].x);
     }
 }
 
-// Four input channels from plane p0 on, into t (weights lo) and u (weights hi): each
-// channel's 9 taps start where the last one's ended in the 9 vec4s of W9.
-fn group3(t: ptr<function, Tile3>, u: ptr<function, Tile3>, p0: u32, plane: u32, iy0: i32, cg: u32, w4: u32, lo: W9, hi: W9, stride2: bool) {
-    let v0 = lo.v0; let v1 = lo.v1; let v2 = lo.v2; let v3 = lo.v3; let v4 = lo.v4;
-    let v5 = lo.v5; let v6 = lo.v6; let v7 = lo.v7; let v8 = lo.v8;
-    let h0 = hi.v0; let h1 = hi.v1; let h2 = hi.v2; let h3 = hi.v3; let h4 = hi.v4;
-    let h5 = hi.v5; let h6 = hi.v6; let h7 = hi.v7; let h8 = hi.v8;
-    channel3(t, u, p0, iy0, cg, w4, array(v0, v1, v2), array(h0, h1, h2), stride2);
-    channel3(t, u, p0 + plane, iy0, cg, w4, array(vec4<f32>(v2.yzw, v3.x), vec4<f32>(v3.yzw, v4.x), vec4<f32>(v4.y)),
-        array(vec4<f32>(h2.yzw, h3.x), vec4<f32>(h3.yzw, h4.x), vec4<f32>(h4.y)), stride2);
-    channel3(t, u, p0 + 2u * plane, iy0, cg, w4, array(vec4<f32>(v4.zw, v5.xy), vec4<f32>(v5.zw, v6.xy), vec4<f32>(v6.z)),
-        array(vec4<f32>(h4.zw, h5.xy), vec4<f32>(h5.zw, h6.xy), vec4<f32>(h6.z)), stride2);
-    channel3(t, u, p0 + 3u * plane, iy0, cg, w4, array(vec4<f32>(v6.w, v7.xyz), vec4<f32>(v7.w, v8.xyz), vec4<f32>(v8.w)),
-        array(vec4<f32>(h6.w, h7.xyz), vec4<f32>(h7.w, h8.xyz), vec4<f32>(h8.w)), stride2);
+// Input channel c (0..3) of 4 whose 36 taps lie in the 9 vec4s of w: its 9 start where
+// the last one's ended.
+fn taps_of(w: W9, c: u32) -> array<vec4<f32>, 3> {
+    switch c {
+        case 0u: { return array(w.v0, w.v1, w.v2); }
+        case 1u: { return array(vec4<f32>(w.v2.yzw, w.v3.x), vec4<f32>(w.v3.yzw, w.v4.x), vec4<f32>(w.v4.y)); }
+        case 2u: { return array(vec4<f32>(w.v4.zw, w.v5.xy), vec4<f32>(w.v5.zw, w.v6.xy), vec4<f32>(w.v6.z)); }
+        default: { return array(vec4<f32>(w.v6.w, w.v7.xyz), vec4<f32>(w.v7.w, w.v8.xyz), vec4<f32>(w.v8.w)); }
+    }
+}
+
+// Four input channels from plane p0 on, into the accumulators of channels oc0 + 8k.. in
+// tk, with their weights wk.
+fn group3(t0: ptr<function, Tile3>, t1: ptr<function, Tile3>, t2: ptr<function, Tile3>, t3: ptr<function, Tile3>, p0: u32, plane: u32, iy0: i32, cg: u32, w4: u32, w0: W9, w1: W9, w2: W9, w3: W9, stride2: bool) {
+    channel3(t0, t1, t2, t3, p0, iy0, cg, w4, taps_of(w0, 0u), taps_of(w1, 0u), taps_of(w2, 0u), taps_of(w3, 0u), stride2);
+    channel3(t0, t1, t2, t3, p0 + plane, iy0, cg, w4, taps_of(w0, 1u), taps_of(w1, 1u), taps_of(w2, 1u), taps_of(w3, 1u), stride2);
+    channel3(t0, t1, t2, t3, p0 + 2u * plane, iy0, cg, w4, taps_of(w0, 2u), taps_of(w1, 2u), taps_of(w2, 2u), taps_of(w3, 2u), stride2);
+    channel3(t0, t1, t2, t3, p0 + 3u * plane, iy0, cg, w4, taps_of(w0, 3u), taps_of(w1, 3u), taps_of(w2, 3u), taps_of(w3, 3u), stride2);
 }
 
 // Output vec4 `idx` of channel oc: acc plus the bias (or, past the first input window,
@@ -464,7 +474,7 @@ fn store_tile3(t: ptr<function, Tile3>, u: ptr<function, Tile3>, oc0: u32, oy0: 
     store3(oc0 + 15u, oy0 + 3u, cg, w4, (*u).a37);
 }
 
-// The body of `main3` and `main3s2`: a lane's 4 × 4 × 16 tile, input channels 4 (f32
+// The body of `main3` and `main3s2`: a lane's 4 × 4 × 32 tile, input channels 4 (f32
 // weights) or 8 (f16) at a time. `stride2` is a constant at each call, so the compiler
 // keeps one side of every branch on it.
 fn conv3(wg: vec3<u32>, num: vec3<u32>, li: u32, lane: u32, stride2: bool) {
@@ -472,7 +482,7 @@ fn conv3(wg: vec3<u32>, num: vec3<u32>, li: u32, lane: u32, stride2: bool) {
     let ow4 = p.ow / 4u;
     let w4 = p.w / 4u;
     let tiles = ((p.oh + 3u) / 4u) * ow4;
-    let at = place(wg, num, li, tiles);
+    let at = place(wg, num, li, tiles, 32u);
     if !at.valid {
         return;
     }
@@ -480,31 +490,38 @@ fn conv3(wg: vec3<u32>, num: vec3<u32>, li: u32, lane: u32, stride2: bool) {
     let tile = at.tile;
     let cg = tile % ow4;
     let oy0 = min(tile / ow4, (p.oh - 1u) / 4u) * 4u;
-    // vec4s per weight row and per 4 input channels' taps
+    // The weight rows this lane loads (channels oc0 + 8k + lane), in vec4s of 4 f32 taps.
     let w_row4 = p.w_cin * 9u / 4u;
-    let wl = (p.oc_base + min(oc0 + lane, p.cout - 1u)) * w_row4 + p.ic_base * 9u / 4u;
-    let wh = (p.oc_base + min(oc0 + 8u + lane, p.cout - 1u)) * w_row4 + p.ic_base * 9u / 4u;
+    let ic4 = p.ic_base * 9u / 4u;
+    let r0 = (p.oc_base + min(oc0 + lane, p.cout - 1u)) * w_row4 + ic4;
+    let r1 = (p.oc_base + min(oc0 + 8u + lane, p.cout - 1u)) * w_row4 + ic4;
+    let r2 = (p.oc_base + min(oc0 + 16u + lane, p.cout - 1u)) * w_row4 + ic4;
+    let r3 = (p.oc_base + min(oc0 + 24u + lane, p.cout - 1u)) * w_row4 + ic4;
     let iy0 = select(1, 2, stride2) * i32(oy0) - i32(p.pad_t);
     let plane = p.h * w4;
-    var t: Tile3;
-    var u: Tile3;
+    // Accumulators of channels oc0 + 8k .. oc0 + 8k + 7 in tk.
+    var t0: Tile3;
+    var t1: Tile3;
+    var t2: Tile3;
+    var t3: Tile3;
     if W_F16 {
-        // 9 words per 8 input channels; wl, wh count words of 4 f32 weights.
-        let l8 = wl / 2u;
-        let h8 = wh / 2u;
+        // 9 words per 8 input channels; r0..r3 count words of 4 f32 weights.
         for (var q = 0u; q < p.cin / 8u; q++) {
-            let lo = w18_f16(l8 + q * 9u);
-            let hi = w18_f16(h8 + q * 9u);
-            group3(&t, &u, 8u * q * plane, plane, iy0, cg, w4, lo.a, hi.a, stride2);
-            group3(&t, &u, (8u * q + 4u) * plane, plane, iy0, cg, w4, lo.b, hi.b, stride2);
+            let w0 = w18_f16(r0 / 2u + q * 9u);
+            let w1 = w18_f16(r1 / 2u + q * 9u);
+            let w2 = w18_f16(r2 / 2u + q * 9u);
+            let w3 = w18_f16(r3 / 2u + q * 9u);
+            group3(&t0, &t1, &t2, &t3, 8u * q * plane, plane, iy0, cg, w4, w0.a, w1.a, w2.a, w3.a, stride2);
+            group3(&t0, &t1, &t2, &t3, (8u * q + 4u) * plane, plane, iy0, cg, w4, w0.b, w1.b, w2.b, w3.b, stride2);
         }
     } else {
         for (var q = 0u; q < p.cin / 4u; q++) {
-            group3(&t, &u, 4u * q * plane, plane, iy0, cg, w4, w9_f32(wl + q * 9u), w9_f32(wh + q * 9u), stride2);
+            group3(&t0, &t1, &t2, &t3, 4u * q * plane, plane, iy0, cg, w4, w9_f32(r0 + q * 9u), w9_f32(r1 + q * 9u), w9_f32(r2 + q * 9u), w9_f32(r3 + q * 9u), stride2);
         }
     }
     if tile < tiles {
-        store_tile3(&t, &u, oc0, oy0, cg, ow4);
+        store_tile3(&t0, &t1, oc0, oy0, cg, ow4);
+        store_tile3(&t2, &t3, oc0 + 16u, oy0, cg, ow4);
     }
 }
 
@@ -588,7 +605,7 @@ fn main1(
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let quads = p.h * p.w / 4u;
-    let at = place(wg, num, li, (quads + 3u) / 4u);
+    let at = place(wg, num, li, (quads + 3u) / 4u, 16u);
     if !at.valid {
         return;
     }
@@ -690,7 +707,7 @@ fn main1(
 
 // ---- `main3s2`: 3×3, stride 2 (the downsamplers), left padding 0 or 1, input width a
 // multiple of 8 and output width half of it, input channels as for `main3`. As `main3`
-// (4 output columns × 4 rows × 16 channels per lane, all 9 taps of an input channel in
+// (4 output columns × 4 rows × 32 channels per lane, all 9 taps of an input channel in
 // one chain per accumulator), over the 9 input rows under the lane's 4 output rows and
 // every other input column: the kernel the general one was (11 GFLOP/s there, a sixth of
 // a 256² encode).

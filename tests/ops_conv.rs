@@ -91,13 +91,18 @@ fn conv_f16_weights() {
     assert_ran(&check_f16(24, 5, 4, 19, 1, Conv2d::same(0), 11), "conv2d_subgroup.main1");
     // And the stride-2 one's.
     assert_ran(&check_f16(16, 11, 16, 18, 3, Conv2d::strided(2, [0, 1, 0, 1]), 12), "conv2d_subgroup.main3s2");
+    // Past one workgroup's 32 channels.
+    assert_ran(&check_f16(8, 6, 8, 50, 3, Conv2d::same(1), 13), "conv2d_subgroup.main3");
 }
 
 /// Shapes the vec4 3×3 kernel takes (stride 1, one column of padding, input channels in
-/// fours, width in fours), with output channels that are not multiples of its 16.
+/// fours, width in fours), with output channels that are not multiples of its 32 per
+/// workgroup: fewer, and a second workgroup's first, second or third eight.
 #[test]
 fn conv_3x3_vector_kernel_shapes() {
-    check(8, 13, 12, 21, 3, Conv2d::same(1).with(Activation::Silu), 30);
+    assert_ran(&check(8, 13, 12, 21, 3, Conv2d::same(1).with(Activation::Silu), 30), "conv2d_subgroup.main3");
+    assert_ran(&check(12, 9, 8, 45, 3, Conv2d::same(1), 34), "conv2d_subgroup.main3");
+    assert_ran(&check(4, 9, 4, 58, 3, Conv2d::same(1).with(Activation::Relu), 35), "conv2d_subgroup.main3");
     check(16, 9, 8, 9, 3, Conv2d::strided(1, [0, 2, 1, 1]), 31);
     check(4, 5, 4, 17, 3, Conv2d::same(1).with(Activation::Relu), 32);
     check(64, 6, 40, 24, 3, Conv2d::strided(1, [2, 0, 1, 1]), 33);
@@ -182,7 +187,7 @@ fn im2col_odd_shapes() {
 
 /// 3×3 stride-2 convolutions with left padding 0 (the VAE's downsamplers, padded right
 /// and below) or 1 (the UNet's), input width in eights, on the vec4 kernel `main3s2`:
-/// odd heights (a last row tile partly used), channels not in sixteens, a picture past
+/// odd heights (a last row tile partly used), channels not in 32s, a picture past
 /// 256 tiles (64-lane workgroups), and a width in fours only, which is not for it.
 #[test]
 fn conv_3x3_stride_2_vector_kernel() {
@@ -192,6 +197,7 @@ fn conv_3x3_stride_2_vector_kernel() {
     assert_ran(&check(12, 10, 24, 9, 3, unet.with(Activation::Silu), 61), "conv2d_subgroup.main3s2");
     assert_ran(&check(4, 128, 136, 17, 3, unet, 62), "conv2d_subgroup.main3s2");
     assert_ran(&check(8, 7, 12, 16, 3, vae, 63), "conv2d_subgroup.main");
+    assert_ran(&check(8, 19, 16, 40, 3, unet, 64), "conv2d_subgroup.main3s2");
 }
 
 /// With subgroups off (as on GPUs without 8-lane subgroups): the tiled kernel (64
