@@ -139,19 +139,19 @@ fn conv_subgroup_wide_pictures() {
 /// A plain 1×1 convolution (f32 weights, no activation) with input channels in eights
 /// and pixels in fours is the product weight · pixels + a bias per row, on the broadcast
 /// matmul kernel where subgroups are 8 lanes: 130 channels (two row blocks of 128, the
-/// second nearly empty), 140 pixels (a last column block of 12), 5 channels (short
-/// tiles), and 25 pixels, which stay on the convolution kernel.
+/// second nearly empty), 140 pixels (a last column block of 12), 12 pixels (the narrow
+/// tile), and 25 pixels, which stay on the convolution kernel.
 #[test]
 fn conv_1x1_as_a_product() {
-    assert_ran(&check(16, 10, 14, 130, 1, Conv2d::same(0), 50), "matmul_subgroup.rows16");
-    assert_ran(&check(24, 3, 4, 5, 1, Conv2d::same(0), 51), "matmul_subgroup.rows4");
+    assert_ran(&check(16, 10, 14, 130, 1, Conv2d::same(0), 50), "matmul_subgroup.r16c64");
+    assert_ran(&check(24, 3, 4, 5, 1, Conv2d::same(0), 51), "matmul_subgroup.r16c16");
     assert_ran(&check(8, 5, 5, 9, 1, Conv2d::same(0), 52), "conv2d_subgroup.main");
 }
 
 /// Pictures of at most 64 output pixels (the UNet's 8×8 and 4×4 levels) run as
 /// weight · im2col patches on the broadcast matmul kernel: "same" 3×3 at 8×8 and 4×4
-/// (short and tall row tiles), stride 2 down to 4×4; with an activation, or pixels not in
-/// fours, on the convolution kernels.
+/// (64 and 16 columns: a wide tile and the narrow one), stride 2 down to 4×4; with an
+/// activation, or pixels not in fours, on the convolution kernels.
 #[test]
 fn conv_small_pictures_as_products() {
     let product = |rows: &str| vec!["im2col.main".to_string(), format!("matmul_subgroup.{rows}")];
@@ -160,9 +160,9 @@ fn conv_small_pictures_as_products() {
             assert_eq!(ran, want);
         }
     };
-    expect(check(16, 8, 8, 40, 3, Conv2d::same(1), 80), product("rows4"));
-    expect(check(8, 4, 4, 130, 3, Conv2d::same(1), 81), product("rows16"));
-    expect(check(8, 8, 8, 24, 3, Conv2d::strided(2, [1; 4]), 82), product("rows4"));
+    expect(check(16, 8, 8, 40, 3, Conv2d::same(1), 80), product("r8c64"));
+    expect(check(8, 4, 4, 130, 3, Conv2d::same(1), 81), product("r16c16"));
+    expect(check(8, 8, 8, 24, 3, Conv2d::strided(2, [1; 4]), 82), product("r16c16"));
     assert_ran(&check(8, 8, 8, 24, 3, Conv2d::same(1).with(Activation::Silu), 83), "conv2d_subgroup.main3");
     assert_ran(&check(8, 5, 5, 24, 3, Conv2d::same(1), 84), "conv2d_subgroup.main");
 }

@@ -21,11 +21,13 @@ fn resident_f16(g: &mut Graph, shape: &[usize], words: &[u32]) -> Tensor {
     g.resident(shape, DType::F16, Arc::new(buf))
 }
 
-fn check_linear(n: usize, k: usize, m: usize, with_bias: bool, f16: bool, seed: u64) {
-    check_linear_on(gpu(), n, k, m, with_bias, f16, seed);
+/// Checks one Linear against the reference; returns the kernels (`shader.entry`) it ran,
+/// where the adapter has timestamp queries to say (none otherwise).
+fn check_linear(n: usize, k: usize, m: usize, with_bias: bool, f16: bool, seed: u64) -> Vec<String> {
+    check_linear_on(gpu(), n, k, m, with_bias, f16, seed)
 }
 
-fn check_linear_on(gpu: &'static Gpu, n: usize, k: usize, m: usize, with_bias: bool, f16: bool, seed: u64) {
+fn check_linear_on(gpu: &'static Gpu, n: usize, k: usize, m: usize, with_bias: bool, f16: bool, seed: u64) -> Vec<String> {
     let mut rng = Rng::new(seed);
     let x = rng.vec(n * k, 1.0);
     let mut w = rng.vec(m * k, 0.5);
@@ -41,9 +43,18 @@ fn check_linear_on(gpu: &'static Gpu, n: usize, k: usize, m: usize, with_bias: b
         (g.input_f32(&[m, k], &w).unwrap(), g.input_f32(&[m], &b).unwrap())
     };
     let y = matmul::linear(&mut g, xt, wt, with_bias.then_some(bt)).unwrap();
-    let (out, _) = g.run(&[y]).unwrap();
+    let (out, report) = g.run_profiled(&[y]).unwrap();
     let want = matmul::linear_reference(&x, n, k, &w, m, with_bias.then_some(&b[..]));
     assert_close(&out[0].f32(), &want, 1e-5, &format!("linear [{n}, {k}] × [{m}, {k}]ᵀ bias {with_bias} f16 {f16}"));
+    report.kernels.into_keys().collect()
+}
+
+/// Asserts that `ran` is the broadcast kernel's `entry` alone, where the adapter has it
+/// (8-lane subgroups) and timestamps to tell.
+fn assert_tile(ran: &[String], entry: &str) {
+    if gpu().info.subgroup_max_size == 8 && !ran.is_empty() {
+        assert_eq!(ran, [format!("matmul_subgroup.{entry}")]);
+    }
 }
 
 #[test]
@@ -64,13 +75,20 @@ fn linear_f16_weights() {
 }
 
 /// On 8-lane subgroups (lavapipe) k % 8 == 0 and m % 4 == 0 take the broadcast kernel,
-/// whose workgroups cover 1024 rows × 32 columns: more rows than one workgroup, a last
-/// column block only partly used, and the f16 path of that kernel.
+/// whose tiles are 16, 8 or 4 rows × 64 columns per lane, or 16 × 16 for products of at
+/// most 16 columns: more rows than one workgroup, last row and column blocks only partly
+/// used, and the f16 path of each tile.
 #[test]
 fn linear_broadcast_kernel_edges() {
-    check_linear(1100, 24, 36, true, false, 16);
-    check_linear(1030, 16, 44, true, true, 17);
-    check_linear(3, 8, 4, false, false, 18);
+    assert_tile(&check_linear(1100, 24, 36, true, false, 16), "r16c64");
+    assert_tile(&check_linear(1030, 16, 140, true, true, 17), "r16c64");
+    assert_tile(&check_linear(3, 8, 4, false, false, 18), "r16c16");
+    assert_tile(&check_linear(77, 40, 100, true, false, 24), "r8c64");
+    assert_tile(&check_linear(65, 16, 72, true, true, 25), "r8c64");
+    assert_tile(&check_linear(32, 24, 68, true, false, 26), "r4c64");
+    assert_tile(&check_linear(5, 16, 132, false, true, 27), "r4c64");
+    assert_tile(&check_linear(300, 40, 12, true, false, 28), "r16c16");
+    assert_tile(&check_linear(130, 16, 16, true, true, 29), "r16c16");
 }
 
 #[test]

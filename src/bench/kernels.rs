@@ -43,8 +43,8 @@ pub fn run_kernel_bench(gpu: &Gpu, quick: bool, only: &str) -> Result<(f64, f64,
 
     let wanted = |name: &str| name.contains(only);
     // (input channels, output channels, kernel size, picture side): the UNet's first and
-    // deepest levels at 512² (and at 256², its 8×8 level), a VAE 1×1 shortcut.
-    let mut convs = vec![(320, 320, 3, 64), (640, 640, 3, 32), (1280, 1280, 3, 8), (512, 256, 1, 128)];
+    // deepest levels at 512² (and at 256², its 8×8 and 4×4 levels), a VAE 1×1 shortcut.
+    let mut convs = vec![(320, 320, 3, 64), (640, 640, 3, 32), (1280, 1280, 3, 8), (1280, 1280, 3, 4), (512, 256, 1, 128)];
     if !quick {
         convs.push((512, 512, 3, 256));
     }
