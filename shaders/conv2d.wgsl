@@ -45,6 +45,15 @@ fn load_b(i: u32) -> f32 {
     return widen(bias[word_of(i)], i);
 }
 
+// What output y[idx] of channel oc starts from: its bias, or past the first input window
+// what the earlier windows left. A branch, not a select, which would load both.
+fn start(oc: u32, idx: u32) -> f32 {
+    if p.accumulate != 0u {
+        return y[idx];
+    }
+    return load_b(p.oc_base + oc);
+}
+
 fn activation(v: vec4<f32>) -> vec4<f32> {
     switch ACT {
         case 1u: { return max(v, vec4<f32>(0.0)); }
@@ -70,7 +79,7 @@ fn store(oc: u32, oy0: u32, ox: u32, acc: vec4<f32>) {
     for (var r = 0u; r < ROWS; r++) {
         if oy0 + r < p.oh {
             let idx = (oc * p.oh + oy0 + r) * p.ow + ox;
-            let base = select(vec4<f32>(load_b(p.oc_base + oc)), vec4<f32>(y[idx]), p.accumulate != 0u);
+            let base = vec4<f32>(start(oc, idx));
             var out = v + base;
             if p.activate != 0u {
                 out = activation(out);
@@ -232,7 +241,7 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
             let px = px0 + 4u * q_px + j;
             if px < pixels {
                 let idx = oc * pixels + px;
-                let base = select(load_b(p.oc_base + oc), y[idx], p.accumulate != 0u);
+                let base = start(oc, idx);
                 var out = vec4<f32>(acc[i][j] + base);
                 if p.activate != 0u {
                     out = activation(out);

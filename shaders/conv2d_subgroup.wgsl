@@ -47,6 +47,15 @@ fn load_b(i: u32) -> f32 {
     return widen(bias[word_of(i)], i);
 }
 
+// What output y[idx] of channel oc starts from: its bias, or past the first input window
+// what the earlier windows left. A branch, not a select, which would load both.
+fn start(oc: u32, idx: u32) -> f32 {
+    if p.accumulate != 0u {
+        return y[idx];
+    }
+    return load_b(p.oc_base + oc);
+}
+
 fn activation(v: vec4<f32>) -> vec4<f32> {
     switch ACT {
         case 1u: { return max(v, vec4<f32>(0.0)); }
@@ -103,7 +112,7 @@ fn store(oc: u32, oy0: u32, ox: u32, acc: vec4<f32>) {
     for (var r = 0u; r < 4u; r++) {
         if oy0 + r < p.oh {
             let idx = (oc * p.oh + oy0 + r) * p.ow + ox;
-            let base = select(vec4<f32>(load_b(p.oc_base + oc)), vec4<f32>(y[idx]), p.accumulate != 0u);
+            let base = vec4<f32>(start(oc, idx));
             var out = acc + base;
             if p.activate != 0u {
                 out = activation(out);
@@ -391,8 +400,12 @@ fn group3(t0: ptr<function, Tile3>, t1: ptr<function, Tile3>, t2: ptr<function, 
 // Output vec4 `idx` of channel oc: acc plus the bias (or, past the first input window,
 // plus what the earlier windows left), activated after the last window.
 fn write4(oc: u32, idx: u32, acc: vec4<f32>) {
-    let base = select(vec4<f32>(load_b(p.oc_base + oc)), y4[idx], p.accumulate != 0u);
-    var out = acc + base;
+    var out = acc;
+    if p.accumulate != 0u {
+        out += y4[idx];
+    } else {
+        out += vec4<f32>(load_b(p.oc_base + oc));
+    }
     if p.activate != 0u {
         out = activation(out);
     }
