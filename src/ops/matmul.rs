@@ -111,11 +111,13 @@ struct Operands {
 /// shaders/matmul_subgroup.wgsl, R rows × C columns per lane, 8 lanes): its entry, rows
 /// and columns per workgroup. 64 columns feed every loaded x value to twice the FMAs of
 /// 32 (34 → 37 % of the FMA probe at [4096, 320] × [320, 320]ᵀ); short inputs (64 tokens
-/// at the UNet's 8×8 level) take shorter tiles and narrow ones (16 pixels at its 4×4
-/// level, as im2col products) narrower, where a large tile would mostly idle.
+/// at the UNet's 8×8 level, 16 at 4×4, the one row of every resnet's time-embedding
+/// projection) take shorter tiles and narrow ones (16 pixels at its 4×4 level, as im2col
+/// products) narrower, where a large tile would mostly idle.
 fn broadcast_tile(rows: usize, m: usize) -> (&'static str, u64, u64) {
     match (rows, m) {
         (_, ..=16) => ("r16c16", 128, 16),
+        (..=8, _) => ("r1c64", 8, 64),
         (..=32, _) => ("r4c64", 32, 64),
         (..=127, _) => ("r8c64", 64, 64),
         _ => ("r16c64", 128, 64),
