@@ -97,12 +97,15 @@ fn conv_f16_weights() {
 
 /// Shapes the vec4 3×3 kernel takes (stride 1, one column of padding, input channels in
 /// fours, width in fours), with output channels that are not multiples of its 32 per
-/// workgroup: fewer, and a second workgroup's first, second or third eight.
+/// workgroup: fewer (down to one), and a second workgroup's first, second or third eight.
 #[test]
 fn conv_3x3_vector_kernel_shapes() {
     assert_ran(&check(8, 13, 12, 21, 3, Conv2d::same(1).with(Activation::Silu), 30), "conv2d_subgroup.main3");
     assert_ran(&check(12, 9, 8, 45, 3, Conv2d::same(1), 34), "conv2d_subgroup.main3");
     assert_ran(&check(4, 9, 4, 58, 3, Conv2d::same(1).with(Activation::Relu), 35), "conv2d_subgroup.main3");
+    // Fewer than 8 output channels (the VAE's and the UNet's output convolutions).
+    assert_ran(&check(8, 10, 12, 3, 3, Conv2d::same(1), 36), "conv2d_subgroup.main3");
+    assert_ran(&check(4, 9, 16, 1, 3, Conv2d::strided(2, [0, 1, 0, 1]), 37), "conv2d_subgroup.main3s2");
     check(16, 9, 8, 9, 3, Conv2d::strided(1, [0, 2, 1, 1]), 31);
     check(4, 5, 4, 17, 3, Conv2d::same(1).with(Activation::Relu), 32);
     check(64, 6, 40, 24, 3, Conv2d::strided(1, [2, 0, 1, 1]), 33);

@@ -137,10 +137,7 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
         return g.reshape(y, &[cout, oh, ow]);
     }
     let y = g.intermediate(&[cout, oh, ow], DType::F32);
-    // With 8-lane subgroups the broadcast kernel (16 channels per workgroup), unless
-    // there are too few channels to fill its broadcasts.
-    let subgroup = subgroups_of_8(g.gpu) && cout >= 8;
-    let shader = if subgroup { "conv2d_subgroup" } else { "conv2d" };
+    let sub8 = subgroups_of_8(g.gpu);
     let in_chunks = channel_chunks_within(g.gpu, cin, 4 * (h * w) as u64, 1 + kh * (1 + kw))?;
     // The vector kernels of shaders/conv2d_subgroup.wgsl, where their vec4 loads line
     // up: input channels in groups of 4 (f32 weights) or 8 (f16), and for `main3`
@@ -149,10 +146,16 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
     // multiple of 8 and output rows half as long, for `main1` (1×1, 16 pixels × 16
     // channels) pixels a multiple of 4.
     let group = if g.dtype(weight) == DType::F16 { 8 } else { 4 };
-    let vector = subgroup && cin % group == 0 && in_chunks.iter().all(|c| c.start % group == 0 && c.len() % group == 0);
+    let vector = sub8 && cin % group == 0 && in_chunks.iter().all(|c| c.start % group == 0 && c.len() % group == 0);
+    // The 3×3 ones even for a few output channels (lanes past the last read its weights
+    // and store nothing): the VAE's 128 → 3 output convolution at 256² took 200 ms on
+    // `main`, which reads every operand per multiply-add.
     let three = vector && (kh, kw, cfg.stride, cfg.pad[2], cfg.pad[3]) == (3, 3, 1, 1, 1) && w % 4 == 0;
     let three_s2 = vector && (kh, kw, cfg.stride) == (3, 3, 2) && cfg.pad[2] <= 1 && w % 8 == 0 && 2 * ow == w;
-    let one = vector && (kh, kw, cfg.stride, cfg.pad) == (1, 1, 1, [0; 4]) && (h * w) % 4 == 0;
+    // Otherwise the broadcast kernels need 8 channels to fill their broadcasts.
+    let one = vector && cout >= 8 && (kh, kw, cfg.stride, cfg.pad) == (1, 1, 1, [0; 4]) && (h * w) % 4 == 0;
+    let subgroup = three || three_s2 || (sub8 && cout >= 8);
+    let shader = if subgroup { "conv2d_subgroup" } else { "conv2d" };
     let tiled = !subgroups_of_8(g.gpu) && cout >= TILED_FROM;
     let entry = if three { "main3" } else if three_s2 { "main3s2" } else if one { "main1" } else if tiled { "tiled" } else { "main" };
     let mut key = KernelKey::new(shader, entry).with("W_F16", is_f16(g.dtype(weight))).with("ACT", cfg.act.code());
