@@ -156,7 +156,7 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
     let one = vector && cout >= 8 && (kh, kw, cfg.stride, cfg.pad) == (1, 1, 1, [0; 4]) && (h * w) % 4 == 0;
     let subgroup = three || three_s2 || (sub8 && cout >= 8);
     let shader = if subgroup { "conv2d_subgroup" } else { "conv2d" };
-    let tiled = !subgroups_of_8(g.gpu) && cout >= TILED_FROM;
+    let tiled = !sub8 && cout >= TILED_FROM;
     let entry = if three { "main3" } else if three_s2 { "main3s2" } else if one { "main1" } else if tiled { "tiled" } else { "main" };
     let mut key = KernelKey::new(shader, entry).with("W_F16", is_f16(g.dtype(weight))).with("ACT", cfg.act.code());
     let oc_tile = if three || three_s2 { VEC3_OC_TILE } else { SUBGROUP_OC_TILE };

@@ -110,7 +110,8 @@ struct Operands {
 /// The broadcast kernel's tile for a product of `rows` × `m` (entry `r{R}c{C}` of
 /// shaders/matmul_subgroup.wgsl, R rows × C columns per lane, 8 lanes): its entry, rows
 /// and columns per workgroup. 64 columns feed every loaded x value to twice the FMAs of
-/// 32 (34 → 37 % of the FMA probe at [4096, 320] × [320, 320]ᵀ); short inputs (64 tokens
+/// 32 (34 → 37 % of the FMA probe at [4096, 320] × [320, 320]ᵀ, before the biases were
+/// hoisted out of the stores: see BENCHMARKS.md); short inputs (64 tokens
 /// at the UNet's 8×8 level, 16 at 4×4, the one row of every resnet's time-embedding
 /// projection) take shorter tiles and narrow ones (16 pixels at its 4×4 level, as im2col
 /// products) narrower, where a large tile would mostly idle.
