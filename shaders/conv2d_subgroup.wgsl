@@ -487,6 +487,12 @@ fn store_tile3(t: ptr<function, Tile3>, u: ptr<function, Tile3>, oc0: u32, oy0: 
     store3(oc0 + 15u, oy0 + 3u, cg, w4, (*u).a37);
 }
 
+// Where channel oc's 3×3 weights for this dispatch's input channels start, in vec4s of
+// 4 f32 taps (channels past the last read the last one's).
+fn weight_row3(oc: u32) -> u32 {
+    return (p.oc_base + min(oc, p.cout - 1u)) * (p.w_cin * 9u / 4u) + p.ic_base * 9u / 4u;
+}
+
 // The body of `main3` and `main3s2`: a lane's 4 × 4 × 32 tile, input channels 4 (f32
 // weights) or 8 (f16) at a time. `stride2` is a constant at each call, so the compiler
 // keeps one side of every branch on it.
@@ -504,12 +510,10 @@ fn conv3(wg: vec3<u32>, num: vec3<u32>, li: u32, lane: u32, stride2: bool) {
     let cg = tile % ow4;
     let oy0 = min(tile / ow4, (p.oh - 1u) / 4u) * 4u;
     // The weight rows this lane loads (channels oc0 + 8k + lane), in vec4s of 4 f32 taps.
-    let w_row4 = p.w_cin * 9u / 4u;
-    let ic4 = p.ic_base * 9u / 4u;
-    let r0 = (p.oc_base + min(oc0 + lane, p.cout - 1u)) * w_row4 + ic4;
-    let r1 = (p.oc_base + min(oc0 + 8u + lane, p.cout - 1u)) * w_row4 + ic4;
-    let r2 = (p.oc_base + min(oc0 + 16u + lane, p.cout - 1u)) * w_row4 + ic4;
-    let r3 = (p.oc_base + min(oc0 + 24u + lane, p.cout - 1u)) * w_row4 + ic4;
+    let r0 = weight_row3(oc0 + lane);
+    let r1 = weight_row3(oc0 + 8u + lane);
+    let r2 = weight_row3(oc0 + 16u + lane);
+    let r3 = weight_row3(oc0 + 24u + lane);
     let iy0 = select(1, 2, stride2) * i32(oy0) - i32(p.pad_t);
     let plane = p.h * w4;
     // Accumulators of channels oc0 + 8k .. oc0 + 8k + 7 in tk.
