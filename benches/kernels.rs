@@ -9,14 +9,30 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     // cargo bench passes `--bench`; any other word names the kernels to run.
-    let only = args.iter().find(|a| !a.starts_with("--")).map_or("", String::as_str);
+    let only = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .map_or("", String::as_str);
     let gpu = Gpu::new(&GpuOptions::default())?;
-    println!("adapter: {} ({:?}, {})", gpu.info.name, gpu.info.backend, gpu.info.driver_info);
+    println!(
+        "adapter: {} ({:?}, {})",
+        gpu.info.name, gpu.info.backend, gpu.info.driver_info
+    );
     let (peak, bw, results) = run_kernel_bench(&gpu, quick, only)?;
     println!("FMA peak probe: {peak:.1} GFLOP/s   copy bandwidth probe: {bw:.1} GB/s\n");
-    println!("{:<12} {:<36} {:>10} {:>9} {:>8}", "kernel", "shape", "ms", "GFLOP/s", "% peak");
+    println!(
+        "{:<12} {:<36} {:>10} {:>9} {:>8}",
+        "kernel", "shape", "ms", "GFLOP/s", "% peak"
+    );
     for r in &results {
-        println!("{:<12} {:<36} {:>10.2} {:>9.2} {:>7.1}%", r.name, r.shape, r.ms, r.gflops, 100.0 * r.peak_fraction);
+        println!(
+            "{:<12} {:<36} {:>10.2} {:>9.2} {:>7.1}%",
+            r.name,
+            r.shape,
+            r.ms,
+            r.gflops,
+            100.0 * r.peak_fraction
+        );
     }
     Ok(())
 }

@@ -13,9 +13,17 @@ pub enum Error {
     #[error("GPU error: {0}")]
     Gpu(String),
     #[error("{what} needs {needed} bytes but the device allows at most {limit}: use a smaller image or tiling")]
-    TooLarge { what: String, needed: u64, limit: u64 },
+    TooLarge {
+        what: String,
+        needed: u64,
+        limit: u64,
+    },
     #[error("{what} does not fit in {budget} bytes of GPU memory{how}: raise --max-gpu-memory or use a smaller image", how = if *.tiled { ", even in the smallest tiles" } else { " (it is never tiled)" })]
-    OverBudget { what: String, budget: u64, tiled: bool },
+    OverBudget {
+        what: String,
+        budget: u64,
+        tiled: bool,
+    },
     #[error("tiling this picture keeps {needed} bytes of activations in host memory, but only {available} are available: free memory or use a smaller image")]
     HostMemory { needed: u64, available: u64 },
     #[error("cannot read model file {path}: {reason}")]

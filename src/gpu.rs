@@ -30,7 +30,9 @@ impl GpuOptions {
     }
 
     fn adapter_filter(&self) -> Option<String> {
-        self.adapter.clone().or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
+        self.adapter
+            .clone()
+            .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
     }
 }
 
@@ -84,7 +86,11 @@ fn instance(options: &GpuOptions) -> wgpu::Instance {
 /// Every adapter the chosen backends expose, in a stable order.
 pub fn list_adapters(options: &GpuOptions) -> Vec<AdapterSummary> {
     let adapters = pollster::block_on(instance(options).enumerate_adapters(options.backends()));
-    adapters.iter().enumerate().map(|(i, a)| AdapterSummary::new(i, a)).collect()
+    adapters
+        .iter()
+        .enumerate()
+        .map(|(i, a)| AdapterSummary::new(i, a))
+        .collect()
 }
 
 /// Discrete GPUs first, CPU rasterisers (lavapipe) last.
@@ -100,7 +106,11 @@ fn preference(adapter: &wgpu::Adapter) -> u8 {
 
 fn choose_adapter(options: &GpuOptions) -> Result<wgpu::Adapter> {
     let adapters = pollster::block_on(instance(options).enumerate_adapters(options.backends()));
-    let backend_note = options.backend.as_ref().map(|b| format!(" for backend '{b}'")).unwrap_or_default();
+    let backend_note = options
+        .backend
+        .as_ref()
+        .map(|b| format!(" for backend '{b}'"))
+        .unwrap_or_default();
     if adapters.is_empty() {
         return Err(Error::NoAdapter(backend_note));
     }
@@ -117,7 +127,10 @@ fn choose_adapter(options: &GpuOptions) -> Result<wgpu::Adapter> {
                 .find(|a| a.get_info().name.to_lowercase().contains(&needle))
                 .ok_or_else(|| Error::NoAdapter(format!(" named like '{filter}'{backend_note}")))
         }
-        None => Ok(adapters.into_iter().min_by_key(preference).expect("non-empty")),
+        None => Ok(adapters
+            .into_iter()
+            .min_by_key(preference)
+            .expect("non-empty")),
     }
 }
 
@@ -133,7 +146,11 @@ pub struct KernelKey {
 
 impl KernelKey {
     pub fn new(shader: &'static str, entry: &'static str) -> Self {
-        KernelKey { shader, entry, constants: Vec::new() }
+        KernelKey {
+            shader,
+            entry,
+            constants: Vec::new(),
+        }
     }
 
     pub fn with(mut self, name: &'static str, value: f64) -> Self {
@@ -176,7 +193,10 @@ impl Gpu {
             ..Default::default()
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
-            Error::DeviceRequest { adapter: info.name.clone(), reason: e.to_string() }
+            Error::DeviceRequest {
+                adapter: info.name.clone(),
+                reason: e.to_string(),
+            }
         })?;
         let lost = Arc::new(Mutex::new(None));
         let lost_flag = lost.clone();
@@ -209,7 +229,9 @@ impl Gpu {
 
     /// The largest range one storage binding may cover.
     pub fn max_binding(&self) -> u64 {
-        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
     }
 
     /// Fails if the device was lost or a GPU error was reported since the last check.
@@ -241,10 +263,13 @@ impl Gpu {
         }
         let source = shader_source(shader)
             .ok_or_else(|| Error::Gpu(format!("no shader named '{shader}' is registered")))?;
-        let module = Arc::new(self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(shader),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        }));
+        let module = Arc::new(
+            self.device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(shader),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                }),
+        );
         modules.insert(shader, module.clone());
         Ok(module)
     }
@@ -255,8 +280,11 @@ impl Gpu {
             return Ok(p.clone());
         }
         let module = self.module(key.shader)?;
-        let constants: Vec<(&str, f64)> =
-            key.constants.iter().map(|&(n, bits)| (n, f64::from_bits(bits))).collect();
+        let constants: Vec<(&str, f64)> = key
+            .constants
+            .iter()
+            .map(|&(n, bits)| (n, f64::from_bits(bits)))
+            .collect();
         let pipeline = Arc::new(self.device.create_compute_pipeline(
             &wgpu::ComputePipelineDescriptor {
                 label: Some(key.entry),
@@ -271,7 +299,10 @@ impl Gpu {
             },
         ));
         self.check()?;
-        self.pipelines.lock().unwrap().insert(key.clone(), pipeline.clone());
+        self.pipelines
+            .lock()
+            .unwrap()
+            .insert(key.clone(), pipeline.clone());
         Ok(pipeline)
     }
 }

@@ -47,7 +47,11 @@ pub fn to_planar(img: &image::RgbImage, multiple: usize, padding: Padding) -> Pl
             Padding::Reflect if n > 1 => {
                 let period = 2 * (n - 1);
                 let k = i % period;
-                if k < n { k } else { period - k }
+                if k < n {
+                    k
+                } else {
+                    period - k
+                }
             }
             Padding::Reflect => 0,
         }
@@ -61,7 +65,11 @@ pub fn to_planar(img: &image::RgbImage, multiple: usize, padding: Padding) -> Pl
             }
         }
     }
-    Planar { width: pw, height: ph, data }
+    Planar {
+        width: pw,
+        height: ph,
+        data,
+    }
 }
 
 /// Planar [-1, 1] → 8-bit RGB, cropped to `width` × `height` from the top left.
@@ -78,6 +86,16 @@ pub fn to_rgb8(img: &Planar, width: usize, height: usize) -> image::RgbImage {
 
 /// Peak signal-to-noise ratio of two 8-bit images of the same size, in dB.
 pub fn psnr(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
-    let mse = a.as_raw().iter().zip(b.as_raw()).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>() / a.as_raw().len().max(1) as f64;
-    if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() }
+    let mse = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum::<f64>()
+        / a.as_raw().len().max(1) as f64;
+    if mse == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (255.0f64 * 255.0 / mse).log10()
+    }
 }

@@ -10,7 +10,11 @@ use oscar_wgpu::gpu::GpuOptions;
 use oscar_wgpu::image_io::Padding;
 
 #[derive(Parser)]
-#[command(name = "oscar-wgpu", version, about = "OSCAR one-step diffusion image codec on wgpu compute shaders")]
+#[command(
+    name = "oscar-wgpu",
+    version,
+    about = "OSCAR one-step diffusion image codec on wgpu compute shaders"
+)]
 struct Cli {
     #[command(flatten)]
     gpu: GpuArgs,
@@ -40,7 +44,11 @@ struct GpuArgs {
 
 impl GpuArgs {
     fn options(&self) -> GpuOptions {
-        GpuOptions { backend: self.backend.clone(), adapter: self.adapter.clone(), portable_kernels: self.portable_kernels }
+        GpuOptions {
+            backend: self.backend.clone(),
+            adapter: self.adapter.clone(),
+            portable_kernels: self.portable_kernels,
+        }
     }
 }
 
@@ -115,22 +123,59 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let out = cli::Output { verbose: cli.verbose, quiet: cli.quiet };
+    let out = cli::Output {
+        verbose: cli.verbose,
+        quiet: cli.quiet,
+    };
     let gpu = cli.gpu.options();
     let result = match cli.command {
         Command::Adapters { json } => cli::info::adapters(&gpu, json),
-        Command::Info { file, model, json } => cli::info::info(&gpu, &file, model.model.as_deref(), json),
-        Command::Encode { inputs, output, model, level, bpp, tiles, padding, force } => {
+        Command::Info { file, model, json } => {
+            cli::info::info(&gpu, &file, model.model.as_deref(), json)
+        }
+        Command::Encode {
+            inputs,
+            output,
+            model,
+            level,
+            bpp,
+            tiles,
+            padding,
+            force,
+        } => {
             let target = match (level, bpp) {
                 (Some(l), _) => cli::encode::Target::Level(l),
                 (None, Some(b)) => cli::encode::Target::Bpp(b),
                 (None, None) => cli::encode::Target::Level(cli::encode::DEFAULT_LEVEL),
             };
-            let jobs = cli::Jobs { inputs, output, force };
-            cli::encode::run(&gpu, &model.model, model.f16, &tiles, &jobs, target, padding, out)
+            let jobs = cli::Jobs {
+                inputs,
+                output,
+                force,
+            };
+            cli::encode::run(
+                &gpu,
+                &model.model,
+                model.f16,
+                &tiles,
+                &jobs,
+                target,
+                padding,
+                out,
+            )
         }
-        Command::Decode { inputs, output, model, tiles, force } => {
-            let jobs = cli::Jobs { inputs, output, force };
+        Command::Decode {
+            inputs,
+            output,
+            model,
+            tiles,
+            force,
+        } => {
+            let jobs = cli::Jobs {
+                inputs,
+                output,
+                force,
+            };
             cli::decode::run(&gpu, &model.model, model.f16, &tiles, &jobs, out)
         }
         Command::Bench(args) => cli::bench::run(&gpu, &args, out),

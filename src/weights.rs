@@ -23,19 +23,31 @@ pub struct ModelFile {
 
 impl ModelFile {
     pub fn open(path: &Path) -> Result<ModelFile> {
-        let bad = |reason: String| Error::Model { path: path.to_path_buf(), reason };
+        let bad = |reason: String| Error::Model {
+            path: path.to_path_buf(),
+            reason,
+        };
         let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
         // SAFETY: the mapping is read-only; a model file changed underneath a running
         // process is outside what we can defend against, as with any mmap reader.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bad(e.to_string()))?;
         let (header_len, header) = safetensors::SafeTensors::read_metadata(&mmap)
             .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
-        Ok(ModelFile { path: path.to_path_buf(), mmap, data_start: 8 + header_len, header })
+        Ok(ModelFile {
+            path: path.to_path_buf(),
+            mmap,
+            data_start: 8 + header_len,
+            header,
+        })
     }
 
     /// A string from the file's `__metadata__`.
     pub fn meta(&self, key: &str) -> Option<&str> {
-        self.header.metadata().as_ref()?.get(key).map(String::as_str)
+        self.header
+            .metadata()
+            .as_ref()?
+            .get(key)
+            .map(String::as_str)
     }
 
     /// Tensor names in file order.
@@ -50,31 +62,58 @@ impl ModelFile {
     /// The tensor's values widened to f32 (for small tensors the host needs).
     pub fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
         let (dtype, bytes) = self.raw(name)?;
-        to_f32(dtype, bytes).ok_or_else(|| Error::BadModel(format!("tensor '{name}' has unsupported dtype {dtype:?}")))
+        to_f32(dtype, bytes).ok_or_else(|| {
+            Error::BadModel(format!("tensor '{name}' has unsupported dtype {dtype:?}"))
+        })
     }
 
     /// An integer tensor (frequency tables) as u32; negative values are an error.
     pub fn read_counts(&self, name: &str) -> Result<Vec<u32>> {
         let (dtype, bytes) = self.raw(name)?;
         let values: Vec<i64> = match dtype {
-            Dtype::I32 => bytes.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect(),
-            Dtype::U32 => bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect(),
-            Dtype::I64 => bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
-            _ => return Err(Error::BadModel(format!("tensor '{name}' must be an integer tensor, not {dtype:?}"))),
+            Dtype::I32 => bytes
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+                .collect(),
+            Dtype::U32 => bytes
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+                .collect(),
+            Dtype::I64 => bytes
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect(),
+            _ => {
+                return Err(Error::BadModel(format!(
+                    "tensor '{name}' must be an integer tensor, not {dtype:?}"
+                )))
+            }
         };
         values
             .into_iter()
-            .map(|v| u32::try_from(v).map_err(|_| Error::BadModel(format!("tensor '{name}' holds {v}, not a count"))))
+            .map(|v| {
+                u32::try_from(v)
+                    .map_err(|_| Error::BadModel(format!("tensor '{name}' holds {v}, not a count")))
+            })
             .collect()
     }
 
     fn raw(&self, name: &str) -> Result<(Dtype, &[u8])> {
-        let info = self.header.info(name).ok_or_else(|| Error::BadModel(format!("tensor '{name}' is missing from {}", self.path.display())))?;
+        let info = self.header.info(name).ok_or_else(|| {
+            Error::BadModel(format!(
+                "tensor '{name}' is missing from {}",
+                self.path.display()
+            ))
+        })?;
         let (start, end) = info.data_offsets;
         let bytes = self
             .mmap
             .get(self.data_start + start..self.data_start + end)
-            .ok_or_else(|| Error::BadModel(format!("tensor '{name}' lies outside the file (truncated?)")))?;
+            .ok_or_else(|| {
+                Error::BadModel(format!(
+                    "tensor '{name}' lies outside the file (truncated?)"
+                ))
+            })?;
         Ok((info.dtype, bytes))
     }
 }
@@ -82,15 +121,24 @@ impl ModelFile {
 fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
     Some(match dtype {
         Dtype::F32 => bytemuck::pod_collect_to_vec(bytes),
-        Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
         _ => return None,
     })
 }
 
 /// Halves packed two per little-endian u32 word, padded to a whole word.
 pub fn pack_f16(values: &[f32]) -> Vec<u8> {
-    let mut bytes: Vec<u8> = values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+    let mut bytes: Vec<u8> = values
+        .iter()
+        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+        .collect();
     bytes.resize(bytes.len().next_multiple_of(4), 0);
     bytes
 }
@@ -109,7 +157,8 @@ impl Precision {
     fn storage(self, name: &str) -> DType {
         let decides_indices = name.starts_with("vae.encoder.")
             || name.starts_with("vae.quant_conv.")
-            || (name.starts_with("hyper.") && (name.contains(".backbone.") || name.contains(".quantizer.")));
+            || (name.starts_with("hyper.")
+                && (name.contains(".backbone.") || name.contains(".quantizer.")));
         // The text-embedding stand-in enters the UNet as an activation, which is f32.
         let is_activation = name == "embeddings";
         match self {
@@ -137,8 +186,17 @@ pub struct Weights {
 
 impl Weights {
     /// Uploads every tensor whose name passes `keep`.
-    pub fn upload(gpu: &Gpu, file: &ModelFile, precision: Precision, keep: impl Fn(&str) -> bool) -> Result<Weights> {
-        let mut weights = Weights { map: HashMap::new(), bytes: 0, planning_only: false };
+    pub fn upload(
+        gpu: &Gpu,
+        file: &ModelFile,
+        precision: Precision,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Weights> {
+        let mut weights = Weights {
+            map: HashMap::new(),
+            bytes: 0,
+            planning_only: false,
+        };
         let names: Vec<String> = file.names().into_iter().filter(|n| keep(n)).collect();
         for name in names {
             let (dtype, raw) = file.raw(&name)?;
@@ -153,45 +211,81 @@ impl Weights {
                 }
                 (Dtype::I32 | Dtype::U32, _) => raw.into(),
                 _ => {
-                    let values = to_f32(dtype, raw).ok_or_else(|| Error::BadModel(format!("tensor '{name}' has unsupported dtype {dtype:?}")))?;
+                    let values = to_f32(dtype, raw).ok_or_else(|| {
+                        Error::BadModel(format!("tensor '{name}' has unsupported dtype {dtype:?}"))
+                    })?;
                     match storage {
                         DType::F16 => pack_f16(&values).into(),
                         _ => bytemuck::cast_slice::<f32, u8>(&values).to_vec().into(),
                     }
                 }
             };
-            let storage = if matches!(dtype, Dtype::I32 | Dtype::U32) { DType::U32 } else { storage };
+            let storage = if matches!(dtype, Dtype::I32 | Dtype::U32) {
+                DType::U32
+            } else {
+                storage
+            };
             if bytes.len() as u64 > gpu.max_binding() {
-                return Err(Error::TooLarge { what: format!("weight '{name}'"), needed: bytes.len() as u64, limit: gpu.max_binding() });
+                return Err(Error::TooLarge {
+                    what: format!("weight '{name}'"),
+                    needed: bytes.len() as u64,
+                    limit: gpu.max_binding(),
+                });
             }
-            let buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(&name),
-                contents: if bytes.is_empty() { &[0; 4] } else { &bytes },
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            });
+            let buffer = gpu
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(&name),
+                    contents: if bytes.is_empty() { &[0; 4] } else { &bytes },
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                });
             weights.bytes += bytes.len() as u64;
-            weights.map.insert(name, Weight { buffer: Arc::new(buffer), shape, dtype: storage });
+            weights.map.insert(
+                name,
+                Weight {
+                    buffer: Arc::new(buffer),
+                    shape,
+                    dtype: storage,
+                },
+            );
         }
         gpu.check()?;
         Ok(weights)
     }
 
     /// Weights built on the host (synthetic models, tests).
-    pub fn from_host(gpu: &Gpu, tensors: Vec<(String, Vec<usize>, Vec<f32>)>, precision: Precision) -> Result<Weights> {
-        let mut weights = Weights { map: HashMap::new(), bytes: 0, planning_only: false };
+    pub fn from_host(
+        gpu: &Gpu,
+        tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+        precision: Precision,
+    ) -> Result<Weights> {
+        let mut weights = Weights {
+            map: HashMap::new(),
+            bytes: 0,
+            planning_only: false,
+        };
         for (name, shape, values) in tensors {
             let storage = precision.storage(&name);
             let bytes = match storage {
                 DType::F16 => pack_f16(&values),
                 _ => bytemuck::cast_slice::<f32, u8>(&values).to_vec(),
             };
-            let buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(&name),
-                contents: &bytes,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            });
+            let buffer = gpu
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(&name),
+                    contents: &bytes,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                });
             weights.bytes += bytes.len() as u64;
-            weights.map.insert(name, Weight { buffer: Arc::new(buffer), shape, dtype: storage });
+            weights.map.insert(
+                name,
+                Weight {
+                    buffer: Arc::new(buffer),
+                    shape,
+                    dtype: storage,
+                },
+            );
         }
         gpu.check()?;
         Ok(weights)
@@ -199,24 +293,41 @@ impl Weights {
 
     /// Weights with these shapes but no data, for planning memory of sizes that would
     /// take too long (or too much memory) to run.
-    pub fn shapes_only(gpu: &Gpu, shapes: Vec<(String, Vec<usize>)>, precision: Precision) -> Weights {
+    pub fn shapes_only(
+        gpu: &Gpu,
+        shapes: Vec<(String, Vec<usize>)>,
+        precision: Precision,
+    ) -> Weights {
         let dummy = Arc::new(gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("planning-only weight"),
             size: 4,
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         }));
-        let mut weights = Weights { map: HashMap::new(), bytes: 0, planning_only: true };
+        let mut weights = Weights {
+            map: HashMap::new(),
+            bytes: 0,
+            planning_only: true,
+        };
         for (name, shape) in shapes {
             let dtype = precision.storage(&name);
             weights.bytes += dtype.bytes(shape.iter().product());
-            weights.map.insert(name, Weight { buffer: dummy.clone(), shape, dtype });
+            weights.map.insert(
+                name,
+                Weight {
+                    buffer: dummy.clone(),
+                    shape,
+                    dtype,
+                },
+            );
         }
         weights
     }
 
     pub fn get(&self, name: &str) -> Result<&Weight> {
-        self.map.get(name).ok_or_else(|| Error::BadModel(format!("weight '{name}' is missing")))
+        self.map
+            .get(name)
+            .ok_or_else(|| Error::BadModel(format!("weight '{name}' is missing")))
     }
 
     pub fn contains(&self, name: &str) -> bool {

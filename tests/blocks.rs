@@ -16,49 +16,97 @@ use oscar_wgpu::weights::Precision;
 const TOL: f32 = 2e-4;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 #[test]
 fn every_block_matches_pytorch() {
     let bytes = std::fs::read(fixture("blocks.safetensors")).unwrap();
     let golden = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let f32_of = |name: &str| -> Vec<f32> { bytemuck::pod_collect_to_vec(golden.tensor(name).unwrap_or_else(|_| panic!("no golden {name}")).data()) };
+    let f32_of = |name: &str| -> Vec<f32> {
+        bytemuck::pod_collect_to_vec(
+            golden
+                .tensor(name)
+                .unwrap_or_else(|_| panic!("no golden {name}"))
+                .data(),
+        )
+    };
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let crop: serde_json::Value = serde_json::from_str(&meta.metadata().as_ref().unwrap()["crop"]).unwrap();
-    let (top, left, size) = (crop["top"].as_u64().unwrap() as u32, crop["left"].as_u64().unwrap() as u32, crop["size"].as_u64().unwrap() as u32);
+    let crop: serde_json::Value =
+        serde_json::from_str(&meta.metadata().as_ref().unwrap()["crop"]).unwrap();
+    let (top, left, size) = (
+        crop["top"].as_u64().unwrap() as u32,
+        crop["left"].as_u64().unwrap() as u32,
+        crop["size"].as_u64().unwrap() as u32,
+    );
 
     let photo = read_rgb(&fixture("astronaut_256.png")).unwrap();
     let crop = image::imageops::crop_imm(&photo, left, top, size, size).to_image();
     let input = to_planar(&crop, 64, Padding::Edge);
     assert_close(&input.data, &f32_of("input"), 1e-7, "input crop");
 
-    let oscar = Oscar::load(Gpu::new(&GpuOptions::default()).unwrap(), &fixture("oscar-tiny.safetensors"), Precision::F32).unwrap();
-    let traced = RunOptions { trace: true, ..RunOptions::default() };
+    let oscar = Oscar::load(
+        Gpu::new(&GpuOptions::default()).unwrap(),
+        &fixture("oscar-tiny.safetensors"),
+        Precision::F32,
+    )
+    .unwrap();
+    let traced = RunOptions {
+        trace: true,
+        ..RunOptions::default()
+    };
     let mut checked = 0;
     for level in [5, 0] {
         let (tokens, trace) = oscar.encode(&input.data, 64, 64, level, traced).unwrap();
         for (name, got) in &trace.tensors {
-            let golden_name = if name.starts_with("vae_enc") { name.clone() } else { format!("l{level}.{name}") };
-            let golden_name = if name == "latents" { "vae_enc.latents".to_string() } else { golden_name };
+            let golden_name = if name.starts_with("vae_enc") {
+                name.clone()
+            } else {
+                format!("l{level}.{name}")
+            };
+            let golden_name = if name == "latents" {
+                "vae_enc.latents".to_string()
+            } else {
+                golden_name
+            };
             if golden.tensor(&golden_name).is_ok() {
-                assert_close(&got.f32(), &f32_of(&golden_name), TOL, &format!("level {level} encode {golden_name}"));
+                assert_close(
+                    &got.f32(),
+                    &f32_of(&golden_name),
+                    TOL,
+                    &format!("level {level} encode {golden_name}"),
+                );
                 checked += 1;
             } else if !matches!(name.as_str(), "indices" | "a_z") {
                 panic!("no golden for traced {golden_name}");
             }
         }
-        let want: Vec<u32> = bytemuck::pod_collect_to_vec::<u8, i32>(golden.tensor(&format!("l{level}.indices")).unwrap().data()).into_iter().map(|i| i as u32).collect();
+        let want: Vec<u32> = bytemuck::pod_collect_to_vec::<u8, i32>(
+            golden.tensor(&format!("l{level}.indices")).unwrap().data(),
+        )
+        .into_iter()
+        .map(|i| i as u32)
+        .collect();
         assert_eq!(tokens.indices, want, "level {level} indices");
 
-        let sent = Tokens { a_z: f32_of(&format!("l{level}.a_z")), ..tokens };
+        let sent = Tokens {
+            a_z: f32_of(&format!("l{level}.a_z")),
+            ..tokens
+        };
         let (_, trace) = oscar.decode(&sent, traced).unwrap();
         for (name, got) in &trace.tensors {
             let golden_name = match name.as_str() {
                 "image" => format!("l{level}.vae_dec.final"),
                 other => format!("l{level}.{other}"),
             };
-            assert_close(&got.f32(), &f32_of(&golden_name), TOL, &format!("level {level} decode {golden_name}"));
+            assert_close(
+                &got.f32(),
+                &f32_of(&golden_name),
+                TOL,
+                &format!("level {level} decode {golden_name}"),
+            );
             checked += 1;
         }
     }

@@ -5,12 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use oscar_wgpu::codec::{ModelTag, OscarFile};
 use oscar_wgpu::codec::FreqTable;
+use oscar_wgpu::codec::{ModelTag, OscarFile};
 use oscar_wgpu::image_io::{psnr, read_rgb};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn oscar(args: &[&str]) -> Output {
@@ -23,7 +25,11 @@ fn oscar(args: &[&str]) -> Output {
 }
 
 fn ok(out: &Output) -> String {
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "command failed: {text}");
     text
 }
@@ -31,7 +37,10 @@ fn ok(out: &Output) -> String {
 fn fails(out: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "command should have failed");
-    assert!(!stderr.contains("panicked"), "a panic is not an error message: {stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "a panic is not an error message: {stderr}"
+    );
     assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");
 }
 
@@ -39,7 +48,10 @@ fn reference_indices(level: usize) -> Vec<u32> {
     let bytes = std::fs::read(fixture("reference.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let t = st.tensor(&format!("l{level}.indices")).unwrap();
-    bytemuck::pod_collect_to_vec::<u8, i32>(t.data()).into_iter().map(|i| i as u32).collect()
+    bytemuck::pod_collect_to_vec::<u8, i32>(t.data())
+        .into_iter()
+        .map(|i| i as u32)
+        .collect()
 }
 
 fn model_tag() -> ModelTag {
@@ -64,15 +76,39 @@ fn round_trip_reproduces_the_reference_at_every_level() {
     for level in 0..8 {
         let coded = tmp(&format!("astronaut_{level}.oscar"));
         let decoded = tmp(&format!("astronaut_{level}.png"));
-        ok(&oscar(&["encode", s(&photo), "-o", s(&coded), "--model", s(&model), "--level", &level.to_string(), "--force"]));
+        ok(&oscar(&[
+            "encode",
+            s(&photo),
+            "-o",
+            s(&coded),
+            "--model",
+            s(&model),
+            "--level",
+            &level.to_string(),
+            "--force",
+        ]));
         let bytes = std::fs::read(&coded).unwrap();
         let file = OscarFile::parse(&bytes, model_tag()).unwrap();
         let k = [256, 1024, 256, 2048, 16, 32, 64, 256][level];
         let indices = file.decode(&FreqTable::uniform(k).unwrap()).unwrap();
         assert_eq!(indices, reference_indices(level), "level {level}: indices");
-        ok(&oscar(&["decode", s(&coded), "-o", s(&decoded), "--model", s(&model), "--force"]));
-        let p = psnr(&read_rgb(&decoded).unwrap(), &read_rgb(&fixture(&format!("ref_level{level}.png"))).unwrap());
-        assert!(p >= 40.0, "level {level}: {p:.1} dB against the reference image");
+        ok(&oscar(&[
+            "decode",
+            s(&coded),
+            "-o",
+            s(&decoded),
+            "--model",
+            s(&model),
+            "--force",
+        ]));
+        let p = psnr(
+            &read_rgb(&decoded).unwrap(),
+            &read_rgb(&fixture(&format!("ref_level{level}.png"))).unwrap(),
+        );
+        assert!(
+            p >= 40.0,
+            "level {level}: {p:.1} dB against the reference image"
+        );
     }
 }
 
@@ -80,11 +116,27 @@ fn round_trip_reproduces_the_reference_at_every_level() {
 fn info_reports_real_and_nominal_bpp() {
     let model = fixture("oscar-tiny.safetensors");
     let coded = tmp("info.oscar");
-    ok(&oscar(&["encode", s(&fixture("astronaut_256.png")), "-o", s(&coded), "--model", s(&model), "--level", "7", "--force"]));
+    ok(&oscar(&[
+        "encode",
+        s(&fixture("astronaut_256.png")),
+        "-o",
+        s(&coded),
+        "--model",
+        s(&model),
+        "--level",
+        "7",
+        "--force",
+    ]));
     let text = ok(&oscar(&["info", s(&coded), "--model", s(&model)]));
-    assert!(text.contains("bpp") && text.contains("nominal 0.1250"), "{text}");
+    assert!(
+        text.contains("bpp") && text.contains("nominal 0.1250"),
+        "{text}"
+    );
     let text = ok(&oscar(&["info", s(&model)]));
-    assert!(text.contains("oscar-wgpu model") && text.contains("2048"), "{text}");
+    assert!(
+        text.contains("oscar-wgpu model") && text.contains("2048"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -92,7 +144,17 @@ fn existing_output_is_not_overwritten() {
     let model = fixture("oscar-tiny.safetensors");
     let coded = tmp("keep.oscar");
     std::fs::write(&coded, b"precious").unwrap();
-    fails(&oscar(&["encode", s(&fixture("astronaut_256.png")), "-o", s(&coded), "--model", s(&model)]), "--force");
+    fails(
+        &oscar(&[
+            "encode",
+            s(&fixture("astronaut_256.png")),
+            "-o",
+            s(&coded),
+            "--model",
+            s(&model),
+        ]),
+        "--force",
+    );
     assert_eq!(std::fs::read(&coded).unwrap(), b"precious");
 }
 
@@ -100,22 +162,77 @@ fn existing_output_is_not_overwritten() {
 fn corrupt_and_truncated_files_are_clear_errors() {
     let model = fixture("oscar-tiny.safetensors");
     let coded = tmp("good.oscar");
-    ok(&oscar(&["encode", s(&fixture("astronaut_256.png")), "-o", s(&coded), "--model", s(&model), "--level", "6", "--force"]));
+    ok(&oscar(&[
+        "encode",
+        s(&fixture("astronaut_256.png")),
+        "-o",
+        s(&coded),
+        "--model",
+        s(&model),
+        "--level",
+        "6",
+        "--force",
+    ]));
     let bytes = std::fs::read(&coded).unwrap();
     let truncated = tmp("truncated.oscar");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    fails(&oscar(&["decode", s(&truncated), "-o", s(&tmp("t.png")), "--model", s(&model), "--force"]), "corrupt");
+    fails(
+        &oscar(&[
+            "decode",
+            s(&truncated),
+            "-o",
+            s(&tmp("t.png")),
+            "--model",
+            s(&model),
+            "--force",
+        ]),
+        "corrupt",
+    );
     let garbage = tmp("garbage.oscar");
     std::fs::write(&garbage, b"this is not an oscar file at all").unwrap();
-    fails(&oscar(&["decode", s(&garbage), "-o", s(&tmp("g.png")), "--model", s(&model), "--force"]), "error");
+    fails(
+        &oscar(&[
+            "decode",
+            s(&garbage),
+            "-o",
+            s(&tmp("g.png")),
+            "--model",
+            s(&model),
+            "--force",
+        ]),
+        "error",
+    );
 }
 
 #[test]
 fn missing_or_wrong_model_is_explained() {
     let coded = tmp("nomodel.oscar");
-    fails(&oscar(&["encode", s(&fixture("astronaut_256.png")), "-o", s(&coded)]), "convert_oscar.py");
-    fails(&oscar(&["encode", s(&fixture("astronaut_256.png")), "-o", s(&coded), "--model", s(&fixture("reference.safetensors"))]), "not an oscar-wgpu model");
-    fails(&oscar(&["encode", s(&fixture("astronaut_256.png")), "-o", s(&coded), "--model", s(&fixture("astronaut_256.png"))]), "not a safetensors file");
+    fails(
+        &oscar(&["encode", s(&fixture("astronaut_256.png")), "-o", s(&coded)]),
+        "convert_oscar.py",
+    );
+    fails(
+        &oscar(&[
+            "encode",
+            s(&fixture("astronaut_256.png")),
+            "-o",
+            s(&coded),
+            "--model",
+            s(&fixture("reference.safetensors")),
+        ]),
+        "not an oscar-wgpu model",
+    );
+    fails(
+        &oscar(&[
+            "encode",
+            s(&fixture("astronaut_256.png")),
+            "-o",
+            s(&coded),
+            "--model",
+            s(&fixture("astronaut_256.png")),
+        ]),
+        "not a safetensors file",
+    );
 }
 
 #[test]
@@ -125,23 +242,74 @@ fn a_folder_encodes_with_one_model_and_bpp_picks_the_level() {
     std::fs::create_dir_all(&dir).unwrap();
     let photo = read_rgb(&fixture("astronaut_256.png")).unwrap();
     // Two crops of odd sizes: padded to 64 on encode, cropped back on decode.
-    image::imageops::crop_imm(&photo, 10, 20, 100, 70).to_image().save(dir.join("a.png")).unwrap();
-    image::imageops::crop_imm(&photo, 0, 0, 64, 130).to_image().save(dir.join("b.jpg")).unwrap();
+    image::imageops::crop_imm(&photo, 10, 20, 100, 70)
+        .to_image()
+        .save(dir.join("a.png"))
+        .unwrap();
+    image::imageops::crop_imm(&photo, 0, 0, 64, 130)
+        .to_image()
+        .save(dir.join("b.jpg"))
+        .unwrap();
     let coded = tmp("folder_coded");
-    let text = ok(&oscar(&["encode", s(&dir), "-o", s(&coded), "--model", s(&model), "--bpp", "0.05", "--force"]));
+    let text = ok(&oscar(&[
+        "encode",
+        s(&dir),
+        "-o",
+        s(&coded),
+        "--model",
+        s(&model),
+        "--bpp",
+        "0.05",
+        "--force",
+    ]));
     // 0.05 bpp: the best level whose nominal rate fits is level 3 (0.043).
     assert!(text.contains("level 3"), "{text}");
     let decoded = tmp("folder_decoded");
-    ok(&oscar(&["decode", s(&coded), "-o", s(&decoded), "--model", s(&model), "--force"]));
-    assert_eq!(read_rgb(&decoded.join("a.png")).unwrap().dimensions(), (100, 70));
-    assert_eq!(read_rgb(&decoded.join("b.png")).unwrap().dimensions(), (64, 130));
+    ok(&oscar(&[
+        "decode",
+        s(&coded),
+        "-o",
+        s(&decoded),
+        "--model",
+        s(&model),
+        "--force",
+    ]));
+    assert_eq!(
+        read_rgb(&decoded.join("a.png")).unwrap().dimensions(),
+        (100, 70)
+    );
+    assert_eq!(
+        read_rgb(&decoded.join("b.png")).unwrap().dimensions(),
+        (64, 130)
+    );
 }
 
 #[test]
 fn a_file_from_another_model_is_refused() {
     let coded = tmp("other_model.oscar");
-    ok(&oscar(&["encode", s(&fixture("astronaut_256.png")), "-o", s(&coded), "--model", s(&fixture("oscar-tiny.safetensors")), "--level", "0", "--force"]));
-    fails(&oscar(&["decode", s(&coded), "-o", s(&tmp("other.png")), "--model", s(&fixture("oscar-tiny-f16.safetensors")), "--force"]), "model");
+    ok(&oscar(&[
+        "encode",
+        s(&fixture("astronaut_256.png")),
+        "-o",
+        s(&coded),
+        "--model",
+        s(&fixture("oscar-tiny.safetensors")),
+        "--level",
+        "0",
+        "--force",
+    ]));
+    fails(
+        &oscar(&[
+            "decode",
+            s(&coded),
+            "-o",
+            s(&tmp("other.png")),
+            "--model",
+            s(&fixture("oscar-tiny-f16.safetensors")),
+            "--force",
+        ]),
+        "model",
+    );
 }
 
 #[test]
@@ -150,17 +318,100 @@ fn tiles_and_memory_budgets_from_the_command_line() {
     let photo = fixture("astronaut_256.png");
     let coded = tmp("tiles.oscar");
     let (whole, tiled) = (tmp("whole.png"), tmp("tiled.png"));
-    ok(&oscar(&["encode", s(&photo), "-o", s(&coded), "--model", s(&model), "--tile", "128", "--force"]));
-    ok(&oscar(&["decode", s(&coded), "-o", s(&whole), "--model", s(&model), "--force"]));
-    let text = ok(&oscar(&["decode", s(&coded), "-o", s(&tiled), "--model", s(&model), "--tile", "128", "-v", "--force"]));
+    ok(&oscar(&[
+        "encode",
+        s(&photo),
+        "-o",
+        s(&coded),
+        "--model",
+        s(&model),
+        "--tile",
+        "128",
+        "--force",
+    ]));
+    ok(&oscar(&[
+        "decode",
+        s(&coded),
+        "-o",
+        s(&whole),
+        "--model",
+        s(&model),
+        "--force",
+    ]));
+    let text = ok(&oscar(&[
+        "decode",
+        s(&coded),
+        "-o",
+        s(&tiled),
+        "--model",
+        s(&model),
+        "--tile",
+        "128",
+        "-v",
+        "--force",
+    ]));
     assert!(text.contains("VAE 3×3 tiles"), "-v names the tiles: {text}");
     let p = psnr(&read_rgb(&tiled).unwrap(), &read_rgb(&whole).unwrap());
-    assert!(p >= 60.0, "tiled and untiled decodes of one file: {p:.1} dB");
+    assert!(
+        p >= 60.0,
+        "tiled and untiled decodes of one file: {p:.1} dB"
+    );
 
-    fails(&oscar(&["decode", s(&coded), "-o", s(&tiled), "--model", s(&model), "--tile", "100", "--force"]), "multiple of 8");
-    fails(&oscar(&["decode", s(&coded), "-o", s(&tiled), "--model", s(&model), "--max-gpu-memory", "64K", "--force"]), "raise --max-gpu-memory");
-    fails(&oscar(&["encode", s(&photo), "-o", s(&coded), "--model", s(&model), "--max-gpu-memory", "64K", "--force"]), "raise --max-gpu-memory");
-    fails(&oscar(&["decode", s(&coded), "-o", s(&tiled), "--model", s(&model), "--max-gpu-memory", "lots"]), "not a size");
+    fails(
+        &oscar(&[
+            "decode",
+            s(&coded),
+            "-o",
+            s(&tiled),
+            "--model",
+            s(&model),
+            "--tile",
+            "100",
+            "--force",
+        ]),
+        "multiple of 8",
+    );
+    fails(
+        &oscar(&[
+            "decode",
+            s(&coded),
+            "-o",
+            s(&tiled),
+            "--model",
+            s(&model),
+            "--max-gpu-memory",
+            "64K",
+            "--force",
+        ]),
+        "raise --max-gpu-memory",
+    );
+    fails(
+        &oscar(&[
+            "encode",
+            s(&photo),
+            "-o",
+            s(&coded),
+            "--model",
+            s(&model),
+            "--max-gpu-memory",
+            "64K",
+            "--force",
+        ]),
+        "raise --max-gpu-memory",
+    );
+    fails(
+        &oscar(&[
+            "decode",
+            s(&coded),
+            "-o",
+            s(&tiled),
+            "--model",
+            s(&model),
+            "--max-gpu-memory",
+            "lots",
+        ]),
+        "not a size",
+    );
 }
 
 /// The harness on the tiny model: one CSV record per stage with the schema's columns
@@ -169,28 +420,88 @@ fn tiles_and_memory_budgets_from_the_command_line() {
 fn bench_reports_stages_and_kernels() {
     let model = fixture("oscar-tiny.safetensors");
     // Forced VAE tiles: the staged runs' stages are named like the whole ones.
-    let out = oscar(&["bench", "--model", s(&model), "--sizes", "128", "--tile", "64", "--runs", "1", "--warmup", "0", "--csv", "-v"]);
+    let out = oscar(&[
+        "bench",
+        "--model",
+        s(&model),
+        "--sizes",
+        "128",
+        "--tile",
+        "64",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--csv",
+        "-v",
+    ]);
     ok(&out);
     let csv = String::from_utf8_lossy(&out.stdout);
     let mut lines = csv.lines();
     assert_eq!(lines.next().unwrap(), "adapter,backend,driver,precision,kernels,version,size,level,stage,median_ms,min_ms,max_ms,gflops,peak_fraction,peak_memory_bytes,machine_drift");
     let records: Vec<&str> = lines.collect();
-    let stages: Vec<&str> = records.iter().map(|l| l.rsplit(',').nth(7).unwrap()).collect();
+    let stages: Vec<&str> = records
+        .iter()
+        .map(|l| l.rsplit(',').nth(7).unwrap())
+        .collect();
     let kernels = |l: &&str| l.rsplit(',').nth(11).unwrap().to_string();
-    assert!(records.iter().all(|l| ["subgroup8", "portable"].contains(&kernels(l).as_str())), "{records:?}");
-    for stage in ["encode_total", "decode_total", "vae_encode", "hyper_encode", "vq", "range_decode", "hyper_decode", "unet", "vae_decode"] {
+    assert!(
+        records
+            .iter()
+            .all(|l| ["subgroup8", "portable"].contains(&kernels(l).as_str())),
+        "{records:?}"
+    );
+    for stage in [
+        "encode_total",
+        "decode_total",
+        "vae_encode",
+        "hyper_encode",
+        "vq",
+        "range_decode",
+        "hyper_decode",
+        "unet",
+        "vae_decode",
+    ] {
         assert!(stages.contains(&stage), "no {stage} record in {stages:?}");
     }
-    assert_eq!(stages.len(), 10, "one record per stage, none unnamed: {stages:?}");
+    assert_eq!(
+        stages.len(),
+        10,
+        "one record per stage, none unnamed: {stages:?}"
+    );
     // The portable kernels say so in every record.
-    let portable = oscar(&["--portable-kernels", "bench", "--model", s(&model), "--sizes", "128", "--runs", "1", "--warmup", "0", "--no-stages", "--csv", "-q"]);
+    let portable = oscar(&[
+        "--portable-kernels",
+        "bench",
+        "--model",
+        s(&model),
+        "--sizes",
+        "128",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--no-stages",
+        "--csv",
+        "-q",
+    ]);
     ok(&portable);
     let csv = String::from_utf8_lossy(&portable.stdout);
     // With --no-stages: the two totals and the two range coders.
     assert_eq!(csv.lines().count(), 5, "{csv}");
-    assert!(csv.lines().skip(1).all(|l| l.rsplit(',').nth(11) == Some("portable")), "{csv}");
+    assert!(
+        csv.lines()
+            .skip(1)
+            .all(|l| l.rsplit(',').nth(11) == Some("portable")),
+        "{csv}"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for needle in ["size 128, level 5, encode: GPU time by kernel", "size 128, level 5, decode: GPU time by kernel", "conv2d", "group_norm"] {
+    for needle in [
+        "size 128, level 5, encode: GPU time by kernel",
+        "size 128, level 5, decode: GPU time by kernel",
+        "conv2d",
+        "group_norm",
+    ] {
         assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");
     }
 }

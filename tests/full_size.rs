@@ -11,7 +11,11 @@ use oscar_wgpu::rng::Rng;
 use oscar_wgpu::weights::Precision;
 
 fn params(arch: &Architecture, prefix: &str) -> usize {
-    arch.weight_shapes().iter().filter(|(n, _)| n.starts_with(prefix)).map(|(_, s)| s.iter().product::<usize>()).sum()
+    arch.weight_shapes()
+        .iter()
+        .filter(|(n, _)| n.starts_with(prefix))
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum()
 }
 
 #[test]
@@ -26,13 +30,22 @@ fn weight_list_matches_diffusers_parameter_counts() {
 #[test]
 fn decode_plan_at_512_fits_the_machine() {
     let arch = Architecture::sd21().unwrap();
-    let oscar = Oscar::planning_only(Gpu::new(&GpuOptions::default()).unwrap(), &arch, Precision::F32);
+    let oscar = Oscar::planning_only(
+        Gpu::new(&GpuOptions::default()).unwrap(),
+        &arch,
+        Precision::F32,
+    );
     for level in [0, 7] {
         let stride = arch.info.levels[level].stride;
-        let plan = oscar.plan_decode(level, (64 / stride, 64 / stride)).unwrap();
+        let plan = oscar
+            .plan_decode(level, (64 / stride, 64 / stride))
+            .unwrap();
         eprintln!("level {level}: 512×512 decode plans {:.0} MiB of intermediates ({:.0} MiB without reuse)", plan.peak_bytes as f64 / 1048576.0, plan.unplanned_bytes as f64 / 1048576.0);
         assert!(plan.peak_bytes < 4 << 30, "peak {} bytes", plan.peak_bytes);
-        assert!(plan.peak_bytes * 4 < plan.unplanned_bytes, "liveness planning must reuse buffers");
+        assert!(
+            plan.peak_bytes * 4 < plan.unplanned_bytes,
+            "liveness planning must reuse buffers"
+        );
     }
 }
 
@@ -41,18 +54,42 @@ fn decode_plan_at_512_fits_the_machine() {
 #[test]
 fn a_4096_decode_plans_within_one_and_a_half_gib_tiled() {
     let arch = Architecture::sd21().unwrap();
-    let oscar = Oscar::planning_only(Gpu::new(&GpuOptions::default()).unwrap(), &arch, Precision::F32);
+    let oscar = Oscar::planning_only(
+        Gpu::new(&GpuOptions::default()).unwrap(),
+        &arch,
+        Precision::F32,
+    );
     let budget = 3 << 29;
     for level in [0, 5, 7] {
         let stride = arch.info.levels[level].stride;
         let grid = (512 / stride, 512 / stride);
-        let schedule = oscar.decode_schedule(level, grid, &TilePolicy { budget, vae_tile: None, unet_tile: None }).unwrap();
+        let schedule = oscar
+            .decode_schedule(
+                level,
+                grid,
+                &TilePolicy {
+                    budget,
+                    vae_tile: None,
+                    unet_tile: None,
+                },
+            )
+            .unwrap();
         eprintln!("level {level}, 4096×4096: {}", schedule.describe());
-        assert!(matches!(schedule, DecodeSchedule::Staged { .. }), "{schedule:?}");
-        assert!(schedule.peak_bytes() <= budget, "{} bytes", schedule.peak_bytes());
+        assert!(
+            matches!(schedule, DecodeSchedule::Staged { .. }),
+            "{schedule:?}"
+        );
+        assert!(
+            schedule.peak_bytes() <= budget,
+            "{} bytes",
+            schedule.peak_bytes()
+        );
         match oscar.plan_decode(level, grid) {
             Err(oscar_wgpu::Error::TooLarge { .. }) => {}
-            other => panic!("the untiled 4096² decode should not fit a binding: {:?}", other.map(|p| p.peak_bytes)),
+            other => panic!(
+                "the untiled 4096² decode should not fit a binding: {:?}",
+                other.map(|p| p.peak_bytes)
+            ),
         }
     }
 }
@@ -62,17 +99,30 @@ fn a_4096_decode_plans_within_one_and_a_half_gib_tiled() {
 #[test]
 fn full_architecture_encodes_and_decodes() {
     let arch = Architecture::sd21().unwrap();
-    let oscar = Oscar::synthetic(Gpu::new(&GpuOptions::default()).unwrap(), &arch, 7, Precision::F32).unwrap();
+    let oscar = Oscar::synthetic(
+        Gpu::new(&GpuOptions::default()).unwrap(),
+        &arch,
+        7,
+        Precision::F32,
+    )
+    .unwrap();
     let image = Rng::new(3).vec(3 * 64 * 64, 1.0);
     for level in [0, 4] {
-        let (tokens, _) = oscar.encode(&image, 64, 64, level, RunOptions::default()).unwrap();
+        let (tokens, _) = oscar
+            .encode(&image, 64, 64, level, RunOptions::default())
+            .unwrap();
         let stride = arch.info.levels[level].stride;
         assert_eq!(tokens.grid, (8 / stride, 8 / stride));
-        assert!(tokens.indices.iter().all(|&i| (i as usize) < arch.info.levels[level].codebook_size));
+        assert!(tokens
+            .indices
+            .iter()
+            .all(|&i| (i as usize) < arch.info.levels[level].codebook_size));
         assert!(tokens.a_z.iter().all(|a| a.is_finite() && *a > 0.0));
         let (decoded, trace) = oscar.decode(&tokens, RunOptions::default()).unwrap();
         assert_eq!(decoded.len(), 3 * 64 * 64);
-        assert!(decoded.iter().all(|v| v.is_finite() && (-1.0..=1.0).contains(v)));
+        assert!(decoded
+            .iter()
+            .all(|v| v.is_finite() && (-1.0..=1.0).contains(v)));
         // Random weights give a non-trivial picture, not a constant.
         let mean = decoded.iter().sum::<f32>() / decoded.len() as f32;
         assert!(decoded.iter().any(|v| (v - mean).abs() > 1e-3));

@@ -21,7 +21,11 @@ fn a_chain_reuses_buffers() {
     let plan = g.plan(&[t]);
     // Twenty intermediates, but at most two are ever alive at once.
     assert_eq!(plan.unplanned_bytes, 20 * 4 * n as u64);
-    assert!(plan.peak_bytes <= 2 * 4 * n as u64, "peak {} bytes", plan.peak_bytes);
+    assert!(
+        plan.peak_bytes <= 2 * 4 * n as u64,
+        "peak {} bytes",
+        plan.peak_bytes
+    );
     let (out, report) = g.run(&[t]).unwrap();
     assert_eq!(report.intermediate_bytes, plan.peak_bytes);
     let want: Vec<f32> = x.iter().map(|v| v + 10.0).collect();
@@ -60,22 +64,44 @@ fn reshape_and_slice_alias_storage() {
     assert_eq!(out[0].f32(), want);
     assert_eq!(out[1].shape, vec![4, 64]);
     let narrow = g.reshape(doubled, &[512, 1]).unwrap();
-    assert!(g.slice_rows(narrow, 1, 1).is_err(), "a slice at byte 4 is misaligned");
-    assert!(g.reshape(doubled, &[3, 3]).is_err(), "a reshape must keep the element count");
+    assert!(
+        g.slice_rows(narrow, 1, 1).is_err(),
+        "a slice at byte 4 is misaligned"
+    );
+    assert!(
+        g.reshape(doubled, &[3, 3]).is_err(),
+        "a reshape must keep the element count"
+    );
 }
 
 #[test]
 fn weights_load_from_f32_f16_and_bf16_files() {
     let values: Vec<f32> = vec![0.5, -1.25, 3.0, 0.0, 7.5];
-    let f16: Vec<u8> = values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
-    let bf16: Vec<u8> = values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
+    let f16: Vec<u8> = values
+        .iter()
+        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+        .collect();
+    let bf16: Vec<u8> = values
+        .iter()
+        .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+        .collect();
     let f32b: Vec<u8> = bytemuck::cast_slice(&values).to_vec();
     let views = [
-        ("unet.a", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![5], &f32b).unwrap()),
-        ("unet.b", safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![5], &f16).unwrap()),
-        ("unet.c", safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, vec![5], &bf16).unwrap()),
+        (
+            "unet.a",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![5], &f32b).unwrap(),
+        ),
+        (
+            "unet.b",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![5], &f16).unwrap(),
+        ),
+        (
+            "unet.c",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, vec![5], &bf16).unwrap(),
+        ),
     ];
-    let path = std::env::temp_dir().join(format!("oscar-weights-{}.safetensors", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("oscar-weights-{}.safetensors", std::process::id()));
     safetensors::serialize_to_file(views, None, &path).unwrap();
     let file = ModelFile::open(&path).unwrap();
     for precision in [Precision::F32, Precision::F16] {
@@ -86,7 +112,12 @@ fn weights_load_from_f32_f16_and_bf16_files() {
             let (out, _) = g.run(&[w]).unwrap();
             let got: Vec<f32> = match precision {
                 Precision::F32 => out[0].f32(),
-                Precision::F16 => out[0].bytes.chunks_exact(2).take(5).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+                Precision::F16 => out[0]
+                    .bytes
+                    .chunks_exact(2)
+                    .take(5)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
             };
             assert_eq!(got, values, "{name} stored as {precision:?}");
         }
@@ -116,24 +147,52 @@ fn segments_compute_the_whole_graph() {
     let mut g = Graph::new(gpu());
     let input = g.placeholder(&[1000], oscar_wgpu::graph::DType::F32);
     let out = build(&mut g, input);
-    assert!(g.run(&[out]).is_err(), "an unfilled placeholder is an error");
+    assert!(
+        g.run(&[out]).is_err(),
+        "an unfilled placeholder is an error"
+    );
     let life = g.lifetimes();
     let (first, second) = (0..2, 2..g.dispatch_count());
     assert!(life.entering(&g, &first).is_empty());
     let crossing = life.leaving(&g, &first);
-    assert_eq!(crossing, life.entering(&g, &second), "what leaves the first segment enters the second");
+    assert_eq!(
+        crossing,
+        life.entering(&g, &second),
+        "what leaves the first segment enters the second"
+    );
     assert_eq!(crossing.len(), 2, "a and b cross the cut");
-    assert_eq!(g.segment_bytes(first.clone(), &[input], &crossing), Some(3 * 4000));
+    assert_eq!(
+        g.segment_bytes(first.clone(), &[input], &crossing),
+        Some(3 * 4000)
+    );
     let head = g.segment(first, &[input]);
     let head = head.prepare(&crossing, false).unwrap();
-    assert!(head.run(Vec::new()).is_err(), "a run must fill the placeholders it reads");
-    assert!(head.run(vec![(input, vec![0; 12])]).is_err(), "an upload fills its placeholder exactly");
+    assert!(
+        head.run(Vec::new()).is_err(),
+        "a run must fill the placeholders it reads"
+    );
+    assert!(
+        head.run(vec![(input, vec![0; 12])]).is_err(),
+        "an upload fills its placeholder exactly"
+    );
     let tail = g.segment(second, &crossing);
     let tail = tail.prepare(&[out], false).unwrap();
     // Twice through the same prepared segments: buffers are reused, results are not.
     for _ in 0..2 {
-        let (mid, _) = head.run(vec![(input, bytemuck::cast_slice(&x).to_vec())]).unwrap();
-        let got = tail.run(crossing.iter().zip(mid).map(|(&t, h)| (t, h.bytes)).collect()).unwrap().0[0].f32();
+        let (mid, _) = head
+            .run(vec![(input, bytemuck::cast_slice(&x).to_vec())])
+            .unwrap();
+        let got = tail
+            .run(
+                crossing
+                    .iter()
+                    .zip(mid)
+                    .map(|(&t, h)| (t, h.bytes))
+                    .collect(),
+            )
+            .unwrap()
+            .0[0]
+            .f32();
         assert_close(&got, &want, 0.0, "segmented graph");
     }
 }

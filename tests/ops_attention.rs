@@ -17,15 +17,36 @@ fn blocked(g: &mut Graph, q: Tensor, k: Tensor, v: Tensor, _heads: usize) -> Res
 /// Runs attention on `shape` = (nq, nk, heads, d) and compares the row ranges
 /// [start, end) in `rows` with the CPU reference; values are uniform in
 /// [v_mean - 1, v_mean + 1).
-fn check_rows(shape: (usize, usize, usize, usize), rows: &[(usize, usize)], v_mean: f32, tol: f32, seed: u64) {
+fn check_rows(
+    shape: (usize, usize, usize, usize),
+    rows: &[(usize, usize)],
+    v_mean: f32,
+    tol: f32,
+    seed: u64,
+) {
     check_with(attention::attention, shape, rows, v_mean, tol, seed);
 }
 
-fn check_with(op: Attention, shape: (usize, usize, usize, usize), rows: &[(usize, usize)], v_mean: f32, tol: f32, seed: u64) {
+fn check_with(
+    op: Attention,
+    shape: (usize, usize, usize, usize),
+    rows: &[(usize, usize)],
+    v_mean: f32,
+    tol: f32,
+    seed: u64,
+) {
     check_on(gpu(), op, shape, rows, v_mean, tol, seed);
 }
 
-fn check_on(gpu: &'static Gpu, op: Attention, shape: (usize, usize, usize, usize), rows: &[(usize, usize)], v_mean: f32, tol: f32, seed: u64) {
+fn check_on(
+    gpu: &'static Gpu,
+    op: Attention,
+    shape: (usize, usize, usize, usize),
+    rows: &[(usize, usize)],
+    v_mean: f32,
+    tol: f32,
+    seed: u64,
+) {
     let (nq, nk, heads, d) = shape;
     let c = heads * d;
     let mut rng = Rng::new(seed);
@@ -33,7 +54,11 @@ fn check_on(gpu: &'static Gpu, op: Attention, shape: (usize, usize, usize, usize
     let k = rng.vec(nk * c, 1.0);
     let v: Vec<f32> = rng.vec(nk * c, 1.0).iter().map(|x| x + v_mean).collect();
     let mut g = Graph::new(gpu);
-    let (qt, kt, vt) = (g.input_f32(&[nq, c], &q).unwrap(), g.input_f32(&[nk, c], &k).unwrap(), g.input_f32(&[nk, c], &v).unwrap());
+    let (qt, kt, vt) = (
+        g.input_f32(&[nq, c], &q).unwrap(),
+        g.input_f32(&[nk, c], &k).unwrap(),
+        g.input_f32(&[nk, c], &v).unwrap(),
+    );
     let y = op(&mut g, qt, kt, vt, heads).unwrap();
     let (out, _) = g.run(&[y]).unwrap();
     let got = out[0].f32();
@@ -69,7 +94,14 @@ fn attention_single_head_over_pixels() {
     check(100, 100, 1, 64, 7);
     check(20, 33, 1, 512, 8);
     // Both ways for the wide head, whichever `attention` picks.
-    check_with(attention::flash, (20, 33, 1, 512), &[(0, 20)], 0.0, 1e-5, 12);
+    check_with(
+        attention::flash,
+        (20, 33, 1, 512),
+        &[(0, 20)],
+        0.0,
+        1e-5,
+        12,
+    );
     check_with(blocked, (20, 33, 1, 512), &[(0, 20)], 0.0, 1e-5, 12);
     check_with(blocked, (1, 1, 1, 128), &[(0, 1)], 0.0, 1e-5, 13);
     check_with(blocked, (300, 130, 1, 160), &[(0, 300)], 0.0, 1e-5, 14);
@@ -80,18 +112,35 @@ fn attention_single_head_over_pixels() {
 #[test]
 fn attention_blocked_across_blocks() {
     let shape = (900, 40_000, 1, 128);
-    check_with(blocked, shape, &[(0, 3), (416, 422), (835, 841), (897, 900)], 1.0, 5e-5, 15);
+    check_with(
+        blocked,
+        shape,
+        &[(0, 3), (416, 422), (835, 841), (897, 900)],
+        1.0,
+        5e-5,
+        15,
+    );
 }
 
 #[test]
 fn softmax_rows() {
-    for (rows, n, spread, scale, seed) in [(1, 1, 1.0, 1.0, 20), (3, 5, 1.0, 0.125, 21), (70, 1000, 50.0, 0.2, 22), (2, 4099, 1.0, 1.0, 23)] {
+    for (rows, n, spread, scale, seed) in [
+        (1, 1, 1.0, 1.0, 20),
+        (3, 5, 1.0, 0.125, 21),
+        (70, 1000, 50.0, 0.2, 22),
+        (2, 4099, 1.0, 1.0, 23),
+    ] {
         let x = Rng::new(seed).vec(rows * n, spread);
         let mut g = Graph::new(gpu());
         let xt = g.input_f32(&[rows, n], &x).unwrap();
         let y = softmax::softmax(&mut g, xt, scale).unwrap();
         let (out, _) = g.run(&[y]).unwrap();
-        assert_close(&out[0].f32(), &softmax::reference(&x, n, scale), 1e-5, &format!("softmax [{rows}, {n}] × {scale}"));
+        assert_close(
+            &out[0].f32(),
+            &softmax::reference(&x, n, scale),
+            1e-5,
+            &format!("softmax [{rows}, {n}] × {scale}"),
+        );
     }
     let mut g = Graph::new(gpu());
     let xt = g.input_f32(&[2, 2], &[0.0; 4]).unwrap();
@@ -103,7 +152,13 @@ fn softmax_rows() {
 #[test]
 fn attention_many_queries() {
     let n = 65_536;
-    check_rows((n, 77, 5, 64), &[(0, 40), (30_000, 30_040), (n - 40, n)], 0.0, 1e-5, 9);
+    check_rows(
+        (n, 77, 5, 64),
+        &[(0, 40), (30_000, 30_040), (n - 40, n)],
+        0.0,
+        1e-5,
+        9,
+    );
 }
 
 /// Keys and values past the binding limit (and, on lavapipe, past its loop cap): key
@@ -113,7 +168,10 @@ fn attention_many_queries() {
 #[test]
 fn attention_long_key_sequences() {
     let nk = 65_600;
-    assert!((nk * 512 * 4) as u64 > gpu().max_binding(), "the test must exceed one binding");
+    assert!(
+        (nk * 512 * 4) as u64 > gpu().max_binding(),
+        "the test must exceed one binding"
+    );
     check_rows((3, nk, 1, 512), &[(0, 3)], 1.0, 5e-5, 10);
     check_rows((2, nk, 170, 3), &[(0, 2)], 1.0, 5e-5, 11);
 }
@@ -129,8 +187,6 @@ fn attention_shape_errors() {
     assert!(attention::attention(&mut g, q, k, k, 0).is_err());
 }
 
-
-
 /// With subgroups off (as on GPUs without 8-lane subgroups): the tiled flash kernel for
 /// heads of up to 64 dims in fours (64 queries per workgroup, keys in blocks of 32 —
 /// partial blocks of both, 1200 keys in three windows on CPU adapters, heads of 12), the
@@ -139,9 +195,41 @@ fn attention_shape_errors() {
 #[test]
 fn portable_kernels() {
     let gpu = portable_gpu();
-    check_on(gpu, attention::attention, (130, 77, 2, 64), &[(0, 130)], 0.0, 1e-5, 30);
-    check_on(gpu, attention::attention, (70, 1200, 5, 64), &[(0, 70)], 1.0, 5e-5, 31);
-    check_on(gpu, attention::attention, (17, 9, 2, 12), &[(0, 17)], 0.0, 1e-5, 32);
-    check_on(gpu, attention::attention, (9, 20, 2, 80), &[(0, 9)], 0.0, 1e-5, 33);
+    check_on(
+        gpu,
+        attention::attention,
+        (130, 77, 2, 64),
+        &[(0, 130)],
+        0.0,
+        1e-5,
+        30,
+    );
+    check_on(
+        gpu,
+        attention::attention,
+        (70, 1200, 5, 64),
+        &[(0, 70)],
+        1.0,
+        5e-5,
+        31,
+    );
+    check_on(
+        gpu,
+        attention::attention,
+        (17, 9, 2, 12),
+        &[(0, 17)],
+        0.0,
+        1e-5,
+        32,
+    );
+    check_on(
+        gpu,
+        attention::attention,
+        (9, 20, 2, 80),
+        &[(0, 9)],
+        0.0,
+        1e-5,
+        33,
+    );
     check_on(gpu, blocked, (70, 90, 1, 512), &[(0, 70)], 0.0, 1e-5, 34);
 }

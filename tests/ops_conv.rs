@@ -9,11 +9,28 @@ use oscar_wgpu::rng::Rng;
 
 /// Checks one convolution against the reference; returns the kernels (`shader.entry`)
 /// it ran, where the adapter has timestamp queries to say (none otherwise).
-fn check(cin: usize, h: usize, w: usize, cout: usize, k: usize, cfg: Conv2d, seed: u64) -> Vec<String> {
+fn check(
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    k: usize,
+    cfg: Conv2d,
+    seed: u64,
+) -> Vec<String> {
     check_on(gpu(), cin, h, w, cout, k, cfg, seed)
 }
 
-fn check_on(gpu: &'static Gpu, cin: usize, h: usize, w: usize, cout: usize, k: usize, cfg: Conv2d, seed: u64) -> Vec<String> {
+fn check_on(
+    gpu: &'static Gpu,
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    k: usize,
+    cfg: Conv2d,
+    seed: u64,
+) -> Vec<String> {
     let mut rng = Rng::new(seed);
     let x = rng.vec(cin * h * w, 1.0);
     let wt = rng.vec(cout * cin * k * k, 0.5);
@@ -25,7 +42,12 @@ fn check_on(gpu: &'static Gpu, cin: usize, h: usize, w: usize, cout: usize, k: u
     let y = conv2d::conv2d(&mut g, xt, wt_t, bt, cfg).unwrap();
     let (out, report) = g.run_profiled(&[y]).unwrap();
     let want = conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, k, k], &b, cfg);
-    assert_close(&out[0].f32(), &want, 1e-5, &format!("conv {cin}→{cout} {k}×{k} on {h}×{w} {cfg:?}"));
+    assert_close(
+        &out[0].f32(),
+        &want,
+        1e-5,
+        &format!("conv {cin}→{cout} {k}×{k} on {h}×{w} {cfg:?}"),
+    );
     report.kernels.into_keys().collect()
 }
 
@@ -58,18 +80,50 @@ fn conv_strided_asymmetric_padding() {
     check(5, 15, 9, 7, 5, Conv2d::strided(2, [2; 4]), 7);
 }
 
-fn check_f16(cin: usize, h: usize, w: usize, cout: usize, k: usize, cfg: Conv2d, seed: u64) -> Vec<String> {
+fn check_f16(
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    k: usize,
+    cfg: Conv2d,
+    seed: u64,
+) -> Vec<String> {
     check_f16_on(gpu(), cin, h, w, cout, k, cfg, seed)
 }
 
-fn check_f16_on(gpu: &'static Gpu, cin: usize, h: usize, w: usize, cout: usize, k: usize, cfg: Conv2d, seed: u64) -> Vec<String> {
+fn check_f16_on(
+    gpu: &'static Gpu,
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    k: usize,
+    cfg: Conv2d,
+    seed: u64,
+) -> Vec<String> {
     let mut rng = Rng::new(seed);
     let x = rng.vec(cin * h * w, 1.0);
-    let wt: Vec<f32> = rng.vec(cout * cin * k * k, 0.5).iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
-    let b: Vec<f32> = rng.vec(cout, 0.5).iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+    let wt: Vec<f32> = rng
+        .vec(cout * cin * k * k, 0.5)
+        .iter()
+        .map(|&v| half::f16::from_f32(v).to_f32())
+        .collect();
+    let b: Vec<f32> = rng
+        .vec(cout, 0.5)
+        .iter()
+        .map(|&v| half::f16::from_f32(v).to_f32())
+        .collect();
     let upload = |v: &[f32]| {
         let bytes = oscar_wgpu::weights::pack_f16(v);
-        std::sync::Arc::new(wgpu::util::DeviceExt::create_buffer_init(&gpu.device, &wgpu::util::BufferInitDescriptor { label: None, contents: &bytes, usage: wgpu::BufferUsages::STORAGE }))
+        std::sync::Arc::new(wgpu::util::DeviceExt::create_buffer_init(
+            &gpu.device,
+            &wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents: &bytes,
+                usage: wgpu::BufferUsages::STORAGE,
+            },
+        ))
     };
     let mut g = Graph::new(gpu);
     let xt = g.input_f32(&[cin, h, w], &x).unwrap();
@@ -78,7 +132,12 @@ fn check_f16_on(gpu: &'static Gpu, cin: usize, h: usize, w: usize, cout: usize, 
     let y = conv2d::conv2d(&mut g, xt, wt_t, bt, cfg).unwrap();
     let (out, report) = g.run_profiled(&[y]).unwrap();
     let want = conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, k, k], &b, cfg);
-    assert_close(&out[0].f32(), &want, 1e-5, &format!("{k}×{k} conv {cin}→{cout} on {h}×{w} {cfg:?} with f16 weights"));
+    assert_close(
+        &out[0].f32(),
+        &want,
+        1e-5,
+        &format!("{k}×{k} conv {cin}→{cout} on {h}×{w} {cfg:?} with f16 weights"),
+    );
     report.kernels.into_keys().collect()
 }
 
@@ -86,13 +145,25 @@ fn check_f16_on(gpu: &'static Gpu, cin: usize, h: usize, w: usize, cout: usize, 
 fn conv_f16_weights() {
     check_f16(5, 7, 6, 11, 3, Conv2d::same(1), 9);
     // Input channels in eights and a width in fours: the vec4 3×3 kernel's f16 path.
-    assert_ran(&check_f16(16, 9, 12, 21, 3, Conv2d::same(1), 10), "conv2d_subgroup.main3");
+    assert_ran(
+        &check_f16(16, 9, 12, 21, 3, Conv2d::same(1), 10),
+        "conv2d_subgroup.main3",
+    );
     // And the 1×1 one's: 24 channels are three f16 words per weight row.
-    assert_ran(&check_f16(24, 5, 4, 19, 1, Conv2d::same(0), 11), "conv2d_subgroup.main1");
+    assert_ran(
+        &check_f16(24, 5, 4, 19, 1, Conv2d::same(0), 11),
+        "conv2d_subgroup.main1",
+    );
     // And the stride-2 one's.
-    assert_ran(&check_f16(16, 11, 16, 18, 3, Conv2d::strided(2, [0, 1, 0, 1]), 12), "conv2d_subgroup.main3s2");
+    assert_ran(
+        &check_f16(16, 11, 16, 18, 3, Conv2d::strided(2, [0, 1, 0, 1]), 12),
+        "conv2d_subgroup.main3s2",
+    );
     // Past one workgroup's 32 channels.
-    assert_ran(&check_f16(8, 6, 8, 50, 3, Conv2d::same(1), 13), "conv2d_subgroup.main3");
+    assert_ran(
+        &check_f16(8, 6, 8, 50, 3, Conv2d::same(1), 13),
+        "conv2d_subgroup.main3",
+    );
 }
 
 /// Shapes the vec4 3×3 kernel takes (stride 1, one column of padding, input channels in
@@ -100,12 +171,27 @@ fn conv_f16_weights() {
 /// workgroup: fewer (down to one), and a second workgroup's first, second or third eight.
 #[test]
 fn conv_3x3_vector_kernel_shapes() {
-    assert_ran(&check(8, 13, 12, 21, 3, Conv2d::same(1).with(Activation::Silu), 30), "conv2d_subgroup.main3");
-    assert_ran(&check(12, 9, 8, 45, 3, Conv2d::same(1), 34), "conv2d_subgroup.main3");
-    assert_ran(&check(4, 9, 4, 58, 3, Conv2d::same(1).with(Activation::Relu), 35), "conv2d_subgroup.main3");
+    assert_ran(
+        &check(8, 13, 12, 21, 3, Conv2d::same(1).with(Activation::Silu), 30),
+        "conv2d_subgroup.main3",
+    );
+    assert_ran(
+        &check(12, 9, 8, 45, 3, Conv2d::same(1), 34),
+        "conv2d_subgroup.main3",
+    );
+    assert_ran(
+        &check(4, 9, 4, 58, 3, Conv2d::same(1).with(Activation::Relu), 35),
+        "conv2d_subgroup.main3",
+    );
     // Fewer than 8 output channels (the VAE's and the UNet's output convolutions).
-    assert_ran(&check(8, 10, 12, 3, 3, Conv2d::same(1), 36), "conv2d_subgroup.main3");
-    assert_ran(&check(4, 9, 16, 1, 3, Conv2d::strided(2, [0, 1, 0, 1]), 37), "conv2d_subgroup.main3s2");
+    assert_ran(
+        &check(8, 10, 12, 3, 3, Conv2d::same(1), 36),
+        "conv2d_subgroup.main3",
+    );
+    assert_ran(
+        &check(4, 9, 16, 1, 3, Conv2d::strided(2, [0, 1, 0, 1]), 37),
+        "conv2d_subgroup.main3s2",
+    );
     check(16, 9, 8, 9, 3, Conv2d::strided(1, [0, 2, 1, 1]), 31);
     check(4, 5, 4, 17, 3, Conv2d::same(1).with(Activation::Relu), 32);
     check(64, 6, 40, 24, 3, Conv2d::strided(1, [2, 0, 1, 1]), 33);
@@ -118,7 +204,15 @@ fn conv_3x3_vector_kernel_shapes() {
 fn conv_subgroup_tiles() {
     check(7, 13, 11, 21, 3, Conv2d::same(1).with(Activation::Silu), 20);
     check(16, 9, 10, 8, 3, Conv2d::strided(2, [0, 1, 0, 1]), 21);
-    check(5, 15, 9, 17, 5, Conv2d::strided(2, [2; 4]).with(Activation::Relu), 22);
+    check(
+        5,
+        15,
+        9,
+        17,
+        5,
+        Conv2d::strided(2, [2; 4]).with(Activation::Relu),
+        22,
+    );
     check(33, 5, 7, 40, 1, Conv2d::same(0), 23);
     check(3, 1, 1, 9, 3, Conv2d::same(1), 24);
 }
@@ -131,7 +225,15 @@ fn conv_subgroup_wide_pictures() {
     // 1×1 with channels in fours (the vec4 kernel): 20 and 1320 pixels (8 tiles per
     // workgroup), 4224 pixels (64).
     check(8, 5, 4, 17, 1, Conv2d::same(0), 44);
-    check(16, 33, 40, 20, 1, Conv2d::same(0).with(Activation::Relu), 45);
+    check(
+        16,
+        33,
+        40,
+        20,
+        1,
+        Conv2d::same(0).with(Activation::Relu),
+        45,
+    );
     check(12, 64, 66, 9, 1, Conv2d::same(0).with(Activation::Silu), 46);
     check(4, 64, 64, 20, 3, Conv2d::same(1), 40);
     check(8, 68, 60, 17, 3, Conv2d::same(1).with(Activation::Silu), 41);
@@ -146,9 +248,18 @@ fn conv_subgroup_wide_pictures() {
 /// tile), and 25 pixels, which stay on the convolution kernel.
 #[test]
 fn conv_1x1_as_a_product() {
-    assert_ran(&check(16, 10, 14, 130, 1, Conv2d::same(0), 50), "matmul_subgroup.r16c64");
-    assert_ran(&check(24, 3, 4, 5, 1, Conv2d::same(0), 51), "matmul_subgroup.r16c16");
-    assert_ran(&check(8, 5, 5, 9, 1, Conv2d::same(0), 52), "conv2d_subgroup.main");
+    assert_ran(
+        &check(16, 10, 14, 130, 1, Conv2d::same(0), 50),
+        "matmul_subgroup.r16c64",
+    );
+    assert_ran(
+        &check(24, 3, 4, 5, 1, Conv2d::same(0), 51),
+        "matmul_subgroup.r16c16",
+    );
+    assert_ran(
+        &check(8, 5, 5, 9, 1, Conv2d::same(0), 52),
+        "conv2d_subgroup.main",
+    );
 }
 
 /// Pictures of at most 64 output pixels (the UNet's 8×8 and 4×4 levels) run as
@@ -163,11 +274,26 @@ fn conv_small_pictures_as_products() {
             assert_eq!(ran, want);
         }
     };
-    expect(check(16, 8, 8, 40, 3, Conv2d::same(1), 80), product("r8c64"));
-    expect(check(8, 4, 4, 130, 3, Conv2d::same(1), 81), product("r16c16"));
-    expect(check(8, 8, 8, 24, 3, Conv2d::strided(2, [1; 4]), 82), product("r16c16"));
-    assert_ran(&check(8, 8, 8, 24, 3, Conv2d::same(1).with(Activation::Silu), 83), "conv2d_subgroup.main3");
-    assert_ran(&check(8, 5, 5, 24, 3, Conv2d::same(1), 84), "conv2d_subgroup.main");
+    expect(
+        check(16, 8, 8, 40, 3, Conv2d::same(1), 80),
+        product("r8c64"),
+    );
+    expect(
+        check(8, 4, 4, 130, 3, Conv2d::same(1), 81),
+        product("r16c16"),
+    );
+    expect(
+        check(8, 8, 8, 24, 3, Conv2d::strided(2, [1; 4]), 82),
+        product("r16c16"),
+    );
+    assert_ran(
+        &check(8, 8, 8, 24, 3, Conv2d::same(1).with(Activation::Silu), 83),
+        "conv2d_subgroup.main3",
+    );
+    assert_ran(
+        &check(8, 5, 5, 24, 3, Conv2d::same(1), 84),
+        "conv2d_subgroup.main",
+    );
 }
 
 /// The patches against their reference: odd sizes, asymmetric padding, stride 2, 1×1 and 5×5.
@@ -184,7 +310,11 @@ fn im2col_odd_shapes() {
         let xt = g.input_f32(&[cin, h, w], &x).unwrap();
         let y = im2col::im2col(&mut g, xt, (k, k), cfg).unwrap();
         let (out, _) = g.run(&[y]).unwrap();
-        assert_eq!(out[0].f32(), im2col::reference(&x, [cin, h, w], (k, k), cfg), "im2col {cin}×{h}×{w}, {k}×{k} {cfg:?}");
+        assert_eq!(
+            out[0].f32(),
+            im2col::reference(&x, [cin, h, w], (k, k), cfg),
+            "im2col {cin}×{h}×{w}, {k}×{k} {cfg:?}"
+        );
     }
 }
 
@@ -197,10 +327,19 @@ fn conv_3x3_stride_2_vector_kernel() {
     let vae = Conv2d::strided(2, [0, 1, 0, 1]);
     let unet = Conv2d::strided(2, [1; 4]);
     assert_ran(&check(8, 21, 16, 21, 3, vae, 60), "conv2d_subgroup.main3s2");
-    assert_ran(&check(12, 10, 24, 9, 3, unet.with(Activation::Silu), 61), "conv2d_subgroup.main3s2");
-    assert_ran(&check(4, 128, 136, 17, 3, unet, 62), "conv2d_subgroup.main3s2");
+    assert_ran(
+        &check(12, 10, 24, 9, 3, unet.with(Activation::Silu), 61),
+        "conv2d_subgroup.main3s2",
+    );
+    assert_ran(
+        &check(4, 128, 136, 17, 3, unet, 62),
+        "conv2d_subgroup.main3s2",
+    );
     assert_ran(&check(8, 7, 12, 16, 3, vae, 63), "conv2d_subgroup.main");
-    assert_ran(&check(8, 19, 16, 40, 3, unet, 64), "conv2d_subgroup.main3s2");
+    assert_ran(
+        &check(8, 19, 16, 40, 3, unet, 64),
+        "conv2d_subgroup.main3s2",
+    );
 }
 
 /// With subgroups off (as on GPUs without 8-lane subgroups): the tiled kernel (64
@@ -212,10 +351,28 @@ fn portable_kernels() {
     let gpu = portable_gpu();
     let vae_down = Conv2d::strided(2, [0, 1, 0, 1]);
     for (cin, h, w, cout, k, cfg, seed, kernel) in [
-        (16, 13, 11, 40, 3, Conv2d::same(1).with(Activation::Silu), 70, "conv2d.tiled"),
+        (
+            16,
+            13,
+            11,
+            40,
+            3,
+            Conv2d::same(1).with(Activation::Silu),
+            70,
+            "conv2d.tiled",
+        ),
         (8, 13, 16, 64, 3, vae_down, 71, "conv2d.tiled"),
         (16, 10, 14, 130, 1, Conv2d::same(0), 72, "conv2d.tiled"),
-        (3, 17, 15, 33, 5, Conv2d::strided(2, [2; 4]).with(Activation::Relu), 73, "conv2d.tiled"),
+        (
+            3,
+            17,
+            15,
+            33,
+            5,
+            Conv2d::strided(2, [2; 4]).with(Activation::Relu),
+            73,
+            "conv2d.tiled",
+        ),
         (16, 12, 12, 20, 3, Conv2d::same(1), 74, "conv2d.main"),
     ] {
         let ran = check_on(gpu, cin, h, w, cout, k, cfg, seed);

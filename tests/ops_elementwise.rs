@@ -9,7 +9,13 @@ use oscar_wgpu::rng::Rng;
 fn unary_ops_match_reference() {
     let mut rng = Rng::new(11);
     let x = rng.vec(1037, 6.0);
-    for op in [Unary::Silu, Unary::Relu, Unary::Gelu, Unary::Sigmoid, Unary::Affine(-0.37, 1.5)] {
+    for op in [
+        Unary::Silu,
+        Unary::Relu,
+        Unary::Gelu,
+        Unary::Sigmoid,
+        Unary::Affine(-0.37, 1.5),
+    ] {
         let mut g = Graph::new(gpu());
         let xt = g.input_f32(&[1037], &x).unwrap();
         let y = unary(&mut g, xt, op).unwrap();
@@ -24,7 +30,12 @@ fn binary_broadcasts_same_shape_per_channel_and_scalar() {
     let mut rng = Rng::new(12);
     let (c, h, w) = (7, 5, 3);
     let a = rng.vec(c * h * w, 2.0);
-    for (b_shape, op) in [(vec![c, h, w], Binary::Axpby(0.5, -2.0)), (vec![c], Binary::ADD), (vec![1], Binary::Mul), (vec![c, h, w], Binary::Gate)] {
+    for (b_shape, op) in [
+        (vec![c, h, w], Binary::Axpby(0.5, -2.0)),
+        (vec![c], Binary::ADD),
+        (vec![1], Binary::Mul),
+        (vec![c, h, w], Binary::Gate),
+    ] {
         let b_len: usize = b_shape.iter().product();
         let b = rng.vec(b_len, 2.0);
         let mut g = Graph::new(gpu());
@@ -33,8 +44,17 @@ fn binary_broadcasts_same_shape_per_channel_and_scalar() {
         let y = binary(&mut g, at, bt, op).unwrap();
         let (out, _) = g.run(&[y]).unwrap();
         let inner = a.len() / b_len;
-        let want: Vec<f32> = a.iter().enumerate().map(|(i, &u)| op.apply(u, b[i / inner])).collect();
-        assert_close(&out[0].f32(), &want, 1e-6, &format!("{op:?} against {b_shape:?}"));
+        let want: Vec<f32> = a
+            .iter()
+            .enumerate()
+            .map(|(i, &u)| op.apply(u, b[i / inner]))
+            .collect();
+        assert_close(
+            &out[0].f32(),
+            &want,
+            1e-6,
+            &format!("{op:?} against {b_shape:?}"),
+        );
     }
 }
 
@@ -55,13 +75,23 @@ fn geglu_matches_reference() {
     let xt = g.input_f32(&[rows, 2 * cols], &x).unwrap();
     let y = geglu(&mut g, xt).unwrap();
     let (out, _) = g.run(&[y]).unwrap();
-    assert_close(&out[0].f32(), &elementwise::geglu_reference(&x, rows, cols), 1e-6, "geglu");
+    assert_close(
+        &out[0].f32(),
+        &elementwise::geglu_reference(&x, rows, cols),
+        1e-6,
+        "geglu",
+    );
 }
 
 #[test]
 fn erf_reference_is_accurate() {
     // Known values of erf to 1e-12.
-    for (x, want) in [(0.5, 0.520_499_877_813_046_5), (1.0, 0.842_700_792_949_714_9), (-2.0, -0.995_322_265_018_952_7), (3.5, 0.999_999_256_901_627_7)] {
+    for (x, want) in [
+        (0.5, 0.520_499_877_813_046_5),
+        (1.0, 0.842_700_792_949_714_9),
+        (-2.0, -0.995_322_265_018_952_7),
+        (3.5, 0.999_999_256_901_627_7),
+    ] {
         assert!((elementwise::erf(x) - want).abs() < 1e-12, "erf({x})");
     }
 }

@@ -26,7 +26,11 @@ const MIB: usize = 1 << 20;
 fn note_if_within_binding(bytes: usize, what: &str) {
     let limit = gpu().max_binding() as usize;
     if bytes <= limit {
-        eprintln!("note: {what} ({} MiB) fits this adapter's {} MiB bindings: no windows exercised", bytes / MIB, limit / MIB);
+        eprintln!(
+            "note: {what} ({} MiB) fits this adapter's {} MiB bindings: no windows exercised",
+            bytes / MIB,
+            limit / MIB
+        );
     }
 }
 
@@ -37,8 +41,14 @@ fn fold_grid_splits_past_the_limit() {
     assert_eq!(fold_grid(1, max).unwrap(), [1, 1, 1]);
     assert_eq!(fold_grid(65_535, max).unwrap(), [65_535, 1, 1]);
     assert_eq!(fold_grid(65_536, max).unwrap(), [65_535, 2, 1]);
-    assert_eq!(fold_grid(65_535 * 65_535, max).unwrap(), [65_535, 65_535, 1]);
-    assert_eq!(fold_grid(65_535 * 65_535 + 1, max).unwrap(), [65_535, 65_535, 2]);
+    assert_eq!(
+        fold_grid(65_535 * 65_535, max).unwrap(),
+        [65_535, 65_535, 1]
+    );
+    assert_eq!(
+        fold_grid(65_535 * 65_535 + 1, max).unwrap(),
+        [65_535, 65_535, 2]
+    );
     assert!(fold_grid(65_535u64.pow(3) + 1, max).is_err());
     let mut rng = Rng::new(1);
     for _ in 0..1000 {
@@ -47,7 +57,10 @@ fn fold_grid_splits_past_the_limit() {
         let total = x as u64 * y as u64 * z as u64;
         assert!(x <= max && y <= max && z <= max, "{groups}: {x}×{y}×{z}");
         // Enough workgroups, and at most one partial row of spare ones.
-        assert!(total >= groups && total - groups < x as u64 * y as u64, "{groups}: {x}×{y}×{z}");
+        assert!(
+            total >= groups && total - groups < x as u64 * y as u64,
+            "{groups}: {x}×{y}×{z}"
+        );
     }
     // A small limit exercises the z fold with small numbers.
     assert_eq!(fold_grid(250, 10).unwrap(), [10, 10, 3]);
@@ -64,9 +77,15 @@ fn unary_on_a_folded_grid() {
     let mut g = Graph::new(gpu());
     let xt = g.input_f32(&[n], &x).unwrap();
     let y = elementwise::unary(&mut g, xt, Unary::Affine(0.5, 3.0)).unwrap();
-    assert!(g.grid(n.div_ceil(256) as u64).unwrap()[1] > 1, "the grid must be folded");
+    assert!(
+        g.grid(n.div_ceil(256) as u64).unwrap()[1] > 1,
+        "the grid must be folded"
+    );
     let (out, _) = g.run(&[y]).unwrap();
-    let want: Vec<f32> = x.iter().map(|&v| Unary::Affine(0.5, 3.0).apply(v)).collect();
+    let want: Vec<f32> = x
+        .iter()
+        .map(|&v| Unary::Affine(0.5, 3.0).apply(v))
+        .collect();
     assert_close(&out[0].f32(), &want, 1e-7, "affine over a folded grid");
 }
 
@@ -79,7 +98,10 @@ fn binary_add_past_binding() {
     let a = rng.vec(n, 1.0);
     let b = rng.vec(n, 1.0);
     let mut g = Graph::new(gpu());
-    let (at, bt) = (g.input_f32(&[n], &a).unwrap(), g.input_f32(&[n], &b).unwrap());
+    let (at, bt) = (
+        g.input_f32(&[n], &a).unwrap(),
+        g.input_f32(&[n], &b).unwrap(),
+    );
     let y = elementwise::add(&mut g, at, bt).unwrap();
     let (out, _) = g.run(&[y]).unwrap();
     let want: Vec<f32> = a.iter().zip(&b).map(|(&u, &v)| u + v).collect();
@@ -104,7 +126,12 @@ fn group_norm_silu_past_binding() {
     let (out, _) = g.run(&[y]).unwrap();
     drop(g);
     let want = group_norm::reference(&x, [c, h, w], &gamma, &beta, groups, 1e-6, true);
-    assert_close(&out[0].f32(), &want, 1e-5, "group_norm + SiLU past the binding limit");
+    assert_close(
+        &out[0].f32(),
+        &want,
+        1e-5,
+        "group_norm + SiLU past the binding limit",
+    );
 }
 
 #[test]
@@ -118,7 +145,10 @@ fn upsample_to_256_mib() {
     let y = resize::upsample_nearest2x(&mut g, xt).unwrap();
     let (out, _) = g.run(&[y]).unwrap();
     drop(g);
-    assert!(out[0].f32() == resize::reference(&x, [c, h, w]), "upsample to 256 MiB differs");
+    assert!(
+        out[0].f32() == resize::reference(&x, [c, h, w]),
+        "upsample to 256 MiB differs"
+    );
 }
 
 #[test]
@@ -137,7 +167,10 @@ fn concat_past_binding_at_an_unaligned_offset() {
     let y = concat::concat_channels(&mut g, at, bt).unwrap();
     let (out, _) = g.run(&[y]).unwrap();
     drop(g);
-    assert!(out[0].f32() == concat::reference(&a, &b), "concat past the binding limit differs");
+    assert!(
+        out[0].f32() == concat::reference(&a, &b),
+        "concat past the binding limit differs"
+    );
 }
 
 /// 130 channels of 512×512 (3×3, the general kernel) and 132 (1×1, the vector kernel on
@@ -168,7 +201,10 @@ fn conv2d_past_binding(cin: usize, k: usize) {
     let got = out[0].f32();
     // The full reference is 2.5 G multiply-adds; check 8 192 pixels instead, every
     // output channel, the borders included (each sums both input windows).
-    let mut points: Vec<(usize, usize)> = (0..w).step_by(37).flat_map(|x| [(0, x), (h - 1, x)]).collect();
+    let mut points: Vec<(usize, usize)> = (0..w)
+        .step_by(37)
+        .flat_map(|x| [(0, x), (h - 1, x)])
+        .collect();
     points.extend((0..h).step_by(37).flat_map(|y| [(y, 0), (y, w - 1)]));
     while points.len() < 1024 {
         points.push((rng.below(h as u64) as usize, rng.below(w as u64) as usize));
@@ -180,9 +216,13 @@ fn conv2d_past_binding(cin: usize, k: usize) {
             for ic in 0..cin {
                 for ky in 0..k {
                     for kx in 0..k {
-                        let (iy, ix) = ((oy + ky) as isize - pad as isize, (ox + kx) as isize - pad as isize);
+                        let (iy, ix) = (
+                            (oy + ky) as isize - pad as isize,
+                            (ox + kx) as isize - pad as isize,
+                        );
                         if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                            acc += x[(ic * h + iy as usize) * w + ix as usize] as f64 * wt[((oc * cin + ic) * k + ky) * k + kx] as f64;
+                            acc += x[(ic * h + iy as usize) * w + ix as usize] as f64
+                                * wt[((oc * cin + ic) * k + ky) * k + kx] as f64;
                         }
                     }
                 }
@@ -192,7 +232,12 @@ fn conv2d_past_binding(cin: usize, k: usize) {
         }
     }
     assert!(want_s.len() >= 8192);
-    assert_close(&got_s, &want_s, 1e-5, &format!("{k}×{k} conv2d with a {cin} MiB input (sampled)"));
+    assert_close(
+        &got_s,
+        &want_s,
+        1e-5,
+        &format!("{k}×{k} conv2d with a {cin} MiB input (sampled)"),
+    );
 }
 
 #[test]
@@ -215,8 +260,14 @@ fn conv_transpose_past_binding() {
         let y = conv_transpose2d::conv_transpose2d(&mut g, xt, wt_t, bt, 2, 0, 0).unwrap();
         let (out, _) = g.run(&[y]).unwrap();
         drop(g);
-        let want = conv_transpose2d::reference(&x, [cin, h, w], &wt, [cin, cout, k, k], &b, (2, 0, 0));
-        assert_close(&out[0].f32(), &want, 1e-5, &format!("conv_transpose2d {cin}→{cout} on 512×512"));
+        let want =
+            conv_transpose2d::reference(&x, [cin, h, w], &wt, [cin, cout, k, k], &b, (2, 0, 0));
+        assert_close(
+            &out[0].f32(),
+            &want,
+            1e-5,
+            &format!("conv_transpose2d {cin}→{cout} on 512×512"),
+        );
     }
 }
 
@@ -236,6 +287,11 @@ fn geglu_past_binding() {
     let got = out[0].f32();
     for r in (0..rows).step_by(97).chain([rows - 1]) {
         let want = elementwise::geglu_reference(&x[r * 2 * cols..(r + 1) * 2 * cols], 1, cols);
-        assert_close(&got[r * cols..(r + 1) * cols], &want, 1e-6, &format!("geglu row {r}"));
+        assert_close(
+            &got[r * cols..(r + 1) * cols],
+            &want,
+            1e-6,
+            &format!("geglu row {r}"),
+        );
     }
 }

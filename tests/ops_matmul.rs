@@ -12,22 +12,47 @@ use wgpu::util::DeviceExt;
 /// Rounds to f16 and returns the rounded values with their packed words.
 fn halves(v: &[f32]) -> (Vec<f32>, Vec<u32>) {
     let h: Vec<half::f16> = v.iter().map(|&f| half::f16::from_f32(f)).collect();
-    let words = h.chunks(2).map(|c| c[0].to_bits() as u32 | (c.get(1).map_or(0, |x| x.to_bits()) as u32) << 16).collect();
+    let words = h
+        .chunks(2)
+        .map(|c| c[0].to_bits() as u32 | (c.get(1).map_or(0, |x| x.to_bits()) as u32) << 16)
+        .collect();
     (h.iter().map(|x| x.to_f32()).collect(), words)
 }
 
 fn resident_f16(g: &mut Graph, shape: &[usize], words: &[u32]) -> Tensor {
-    let buf = g.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(words), usage: wgpu::BufferUsages::STORAGE });
+    let buf = g
+        .gpu
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytemuck::cast_slice(words),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
     g.resident(shape, DType::F16, Arc::new(buf))
 }
 
 /// Checks one Linear against the reference; returns the kernels (`shader.entry`) it ran,
 /// where the adapter has timestamp queries to say (none otherwise).
-fn check_linear(n: usize, k: usize, m: usize, with_bias: bool, f16: bool, seed: u64) -> Vec<String> {
+fn check_linear(
+    n: usize,
+    k: usize,
+    m: usize,
+    with_bias: bool,
+    f16: bool,
+    seed: u64,
+) -> Vec<String> {
     check_linear_on(gpu(), n, k, m, with_bias, f16, seed)
 }
 
-fn check_linear_on(gpu: &'static Gpu, n: usize, k: usize, m: usize, with_bias: bool, f16: bool, seed: u64) -> Vec<String> {
+fn check_linear_on(
+    gpu: &'static Gpu,
+    n: usize,
+    k: usize,
+    m: usize,
+    with_bias: bool,
+    f16: bool,
+    seed: u64,
+) -> Vec<String> {
     let mut rng = Rng::new(seed);
     let x = rng.vec(n * k, 1.0);
     let mut w = rng.vec(m * k, 0.5);
@@ -38,14 +63,25 @@ fn check_linear_on(gpu: &'static Gpu, n: usize, k: usize, m: usize, with_bias: b
         let (wr, ww) = halves(&w);
         let (br, bw) = halves(&b);
         (w, b) = (wr, br);
-        (resident_f16(&mut g, &[m, k], &ww), resident_f16(&mut g, &[m], &bw))
+        (
+            resident_f16(&mut g, &[m, k], &ww),
+            resident_f16(&mut g, &[m], &bw),
+        )
     } else {
-        (g.input_f32(&[m, k], &w).unwrap(), g.input_f32(&[m], &b).unwrap())
+        (
+            g.input_f32(&[m, k], &w).unwrap(),
+            g.input_f32(&[m], &b).unwrap(),
+        )
     };
     let y = matmul::linear(&mut g, xt, wt, with_bias.then_some(bt)).unwrap();
     let (out, report) = g.run_profiled(&[y]).unwrap();
     let want = matmul::linear_reference(&x, n, k, &w, m, with_bias.then_some(&b[..]));
-    assert_close(&out[0].f32(), &want, 1e-5, &format!("linear [{n}, {k}] × [{m}, {k}]ᵀ bias {with_bias} f16 {f16}"));
+    assert_close(
+        &out[0].f32(),
+        &want,
+        1e-5,
+        &format!("linear [{n}, {k}] × [{m}, {k}]ᵀ bias {with_bias} f16 {f16}"),
+    );
     report.kernels.into_keys().collect()
 }
 
@@ -103,7 +139,10 @@ fn linear_sd_shape() {
 #[test]
 fn linear_past_the_binding_limit() {
     let (n, k, m) = (33_000, 1024, 8);
-    assert!((n * k * 4) as u64 > gpu().max_binding(), "the test must exceed one binding");
+    assert!(
+        (n * k * 4) as u64 > gpu().max_binding(),
+        "the test must exceed one binding"
+    );
     check_linear(n, k, m, true, false, 11);
 }
 
@@ -121,7 +160,12 @@ fn check_matmul_on(gpu: &'static Gpu, batches: usize, n: usize, k: usize, m: usi
     let y = matmul::matmul(&mut g, at, bt).unwrap();
     let (out, _) = g.run(&[y]).unwrap();
     let want = matmul::matmul_reference(&a, &b, batches, n, k, m);
-    assert_close(&out[0].f32(), &want, 1e-5, &format!("matmul {batches} × [{n}, {k}] · [{k}, {m}]"));
+    assert_close(
+        &out[0].f32(),
+        &want,
+        1e-5,
+        &format!("matmul {batches} × [{n}, {k}] · [{k}, {m}]"),
+    );
 }
 
 #[test]
@@ -142,7 +186,10 @@ fn matmul_right_operand_as_it_lies() {
     check_matmul(3, 200, 24, 4, 21);
     check_matmul(1, 130, 8, 44, 22);
     let (n, k, m) = (33_000, 1024, 8);
-    assert!((n * k * 4) as u64 > gpu().max_binding(), "the test must exceed one binding");
+    assert!(
+        (n * k * 4) as u64 > gpu().max_binding(),
+        "the test must exceed one binding"
+    );
     check_matmul(1, n, k, m, 23);
 }
 
@@ -167,7 +214,10 @@ fn check_transpose(a: usize, b: usize, seed: u64) {
     let y = transpose::transpose(&mut g, xt).unwrap();
     assert_eq!(g.shape(y), [b, a]);
     let (out, _) = g.run(&[y]).unwrap();
-    assert!(out[0].f32() == transpose::reference(&x, a, b), "transpose [{a}, {b}] differs");
+    assert!(
+        out[0].f32() == transpose::reference(&x, a, b),
+        "transpose [{a}, {b}] differs"
+    );
 }
 
 #[test]
@@ -181,7 +231,10 @@ fn transpose_odd_shapes() {
 #[test]
 fn transpose_past_the_binding_limit() {
     let (a, b) = (520, 65_536);
-    assert!((a * b * 4) as u64 > gpu().max_binding(), "the test must exceed one binding");
+    assert!(
+        (a * b * 4) as u64 > gpu().max_binding(),
+        "the test must exceed one binding"
+    );
     check_transpose(a, b, 19);
 }
 

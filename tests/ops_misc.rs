@@ -15,12 +15,28 @@ fn weight(g: &mut Graph, shape: &[usize], values: &[f32], f16: bool) -> (Tensor,
     if !f16 {
         return (g.input_f32(shape, values).unwrap(), values.to_vec());
     }
-    let weights = Weights::from_host(gpu(), vec![("w".into(), shape.to_vec(), values.to_vec())], Precision::F16).unwrap();
-    let rounded = values.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+    let weights = Weights::from_host(
+        gpu(),
+        vec![("w".into(), shape.to_vec(), values.to_vec())],
+        Precision::F16,
+    )
+    .unwrap();
+    let rounded = values
+        .iter()
+        .map(|&v| half::f16::from_f32(v).to_f32())
+        .collect();
     (weights.tensor(g, "w").unwrap(), rounded)
 }
 
-fn check_group_norm(c: usize, h: usize, w: usize, groups: usize, offset: f32, f16: bool, seed: u64) {
+fn check_group_norm(
+    c: usize,
+    h: usize,
+    w: usize,
+    groups: usize,
+    offset: f32,
+    f16: bool,
+    seed: u64,
+) {
     let mut rng = Rng::new(seed);
     // SD activations sit far from zero relative to their spread; `offset` makes a naive
     // E[x²] − E[x]² lose about 1e-3 here.
@@ -34,8 +50,14 @@ fn check_group_norm(c: usize, h: usize, w: usize, groups: usize, offset: f32, f1
         let (bt, beta_held) = weight(&mut g, &[c], &beta, f16);
         let y = group_norm::group_norm(&mut g, xt, gt, bt, groups, 1e-6, silu).unwrap();
         let (out, _) = g.run(&[y]).unwrap();
-        let want = group_norm::reference(&x, [c, h, w], &gamma_held, &beta_held, groups, 1e-6, silu);
-        assert_close(&out[0].f32(), &want, 1e-5, &format!("group_norm {c}×{h}×{w} / {groups} offset {offset} f16 {f16} silu {silu}"));
+        let want =
+            group_norm::reference(&x, [c, h, w], &gamma_held, &beta_held, groups, 1e-6, silu);
+        assert_close(
+            &out[0].f32(),
+            &want,
+            1e-5,
+            &format!("group_norm {c}×{h}×{w} / {groups} offset {offset} f16 {f16} silu {silu}"),
+        );
     }
 }
 
@@ -64,7 +86,14 @@ fn group_norm_f16_affine() {
 }
 
 /// `geometry`: (stride, padding, output_padding).
-fn check_deconv([cin, h, w]: [usize; 3], cout: usize, k: usize, geometry: (usize, usize, usize), f16: bool, seed: u64) {
+fn check_deconv(
+    [cin, h, w]: [usize; 3],
+    cout: usize,
+    k: usize,
+    geometry: (usize, usize, usize),
+    f16: bool,
+    seed: u64,
+) {
     let (stride, pad, out_pad) = geometry;
     let mut rng = Rng::new(seed);
     let x = rng.vec(cin * h * w, 1.0);
@@ -79,8 +108,20 @@ fn check_deconv([cin, h, w]: [usize; 3], cout: usize, k: usize, geometry: (usize
     let oh = conv_transpose2d::out_size(h, k, stride, pad, out_pad).unwrap();
     let ow = conv_transpose2d::out_size(w, k, stride, pad, out_pad).unwrap();
     assert_eq!(out[0].shape, [cout, oh, ow]);
-    let want = conv_transpose2d::reference(&x, [cin, h, w], &wt_held, [cin, cout, k, k], &b_held, geometry);
-    assert_close(&out[0].f32(), &want, 1e-5, &format!("deconv {cin}→{cout} {k}×{k} s{stride} p{pad} op{out_pad} on {h}×{w}"));
+    let want = conv_transpose2d::reference(
+        &x,
+        [cin, h, w],
+        &wt_held,
+        [cin, cout, k, k],
+        &b_held,
+        geometry,
+    );
+    assert_close(
+        &out[0].f32(),
+        &want,
+        1e-5,
+        &format!("deconv {cin}→{cout} {k}×{k} s{stride} p{pad} op{out_pad} on {h}×{w}"),
+    );
 }
 
 #[test]
@@ -114,7 +155,11 @@ fn upsample_odd_sizes() {
         let y = resize::upsample_nearest2x(&mut g, xt).unwrap();
         let (out, _) = g.run(&[y]).unwrap();
         assert_eq!(out[0].shape, [c, 2 * h, 2 * w]);
-        assert_eq!(out[0].f32(), resize::reference(&x, [c, h, w]), "upsample {c}×{h}×{w}");
+        assert_eq!(
+            out[0].f32(),
+            resize::reference(&x, [c, h, w]),
+            "upsample {c}×{h}×{w}"
+        );
     }
 }
 
@@ -131,7 +176,11 @@ fn concat_unaligned_parts() {
         let y = concat::concat_channels(&mut g, at, bt).unwrap();
         let (out, _) = g.run(&[y]).unwrap();
         assert_eq!(out[0].shape, [ca + cb, h, w]);
-        assert_eq!(out[0].f32(), concat::reference(&a, &b), "concat {ca}+{cb} of {h}×{w}");
+        assert_eq!(
+            out[0].f32(),
+            concat::reference(&a, &b),
+            "concat {ca}+{cb} of {h}×{w}"
+        );
     }
 }
 
@@ -147,7 +196,14 @@ fn concat_rejects_mismatched_planes() {
 fn timestep_embedding_matches_f64() {
     // SD-2.1: dim 320, flip_sin_to_cos, freq_shift 0; t up to 1000 makes sin/cos
     // arguments up to 1000 rad, far outside where WGSL's builtins are specified.
-    let cases = [(320, true, 0.0), (320, false, 1.0), (7, false, 1.0), (33, true, 0.0), (1, true, 0.0), (2, false, 0.0)];
+    let cases = [
+        (320, true, 0.0),
+        (320, false, 1.0),
+        (7, false, 1.0),
+        (33, true, 0.0),
+        (1, true, 0.0),
+        (2, false, 0.0),
+    ];
     for (dim, flip, shift) in cases {
         for t in [0.0f32, 1.0, 150.0, 281.0, 500.0, 999.0, 1000.0, 4321.5] {
             let mut g = Graph::new(gpu());
@@ -155,9 +211,15 @@ fn timestep_embedding_matches_f64() {
             let (out, _) = g.run(&[y]).unwrap();
             let want = timestep::reference(t, dim, flip, shift);
             let got = out[0].f32();
-            let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             // Absolute: the values are sines and cosines.
-            assert!(err <= 1e-5, "timestep dim {dim} flip {flip} shift {shift} t {t}: error {err:.2e}");
+            assert!(
+                err <= 1e-5,
+                "timestep dim {dim} flip {flip} shift {shift} t {t}: error {err:.2e}"
+            );
         }
     }
 }
@@ -169,9 +231,20 @@ fn timestep_frequencies_follow_torch() {
     assert_eq!(f.len(), 160);
     assert_eq!(f[0], 1.0);
     // f32 rounding of ln(10000) and of each step: a few e-7 relative.
-    assert!((f[80] as f64 / 0.01 - 1.0).abs() < 1e-6, "f[80] = {}", f[80]);
-    assert!((f[159] as f64 / 10000f64.powf(-159.0 / 160.0) - 1.0).abs() < 1e-6, "f[159] = {}", f[159]);
-    assert!(timestep::frequencies(2, 1.0).is_err(), "half − shift = 0 must be refused");
+    assert!(
+        (f[80] as f64 / 0.01 - 1.0).abs() < 1e-6,
+        "f[80] = {}",
+        f[80]
+    );
+    assert!(
+        (f[159] as f64 / 10000f64.powf(-159.0 / 160.0) - 1.0).abs() < 1e-6,
+        "f[159] = {}",
+        f[159]
+    );
+    assert!(
+        timestep::frequencies(2, 1.0).is_err(),
+        "half − shift = 0 must be refused"
+    );
 }
 
 #[test]
@@ -188,10 +261,23 @@ fn channel_norms_and_rescale() {
         let (out, _) = g.run(&[norms, y]).unwrap();
         let what = format!("channel norms of {c}×{h}×{w}");
         // Per channel: each norm against its own scale.
-        for (i, (got, want)) in out[0].f32().iter().zip(channel_norm::norms_reference(&x, c)).enumerate() {
-            assert!((got - want).abs() <= 1e-6 * want, "{what}: channel {i}: {got} vs {want}");
+        for (i, (got, want)) in out[0]
+            .f32()
+            .iter()
+            .zip(channel_norm::norms_reference(&x, c))
+            .enumerate()
+        {
+            assert!(
+                (got - want).abs() <= 1e-6 * want,
+                "{what}: channel {i}: {got} vs {want}"
+            );
         }
-        assert_close(&out[1].f32(), &channel_norm::rescale_reference(&x, c, &target), 1e-5, &format!("rescale of {c}×{h}×{w}"));
+        assert_close(
+            &out[1].f32(),
+            &channel_norm::rescale_reference(&x, c, &target),
+            1e-5,
+            &format!("rescale of {c}×{h}×{w}"),
+        );
     }
 }
 
@@ -217,11 +303,17 @@ fn check_vq(n: usize, d: usize, k: usize, f16: bool, seed: u64) {
     let got = out[0].u32();
     let scores = vq::scores_reference(&z, &held, d);
     let want = vq::argmax_reference(&scores);
-    assert_eq!(got[0], 3, "duplicate codebook rows must resolve to the lowest index");
+    assert_eq!(
+        got[0], 3,
+        "duplicate codebook rows must resolve to the lowest index"
+    );
     for (t, (&a, &b)) in got.iter().zip(&want).enumerate() {
         // f32 summation may only flip a near-tie.
         let gap = scores[t][b as usize] - scores[t][a as usize];
-        assert!(a == b || gap.abs() < 1e-5, "vq token {t}: got {a}, want {b} (score gap {gap:.2e})");
+        assert!(
+            a == b || gap.abs() < 1e-5,
+            "vq token {t}: got {a}, want {b} (score gap {gap:.2e})"
+        );
     }
     let exact = got.iter().zip(&want).filter(|(a, b)| a == b).count();
     assert!(exact + 2 >= n, "vq n {n} d {d} k {k}: only {exact} exact");
@@ -243,7 +335,11 @@ fn vq_all_equal_scores_pick_zero() {
     let ct = g.input_f32(&[k, d], &codebook).unwrap();
     let idx = vq::argmax_cosine(&mut g, zt, ct).unwrap();
     let (out, _) = g.run(&[idx]).unwrap();
-    assert_eq!(out[0].u32(), [0, 0, 0], "an all-zero token scores 0 everywhere: first index");
+    assert_eq!(
+        out[0].u32(),
+        [0, 0, 0],
+        "an all-zero token scores 0 everywhere: first index"
+    );
 }
 
 #[test]
@@ -251,13 +347,25 @@ fn gather_rows_clamps() {
     let mut rng = Rng::new(50);
     for (k, d, f16) in [(16, 32, false), (7, 5, true), (1, 3, false)] {
         let table = rng.vec(k * d, 1.0);
-        let indices: Vec<u32> = (0..37).map(|i| if i % 11 == 10 { k as u32 + 5 } else { rng.below(k as u64) as u32 }).collect();
+        let indices: Vec<u32> = (0..37)
+            .map(|i| {
+                if i % 11 == 10 {
+                    k as u32 + 5
+                } else {
+                    rng.below(k as u64) as u32
+                }
+            })
+            .collect();
         let mut g = Graph::new(gpu());
         let (tt, held) = weight(&mut g, &[k, d], &table, f16);
         let it = g.input_u32(&[indices.len()], &indices).unwrap();
         let y = vq::gather_rows(&mut g, tt, it).unwrap();
         let (out, _) = g.run(&[y]).unwrap();
-        assert_eq!(out[0].f32(), vq::gather_reference(&held, d, &indices), "gather k {k} d {d} f16 {f16}");
+        assert_eq!(
+            out[0].f32(),
+            vq::gather_reference(&held, d, &indices),
+            "gather k {k} d {d} f16 {f16}"
+        );
     }
 }
 
@@ -271,7 +379,11 @@ fn vq_argmax_scans_the_whole_large_codebook() {
     let mut codebook = rng.vec(k * d, 0.05);
     // Token t's own direction sits at row k − 1 − t, well past the first window.
     for t in 0..n {
-        let norm = z[t * d..(t + 1) * d].iter().map(|v| v * v).sum::<f32>().sqrt();
+        let norm = z[t * d..(t + 1) * d]
+            .iter()
+            .map(|v| v * v)
+            .sum::<f32>()
+            .sqrt();
         for i in 0..d {
             codebook[(k - 1 - t) * d + i] = z[t * d + i] / norm;
         }
@@ -283,7 +395,10 @@ fn vq_argmax_scans_the_whole_large_codebook() {
     let (out, _) = g.run(&[idx]).unwrap();
     let want: Vec<u32> = (0..n).map(|t| (k - 1 - t) as u32).collect();
     assert_eq!(out[0].u32(), want);
-    assert_eq!(vq::argmax_reference(&vq::scores_reference(&z, &codebook, d)), want);
+    assert_eq!(
+        vq::argmax_reference(&vq::scores_reference(&z, &codebook, d)),
+        want
+    );
 }
 
 /// OSCAR's real width (M = 320 input channels) through compressai's deconv: the
@@ -308,5 +423,10 @@ fn conv_many_input_channels() {
     let bt = g.input_f32(&[cout], &b).unwrap();
     let y = conv2d::conv2d(&mut g, xt, wt_t, bt, Conv2d::same(1)).unwrap();
     let (out, _) = g.run(&[y]).unwrap();
-    assert_close(&out[0].f32(), &conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, 3, 3], &b, Conv2d::same(1)), 1e-5, "conv 2560→5");
+    assert_close(
+        &out[0].f32(),
+        &conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, 3, 3], &b, Conv2d::same(1)),
+        1e-5,
+        "conv 2560→5",
+    );
 }

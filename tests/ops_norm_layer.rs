@@ -23,18 +23,35 @@ fn check_tol(n: usize, c: usize, offset: f32, eps: f32, f16: bool, seed: u64, to
         let mut pack = |v: &mut Vec<f32>| {
             let h: Vec<half::f16> = v.iter().map(|&f| half::f16::from_f32(f)).collect();
             *v = h.iter().map(|x| x.to_f32()).collect();
-            let words: Vec<u32> = h.chunks(2).map(|p| p[0].to_bits() as u32 | (p.get(1).map_or(0, |x| x.to_bits()) as u32) << 16).collect();
-            let buf = gpu().device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&words), usage: wgpu::BufferUsages::STORAGE });
+            let words: Vec<u32> = h
+                .chunks(2)
+                .map(|p| p[0].to_bits() as u32 | (p.get(1).map_or(0, |x| x.to_bits()) as u32) << 16)
+                .collect();
+            let buf = gpu()
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: None,
+                    contents: bytemuck::cast_slice(&words),
+                    usage: wgpu::BufferUsages::STORAGE,
+                });
             g.resident(&[c], DType::F16, Arc::new(buf))
         };
         (pack(&mut gamma), pack(&mut beta))
     } else {
-        (g.input_f32(&[c], &gamma).unwrap(), g.input_f32(&[c], &beta).unwrap())
+        (
+            g.input_f32(&[c], &gamma).unwrap(),
+            g.input_f32(&[c], &beta).unwrap(),
+        )
     };
     let y = layer_norm::layer_norm(&mut g, xt, gt, bt, eps).unwrap();
     let (out, _) = g.run(&[y]).unwrap();
     let want = layer_norm::reference(&x, n, c, &gamma, &beta, eps);
-    assert_close(&out[0].f32(), &want, tol, &format!("layer_norm [{n}, {c}] offset {offset} f16 {f16}"));
+    assert_close(
+        &out[0].f32(),
+        &want,
+        tol,
+        &format!("layer_norm [{n}, {c}] offset {offset} f16 {f16}"),
+    );
 }
 
 #[test]
@@ -61,7 +78,10 @@ fn layer_norm_f16_params() {
 #[test]
 fn layer_norm_past_the_binding_limit() {
     let (n, c) = (33_000, 1024);
-    assert!((n * c * 4) as u64 > gpu().max_binding(), "the test must exceed one binding");
+    assert!(
+        (n * c * 4) as u64 > gpu().max_binding(),
+        "the test must exceed one binding"
+    );
     check(n, c, 0.0, 1e-5, false, 7);
 }
 

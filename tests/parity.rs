@@ -18,7 +18,9 @@ use oscar_wgpu::weights::Precision;
 const TOL: f32 = 2e-4;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 struct Reference {
@@ -27,12 +29,16 @@ struct Reference {
 
 impl Reference {
     fn load() -> Reference {
-        Reference { bytes: std::fs::read(fixture("reference.safetensors")).unwrap() }
+        Reference {
+            bytes: std::fs::read(fixture("reference.safetensors")).unwrap(),
+        }
     }
 
     fn f32(&self, name: &str) -> Vec<f32> {
         let st = safetensors::SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = st.tensor(name).unwrap_or_else(|_| panic!("reference has no {name}"));
+        let t = st
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("reference has no {name}"));
         bytemuck::pod_collect_to_vec(t.data())
     }
 
@@ -40,7 +46,10 @@ impl Reference {
         let st = safetensors::SafeTensors::deserialize(&self.bytes).unwrap();
         let t = st.tensor(&format!("l{level}.indices")).unwrap();
         let v: Vec<i32> = bytemuck::pod_collect_to_vec(t.data());
-        (v.into_iter().map(|i| i as u32).collect(), (t.shape()[0], t.shape()[1]))
+        (
+            v.into_iter().map(|i| i as u32).collect(),
+            (t.shape()[0], t.shape()[1]),
+        )
     }
 }
 
@@ -50,7 +59,11 @@ fn model(precision: Precision) -> Oscar {
 
 fn model_on(options: &GpuOptions, precision: Precision) -> Oscar {
     let gpu = Gpu::new(options).expect("a wgpu adapter");
-    let file = if precision == Precision::F32 { "oscar-tiny.safetensors" } else { "oscar-tiny-f16.safetensors" };
+    let file = if precision == Precision::F32 {
+        "oscar-tiny.safetensors"
+    } else {
+        "oscar-tiny-f16.safetensors"
+    };
     Oscar::load(gpu, &fixture(file), precision).unwrap()
 }
 
@@ -60,11 +73,18 @@ fn f32_model() -> &'static Oscar {
 }
 
 fn photo() -> Planar {
-    to_planar(&read_rgb(&fixture("astronaut_256.png")).unwrap(), 64, Padding::Edge)
+    to_planar(
+        &read_rgb(&fixture("astronaut_256.png")).unwrap(),
+        64,
+        Padding::Edge,
+    )
 }
 
 fn traced() -> RunOptions {
-    RunOptions { trace: true, ..RunOptions::default() }
+    RunOptions {
+        trace: true,
+        ..RunOptions::default()
+    }
 }
 
 fn check_level(level: usize) {
@@ -75,23 +95,68 @@ fn check_level(level: usize) {
 fn check_level_on(oscar: &Oscar, level: usize) {
     let reference = Reference::load();
     let img = photo();
-    let (tokens, trace) = oscar.encode(&img.data, img.height, img.width, level, traced()).unwrap();
-    assert_close(&trace.get("latents").unwrap().f32(), &reference.f32("latents"), TOL, "latents");
-    assert_close(&trace.get("backbone").unwrap().f32(), &reference.f32(&format!("l{level}.backbone")), TOL, "backbone");
+    let (tokens, trace) = oscar
+        .encode(&img.data, img.height, img.width, level, traced())
+        .unwrap();
+    assert_close(
+        &trace.get("latents").unwrap().f32(),
+        &reference.f32("latents"),
+        TOL,
+        "latents",
+    );
+    assert_close(
+        &trace.get("backbone").unwrap().f32(),
+        &reference.f32(&format!("l{level}.backbone")),
+        TOL,
+        "backbone",
+    );
     let (want_indices, grid) = reference.indices(level);
     assert_eq!(tokens.grid, grid, "token grid");
-    assert_eq!(tokens.indices, want_indices, "level {level}: indices must be exactly equal");
-    assert_close(&tokens.a_z, &reference.f32(&format!("l{level}.a_z")), TOL, "a_z");
+    assert_eq!(
+        tokens.indices, want_indices,
+        "level {level}: indices must be exactly equal"
+    );
+    assert_close(
+        &tokens.a_z,
+        &reference.f32(&format!("l{level}.a_z")),
+        TOL,
+        "a_z",
+    );
 
-    let sent = Tokens { a_z: reference.f32(&format!("l{level}.a_z")), ..tokens };
+    let sent = Tokens {
+        a_z: reference.f32(&format!("l{level}.a_z")),
+        ..tokens
+    };
     let (image, trace) = oscar.decode(&sent, traced()).unwrap();
     for name in ["quantized", "z_hat", "z_t", "v", "x0"] {
-        assert_close(&trace.get(name).unwrap().f32(), &reference.f32(&format!("l{level}.{name}")), TOL, &format!("level {level} {name}"));
+        assert_close(
+            &trace.get(name).unwrap().f32(),
+            &reference.f32(&format!("l{level}.{name}")),
+            TOL,
+            &format!("level {level} {name}"),
+        );
     }
-    assert_close(&image, &reference.f32(&format!("l{level}.image")), TOL, &format!("level {level} image"));
-    let ours = to_rgb8(&Planar { width: img.width, height: img.height, data: image }, 256, 256);
+    assert_close(
+        &image,
+        &reference.f32(&format!("l{level}.image")),
+        TOL,
+        &format!("level {level} image"),
+    );
+    let ours = to_rgb8(
+        &Planar {
+            width: img.width,
+            height: img.height,
+            data: image,
+        },
+        256,
+        256,
+    );
     let theirs = read_rgb(&fixture(&format!("ref_level{level}.png"))).unwrap();
-    assert!(psnr(&ours, &theirs) >= 40.0, "level {level}: PSNR {:.1} dB against ref_level{level}.png", psnr(&ours, &theirs));
+    assert!(
+        psnr(&ours, &theirs) >= 40.0,
+        "level {level}: PSNR {:.1} dB against ref_level{level}.png",
+        psnr(&ours, &theirs)
+    );
 }
 
 #[test]
@@ -138,7 +203,13 @@ fn parity_level_7() {
 /// (subgroups left off on lavapipe): the same numbers.
 #[test]
 fn parity_portable_kernels() {
-    let oscar = model_on(&GpuOptions { portable_kernels: true, ..GpuOptions::default() }, Precision::F32);
+    let oscar = model_on(
+        &GpuOptions {
+            portable_kernels: true,
+            ..GpuOptions::default()
+        },
+        Precision::F32,
+    );
     assert!(!oscar.gpu.has(wgpu::Features::SUBGROUP));
     check_level_on(&oscar, 5);
 }
@@ -150,10 +221,25 @@ fn f16_weights_decode_within_40db() {
     let f16 = model(Precision::F16);
     for level in [0, 5] {
         let (indices, grid) = reference.indices(level);
-        let tokens = Tokens { level, grid, indices, a_z: reference.f32(&format!("l{level}.a_z")) };
+        let tokens = Tokens {
+            level,
+            grid,
+            indices,
+            a_z: reference.f32(&format!("l{level}.a_z")),
+        };
         let (a, _) = f32_model().decode(&tokens, RunOptions::default()).unwrap();
         let (b, _) = f16.decode(&tokens, RunOptions::default()).unwrap();
-        let to8 = |d: Vec<f32>| to_rgb8(&Planar { width: 256, height: 256, data: d }, 256, 256);
+        let to8 = |d: Vec<f32>| {
+            to_rgb8(
+                &Planar {
+                    width: 256,
+                    height: 256,
+                    data: d,
+                },
+                256,
+                256,
+            )
+        };
         let p = psnr(&to8(a), &to8(b));
         assert!(p >= 40.0, "level {level}: f16 decode is {p:.1} dB from f32");
     }

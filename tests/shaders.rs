@@ -8,10 +8,14 @@ fn every_shader_validates() {
     assert!(!SHADERS.is_empty());
     for (name, _) in SHADERS {
         let source = shader_source(name).unwrap();
-        let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(&source)));
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{name}.wgsl: {e:?}"));
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(&source)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}.wgsl: {e:?}"));
     }
 }
 
@@ -21,7 +25,10 @@ fn every_wgsl_file_is_registered() {
         let path = entry.unwrap().path();
         let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
         if stem != "common" && stem != "subgroup" {
-            assert!(SHADERS.iter().any(|(n, _)| *n == stem), "shaders/{stem}.wgsl is not registered in ops::SHADERS");
+            assert!(
+                SHADERS.iter().any(|(n, _)| *n == stem),
+                "shaders/{stem}.wgsl is not registered in ops::SHADERS"
+            );
         }
     }
 }

@@ -20,30 +20,58 @@ const SIZE: usize = 512;
 fn model() -> &'static Oscar {
     static MODEL: OnceLock<Oscar> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oscar-tiny.safetensors");
-        Oscar::load(Gpu::new(&GpuOptions::default()).unwrap(), &path, Precision::F32).unwrap()
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oscar-tiny.safetensors");
+        Oscar::load(
+            Gpu::new(&GpuOptions::default()).unwrap(),
+            &path,
+            Precision::F32,
+        )
+        .unwrap()
     })
 }
 
 /// The test photo at 512×512, [3, h, w] in [-1, 1].
 fn photo() -> Vec<f32> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/astronaut_256.png");
-    let rgb = image::imageops::resize(&read_rgb(&path).unwrap(), SIZE as u32, SIZE as u32, image::imageops::FilterType::CatmullRom);
+    let rgb = image::imageops::resize(
+        &read_rgb(&path).unwrap(),
+        SIZE as u32,
+        SIZE as u32,
+        image::imageops::FilterType::CatmullRom,
+    );
     to_planar(&rgb, 64, Padding::Edge).data
 }
 
 fn whole_tokens() -> &'static Tokens {
     static TOKENS: OnceLock<Tokens> = OnceLock::new();
-    TOKENS.get_or_init(|| model().encode(&photo(), SIZE, SIZE, LEVEL, RunOptions::default()).unwrap().0)
+    TOKENS.get_or_init(|| {
+        model()
+            .encode(&photo(), SIZE, SIZE, LEVEL, RunOptions::default())
+            .unwrap()
+            .0
+    })
 }
 
 fn whole_image() -> &'static Vec<f32> {
     static IMAGE: OnceLock<Vec<f32>> = OnceLock::new();
-    IMAGE.get_or_init(|| model().decode(whole_tokens(), RunOptions::default()).unwrap().0)
+    IMAGE.get_or_init(|| {
+        model()
+            .decode(whole_tokens(), RunOptions::default())
+            .unwrap()
+            .0
+    })
 }
 
 fn policy(vae_tile: Option<usize>, unet_tile: Option<usize>) -> RunOptions {
-    RunOptions { tiling: Some(TilePolicy { budget: 1 << 40, vae_tile, unet_tile }), ..RunOptions::default() }
+    RunOptions {
+        tiling: Some(TilePolicy {
+            budget: 1 << 40,
+            vae_tile,
+            unet_tile,
+        }),
+        ..RunOptions::default()
+    }
 }
 
 /// PSNR of two [-1, 1] pictures.
@@ -66,10 +94,20 @@ fn layouts_cover_with_equal_overlapping_tiles() {
         let tile = (overlap / multiple + 1 + rng.below(20) as usize) * multiple;
         let layout = Layout::new(len, tile, overlap, multiple);
         let last = *layout.starts.last().unwrap();
-        assert!(layout.tile <= tile.max(len.min(tile)) && layout.tile % multiple == 0, "{layout:?}");
-        assert_eq!((layout.starts[0], last + layout.tile), (0, len), "{layout:?} covers 0..{len}");
+        assert!(
+            layout.tile <= tile.max(len.min(tile)) && layout.tile % multiple == 0,
+            "{layout:?}"
+        );
+        assert_eq!(
+            (layout.starts[0], last + layout.tile),
+            (0, len),
+            "{layout:?} covers 0..{len}"
+        );
         for pair in layout.starts.windows(2) {
-            assert!(pair[0] < pair[1] && pair[0] + layout.tile >= pair[1] + overlap, "{layout:?}: overlap ≥ {overlap}");
+            assert!(
+                pair[0] < pair[1] && pair[0] + layout.tile >= pair[1] + overlap,
+                "{layout:?}: overlap ≥ {overlap}"
+            );
         }
     }
 }
@@ -83,7 +121,11 @@ fn tiles_crop_out_of_the_picture() {
     for (y0, x0, ..) in grid.tiles() {
         let tile = crop(&picture, (c, h, w), y0, x0, grid.rows.tile, grid.cols.tile);
         for (k, &v) in tile.iter().enumerate() {
-            let (ch, y, x) = (k / (grid.rows.tile * grid.cols.tile), k / grid.cols.tile % grid.rows.tile, k % grid.cols.tile);
+            let (ch, y, x) = (
+                k / (grid.rows.tile * grid.cols.tile),
+                k / grid.cols.tile % grid.rows.tile,
+                k % grid.cols.tile,
+            );
             assert_eq!(v, picture[(ch * h + y0 + y) * w + x0 + x]);
         }
     }
@@ -94,7 +136,9 @@ fn tiles_crop_out_of_the_picture() {
 /// nothing but rounding.
 #[test]
 fn a_single_tile_in_lock_step_is_the_untiled_decode() {
-    let (tiled, _) = model().decode(whole_tokens(), policy(Some(SIZE / 8), None)).unwrap();
+    let (tiled, _) = model()
+        .decode(whole_tokens(), policy(Some(SIZE / 8), None))
+        .unwrap();
     let db = psnr(&tiled, whole_image());
     eprintln!("one lock-step tile vs untiled: {db:.1} dB");
     assert!(db > 70.0, "{db:.1} dB");
@@ -104,7 +148,10 @@ fn a_single_tile_in_lock_step_is_the_untiled_decode() {
 fn tiled_decode_agrees_with_untiled_and_shows_no_seams() {
     let tokens = whole_tokens();
     let opts = policy(Some(32), None);
-    let Some(DecodeSchedule::Staged { vae, .. }) = opts.tiling.map(|p| model().decode_schedule(LEVEL, tokens.grid, &p).unwrap()) else {
+    let Some(DecodeSchedule::Staged { vae, .. }) = opts
+        .tiling
+        .map(|p| model().decode_schedule(LEVEL, tokens.grid, &p).unwrap())
+    else {
         panic!("forced tiles must stage the decode")
     };
     let grid = vae.grid.expect("VAE tiles");
@@ -114,7 +161,13 @@ fn tiled_decode_agrees_with_untiled_and_shows_no_seams() {
     let db = psnr(&tiled, whole);
     // Error near the middle of each overlap against elsewhere.
     // Where neighbours hand over, in image pixels (8 per latent pixel).
-    let seams = |layout: &Layout| -> Vec<usize> { layout.starts.windows(2).map(|p| (p[1] + p[0] + layout.tile) * 4).collect() };
+    let seams = |layout: &Layout| -> Vec<usize> {
+        layout
+            .starts
+            .windows(2)
+            .map(|p| (p[1] + p[0] + layout.tile) * 4)
+            .collect()
+    };
     let (rows, cols) = (seams(&grid.rows), seams(&grid.cols));
     let near = |p: usize, at: &[usize]| at.iter().any(|&s| p.abs_diff(s) < 8);
     let (mut band, mut rest) = (Vec::new(), Vec::new());
@@ -123,34 +176,61 @@ fn tiled_decode_agrees_with_untiled_and_shows_no_seams() {
             for x in 0..SIZE {
                 let i = (c * SIZE + y) * SIZE + x;
                 let d = (tiled[i] - whole[i]) as f64;
-                if near(y, &rows) || near(x, &cols) { band.push(d) } else { rest.push(d) }
+                if near(y, &rows) || near(x, &cols) {
+                    band.push(d)
+                } else {
+                    rest.push(d)
+                }
             }
         }
     }
     let (band, rest) = (mse(band.into_iter()), mse(rest.into_iter()));
     eprintln!("tiled vs untiled: {db:.1} dB; error near seams {band:.2e}, elsewhere {rest:.2e}");
-    assert!(db >= 35.0, "tiled decode is {db:.1} dB from the untiled one");
-    assert!(band <= 1.5 * rest, "seams show: {band:.2e} near them vs {rest:.2e} elsewhere");
+    assert!(
+        db >= 35.0,
+        "tiled decode is {db:.1} dB from the untiled one"
+    );
+    assert!(
+        band <= 1.5 * rest,
+        "seams show: {band:.2e} near them vs {rest:.2e} elsewhere"
+    );
 }
 
 #[test]
 fn tiled_encode_makes_a_file_that_decodes_like_the_untiled_one() {
-    let (tokens, _) = model().encode(&photo(), SIZE, SIZE, LEVEL, policy(Some(32), None)).unwrap();
+    let (tokens, _) = model()
+        .encode(&photo(), SIZE, SIZE, LEVEL, policy(Some(32), None))
+        .unwrap();
     let whole = whole_tokens();
-    assert_eq!((tokens.grid, tokens.indices.len()), (whole.grid, whole.indices.len()), "same token grid");
-    let same = tokens.indices.iter().zip(&whole.indices).filter(|(a, b)| a == b).count() as f64 / whole.indices.len() as f64;
+    assert_eq!(
+        (tokens.grid, tokens.indices.len()),
+        (whole.grid, whole.indices.len()),
+        "same token grid"
+    );
+    let same = tokens
+        .indices
+        .iter()
+        .zip(&whole.indices)
+        .filter(|(a, b)| a == b)
+        .count() as f64
+        / whole.indices.len() as f64;
     let a_z = common::rel_err(&tokens.a_z, &whole.a_z);
     // Decoded untiled: the bitstream does not depend on how it was made.
     let (image, _) = model().decode(&tokens, RunOptions::default()).unwrap();
     let db = psnr(&image, whole_image());
     eprintln!("tiled encode: {:.1}% of tokens as untiled, A_z within {a_z:.1e}, decoded {db:.1} dB from untiled", 100.0 * same);
-    assert!(same >= 0.95 && a_z < 1e-3, "tiled encode: {same:.3} of tokens equal, A_z error {a_z:.1e}");
+    assert!(
+        same >= 0.95 && a_z < 1e-3,
+        "tiled encode: {same:.3} of tokens equal, A_z error {a_z:.1e}"
+    );
     assert!(db >= 35.0, "{db:.1} dB");
 }
 
 #[test]
 fn unet_tiles_in_lock_step_match_the_untiled_step() {
-    let (tiled, _) = model().decode(whole_tokens(), policy(None, Some(48))).unwrap();
+    let (tiled, _) = model()
+        .decode(whole_tokens(), policy(None, Some(48)))
+        .unwrap();
     let db = psnr(&tiled, whole_image());
     eprintln!("UNet in 48-latent tiles (overlap 16) vs untiled: {db:.1} dB");
     assert!(db >= 35.0, "{db:.1} dB");
@@ -159,26 +239,90 @@ fn unet_tiles_in_lock_step_match_the_untiled_step() {
 #[test]
 fn tiles_follow_the_budget_and_a_hopeless_budget_is_an_error() {
     let tokens = whole_tokens();
-    let whole = model().decode_schedule(LEVEL, tokens.grid, &TilePolicy { budget: 1 << 40, vae_tile: None, unet_tile: None }).unwrap();
-    let DecodeSchedule::Whole { peak_bytes } = whole else { panic!("a generous budget decodes whole: {whole:?}") };
+    let whole = model()
+        .decode_schedule(
+            LEVEL,
+            tokens.grid,
+            &TilePolicy {
+                budget: 1 << 40,
+                vae_tile: None,
+                unet_tile: None,
+            },
+        )
+        .unwrap();
+    let DecodeSchedule::Whole { peak_bytes } = whole else {
+        panic!("a generous budget decodes whole: {whole:?}")
+    };
     let mut last_tiles = 1;
     for divisor in [2, 4, 8] {
         let budget = peak_bytes / divisor;
-        let schedule = model().decode_schedule(LEVEL, tokens.grid, &TilePolicy { budget, vae_tile: None, unet_tile: None }).unwrap();
-        let DecodeSchedule::Staged { vae, .. } = &schedule else { panic!("{budget} bytes cannot decode whole") };
+        let schedule = model()
+            .decode_schedule(
+                LEVEL,
+                tokens.grid,
+                &TilePolicy {
+                    budget,
+                    vae_tile: None,
+                    unet_tile: None,
+                },
+            )
+            .unwrap();
+        let DecodeSchedule::Staged { vae, .. } = &schedule else {
+            panic!("{budget} bytes cannot decode whole")
+        };
         let tiles = vae.grid.as_ref().unwrap().count();
         eprintln!("budget {budget}: {}", schedule.describe());
-        assert!(schedule.peak_bytes() <= budget, "plan {} over budget {budget}", schedule.peak_bytes());
-        assert!(tiles >= last_tiles, "a smaller budget never means fewer tiles");
+        assert!(
+            schedule.peak_bytes() <= budget,
+            "plan {} over budget {budget}",
+            schedule.peak_bytes()
+        );
+        assert!(
+            tiles >= last_tiles,
+            "a smaller budget never means fewer tiles"
+        );
         last_tiles = tiles;
     }
-    let encode = model().encode_schedule(LEVEL, SIZE, SIZE, &TilePolicy { budget: peak_bytes / 4, vae_tile: None, unet_tile: None }).unwrap();
-    assert!(matches!(encode, EncodeSchedule::Staged { .. }) && encode.peak_bytes() <= peak_bytes / 4, "{encode:?}");
+    let encode = model()
+        .encode_schedule(
+            LEVEL,
+            SIZE,
+            SIZE,
+            &TilePolicy {
+                budget: peak_bytes / 4,
+                vae_tile: None,
+                unet_tile: None,
+            },
+        )
+        .unwrap();
+    assert!(
+        matches!(encode, EncodeSchedule::Staged { .. }) && encode.peak_bytes() <= peak_bytes / 4,
+        "{encode:?}"
+    );
 
-    let hopeless = TilePolicy { budget: 64 << 10, vae_tile: None, unet_tile: None };
-    let err = model().decode_schedule(LEVEL, tokens.grid, &hopeless).unwrap_err();
-    assert!(matches!(err, Error::OverBudget { .. }) && err.to_string().contains("raise --max-gpu-memory"), "{err}");
-    let run = RunOptions { tiling: Some(hopeless), ..RunOptions::default() };
-    assert!(matches!(model().decode(tokens, run), Err(Error::OverBudget { .. })));
-    assert!(matches!(model().encode(&photo(), SIZE, SIZE, LEVEL, run), Err(Error::OverBudget { .. })));
+    let hopeless = TilePolicy {
+        budget: 64 << 10,
+        vae_tile: None,
+        unet_tile: None,
+    };
+    let err = model()
+        .decode_schedule(LEVEL, tokens.grid, &hopeless)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::OverBudget { .. })
+            && err.to_string().contains("raise --max-gpu-memory"),
+        "{err}"
+    );
+    let run = RunOptions {
+        tiling: Some(hopeless),
+        ..RunOptions::default()
+    };
+    assert!(matches!(
+        model().decode(tokens, run),
+        Err(Error::OverBudget { .. })
+    ));
+    assert!(matches!(
+        model().encode(&photo(), SIZE, SIZE, LEVEL, run),
+        Err(Error::OverBudget { .. })
+    ));
 }

@@ -115,13 +115,17 @@ struct Probes {
 
 impl Probes {
     fn measure(gpu: &Gpu) -> Result<Probes> {
-        Ok(Probes { fma_gflops: probe::fma_peak(gpu)?, bandwidth_gbs: probe::bandwidth(gpu)? })
+        Ok(Probes {
+            fma_gflops: probe::fma_peak(gpu)?,
+            bandwidth_gbs: probe::bandwidth(gpu)?,
+        })
     }
 
     /// The larger relative change of the two probes from `self` to `later`.
     fn drift(&self, later: &Probes) -> f64 {
         let change = |a: f64, b: f64| (b - a).abs() / a.min(b).max(1e-9);
-        change(self.fma_gflops, later.fma_gflops).max(change(self.bandwidth_gbs, later.bandwidth_gbs))
+        change(self.fma_gflops, later.fma_gflops)
+            .max(change(self.bandwidth_gbs, later.bandwidth_gbs))
     }
 }
 
@@ -133,7 +137,13 @@ fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
 
 pub fn run(gpu: &GpuOptions, args: &BenchArgs, out: Output) -> Result<()> {
     let adapters: Vec<GpuOptions> = if args.all_adapters {
-        list_adapters(gpu).iter().map(|a| GpuOptions { adapter: Some(a.index.to_string()), ..gpu.clone() }).collect()
+        list_adapters(gpu)
+            .iter()
+            .map(|a| GpuOptions {
+                adapter: Some(a.index.to_string()),
+                ..gpu.clone()
+            })
+            .collect()
     } else {
         vec![gpu.clone()]
     };
@@ -160,16 +170,52 @@ pub fn run(gpu: &GpuOptions, args: &BenchArgs, out: Output) -> Result<()> {
         for r in &records {
             w += &format!(
                 "\"{}\",{},\"{}\",{},{},{},{},{},{},{:.4},{:.4},{:.4},{:.2},{:.4},{},{:.4}\n",
-                r.adapter, r.backend, r.driver, r.precision, r.kernels, r.version, r.size, r.level, r.stage, r.median_ms, r.min_ms, r.max_ms, r.gflops, r.peak_fraction, r.peak_memory_bytes, r.machine_drift
+                r.adapter,
+                r.backend,
+                r.driver,
+                r.precision,
+                r.kernels,
+                r.version,
+                r.size,
+                r.level,
+                r.stage,
+                r.median_ms,
+                r.min_ms,
+                r.max_ms,
+                r.gflops,
+                r.peak_fraction,
+                r.peak_memory_bytes,
+                r.machine_drift
             );
         }
         print!("{w}");
     } else {
-        println!("{:<28} {:>5} {:>5} {:<14} {:>10} {:>10} {:>10} {:>9} {:>7} {:>10}", "adapter", "size", "level", "stage", "median ms", "min ms", "max ms", "GFLOP/s", "% peak", "peak MiB");
+        println!(
+            "{:<28} {:>5} {:>5} {:<14} {:>10} {:>10} {:>10} {:>9} {:>7} {:>10}",
+            "adapter",
+            "size",
+            "level",
+            "stage",
+            "median ms",
+            "min ms",
+            "max ms",
+            "GFLOP/s",
+            "% peak",
+            "peak MiB"
+        );
         for r in &records {
             println!(
                 "{:<28} {:>5} {:>5} {:<14} {:>10.2} {:>10.2} {:>10.2} {:>9.1} {:>6.1}% {:>10.1}",
-                r.adapter.chars().take(28).collect::<String>(), r.size, r.level, r.stage, r.median_ms, r.min_ms, r.max_ms, r.gflops, 100.0 * r.peak_fraction, r.peak_memory_bytes as f64 / 1048576.0
+                r.adapter.chars().take(28).collect::<String>(),
+                r.size,
+                r.level,
+                r.stage,
+                r.median_ms,
+                r.min_ms,
+                r.max_ms,
+                r.gflops,
+                100.0 * r.peak_fraction,
+                r.peak_memory_bytes as f64 / 1048576.0
             );
         }
     }
@@ -179,7 +225,9 @@ pub fn run(gpu: &GpuOptions, args: &BenchArgs, out: Output) -> Result<()> {
 /// Milliseconds per call of `f`, averaged over as many calls as fill
 /// [`SHORT_STAGE_BUDGET`] (at least one): the range coder takes milliseconds or less, where
 /// one timing would be mostly clock and scheduling jitter.
-fn repeated_ms<E: std::error::Error + Send + Sync + 'static>(mut f: impl FnMut() -> std::result::Result<(), E>) -> Result<f64> {
+fn repeated_ms<E: std::error::Error + Send + Sync + 'static>(
+    mut f: impl FnMut() -> std::result::Result<(), E>,
+) -> Result<f64> {
     let start = Instant::now();
     let mut calls = 0u32;
     while calls == 0 || start.elapsed() < SHORT_STAGE_BUDGET {
@@ -197,18 +245,31 @@ const SHORT_STAGE_BUDGET: std::time::Duration = std::time::Duration::from_millis
 fn print_kernels(what: &str, kernels: &BTreeMap<String, StageTime>, peak: f64) {
     let total: f64 = kernels.values().map(|k| k.gpu_ms).sum();
     eprintln!("{what}: GPU time by kernel ({total:.1} ms in all)");
-    eprintln!("  {:<36} {:>10} {:>10} {:>6} {:>9} {:>7}", "kernel", "dispatches", "ms", "share", "GFLOP/s", "% peak");
+    eprintln!(
+        "  {:<36} {:>10} {:>10} {:>6} {:>9} {:>7}",
+        "kernel", "dispatches", "ms", "share", "GFLOP/s", "% peak"
+    );
     let mut rows: Vec<_> = kernels.iter().collect();
     rows.sort_by(|a, b| b.1.gpu_ms.total_cmp(&a.1.gpu_ms));
     for (name, k) in rows {
         let gflops = k.flops as f64 / k.gpu_ms.max(1e-9) / 1e6;
-        eprintln!("  {name:<36} {:>10} {:>10.1} {:>5.1}% {gflops:>9.1} {:>6.1}%", k.dispatches, k.gpu_ms, 100.0 * k.gpu_ms / total.max(1e-9), 100.0 * gflops / peak);
+        eprintln!(
+            "  {name:<36} {:>10} {:>10.1} {:>5.1}% {gflops:>9.1} {:>6.1}%",
+            k.dispatches,
+            k.gpu_ms,
+            100.0 * k.gpu_ms / total.max(1e-9),
+            100.0 * gflops / peak
+        );
     }
 }
 
 fn plan_only(options: &GpuOptions, args: &BenchArgs) -> Result<()> {
     let arch = Architecture::sd21()?;
-    let precision = if args.f16 { Precision::F16 } else { Precision::F32 };
+    let precision = if args.f16 {
+        Precision::F16
+    } else {
+        Precision::F32
+    };
     let oscar = Oscar::planning_only(Gpu::new(options)?, &arch, precision);
     let policy = args.tiles.policy(&oscar)?;
     let mib = |b: u64| format!("{:.0}", b as f64 / 1048576.0);
@@ -217,8 +278,15 @@ fn plan_only(options: &GpuOptions, args: &BenchArgs) -> Result<()> {
         mib(oscar.weights.bytes),
         mib(policy.budget)
     );
-    println!("{:>6} {:>5} {:<7} {:>9} {:>9}  {:<52}", "size", "level", "", "untiled", "tiled", "tiles (latent pixels)");
-    let forced = TilePolicy { budget: policy.budget, vae_tile: Some(policy.vae_tile.unwrap_or(usize::MAX)), unet_tile: None };
+    println!(
+        "{:>6} {:>5} {:<7} {:>9} {:>9}  {:<52}",
+        "size", "level", "", "untiled", "tiled", "tiles (latent pixels)"
+    );
+    let forced = TilePolicy {
+        budget: policy.budget,
+        vae_tile: Some(policy.vae_tile.unwrap_or(usize::MAX)),
+        unet_tile: None,
+    };
     for &size in &args.sizes {
         for &level in &args.levels {
             let cell = oscar.info.pixels_per_token(level)?;
@@ -230,22 +298,43 @@ fn plan_only(options: &GpuOptions, args: &BenchArgs) -> Result<()> {
             };
             let decode = oscar.decode_schedule(level, grid, &forced)?;
             let tiles = match &decode {
-                DecodeSchedule::Staged { unet, vae, .. } => format!("UNet {}, VAE {}", unet.describe(), vae.describe()),
+                DecodeSchedule::Staged { unet, vae, .. } => {
+                    format!("UNet {}, VAE {}", unet.describe(), vae.describe())
+                }
                 DecodeSchedule::Whole { .. } => "whole".into(),
             };
-            println!("{size:>6} {level:>5} {:<7} {untiled:>9} {:>9}  {tiles}", "decode", mib(decode.peak_bytes()));
-            let untiled = match oscar.encode_schedule(level, size, size, &TilePolicy { budget: u64::MAX, vae_tile: None, unet_tile: None }) {
+            println!(
+                "{size:>6} {level:>5} {:<7} {untiled:>9} {:>9}  {tiles}",
+                "decode",
+                mib(decode.peak_bytes())
+            );
+            let untiled = match oscar.encode_schedule(
+                level,
+                size,
+                size,
+                &TilePolicy {
+                    budget: u64::MAX,
+                    vae_tile: None,
+                    unet_tile: None,
+                },
+            ) {
                 Ok(s) => mib(s.peak_bytes()),
                 Err(oscar_wgpu::Error::TooLarge { .. }) => "refused".into(),
                 Err(e) => return Err(e.into()),
             };
             let (tiled, tiles) = match oscar.encode_schedule(level, size, size, &forced) {
-                Ok(EncodeSchedule::Staged { vae, hyper_bytes }) => (mib(vae.peak_bytes.max(hyper_bytes)), format!("VAE {}", vae.describe())),
+                Ok(EncodeSchedule::Staged { vae, hyper_bytes }) => (
+                    mib(vae.peak_bytes.max(hyper_bytes)),
+                    format!("VAE {}", vae.describe()),
+                ),
                 Ok(EncodeSchedule::Whole { peak_bytes }) => (mib(peak_bytes), "whole".into()),
                 Err(e @ oscar_wgpu::Error::OverBudget { .. }) => ("over".into(), e.to_string()),
                 Err(e) => return Err(e.into()),
             };
-            println!("{size:>6} {level:>5} {:<7} {untiled:>9} {tiled:>9}  {tiles}", "encode");
+            println!(
+                "{size:>6} {level:>5} {:<7} {untiled:>9} {tiled:>9}  {tiles}",
+                "encode"
+            );
         }
     }
     Ok(())
@@ -254,13 +343,34 @@ fn plan_only(options: &GpuOptions, args: &BenchArgs) -> Result<()> {
 fn kernels(gpu: &Gpu, args: &BenchArgs, out: Output) -> Result<()> {
     let (peak, bandwidth, results) = run_kernel_bench(gpu, args.quick, &args.only)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"adapter": gpu.info.name, "fma_peak_gflops": peak, "bandwidth_gbs": bandwidth, "kernels": results}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"adapter": gpu.info.name, "fma_peak_gflops": peak, "bandwidth_gbs": bandwidth, "kernels": results})
+            )?
+        );
         return Ok(());
     }
-    progress(out, format!("{} ({:?}): FMA peak {peak:.1} GFLOP/s, bandwidth {bandwidth:.1} GB/s", gpu.info.name, gpu.info.backend));
-    println!("{:<12} {:<36} {:>10} {:>10} {:>8}", "kernel", "shape", "ms", "GFLOP/s", "% peak");
+    progress(
+        out,
+        format!(
+            "{} ({:?}): FMA peak {peak:.1} GFLOP/s, bandwidth {bandwidth:.1} GB/s",
+            gpu.info.name, gpu.info.backend
+        ),
+    );
+    println!(
+        "{:<12} {:<36} {:>10} {:>10} {:>8}",
+        "kernel", "shape", "ms", "GFLOP/s", "% peak"
+    );
     for r in &results {
-        println!("{:<12} {:<36} {:>10.2} {:>10.1} {:>7.1}%", r.name, r.shape, r.ms, r.gflops, 100.0 * r.peak_fraction);
+        println!(
+            "{:<12} {:<36} {:>10.2} {:>10.1} {:>7.1}%",
+            r.name,
+            r.shape,
+            r.ms,
+            r.gflops,
+            100.0 * r.peak_fraction
+        );
     }
     Ok(())
 }
@@ -268,45 +378,67 @@ fn kernels(gpu: &Gpu, args: &BenchArgs, out: Output) -> Result<()> {
 fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<Vec<Record>> {
     let gpu = Gpu::new(options)?;
     let name = gpu.info.name.clone();
-    let precision = if args.f16 { Precision::F16 } else { Precision::F32 };
+    let precision = if args.f16 {
+        Precision::F16
+    } else {
+        Precision::F32
+    };
     let t0 = Instant::now();
     let oscar = match &args.model {
         Some(path) => Oscar::load(gpu, path, precision)?,
         None => Oscar::synthetic(gpu, &Architecture::sd21()?, 0, precision)?,
     };
-    progress(out, format!("model ready in {:.1} s ({:.0} MiB of weights)", t0.elapsed().as_secs_f64(), oscar.weights.bytes as f64 / 1048576.0));
+    progress(
+        out,
+        format!(
+            "model ready in {:.1} s ({:.0} MiB of weights)",
+            t0.elapsed().as_secs_f64(),
+            oscar.weights.bytes as f64 / 1048576.0
+        ),
+    );
     // Probed right before the runs, not at start-up: started just after another large
     // process (the previous bench) ended, a start-up probe read 87 GFLOP/s against the
     // 143 it read after the runs.
     progress(out, format!("{name}: probing FMA peak and bandwidth…"));
     let before = Probes::measure(&oscar.gpu)?;
     let first_peak = before.fma_gflops;
-    progress(out, format!("{name}: {first_peak:.1} GFLOP/s FMA peak, {:.1} GB/s", before.bandwidth_gbs));
-    let base = |size: usize, level: usize, stage: &str, times: Vec<f64>, flops: u64, memory: u64| {
-        let (median_ms, min_ms, max_ms) = spread(times);
-        let gflops = flops as f64 / median_ms / 1e6;
-        Record {
-            adapter: oscar.gpu.info.name.clone(),
-            backend: format!("{:?}", oscar.gpu.info.backend).to_lowercase(),
-            driver: format!("{} {}", oscar.gpu.info.driver, oscar.gpu.info.driver_info),
-            precision: format!("{precision:?}").to_lowercase(),
-            kernels: oscar_wgpu::ops::kernel_set(&oscar.gpu),
-            version: env!("CARGO_PKG_VERSION"),
-            size,
-            level,
-            stage: stage.to_string(),
-            median_ms,
-            min_ms,
-            max_ms,
-            gflops,
-            // Set once the probes after the runs are in, below.
-            peak_fraction: 0.0,
-            peak_memory_bytes: memory,
-            machine_drift: 0.0,
-        }
-    };
+    progress(
+        out,
+        format!(
+            "{name}: {first_peak:.1} GFLOP/s FMA peak, {:.1} GB/s",
+            before.bandwidth_gbs
+        ),
+    );
+    let base =
+        |size: usize, level: usize, stage: &str, times: Vec<f64>, flops: u64, memory: u64| {
+            let (median_ms, min_ms, max_ms) = spread(times);
+            let gflops = flops as f64 / median_ms / 1e6;
+            Record {
+                adapter: oscar.gpu.info.name.clone(),
+                backend: format!("{:?}", oscar.gpu.info.backend).to_lowercase(),
+                driver: format!("{} {}", oscar.gpu.info.driver, oscar.gpu.info.driver_info),
+                precision: format!("{precision:?}").to_lowercase(),
+                kernels: oscar_wgpu::ops::kernel_set(&oscar.gpu),
+                version: env!("CARGO_PKG_VERSION"),
+                size,
+                level,
+                stage: stage.to_string(),
+                median_ms,
+                min_ms,
+                max_ms,
+                gflops,
+                // Set once the probes after the runs are in, below.
+                peak_fraction: 0.0,
+                peak_memory_bytes: memory,
+                machine_drift: 0.0,
+            }
+        };
     // Runs tile where the user's budget (or the adapter's default) says, as encode and decode do.
-    let plain = RunOptions { trace: false, profile: false, tiling: Some(args.tiles.policy(&oscar)?) };
+    let plain = RunOptions {
+        trace: false,
+        profile: false,
+        tiling: Some(args.tiles.policy(&oscar)?),
+    };
     let mut records = Vec::new();
     for &size in &args.sizes {
         let image = Rng::new(size as u64).vec(3 * size * size, 1.0);
@@ -329,15 +461,23 @@ fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<
                 enc.push(t.elapsed().as_secs_f64() * 1e3);
                 enc_report = trace.report;
                 let (coding, payload) = rans::encode(&tokens.indices, &table)?;
-                range_enc.push(repeated_ms(|| rans::encode(&tokens.indices, &table).map(drop))?);
+                range_enc.push(repeated_ms(|| {
+                    rans::encode(&tokens.indices, &table).map(drop)
+                })?);
                 let stream = rans::Stream::parse(coding, &payload)?;
-                range_dec.push(repeated_ms(|| rans_gpu::decode_on_gpu(&oscar.gpu, &stream, &table, tokens.indices.len()).map(drop))?);
+                range_dec.push(repeated_ms(|| {
+                    rans_gpu::decode_on_gpu(&oscar.gpu, &stream, &table, tokens.indices.len())
+                        .map(drop)
+                })?);
                 let t = Instant::now();
                 let (_, trace) = oscar.decode(&tokens, plain)?;
                 dec.push(t.elapsed().as_secs_f64() * 1e3);
                 dec_report = trace.report;
                 if oscar.gpu.has(wgpu::Features::TIMESTAMP_QUERY) && !args.no_stages {
-                    let profiled = RunOptions { profile: true, ..plain };
+                    let profiled = RunOptions {
+                        profile: true,
+                        ..plain
+                    };
                     let (_, e) = oscar.encode(&image, size, size, level, profiled)?;
                     let (_, d) = oscar.decode(&tokens, profiled)?;
                     for (stage, s) in e.report.stages.iter().chain(&d.report.stages) {
@@ -350,18 +490,40 @@ fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<
             }
             if out.verbose {
                 for (run, kernels) in &kernel_times {
-                    print_kernels(&format!("size {size}, level {level}, {run}"), kernels, first_peak);
+                    print_kernels(
+                        &format!("size {size}, level {level}, {run}"),
+                        kernels,
+                        first_peak,
+                    );
                 }
             }
             let weights = oscar.weights.bytes;
             let enc_mem = enc_report.peak_bytes + weights;
             let dec_mem = dec_report.peak_bytes + weights;
-            records.push(base(size, level, "encode_total", enc, enc_report.flops, enc_mem));
-            records.push(base(size, level, "decode_total", dec, dec_report.flops, dec_mem));
+            records.push(base(
+                size,
+                level,
+                "encode_total",
+                enc,
+                enc_report.flops,
+                enc_mem,
+            ));
+            records.push(base(
+                size,
+                level,
+                "decode_total",
+                dec,
+                dec_report.flops,
+                dec_mem,
+            ));
             records.push(base(size, level, "range_encode", range_enc, 0, 0));
             records.push(base(size, level, "range_decode", range_dec, 0, 0));
             for (stage, (times, flops)) in stage_times {
-                let memory = if stage.contains("encode") || stage == "vq" { enc_mem } else { dec_mem };
+                let memory = if stage.contains("encode") || stage == "vq" {
+                    enc_mem
+                } else {
+                    dec_mem
+                };
                 records.push(base(size, level, &stage, times, flops, memory));
             }
         }
@@ -393,13 +555,24 @@ fn warn_if_unsteady(adapter: &str, drift: f64, records: &[Record]) {
     let spread: Vec<String> = records
         .iter()
         .filter(|r| r.max_ms - r.min_ms > STEADY * r.median_ms)
-        .map(|r| format!("{}@{} {:.0} %", r.stage, r.size, 100.0 * (r.max_ms - r.min_ms) / r.median_ms))
+        .map(|r| {
+            format!(
+                "{}@{} {:.0} %",
+                r.stage,
+                r.size,
+                100.0 * (r.max_ms - r.min_ms) / r.median_ms
+            )
+        })
         .collect();
     if drift > STEADY {
         eprintln!("warning: {adapter}: the adapter's own probes moved by {:.1} % during the runs: the machine was not steady, run again on an idle one before comparing", 100.0 * drift);
     }
     if !spread.is_empty() {
-        eprintln!("warning: {adapter}: runs spread by more than {:.0} % of their median in: {}", 100.0 * STEADY, spread.join(", "));
+        eprintln!(
+            "warning: {adapter}: runs spread by more than {:.0} % of their median in: {}",
+            100.0 * STEADY,
+            spread.join(", ")
+        );
     }
 }
 
@@ -409,7 +582,10 @@ mod tests {
 
     #[test]
     fn drift_is_the_larger_relative_move_either_way() {
-        let at = |fma_gflops, bandwidth_gbs| Probes { fma_gflops, bandwidth_gbs };
+        let at = |fma_gflops, bandwidth_gbs| Probes {
+            fma_gflops,
+            bandwidth_gbs,
+        };
         assert_eq!(at(100.0, 5.0).drift(&at(100.0, 5.0)), 0.0);
         assert!((at(100.0, 5.0).drift(&at(110.0, 5.0)) - 0.1).abs() < 1e-12);
         // A drop counts like a rise of the same ratio, and bandwidth like the FMA peak.

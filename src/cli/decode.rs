@@ -11,7 +11,14 @@ use oscar_wgpu::model::RunOptions;
 use super::encode::freq_table;
 use super::{load_model, write_atomically, Jobs, Output, TileArgs};
 
-pub fn run(gpu: &GpuOptions, model: &Option<std::path::PathBuf>, f16: bool, tiles: &TileArgs, jobs: &Jobs, out: Output) -> Result<()> {
+pub fn run(
+    gpu: &GpuOptions,
+    model: &Option<std::path::PathBuf>,
+    f16: bool,
+    tiles: &TileArgs,
+    jobs: &Jobs,
+    out: Output,
+) -> Result<()> {
     let pairs = jobs.pairs(&["oscar"], "png")?;
     let oscar = load_model(gpu, model, f16)?;
     let policy = tiles.policy(&oscar)?;
@@ -20,7 +27,8 @@ pub fn run(gpu: &GpuOptions, model: &Option<std::path::PathBuf>, f16: bool, tile
     for (input, output) in &pairs {
         bar.set_message(input.display().to_string());
         let t0 = Instant::now();
-        let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
+        let bytes =
+            std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
         let file = OscarFile::parse(&bytes, tag).with_context(|| format!("{}", input.display()))?;
         let header = *file.header();
         let level = usize::from(header.level);
@@ -29,25 +37,68 @@ pub fn run(gpu: &GpuOptions, model: &Option<std::path::PathBuf>, f16: bool, tile
         let (rows, cols) = file.grid();
         let (height, width) = (rows * cell, cols * cell);
         if height < header.height as usize || width < header.width as usize {
-            bail!("{}: the model's level {level} token grid does not cover a {}×{} image", input.display(), header.width, header.height);
+            bail!(
+                "{}: the model's level {level} token grid does not cover a {}×{} image",
+                input.display(),
+                header.width,
+                header.height
+            );
         }
         if out.verbose {
-            out.detail(format!("  {}", oscar.decode_schedule(level, (rows, cols), &policy)?.describe()));
+            out.detail(format!(
+                "  {}",
+                oscar
+                    .decode_schedule(level, (rows, cols), &policy)?
+                    .describe()
+            ));
         }
-        let opts = RunOptions { trace: false, profile: out.verbose, tiling: Some(policy) };
+        let opts = RunOptions {
+            trace: false,
+            profile: out.verbose,
+            tiling: Some(policy),
+        };
         let (image, trace) = oscar
-            .decode_stream(level, (rows, cols), &header.a_z, file.stream(), &table, opts)
+            .decode_stream(
+                level,
+                (rows, cols),
+                &header.a_z,
+                file.stream(),
+                &table,
+                opts,
+            )
             .with_context(|| format!("{}", input.display()))?;
-        let rgb = to_rgb8(&Planar { width, height, data: image }, header.width as usize, header.height as usize);
+        let rgb = to_rgb8(
+            &Planar {
+                width,
+                height,
+                data: image,
+            },
+            header.width as usize,
+            header.height as usize,
+        );
         let mut png = Vec::new();
         rgb.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
         write_atomically(output, &png)?;
         bar.inc(1);
-        out.say(format!("{} → {}: {}×{}, level {level}, {:.2} s", input.display(), output.display(), header.width, header.height, t0.elapsed().as_secs_f64()));
+        out.say(format!(
+            "{} → {}: {}×{}, level {level}, {:.2} s",
+            input.display(),
+            output.display(),
+            header.width,
+            header.height,
+            t0.elapsed().as_secs_f64()
+        ));
         for (stage, t) in &trace.report.stages {
-            out.detail(format!("  {stage:<14} {:>9.2} ms GPU  {:>8.1} GFLOP/s", t.gpu_ms, t.flops as f64 / t.gpu_ms.max(1e-9) / 1e6));
+            out.detail(format!(
+                "  {stage:<14} {:>9.2} ms GPU  {:>8.1} GFLOP/s",
+                t.gpu_ms,
+                t.flops as f64 / t.gpu_ms.max(1e-9) / 1e6
+            ));
         }
-        out.detail(format!("  GPU memory {:.1} MiB besides the weights (planned by liveness)", trace.report.peak_bytes as f64 / 1048576.0));
+        out.detail(format!(
+            "  GPU memory {:.1} MiB besides the weights (planned by liveness)",
+            trace.report.peak_bytes as f64 / 1048576.0
+        ));
     }
     bar.finish_and_clear();
     Ok(())

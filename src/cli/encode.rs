@@ -23,13 +23,21 @@ fn choose_level(oscar: &Oscar, target: &Target) -> Result<usize> {
     let levels = &oscar.info.levels;
     match *target {
         Target::Level(l) if l < levels.len() => Ok(l),
-        Target::Level(l) => bail!("level {l} does not exist: this model has levels 0..={}", levels.len() - 1),
+        Target::Level(l) => bail!(
+            "level {l} does not exist: this model has levels 0..={}",
+            levels.len() - 1
+        ),
         Target::Bpp(bpp) => levels
             .iter()
             .filter(|l| l.bpp_nominal <= bpp)
             .max_by(|a, b| a.bpp_nominal.total_cmp(&b.bpp_nominal))
             .map(|l| l.level)
-            .with_context(|| format!("no level fits {bpp} bpp; the lowest is {} bpp", levels[0].bpp_nominal)),
+            .with_context(|| {
+                format!(
+                    "no level fits {bpp} bpp; the lowest is {} bpp",
+                    levels[0].bpp_nominal
+                )
+            }),
     }
 }
 
@@ -42,18 +50,35 @@ pub fn freq_table(oscar: &Oscar, level: usize) -> Result<FreqTable> {
     })
 }
 
-pub fn run(gpu: &GpuOptions, model: &Option<std::path::PathBuf>, f16: bool, tiles: &TileArgs, jobs: &Jobs, target: Target, padding: Padding, out: Output) -> Result<()> {
+pub fn run(
+    gpu: &GpuOptions,
+    model: &Option<std::path::PathBuf>,
+    f16: bool,
+    tiles: &TileArgs,
+    jobs: &Jobs,
+    target: Target,
+    padding: Padding,
+    out: Output,
+) -> Result<()> {
     let pairs = jobs.pairs(&["png", "jpg", "jpeg", "webp"], "oscar")?;
     let start = Instant::now();
     let oscar = load_model(gpu, model, f16)?;
     let policy = tiles.policy(&oscar)?;
-    out.detail(format!("model loaded in {:.2} s on {} ({:?})", start.elapsed().as_secs_f64(), oscar.gpu.info.name, oscar.gpu.info.backend));
+    out.detail(format!(
+        "model loaded in {:.2} s on {} ({:?})",
+        start.elapsed().as_secs_f64(),
+        oscar.gpu.info.name,
+        oscar.gpu.info.backend
+    ));
     let level = choose_level(&oscar, &target)?;
     let tag = ModelTag::from_hex(&oscar.info.content_hash)?;
     let table = freq_table(&oscar, level)?;
     let cell = oscar.info.pixels_per_token(level)?.max(64);
     if oscar.info.vae.latent_channels != 4 {
-        bail!("the .oscar format carries 4 latent norms; this model has {} latent channels", oscar.info.vae.latent_channels);
+        bail!(
+            "the .oscar format carries 4 latent norms; this model has {} latent channels",
+            oscar.info.vae.latent_channels
+        );
     }
     let bar = out.progress(pairs.len());
     for (input, output) in &pairs {
@@ -62,16 +87,36 @@ pub fn run(gpu: &GpuOptions, model: &Option<std::path::PathBuf>, f16: bool, tile
         let rgb = read_rgb(input)?;
         let (width, height) = (rgb.width(), rgb.height());
         if width > codec::MAX_DIM || height > codec::MAX_DIM {
-            bail!("{}: {width}×{height} exceeds the format's {} pixels per side", input.display(), codec::MAX_DIM);
+            bail!(
+                "{}: {width}×{height} exceeds the format's {} pixels per side",
+                input.display(),
+                codec::MAX_DIM
+            );
         }
         let planar = to_planar(&rgb, cell, padding);
         if out.verbose {
-            out.detail(format!("  {}", oscar.encode_schedule(level, planar.height, planar.width, &policy)?.describe()));
+            out.detail(format!(
+                "  {}",
+                oscar
+                    .encode_schedule(level, planar.height, planar.width, &policy)?
+                    .describe()
+            ));
         }
-        let opts = RunOptions { trace: false, profile: out.verbose, tiling: Some(policy) };
-        let (tokens, trace) = oscar.encode(&planar.data, planar.height, planar.width, level, opts)?;
+        let opts = RunOptions {
+            trace: false,
+            profile: out.verbose,
+            tiling: Some(policy),
+        };
+        let (tokens, trace) =
+            oscar.encode(&planar.data, planar.height, planar.width, level, opts)?;
         let a_z = [tokens.a_z[0], tokens.a_z[1], tokens.a_z[2], tokens.a_z[3]];
-        let header = Header { level: level as u8, width, height, model: tag, a_z };
+        let header = Header {
+            level: level as u8,
+            width,
+            height,
+            model: tag,
+            a_z,
+        };
         let bytes = codec::encode(&header, &tokens.indices, &table)?;
         write_atomically(output, &bytes)?;
         bar.inc(1);
@@ -86,9 +131,16 @@ pub fn run(gpu: &GpuOptions, model: &Option<std::path::PathBuf>, f16: bool, tile
             t0.elapsed().as_secs_f64()
         ));
         for (stage, t) in &trace.report.stages {
-            out.detail(format!("  {stage:<14} {:>9.2} ms GPU  {:>8.1} GFLOP/s", t.gpu_ms, t.flops as f64 / t.gpu_ms.max(1e-9) / 1e6));
+            out.detail(format!(
+                "  {stage:<14} {:>9.2} ms GPU  {:>8.1} GFLOP/s",
+                t.gpu_ms,
+                t.flops as f64 / t.gpu_ms.max(1e-9) / 1e6
+            ));
         }
-        out.detail(format!("  GPU memory {:.1} MiB besides the weights (planned by liveness)", trace.report.peak_bytes as f64 / 1048576.0));
+        out.detail(format!(
+            "  GPU memory {:.1} MiB besides the weights (planned by liveness)",
+            trace.report.peak_bytes as f64 / 1048576.0
+        ));
     }
     bar.finish_and_clear();
     Ok(())

@@ -18,7 +18,10 @@ pub fn adapters(gpu: &GpuOptions, json: bool) -> Result<()> {
         anyhow::bail!("no GPU adapter found; on Linux without a GPU install lavapipe (apt-get install mesa-vulkan-drivers)");
     }
     for a in &list {
-        println!("[{}] {} ({}, {})", a.index, a.name, a.backend, a.device_type);
+        println!(
+            "[{}] {} ({}, {})",
+            a.index, a.name, a.backend, a.device_type
+        );
         println!("    driver: {} {}", a.driver, a.driver_info);
         println!(
             "    max storage binding {} MiB, max buffer {} MiB, {} workgroups per dimension, {} KiB workgroup memory",
@@ -27,7 +30,10 @@ pub fn adapters(gpu: &GpuOptions, json: bool) -> Result<()> {
             a.max_workgroups_per_dim,
             a.max_workgroup_storage >> 10
         );
-        println!("    shader-f16: {}, subgroups: {}, timestamps: {}", a.shader_f16, a.subgroups, a.timestamps);
+        println!(
+            "    shader-f16: {}, subgroups: {}, timestamps: {}",
+            a.shader_f16, a.subgroups, a.timestamps
+        );
     }
     Ok(())
 }
@@ -37,7 +43,9 @@ pub fn info(_gpu: &GpuOptions, file: &Path, model: Option<&Path>, json: bool) ->
     let first_byte = {
         use std::io::Read;
         let mut head = [0u8; 1];
-        let read = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?.read(&mut head)?;
+        let read = std::fs::File::open(file)
+            .with_context(|| format!("cannot open {}", file.display()))?
+            .read(&mut head)?;
         anyhow::ensure!(read == 1, "{} is empty", file.display());
         head[0]
     };
@@ -54,8 +62,17 @@ fn oscar_info(file: &Path, model: Option<&Path>, json: bool) -> Result<()> {
     let (rows, cols) = header.token_grid()?;
     let bpp = codec::bpp(bytes.len(), header.width, header.height);
     let nominal = match model {
-        Some(m) => ModelInfo::from_file(&ModelFile::open(m)?)?.level(header.level as usize)?.bpp_nominal,
-        None => oscar_wgpu::model::synthetic::Architecture::sd21()?.info.levels[header.level as usize].bpp_nominal,
+        Some(m) => {
+            ModelInfo::from_file(&ModelFile::open(m)?)?
+                .level(header.level as usize)?
+                .bpp_nominal
+        }
+        None => {
+            oscar_wgpu::model::synthetic::Architecture::sd21()?
+                .info
+                .levels[header.level as usize]
+                .bpp_nominal
+        }
     };
     if json {
         let record = serde_json::json!({
@@ -67,9 +84,14 @@ fn oscar_info(file: &Path, model: Option<&Path>, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&record)?);
     } else {
         println!("{}: .oscar, {} bytes", file.display(), bytes.len());
-        println!("  image {}×{}, level {}, {rows}×{cols} tokens, coding {coding:?}", header.width, header.height, header.level);
+        println!(
+            "  image {}×{}, level {}, {rows}×{cols} tokens, coding {coding:?}",
+            header.width, header.height, header.level
+        );
         println!("  model {}…, A_z {:?}", header.model, header.a_z);
-        println!("  {bpp:.4} bpp (every byte counted; level's nominal {nominal:.4} bpp at 512×512)");
+        println!(
+            "  {bpp:.4} bpp (every byte counted; level's nominal {nominal:.4} bpp at 512×512)"
+        );
     }
     Ok(())
 }
@@ -77,7 +99,12 @@ fn oscar_info(file: &Path, model: Option<&Path>, json: bool) -> Result<()> {
 fn model_info(file: &Path, json: bool) -> Result<()> {
     let model = ModelFile::open(file)?;
     let info = ModelInfo::from_file(&model)?;
-    let params: usize = model.names().iter().filter_map(|n| model.shape(n)).map(|s| s.iter().product::<usize>()).sum();
+    let params: usize = model
+        .names()
+        .iter()
+        .filter_map(|n| model.shape(n))
+        .map(|s| s.iter().product::<usize>())
+        .sum();
     if json {
         let record = serde_json::json!({
             "file": file.display().to_string(), "content_hash": info.content_hash, "dtype": model.meta("dtype"),
@@ -86,13 +113,32 @@ fn model_info(file: &Path, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&record)?);
         return Ok(());
     }
-    println!("{}: oscar-wgpu model, {} parameters ({}), hash {}", file.display(), params, model.meta("dtype").unwrap_or("?"), info.content_hash);
-    println!("  UNet blocks {:?}, heads {:?}, cross-attention {}", info.unet.block_out_channels, info.unet.heads, info.unet.cross_attention_dim);
-    println!("  VAE blocks {:?}, latent {} channels, scaling {}", info.vae.block_out_channels, info.vae.latent_channels, info.vae.scaling_factor);
+    println!(
+        "{}: oscar-wgpu model, {} parameters ({}), hash {}",
+        file.display(),
+        params,
+        model.meta("dtype").unwrap_or("?"),
+        info.content_hash
+    );
+    println!(
+        "  UNet blocks {:?}, heads {:?}, cross-attention {}",
+        info.unet.block_out_channels, info.unet.heads, info.unet.cross_attention_dim
+    );
+    println!(
+        "  VAE blocks {:?}, latent {} channels, scaling {}",
+        info.vae.block_out_channels, info.vae.latent_channels, info.vae.scaling_factor
+    );
     println!("  level  stride  codebook  timestep  nominal bpp  rANS table");
     for l in &info.levels {
-        let table = if info.freqs[l.level].is_some() { "static" } else { "uniform" };
-        println!("  {:>5}  {:>6}  {:>8}  {:>8}  {:>11.4}  {table}", l.level, l.stride, l.codebook_size, l.timestep, l.bpp_nominal);
+        let table = if info.freqs[l.level].is_some() {
+            "static"
+        } else {
+            "uniform"
+        };
+        println!(
+            "  {:>5}  {:>6}  {:>8}  {:>8}  {:>11.4}  {table}",
+            l.level, l.stride, l.codebook_size, l.timestep, l.bpp_nominal
+        );
     }
     Ok(())
 }

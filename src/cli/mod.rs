@@ -38,7 +38,10 @@ impl Output {
             return indicatif::ProgressBar::hidden();
         }
         let bar = indicatif::ProgressBar::new(len as u64);
-        bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]").expect("valid template"));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
+                .expect("valid template"),
+        );
         bar
     }
 }
@@ -53,14 +56,22 @@ pub struct Jobs {
 impl Jobs {
     /// (input, output) pairs: folders expand to the files in them with one of
     /// `extensions`; outputs get `new_extension`.
-    pub fn pairs(&self, extensions: &[&str], new_extension: &str) -> Result<Vec<(PathBuf, PathBuf)>> {
+    pub fn pairs(
+        &self,
+        extensions: &[&str],
+        new_extension: &str,
+    ) -> Result<Vec<(PathBuf, PathBuf)>> {
         let mut files = Vec::new();
         for input in &self.inputs {
             if input.is_dir() {
                 let mut found: Vec<PathBuf> = std::fs::read_dir(input)
                     .with_context(|| format!("cannot list {}", input.display()))?
                     .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| extensions.contains(&e.to_ascii_lowercase().as_str())))
+                    .filter(|p| {
+                        p.extension()
+                            .and_then(|e| e.to_str())
+                            .is_some_and(|e| extensions.contains(&e.to_ascii_lowercase().as_str()))
+                    })
                     .collect();
                 found.sort();
                 files.extend(found);
@@ -73,24 +84,31 @@ impl Jobs {
         if files.is_empty() {
             bail!("no input files (looked for {})", extensions.join(", "));
         }
-        let single_file_output = files.len() == 1 && self.output.as_ref().is_some_and(|o| !o.is_dir());
+        let single_file_output =
+            files.len() == 1 && self.output.as_ref().is_some_and(|o| !o.is_dir());
         let pairs: Vec<(PathBuf, PathBuf)> = files
             .into_iter()
             .map(|input| {
                 let output = match &self.output {
                     Some(o) if single_file_output => o.clone(),
-                    Some(dir) => dir.join(input.file_name().unwrap_or_default()).with_extension(new_extension),
+                    Some(dir) => dir
+                        .join(input.file_name().unwrap_or_default())
+                        .with_extension(new_extension),
                     None => input.with_extension(new_extension),
                 };
                 (input, output)
             })
             .collect();
         if let Some(dir) = self.output.as_ref().filter(|_| !single_file_output) {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         if !self.force {
             if let Some((_, existing)) = pairs.iter().find(|(_, o)| o.exists()) {
-                bail!("{} exists; pass --force to overwrite it", existing.display());
+                bail!(
+                    "{} exists; pass --force to overwrite it",
+                    existing.display()
+                );
             }
         }
         Ok(pairs)
@@ -122,8 +140,10 @@ pub fn model_path(flag: &Option<PathBuf>) -> Result<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
         .map(|c| c.join("oscar-wgpu/config.json"));
     if let Some(config) = config.filter(|c| c.exists()) {
-        let text = std::fs::read_to_string(&config).with_context(|| format!("cannot read {}", config.display()))?;
-        let value: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", config.display()))?;
+        let text = std::fs::read_to_string(&config)
+            .with_context(|| format!("cannot read {}", config.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", config.display()))?;
         if let Some(p) = value.get("model").and_then(|m| m.as_str()) {
             return Ok(PathBuf::from(p));
         }
@@ -135,7 +155,8 @@ pub fn load_model(gpu: &GpuOptions, flag: &Option<PathBuf>, f16: bool) -> Result
     let path = model_path(flag)?;
     let device = Gpu::new(gpu)?;
     let precision = if f16 { Precision::F16 } else { Precision::F32 };
-    Oscar::load(device, &path, precision).with_context(|| format!("cannot load model {}", path.display()))
+    Oscar::load(device, &path, precision)
+        .with_context(|| format!("cannot load model {}", path.display()))
 }
 
 /// How much GPU memory encode and decode may use; larger pictures run in tiles.
@@ -156,18 +177,27 @@ impl TileArgs {
     pub fn policy(&self, oscar: &Oscar) -> Result<TilePolicy> {
         let down = oscar.info.vae.downscale();
         let vae_tile = match self.tile {
-            Some(px) if px == 0 || px % down != 0 => bail!("--tile {px}: tiles are a positive multiple of {down} pixels"),
+            Some(px) if px == 0 || px % down != 0 => {
+                bail!("--tile {px}: tiles are a positive multiple of {down} pixels")
+            }
             tile => tile.map(|px| px / down),
         };
         let automatic = TilePolicy::automatic(&oscar.gpu);
-        Ok(TilePolicy { budget: self.max_gpu_memory.unwrap_or(automatic.budget), vae_tile, ..automatic })
+        Ok(TilePolicy {
+            budget: self.max_gpu_memory.unwrap_or(automatic.budget),
+            vae_tile,
+            ..automatic
+        })
     }
 }
 
 /// "1.5G", "800M", "64K" (binary units; a trailing "B" or "iB" is allowed) or bytes.
 pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
     let not_a_size = || format!("'{text}' is not a size such as 1.5G, 800M or 65536");
-    let t = text.trim().trim_end_matches("iB").trim_end_matches(['B', 'b']);
+    let t = text
+        .trim()
+        .trim_end_matches("iB")
+        .trim_end_matches(['B', 'b']);
     let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let value: f64 = number.trim().parse().map_err(|_| not_a_size())?;

@@ -10,7 +10,12 @@ use crate::ops::rans_decode::{check_status, rans_decode};
 
 /// Decodes `tokens` tokens of `stream` on the GPU; the same result and the same
 /// accept/reject decision as the CPU decoder.
-pub fn decode_on_gpu(gpu: &Gpu, stream: &Stream, table: &FreqTable, tokens: usize) -> Result<Vec<u32>, CodecError> {
+pub fn decode_on_gpu(
+    gpu: &Gpu,
+    stream: &Stream,
+    table: &FreqTable,
+    tokens: usize,
+) -> Result<Vec<u32>, CodecError> {
     let run = || -> crate::Result<(Vec<u32>, Vec<u32>, u32)> {
         let mut g = Graph::new(gpu);
         let decoded = rans_decode(&mut g, stream, table, tokens)?;

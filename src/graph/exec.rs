@@ -67,7 +67,10 @@ impl RunReport {
         self.dispatches += other.dispatches;
         self.flops += other.flops;
         self.wall += other.wall;
-        for (mine, theirs) in [(&mut self.stages, &other.stages), (&mut self.kernels, &other.kernels)] {
+        for (mine, theirs) in [
+            (&mut self.stages, &other.stages),
+            (&mut self.kernels, &other.kernels),
+        ] {
             for (name, t) in theirs {
                 let s = mine.entry(name.clone()).or_default();
                 s.gpu_ms += t.gpu_ms;
@@ -109,17 +112,33 @@ impl Graph<'_> {
         let gpu = self.gpu;
         let device = &gpu.device;
         let plan = self.plan(outputs);
-        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+        let usage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST;
         let mut planned = Vec::with_capacity(plan.buffers.len());
         for &size in &plan.buffers {
             if size > gpu.limits.max_buffer_size {
-                return Err(Error::TooLarge { what: "an intermediate buffer".into(), needed: size, limit: gpu.limits.max_buffer_size });
+                return Err(Error::TooLarge {
+                    what: "an intermediate buffer".into(),
+                    needed: size,
+                    limit: gpu.limits.max_buffer_size,
+                });
             }
-            planned.push(device.create_buffer(&wgpu::BufferDescriptor { label: None, size, usage, mapped_at_creation: false }));
+            planned.push(device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size,
+                usage,
+                mapped_at_creation: false,
+            }));
         }
         let used: Vec<bool> = {
             let mut used = vec![false; self.tensors.len()];
-            for t in self.dispatches.iter().flat_map(|d| d.views.iter().map(|v| v.tensor)).chain(outputs.iter().copied()) {
+            for t in self
+                .dispatches
+                .iter()
+                .flat_map(|d| d.views.iter().map(|v| v.tensor))
+                .chain(outputs.iter().copied())
+            {
                 used[self.root(t).0 .0] = true;
             }
             used
@@ -133,11 +152,22 @@ impl Graph<'_> {
                     // Zero-length buffers cannot be bound; pad to one word.
                     let mut data = bytes.clone();
                     data.resize(data.len().max(4).next_multiple_of(4), 0);
-                    Some(device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: &data, usage }))
+                    Some(
+                        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                            label: None,
+                            contents: &data,
+                            usage,
+                        }),
+                    )
                 }
                 Storage::Placeholder if used[i] => {
                     let size = self.bytes(Tensor(i)).max(4).next_multiple_of(4);
-                    Some(device.create_buffer(&wgpu::BufferDescriptor { label: Some("placeholder"), size, usage, mapped_at_creation: false }))
+                    Some(device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("placeholder"),
+                        size,
+                        usage,
+                        mapped_at_creation: false,
+                    }))
                 }
                 _ => None,
             });
@@ -175,28 +205,53 @@ impl Graph<'_> {
             let pipeline = gpu.pipeline(&d.kernel)?;
             let mut entries = vec![wgpu::BindGroupEntry {
                 binding: 0,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &uniforms, offset, size: NonZeroU64::new(d.params.len() as u64) }),
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &uniforms,
+                    offset,
+                    size: NonZeroU64::new(d.params.len() as u64),
+                }),
             }];
             for (i, v) in d.views.iter().enumerate() {
                 let (buffer, base) = prepared.buffer_of(v.tensor)?;
                 entries.push(wgpu::BindGroupEntry {
                     binding: i as u32 + 1,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset: base + v.offset, size: NonZeroU64::new(v.size.max(4)) }),
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer,
+                        offset: base + v.offset,
+                        size: NonZeroU64::new(v.size.max(4)),
+                    }),
                 });
             }
-            let group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(d.kernel.entry), layout: &pipeline.get_bind_group_layout(0), entries: &entries });
+            let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(d.kernel.entry),
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            });
             prepared.bind_groups.push(group);
             prepared.pipelines.push(pipeline);
         }
         if timed {
             prepared.query_sets = (0..(2 * self.dispatches.len()).div_ceil(QUERIES_PER_SET))
-                .map(|_| device.create_query_set(&wgpu::QuerySetDescriptor { label: None, ty: wgpu::QueryType::Timestamp, count: QUERIES_PER_SET as u32 }))
+                .map(|_| {
+                    device.create_query_set(&wgpu::QuerySetDescriptor {
+                        label: None,
+                        ty: wgpu::QueryType::Timestamp,
+                        count: QUERIES_PER_SET as u32,
+                    })
+                })
                 .collect();
         }
         let read_usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
         for &t in outputs {
             let size = self.bytes(t).max(4);
-            prepared.staging.push(device.create_buffer(&wgpu::BufferDescriptor { label: Some("readback"), size, usage: read_usage, mapped_at_creation: false }));
+            prepared
+                .staging
+                .push(device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("readback"),
+                    size,
+                    usage: read_usage,
+                    mapped_at_creation: false,
+                }));
         }
         gpu.check()?;
         Ok(prepared)
@@ -230,7 +285,12 @@ impl Prepared<'_, '_> {
             Storage::Intermediate => self.plan.slot[r.0].map(|s| &self.planned[s]),
             Storage::Alias(..) => unreachable!("roots are never aliases"),
         };
-        buffer.map(|b| (b, offset)).ok_or_else(|| Error::Shape(format!("a {:?} tensor has no buffer in this run", g.shape(t))))
+        buffer.map(|b| (b, offset)).ok_or_else(|| {
+            Error::Shape(format!(
+                "a {:?} tensor has no buffer in this run",
+                g.shape(t)
+            ))
+        })
     }
 
     /// Runs every dispatch with `uploads` in the graph's placeholders (all of those
@@ -248,22 +308,42 @@ impl Prepared<'_, '_> {
         };
         for (t, mut bytes) in uploads {
             let is_placeholder = matches!(g.tensors[t.0].storage, Storage::Placeholder);
-            let buffer = self.inputs[t.0].as_ref().filter(|_| is_placeholder && bytes.len() as u64 == g.bytes(t));
-            let buffer = buffer.ok_or_else(|| Error::Shape(format!("{} bytes do not fill a {:?} placeholder this graph uses", bytes.len(), g.shape(t))))?;
+            let buffer = self.inputs[t.0]
+                .as_ref()
+                .filter(|_| is_placeholder && bytes.len() as u64 == g.bytes(t));
+            let buffer = buffer.ok_or_else(|| {
+                Error::Shape(format!(
+                    "{} bytes do not fill a {:?} placeholder this graph uses",
+                    bytes.len(),
+                    g.shape(t)
+                ))
+            })?;
             report.input_bytes += bytes.len() as u64;
             bytes.resize(bytes.len().max(4).next_multiple_of(4), 0);
             gpu.queue.write_buffer(buffer, 0, &bytes);
             filled[t.0] = true;
         }
-        if let Some(t) = (0..g.tensors.len()).find(|&t| self.inputs[t].is_some() && matches!(g.tensors[t].storage, Storage::Placeholder) && !filled[t]) {
-            return Err(Error::Shape(format!("a {:?} placeholder tensor was used without being uploaded", g.shape(Tensor(t)))));
+        if let Some(t) = (0..g.tensors.len()).find(|&t| {
+            self.inputs[t].is_some()
+                && matches!(g.tensors[t].storage, Storage::Placeholder)
+                && !filled[t]
+        }) {
+            return Err(Error::Shape(format!(
+                "a {:?} placeholder tensor was used without being uploaded",
+                g.shape(Tensor(t))
+            )));
         }
         report.peak_bytes = report.intermediate_bytes + report.input_bytes;
 
         let device = &gpu.device;
-        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("graph") });
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("graph"),
+        });
         if self.query_sets.is_empty() {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("graph"), timestamp_writes: None });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("graph"),
+                timestamp_writes: None,
+            });
             for (i, d) in g.dispatches.iter().enumerate() {
                 pass.set_pipeline(&self.pipelines[i]);
                 pass.set_bind_group(0, &self.bind_groups[i], &[]);
@@ -302,10 +382,20 @@ impl Prepared<'_, '_> {
                 mapped_at_creation: false,
             });
             for (k, set) in self.query_sets.iter().enumerate() {
-                encoder.resolve_query_set(set, 0..QUERIES_PER_SET as u32, &resolve, (k * QUERIES_PER_SET * 8) as u64);
+                encoder.resolve_query_set(
+                    set,
+                    0..QUERIES_PER_SET as u32,
+                    &resolve,
+                    (k * QUERIES_PER_SET * 8) as u64,
+                );
             }
             let read_usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
-            let read = device.create_buffer(&wgpu::BufferDescriptor { label: None, size: bytes, usage: read_usage, mapped_at_creation: false });
+            let read = device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: bytes,
+                usage: read_usage,
+                mapped_at_creation: false,
+            });
             encoder.copy_buffer_to_buffer(&resolve, 0, &read, 0, bytes);
             Some(read)
         };
@@ -313,7 +403,11 @@ impl Prepared<'_, '_> {
 
         let start = Instant::now();
         gpu.queue.submit([encoder.finish()]);
-        let results = self.staging.iter().map(|b| read_back(gpu, b)).collect::<Result<Vec<_>>>()?;
+        let results = self
+            .staging
+            .iter()
+            .map(|b| read_back(gpu, b))
+            .collect::<Result<Vec<_>>>()?;
         report.wall = start.elapsed();
         let host = self
             .outputs
@@ -321,7 +415,11 @@ impl Prepared<'_, '_> {
             .zip(results)
             .map(|(&t, mut bytes)| {
                 bytes.truncate(g.bytes(t) as usize);
-                HostTensor { shape: g.shape(t).to_vec(), dtype: g.dtype(t), bytes }
+                HostTensor {
+                    shape: g.shape(t).to_vec(),
+                    dtype: g.dtype(t),
+                    bytes,
+                }
             })
             .collect();
 
@@ -330,7 +428,12 @@ impl Prepared<'_, '_> {
             let period_ns = gpu.queue.get_timestamp_period() as f64;
             for (i, d) in g.dispatches.iter().enumerate() {
                 let ms = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period_ns / 1e6;
-                for entry in [report.stages.entry(d.stage.to_string()), report.kernels.entry(format!("{}.{}", d.kernel.shader, d.kernel.entry))] {
+                for entry in [
+                    report.stages.entry(d.stage.to_string()),
+                    report
+                        .kernels
+                        .entry(format!("{}.{}", d.kernel.shader, d.kernel.entry)),
+                ] {
                     let s = entry.or_default();
                     s.gpu_ms += ms;
                     s.flops += d.flops;
@@ -351,7 +454,10 @@ fn read_back(gpu: &crate::gpu::Gpu, buffer: &wgpu::Buffer) -> Result<Vec<u8>> {
     rx.recv()
         .map_err(|_| Error::Gpu("read-back was never answered".into()))?
         .map_err(|e| Error::Gpu(format!("read-back failed: {e}")))?;
-    let bytes = buffer.get_mapped_range(..).map_err(|e| Error::Gpu(e.to_string()))?.to_vec();
+    let bytes = buffer
+        .get_mapped_range(..)
+        .map_err(|e| Error::Gpu(e.to_string()))?
+        .to_vec();
     buffer.unmap();
     Ok(bytes)
 }

@@ -93,7 +93,13 @@ pub struct Graph<'g> {
 
 impl<'g> Graph<'g> {
     pub fn new(gpu: &'g Gpu) -> Self {
-        Graph { gpu, tensors: Vec::new(), dispatches: Vec::new(), stage: Arc::from(""), taps: Vec::new() }
+        Graph {
+            gpu,
+            tensors: Vec::new(),
+            dispatches: Vec::new(),
+            stage: Arc::from(""),
+            taps: Vec::new(),
+        }
     }
 
     /// Marks `t` as the intermediate called `name`, for traced runs.
@@ -107,18 +113,30 @@ impl<'g> Graph<'g> {
     }
 
     fn add(&mut self, shape: &[usize], dtype: DType, storage: Storage) -> Tensor {
-        self.tensors.push(TensorInfo { shape: shape.to_vec(), dtype, storage });
+        self.tensors.push(TensorInfo {
+            shape: shape.to_vec(),
+            dtype,
+            storage,
+        });
         Tensor(self.tensors.len() - 1)
     }
 
     pub fn input_f32(&mut self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
         check_len(shape, data.len())?;
-        Ok(self.add(shape, DType::F32, Storage::Input(bytemuck::cast_slice(data).to_vec())))
+        Ok(self.add(
+            shape,
+            DType::F32,
+            Storage::Input(bytemuck::cast_slice(data).to_vec()),
+        ))
     }
 
     pub fn input_u32(&mut self, shape: &[usize], data: &[u32]) -> Result<Tensor> {
         check_len(shape, data.len())?;
-        Ok(self.add(shape, DType::U32, Storage::Input(bytemuck::cast_slice(data).to_vec())))
+        Ok(self.add(
+            shape,
+            DType::U32,
+            Storage::Input(bytemuck::cast_slice(data).to_vec()),
+        ))
     }
 
     /// An input without data yet: a graph holding one runs only in segments that
@@ -178,11 +196,16 @@ impl<'g> Graph<'g> {
         let row: usize = shape[1..].iter().product();
         let dtype = self.dtype(t);
         if dtype == DType::F16 || start + count > shape[0] {
-            return Err(Error::Shape(format!("cannot slice rows {start}..{} of {shape:?}", start + count)));
+            return Err(Error::Shape(format!(
+                "cannot slice rows {start}..{} of {shape:?}",
+                start + count
+            )));
         }
         let offset = dtype.bytes(start * row);
         if offset % self.gpu.limits.min_storage_buffer_offset_alignment as u64 != 0 {
-            return Err(Error::Shape(format!("rows {start}.. of {shape:?} start at a misaligned offset")));
+            return Err(Error::Shape(format!(
+                "rows {start}.. of {shape:?} start at a misaligned offset"
+            )));
         }
         let (root, base) = self.root(t);
         let mut new_shape = shape;
@@ -207,20 +230,45 @@ impl<'g> Graph<'g> {
     pub fn window(&self, t: Tensor, offset: u64, size: u64) -> Result<View> {
         let limit = self.gpu.max_binding();
         if size > limit {
-            return Err(Error::TooLarge { what: format!("a binding of a {:?} tensor", self.shape(t)), needed: size, limit });
+            return Err(Error::TooLarge {
+                what: format!("a binding of a {:?} tensor", self.shape(t)),
+                needed: size,
+                limit,
+            });
         }
         let align = self.gpu.limits.min_storage_buffer_offset_alignment as u64;
         if offset % align != 0 || offset + size > self.bytes(t) {
-            return Err(Error::Shape(format!("window {offset}+{size} of a {:?} tensor is misaligned or out of range", self.shape(t))));
+            return Err(Error::Shape(format!(
+                "window {offset}+{size} of a {:?} tensor is misaligned or out of range",
+                self.shape(t)
+            )));
         }
-        Ok(View { tensor: t, offset, size })
+        Ok(View {
+            tensor: t,
+            offset,
+            size,
+        })
     }
 
-    pub fn dispatch(&mut self, kernel: KernelKey, params: &[u8], views: Vec<View>, workgroups: [u32; 3], flops: u64) {
+    pub fn dispatch(
+        &mut self,
+        kernel: KernelKey,
+        params: &[u8],
+        views: Vec<View>,
+        workgroups: [u32; 3],
+        flops: u64,
+    ) {
         let mut params = params.to_vec();
         // Uniform structs are sized in multiples of 16 bytes.
         params.resize(params.len().div_ceil(16).max(1) * 16, 0);
-        self.dispatches.push(Dispatch { kernel, params, views, workgroups, stage: self.stage.clone(), flops });
+        self.dispatches.push(Dispatch {
+            kernel,
+            params,
+            views,
+            workgroups,
+            stage: self.stage.clone(),
+            flops,
+        });
     }
 
     /// Workgroup grid for `groups` workgroups, folded into y (and z) past the device's
@@ -233,7 +281,9 @@ impl<'g> Graph<'g> {
 fn check_len(shape: &[usize], len: usize) -> Result<()> {
     let n: usize = shape.iter().product();
     if n != len {
-        return Err(Error::Shape(format!("shape {shape:?} holds {n} elements, data has {len}")));
+        return Err(Error::Shape(format!(
+            "shape {shape:?} holds {n} elements, data has {len}"
+        )));
     }
     Ok(())
 }
@@ -250,7 +300,11 @@ pub fn fold_grid(groups: u64, max_dim: u32) -> Result<[u32; 3]> {
     }
     let z = y.div_ceil(max);
     if z > max {
-        return Err(Error::TooLarge { what: "a dispatch grid".into(), needed: groups, limit: max * max * max });
+        return Err(Error::TooLarge {
+            what: "a dispatch grid".into(),
+            needed: groups,
+            limit: max * max * max,
+        });
     }
     Ok([max as u32, max as u32, z as u32])
 }

@@ -19,7 +19,10 @@ pub struct Plan {
 }
 
 /// The first and last dispatch that use each root tensor (usize::MAX and 0 if none).
-pub(crate) fn lifetimes(tensors: &[TensorInfo], dispatches: &[Dispatch]) -> (Vec<usize>, Vec<usize>) {
+pub(crate) fn lifetimes(
+    tensors: &[TensorInfo],
+    dispatches: &[Dispatch],
+) -> (Vec<usize>, Vec<usize>) {
     let mut first = vec![usize::MAX; tensors.len()];
     let mut last = vec![0usize; tensors.len()];
     for (i, d) in dispatches.iter().enumerate() {
@@ -45,8 +48,14 @@ pub(crate) fn plan(tensors: &[TensorInfo], dispatches: &[Dispatch], outputs: &[T
     for &t in outputs {
         last[root(t).0] = usize::MAX;
     }
-    let is_planned = |t: usize| matches!(tensors[t].storage, Storage::Intermediate) && first[t] != usize::MAX;
-    let size = |t: usize| tensors[t].dtype.bytes(tensors[t].shape.iter().product()).max(4);
+    let is_planned =
+        |t: usize| matches!(tensors[t].storage, Storage::Intermediate) && first[t] != usize::MAX;
+    let size = |t: usize| {
+        tensors[t]
+            .dtype
+            .bytes(tensors[t].shape.iter().product())
+            .max(4)
+    };
 
     let mut starts: Vec<Vec<usize>> = vec![Vec::new(); dispatches.len()];
     let mut ends: Vec<Vec<usize>> = vec![Vec::new(); dispatches.len()];
@@ -57,7 +66,10 @@ pub(crate) fn plan(tensors: &[TensorInfo], dispatches: &[Dispatch], outputs: &[T
         }
     }
 
-    let mut plan = Plan { slot: vec![None; n], ..Plan::default() };
+    let mut plan = Plan {
+        slot: vec![None; n],
+        ..Plan::default()
+    };
     let mut free: Vec<usize> = Vec::new();
     for i in 0..dispatches.len() {
         for &t in &starts[i] {
@@ -69,7 +81,12 @@ pub(crate) fn plan(tensors: &[TensorInfo], dispatches: &[Dispatch], outputs: &[T
                 .filter(|(_, &b)| plan.buffers[b] >= need)
                 .min_by_key(|(_, &b)| plan.buffers[b])
                 .map(|(k, _)| k);
-            let largest = || free.iter().enumerate().max_by_key(|(_, &b)| plan.buffers[b]).map(|(k, _)| k);
+            let largest = || {
+                free.iter()
+                    .enumerate()
+                    .max_by_key(|(_, &b)| plan.buffers[b])
+                    .map(|(k, _)| k)
+            };
             let buffer = match best_fit.or_else(largest) {
                 Some(k) => {
                     let b = free.swap_remove(k);

@@ -37,18 +37,24 @@ impl Lifetimes {
     /// The root intermediates made before dispatch `at` and used from it on: what
     /// waits between the two halves of a graph cut there.
     pub fn crossing(&self, g: &Graph, at: usize) -> Vec<Tensor> {
-        self.roots(g).filter(|t| self.first[t.0] < at && self.last[t.0] >= at).collect()
+        self.roots(g)
+            .filter(|t| self.first[t.0] < at && self.last[t.0] >= at)
+            .collect()
     }
 
     fn roots<'a>(&'a self, g: &'a Graph) -> impl Iterator<Item = Tensor> + 'a {
         (0..g.tensors.len())
-            .filter(move |&i| matches!(g.tensors[i].storage, Storage::Intermediate) && self.first[i] != usize::MAX)
+            .filter(move |&i| {
+                matches!(g.tensors[i].storage, Storage::Intermediate) && self.first[i] != usize::MAX
+            })
             .map(Tensor)
     }
 
     /// Whether a dispatch in `range` uses `t` (through any alias).
     pub fn used_in(&self, g: &Graph, t: Tensor, range: &Range<usize>) -> bool {
-        g.dispatches[range.clone()].iter().any(|d| d.views.iter().any(|v| g.root(v.tensor).0 == t))
+        g.dispatches[range.clone()]
+            .iter()
+            .any(|d| d.views.iter().any(|v| g.root(v.tensor).0 == t))
     }
 }
 
@@ -64,11 +70,19 @@ impl<'g> Graph<'g> {
 
     /// The memory a [`Graph::segment`] of `range` uploading `uploads` and reading back
     /// `outputs` would take; None where a buffer exceeds the device.
-    pub fn segment_bytes(&self, range: Range<usize>, uploads: &[Tensor], outputs: &[Tensor]) -> Option<u64> {
+    pub fn segment_bytes(
+        &self,
+        range: Range<usize>,
+        uploads: &[Tensor],
+        outputs: &[Tensor],
+    ) -> Option<u64> {
         let segment = self.segment(range, uploads);
         let plan = segment.plan(outputs);
         let max = self.gpu.limits.max_buffer_size;
-        plan.buffers.iter().all(|&b| b <= max).then(|| plan.peak_bytes + uploads.iter().map(|&t| self.bytes(t)).sum::<u64>())
+        plan.buffers
+            .iter()
+            .all(|&b| b <= max)
+            .then(|| plan.peak_bytes + uploads.iter().map(|&t| self.bytes(t)).sum::<u64>())
     }
 
     /// Dispatches `range` as a graph of their own, in which each of `uploads` (root
@@ -79,6 +93,12 @@ impl<'g> Graph<'g> {
         for &t in uploads {
             tensors[t.0].storage = Storage::Placeholder;
         }
-        Graph { gpu: self.gpu, tensors, dispatches: self.dispatches[range].to_vec(), stage: self.stage.clone(), taps: Vec::new() }
+        Graph {
+            gpu: self.gpu,
+            tensors,
+            dispatches: self.dispatches[range].to_vec(),
+            stage: self.stage.clone(),
+            taps: Vec::new(),
+        }
     }
 }

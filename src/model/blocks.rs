@@ -19,7 +19,11 @@ pub enum Scope {
     /// Their input is one `tile` = (h, w) of a `picture` = (h, w) (latent pixels) run
     /// in lock-step: the graph stops before each of them (a [`SyncPoint`]) until the
     /// tiles' contributions are merged, and takes the merged whole from placeholders.
-    Tile { tile: (usize, usize), picture: (usize, usize), points: Vec<SyncPoint> },
+    Tile {
+        tile: (usize, usize),
+        picture: (usize, usize),
+        points: Vec<SyncPoint>,
+    },
 }
 
 /// Where a tile graph waits for the other tiles; its dispatches from `apply_at` on
@@ -28,11 +32,25 @@ pub enum Scope {
 pub enum SyncPoint {
     /// A GroupNorm of `x`, whose (mean, 1/σ) of each group over the whole picture go
     /// in `stats` [groups, 2].
-    Norm { x: Tensor, stats: Tensor, groups: usize, eps: f32, apply_at: usize },
+    Norm {
+        x: Tensor,
+        stats: Tensor,
+        groups: usize,
+        eps: f32,
+        apply_at: usize,
+    },
     /// Single-head attention over the whole picture: the tiles' keys `k` and values
     /// `v` ([tokens, c], a `size` = (h, w) grid) make up `keys` and `values` over the
     /// whole picture's `picture` = (h, w) grid.
-    Attention { k: Tensor, v: Tensor, keys: Tensor, values: Tensor, size: (usize, usize), picture: (usize, usize), apply_at: usize },
+    Attention {
+        k: Tensor,
+        v: Tensor,
+        keys: Tensor,
+        values: Tensor,
+        size: (usize, usize),
+        picture: (usize, usize),
+        apply_at: usize,
+    },
 }
 
 impl SyncPoint {
@@ -52,15 +70,31 @@ pub struct Ctx<'a, 'g> {
 
 impl<'a, 'g> Ctx<'a, 'g> {
     pub fn new(g: &'a mut Graph<'g>, w: &'a Weights) -> Self {
-        Ctx { g, w, scope: Scope::Whole }
+        Ctx {
+            g,
+            w,
+            scope: Scope::Whole,
+        }
     }
 
     /// `prefix.weight` / `prefix.bias` as a convolution; padding keeps odd kernels "same".
-    pub fn conv(&mut self, prefix: &str, x: Tensor, stride: usize, act: Activation) -> Result<Tensor> {
+    pub fn conv(
+        &mut self,
+        prefix: &str,
+        x: Tensor,
+        stride: usize,
+        act: Activation,
+    ) -> Result<Tensor> {
         let weight = self.w.tensor(self.g, &format!("{prefix}.weight"))?;
         let bias = self.w.tensor(self.g, &format!("{prefix}.bias"))?;
         let k = self.g.shape(weight)[2];
-        conv2d(self.g, x, weight, bias, Conv2d::strided(stride, [k / 2; 4]).with(act))
+        conv2d(
+            self.g,
+            x,
+            weight,
+            bias,
+            Conv2d::strided(stride, [k / 2; 4]).with(act),
+        )
     }
 
     pub fn conv_padded(&mut self, prefix: &str, x: Tensor, cfg: Conv2d) -> Result<Tensor> {
@@ -69,14 +103,27 @@ impl<'a, 'g> Ctx<'a, 'g> {
         conv2d(self.g, x, weight, bias, cfg)
     }
 
-    pub fn group_norm(&mut self, prefix: &str, x: Tensor, groups: usize, eps: f32, silu: bool) -> Result<Tensor> {
+    pub fn group_norm(
+        &mut self,
+        prefix: &str,
+        x: Tensor,
+        groups: usize,
+        eps: f32,
+        silu: bool,
+    ) -> Result<Tensor> {
         let gamma = self.w.tensor(self.g, &format!("{prefix}.weight"))?;
         let beta = self.w.tensor(self.g, &format!("{prefix}.bias"))?;
         let Scope::Tile { points, .. } = &mut self.scope else {
             return group_norm(self.g, x, gamma, beta, groups, eps, silu);
         };
         let stats = self.g.placeholder(&[groups, 2], DType::F32);
-        points.push(SyncPoint::Norm { x, stats, groups, eps, apply_at: self.g.dispatch_count() });
+        points.push(SyncPoint::Norm {
+            x,
+            stats,
+            groups,
+            eps,
+            apply_at: self.g.dispatch_count(),
+        });
         group_norm_apply(self.g, x, stats, gamma, beta, silu)
     }
 
@@ -90,14 +137,25 @@ impl<'a, 'g> Ctx<'a, 'g> {
     pub fn linear(&mut self, prefix: &str, x: Tensor) -> Result<Tensor> {
         let weight = self.w.tensor(self.g, &format!("{prefix}.weight"))?;
         let bias_name = format!("{prefix}.bias");
-        let bias = if self.w.contains(&bias_name) { Some(self.w.tensor(self.g, &bias_name)?) } else { None };
+        let bias = if self.w.contains(&bias_name) {
+            Some(self.w.tensor(self.g, &bias_name)?)
+        } else {
+            None
+        };
         linear_op(self.g, x, weight, bias)
     }
 
     /// diffusers' ResnetBlock2D: norm1 → SiLU → conv1 (+ time_emb_proj(SiLU(temb)))
     /// → norm2 → SiLU → conv2, plus the input (through conv_shortcut when the channel
     /// count changes).
-    pub fn resnet(&mut self, prefix: &str, x: Tensor, silu_temb: Option<Tensor>, groups: usize, eps: f32) -> Result<Tensor> {
+    pub fn resnet(
+        &mut self,
+        prefix: &str,
+        x: Tensor,
+        silu_temb: Option<Tensor>,
+        groups: usize,
+        eps: f32,
+    ) -> Result<Tensor> {
         let h = self.group_norm(&format!("{prefix}.norm1"), x, groups, eps, true)?;
         let mut h = self.conv(&format!("{prefix}.conv1"), h, 1, Activation::None)?;
         if let Some(temb) = silu_temb {
@@ -109,13 +167,19 @@ impl<'a, 'g> Ctx<'a, 'g> {
         let h = self.group_norm(&format!("{prefix}.norm2"), h, groups, eps, true)?;
         let h = self.conv(&format!("{prefix}.conv2"), h, 1, Activation::None)?;
         let shortcut = format!("{prefix}.conv_shortcut");
-        let skip = if self.w.contains(&format!("{shortcut}.weight")) { self.conv(&shortcut, x, 1, Activation::None)? } else { x };
+        let skip = if self.w.contains(&format!("{shortcut}.weight")) {
+            self.conv(&shortcut, x, 1, Activation::None)?
+        } else {
+            x
+        };
         add(self.g, skip, h)
     }
 
     /// [c, h, w] → [h·w, c]: pixels become tokens.
     pub fn to_tokens(&mut self, x: Tensor) -> Result<Tensor> {
-        let &[c, h, w] = self.g.shape(x) else { unreachable!("image tensors are [c, h, w]") };
+        let &[c, h, w] = self.g.shape(x) else {
+            unreachable!("image tensors are [c, h, w]")
+        };
         let flat = self.g.reshape(x, &[c, h * w])?;
         transpose(self.g, flat)
     }
@@ -129,19 +193,43 @@ impl<'a, 'g> Ctx<'a, 'g> {
 
     /// diffusers' Attention on tokens: to_q/to_k/to_v, multi-head softmax attention,
     /// to_out.0. `context` is the key/value source (None: self-attention).
-    pub fn attention(&mut self, prefix: &str, x: Tensor, context: Option<Tensor>, heads: usize) -> Result<Tensor> {
+    pub fn attention(
+        &mut self,
+        prefix: &str,
+        x: Tensor,
+        context: Option<Tensor>,
+        heads: usize,
+    ) -> Result<Tensor> {
         let kv = context.unwrap_or(x);
         let q = self.linear(&format!("{prefix}.to_q"), x)?;
         let mut k = self.linear(&format!("{prefix}.to_k"), kv)?;
         let mut v = self.linear(&format!("{prefix}.to_v"), kv)?;
-        if let (None, Scope::Tile { tile, picture, points }) = (context, &mut self.scope) {
+        if let (
+            None,
+            Scope::Tile {
+                tile,
+                picture,
+                points,
+            },
+        ) = (context, &mut self.scope)
+        {
             // A tile's queries attend to the keys and values of the whole picture.
-            let &[n, c] = self.g.shape(k) else { unreachable!("tokens are [n, c]") };
+            let &[n, c] = self.g.shape(k) else {
+                unreachable!("tokens are [n, c]")
+            };
             let size = tile_grid_of(n, *tile)?;
             let picture = (picture.0 * size.0 / tile.0, picture.1 * size.1 / tile.1);
             let keys = self.g.placeholder(&[picture.0 * picture.1, c], DType::F32);
             let values = self.g.placeholder(&[picture.0 * picture.1, c], DType::F32);
-            points.push(SyncPoint::Attention { k, v, keys, values, size, picture, apply_at: self.g.dispatch_count() });
+            points.push(SyncPoint::Attention {
+                k,
+                v,
+                keys,
+                values,
+                size,
+                picture,
+                apply_at: self.g.dispatch_count(),
+            });
             (k, v) = (keys, values);
         }
         let o = attention(self.g, q, k, v, heads)?;
@@ -149,8 +237,16 @@ impl<'a, 'g> Ctx<'a, 'g> {
     }
 
     /// The VAE mid-block attention: GroupNorm, one head over all pixels, residual.
-    pub fn vae_attention(&mut self, prefix: &str, x: Tensor, groups: usize, eps: f32) -> Result<Tensor> {
-        let &[_, h, w] = self.g.shape(x) else { unreachable!("image tensors are [c, h, w]") };
+    pub fn vae_attention(
+        &mut self,
+        prefix: &str,
+        x: Tensor,
+        groups: usize,
+        eps: f32,
+    ) -> Result<Tensor> {
+        let &[_, h, w] = self.g.shape(x) else {
+            unreachable!("image tensors are [c, h, w]")
+        };
         let n = self.group_norm(&format!("{prefix}.group_norm"), x, groups, eps, false)?;
         let tokens = self.to_tokens(n)?;
         let o = self.attention(prefix, tokens, None, 1)?;
@@ -168,5 +264,10 @@ fn tile_grid_of(n: usize, tile: (usize, usize)) -> Result<(usize, usize)> {
     (0..8)
         .flat_map(|e| [(tile.0 << e, tile.1 << e), (tile.0 >> e, tile.1 >> e)])
         .find(|&(h, w)| h * w == n && h > 0)
-        .ok_or_else(|| crate::error::Error::Shape(format!("{n} tokens are no scale of a {}×{} tile", tile.0, tile.1)))
+        .ok_or_else(|| {
+            crate::error::Error::Shape(format!(
+                "{n} tokens are no scale of a {}×{} tile",
+                tile.0, tile.1
+            ))
+        })
 }

@@ -10,9 +10,10 @@ use crate::error::{Error, Result};
 fn per_block(value: &Value, blocks: usize, field: &str) -> Result<Vec<usize>> {
     match value {
         Value::Number(n) => Ok(vec![n.as_u64().unwrap_or(0) as usize; blocks]),
-        Value::Array(items) if items.len() == blocks => {
-            items.iter().map(|v| v.as_u64().map(|n| n as usize).ok_or_else(|| bad(field))).collect()
-        }
+        Value::Array(items) if items.len() == blocks => items
+            .iter()
+            .map(|v| v.as_u64().map(|n| n as usize).ok_or_else(|| bad(field)))
+            .collect(),
         _ => Err(bad(field)),
     }
 }
@@ -74,23 +75,56 @@ fn three() -> usize {
 
 impl UnetConfig {
     pub fn parse(json: &str) -> Result<UnetConfig> {
-        let mut c: UnetConfig = serde_json::from_str(json).map_err(|e| Error::BadModel(format!("unet config: {e}")))?;
+        let mut c: UnetConfig =
+            serde_json::from_str(json).map_err(|e| Error::BadModel(format!("unet config: {e}")))?;
         let blocks = c.block_out_channels.len();
-        let heads_field = if c.num_attention_heads.is_null() { &c.attention_head_dim } else { &c.num_attention_heads };
+        let heads_field = if c.num_attention_heads.is_null() {
+            &c.attention_head_dim
+        } else {
+            &c.num_attention_heads
+        };
         c.heads = per_block(heads_field, blocks, "attention_head_dim")?;
-        c.transformer_layers = per_block(&c.transformer_layers_per_block, blocks, "transformer_layers_per_block")?;
+        c.transformer_layers = per_block(
+            &c.transformer_layers_per_block,
+            blocks,
+            "transformer_layers_per_block",
+        )?;
         let unsupported = [
             (!c.class_embed_type.is_null(), "class_embed_type"),
             (!c.addition_embed_type.is_null(), "addition_embed_type"),
-            (c.resnet_time_scale_shift.as_deref().is_some_and(|s| s != "default"), "resnet_time_scale_shift"),
-            (c.only_cross_attention.as_bool() == Some(true), "only_cross_attention"),
+            (
+                c.resnet_time_scale_shift
+                    .as_deref()
+                    .is_some_and(|s| s != "default"),
+                "resnet_time_scale_shift",
+            ),
+            (
+                c.only_cross_attention.as_bool() == Some(true),
+                "only_cross_attention",
+            ),
             (c.dual_cross_attention == Some(true), "dual_cross_attention"),
-            (c.mid_block_type.as_deref().is_some_and(|t| t != "UNetMidBlock2DCrossAttn"), "mid_block_type"),
-            (c.down_block_types.len() != blocks || c.up_block_types.len() != blocks, "block type lists"),
-            (c.heads.iter().zip(&c.block_out_channels).any(|(&h, &ch)| h == 0 || ch % h != 0), "head counts"),
+            (
+                c.mid_block_type
+                    .as_deref()
+                    .is_some_and(|t| t != "UNetMidBlock2DCrossAttn"),
+                "mid_block_type",
+            ),
+            (
+                c.down_block_types.len() != blocks || c.up_block_types.len() != blocks,
+                "block type lists",
+            ),
+            (
+                c.heads
+                    .iter()
+                    .zip(&c.block_out_channels)
+                    .any(|(&h, &ch)| h == 0 || ch % h != 0),
+                "head counts",
+            ),
         ];
         if let Some((_, field)) = unsupported.iter().find(|(bad, _)| *bad) {
-            return Err(Error::BadModel(format!("unet config: unsupported '{field}' (OSCAR uses the SD-2.1 UNet)")));
+            return Err(Error::BadModel(format!(
+                "unet config: unsupported '{field}' (OSCAR uses the SD-2.1 UNet)"
+            )));
         }
         Ok(c)
     }
@@ -144,8 +178,11 @@ fn epsilon() -> String {
 
 impl SchedulerConfig {
     pub fn parse(json: &str) -> Result<SchedulerConfig> {
-        let c: SchedulerConfig = serde_json::from_str(json).map_err(|e| Error::BadModel(format!("scheduler config: {e}")))?;
-        if c.prediction_type != "v_prediction" || !matches!(c.beta_schedule.as_str(), "scaled_linear" | "linear") {
+        let c: SchedulerConfig = serde_json::from_str(json)
+            .map_err(|e| Error::BadModel(format!("scheduler config: {e}")))?;
+        if c.prediction_type != "v_prediction"
+            || !matches!(c.beta_schedule.as_str(), "scaled_linear" | "linear")
+        {
             return Err(Error::BadModel(format!(
                 "scheduler: OSCAR needs v_prediction with a (scaled_)linear schedule, got {} / {}",
                 c.prediction_type, c.beta_schedule
@@ -158,7 +195,9 @@ impl SchedulerConfig {
     pub fn alpha_bar(&self, t: usize) -> Result<f32> {
         let n = self.num_train_timesteps;
         if t >= n {
-            return Err(Error::BadModel(format!("timestep {t} is outside the schedule's {n} steps")));
+            return Err(Error::BadModel(format!(
+                "timestep {t} is outside the schedule's {n} steps"
+            )));
         }
         let (start, end) = match self.beta_schedule.as_str() {
             "scaled_linear" => (self.beta_start.sqrt(), self.beta_end.sqrt()),
@@ -168,8 +207,16 @@ impl SchedulerConfig {
         let mut product = 1f32;
         for i in 0..=t {
             // torch.linspace fills the second half from the end, so the last value is exact.
-            let b = if i < n / 2 { start + step * i as f32 } else { end - step * (n - 1 - i) as f32 };
-            let beta = if self.beta_schedule == "scaled_linear" { b * b } else { b };
+            let b = if i < n / 2 {
+                start + step * i as f32
+            } else {
+                end - step * (n - 1 - i) as f32
+            };
+            let beta = if self.beta_schedule == "scaled_linear" {
+                b * b
+            } else {
+                b
+            };
             product *= 1.0 - beta;
         }
         Ok(product)
@@ -189,11 +236,17 @@ pub struct Level {
 }
 
 pub fn parse_levels(json: &str) -> Result<Vec<Level>> {
-    let levels: Vec<Level> = serde_json::from_str(json).map_err(|e| Error::BadModel(format!("levels: {e}")))?;
+    let levels: Vec<Level> =
+        serde_json::from_str(json).map_err(|e| Error::BadModel(format!("levels: {e}")))?;
     let valid = !levels.is_empty()
-        && levels.iter().enumerate().all(|(i, l)| l.level == i && l.stride.is_power_of_two() && l.codebook_size >= 2);
+        && levels
+            .iter()
+            .enumerate()
+            .all(|(i, l)| l.level == i && l.stride.is_power_of_two() && l.codebook_size >= 2);
     if !valid {
-        return Err(Error::BadModel("levels: must be numbered 0.. with power-of-two strides".into()));
+        return Err(Error::BadModel(
+            "levels: must be numbered 0.. with power-of-two strides".into(),
+        ));
     }
     Ok(levels)
 }

@@ -66,7 +66,10 @@ fn sequential(cx: &mut Ctx, prefix: &str, mut x: Tensor, upsampling: bool) -> Re
         } else {
             break;
         }
-        cx.g.tap(format!("{}.{i}", prefix.rsplit('.').next().unwrap_or(prefix)), x);
+        cx.g.tap(
+            format!("{}.{i}", prefix.rsplit('.').next().unwrap_or(prefix)),
+            x,
+        );
     }
     Ok(x)
 }
@@ -80,17 +83,33 @@ pub fn backbone(cx: &mut Ctx, level: usize, latents: Tensor) -> Result<Tensor> {
 pub fn quantize(cx: &mut Ctx, level: usize, features: Tensor) -> Result<Tensor> {
     let tokens = cx.to_tokens(features)?;
     let project_in = format!("hyper.{level}.quantizer.project_in");
-    let projected = if cx.w.contains(&format!("{project_in}.weight")) { cx.linear(&project_in, tokens)? } else { tokens };
-    let codebook = cx.w.tensor(cx.g, &format!("hyper.{level}.quantizer.codebook"))?;
+    let projected = if cx.w.contains(&format!("{project_in}.weight")) {
+        cx.linear(&project_in, tokens)?
+    } else {
+        tokens
+    };
+    let codebook =
+        cx.w.tensor(cx.g, &format!("hyper.{level}.quantizer.codebook"))?;
     argmax_cosine(cx.g, projected, codebook)
 }
 
 /// Codebook rows of `indices`, through project_out, as a [M, h, w] map.
-pub fn dequantize(cx: &mut Ctx, level: usize, indices: Tensor, h: usize, w: usize) -> Result<Tensor> {
-    let codebook = cx.w.tensor(cx.g, &format!("hyper.{level}.quantizer.codebook"))?;
+pub fn dequantize(
+    cx: &mut Ctx,
+    level: usize,
+    indices: Tensor,
+    h: usize,
+    w: usize,
+) -> Result<Tensor> {
+    let codebook =
+        cx.w.tensor(cx.g, &format!("hyper.{level}.quantizer.codebook"))?;
     let rows = gather_rows(cx.g, codebook, indices)?;
     let project_out = format!("hyper.{level}.quantizer.project_out");
-    let rows = if cx.w.contains(&format!("{project_out}.weight")) { cx.linear(&project_out, rows)? } else { rows };
+    let rows = if cx.w.contains(&format!("{project_out}.weight")) {
+        cx.linear(&project_out, rows)?
+    } else {
+        rows
+    };
     cx.to_image(rows, h, w)
 }
 

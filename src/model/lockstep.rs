@@ -45,7 +45,9 @@ pub(super) enum Net {
     VaeEncoder,
     VaeDecoder,
     /// The UNet step of a level, latent to VAE-ready latent.
-    Unet { level: usize },
+    Unet {
+        level: usize,
+    },
 }
 
 /// The graph of one tile with its sync points.
@@ -71,7 +73,10 @@ impl Template {
         let mut start = 0;
         (0..=self.points.len())
             .map(|k| {
-                let end = self.points.get(k).map_or(g.dispatch_count(), SyncPoint::apply_at);
+                let end = self
+                    .points
+                    .get(k)
+                    .map_or(g.dispatch_count(), SyncPoint::apply_at);
                 let range = start..end;
                 start = end;
                 let mut filled = match k.checked_sub(1).map(|p| self.points[p]) {
@@ -87,9 +92,19 @@ impl Template {
                     Some(_) => life.leaving(g, &range),
                 };
                 if let Some(&SyncPoint::Attention { k, v, .. }) = self.points.get(k) {
-                    outputs.extend([g.root(k).0, g.root(v).0].into_iter().filter(|t| !outputs.contains(t)).collect::<Vec<_>>());
+                    outputs.extend(
+                        [g.root(k).0, g.root(v).0]
+                            .into_iter()
+                            .filter(|t| !outputs.contains(t))
+                            .collect::<Vec<_>>(),
+                    );
                 }
-                Segment { entering: life.entering(g, &range), filled, outputs, range }
+                Segment {
+                    entering: life.entering(g, &range),
+                    filled,
+                    outputs,
+                    range,
+                }
             })
             .collect()
     }
@@ -98,17 +113,48 @@ impl Template {
 impl Oscar {
     /// The VAE stage (decoder, or encoder if `encoder`) for a latent of `size`: the
     /// largest tiles whose segments fit the budget.
-    pub(super) fn vae_stage(&self, (h, w): (usize, usize), policy: &TilePolicy, encoder: bool) -> Result<Stage> {
+    pub(super) fn vae_stage(
+        &self,
+        (h, w): (usize, usize),
+        policy: &TilePolicy,
+        encoder: bool,
+    ) -> Result<Stage> {
         let max = policy.vae_tile.unwrap_or(usize::MAX).min(h.max(w)) / VAE_ALIGN * VAE_ALIGN;
-        let candidates: Vec<usize> = (MIN_VAE_TILE..=max.max(MIN_VAE_TILE)).rev().step_by(VAE_ALIGN).collect();
-        let net = if encoder { Net::VaeEncoder } else { Net::VaeDecoder };
-        self.lockstep_stage((h, w), policy, net, &candidates, |tile| vae_grid(h, w, tile))?
-            .ok_or_else(|| over_budget(if encoder { "the VAE encoder of this picture" } else { "the VAE decoder of this picture" }, policy.budget, true))
+        let candidates: Vec<usize> = (MIN_VAE_TILE..=max.max(MIN_VAE_TILE))
+            .rev()
+            .step_by(VAE_ALIGN)
+            .collect();
+        let net = if encoder {
+            Net::VaeEncoder
+        } else {
+            Net::VaeDecoder
+        };
+        self.lockstep_stage((h, w), policy, net, &candidates, |tile| {
+            vae_grid(h, w, tile)
+        })?
+        .ok_or_else(|| {
+            over_budget(
+                if encoder {
+                    "the VAE encoder of this picture"
+                } else {
+                    "the VAE decoder of this picture"
+                },
+                policy.budget,
+                true,
+            )
+        })
     }
 
     /// The largest of `candidates` (descending) whose tiles' segments fit the budget,
     /// as a stage; None if none does.
-    pub(super) fn lockstep_stage(&self, picture: (usize, usize), policy: &TilePolicy, net: Net, candidates: &[usize], grid_for: impl Fn(usize) -> Grid) -> Result<Option<Stage>> {
+    pub(super) fn lockstep_stage(
+        &self,
+        picture: (usize, usize),
+        policy: &TilePolicy,
+        net: Net,
+        candidates: &[usize],
+        grid_for: impl Fn(usize) -> Grid,
+    ) -> Result<Option<Stage>> {
         let plan = |tile: usize| -> Result<Option<(u64, u64)>> {
             let grid = grid_for(tile);
             let mut g = Graph::new(&self.gpu);
@@ -125,24 +171,59 @@ impl Oscar {
                     _ => return Ok(None),
                 }
             }
-            let waiting = |at: usize| life.crossing(&g, at).into_iter().map(|t| Waiting::bytes(&g, &grid, picture, t)).sum::<u64>();
-            let merged = |p: &SyncPoint| if let SyncPoint::Attention { keys, values, .. } = *p { g.bytes(keys) + g.bytes(values) } else { 0 };
-            let host = template.points.iter().map(|p| waiting(p.apply_at()) + merged(p)).max().unwrap_or(0);
+            let waiting = |at: usize| {
+                life.crossing(&g, at)
+                    .into_iter()
+                    .map(|t| Waiting::bytes(&g, &grid, picture, t))
+                    .sum::<u64>()
+            };
+            let merged = |p: &SyncPoint| {
+                if let SyncPoint::Attention { keys, values, .. } = *p {
+                    g.bytes(keys) + g.bytes(values)
+                } else {
+                    0
+                }
+            };
+            let host = template
+                .points
+                .iter()
+                .map(|p| waiting(p.apply_at()) + merged(p))
+                .max()
+                .unwrap_or(0);
             Ok(Some((gpu, host)))
         };
-        let Some((tile, peak_bytes)) = largest_fitting(candidates, |tile| Ok(plan(tile)?.map(|(gpu, _)| gpu)))? else { return Ok(None) };
+        let Some((tile, peak_bytes)) =
+            largest_fitting(candidates, |tile| Ok(plan(tile)?.map(|(gpu, _)| gpu)))?
+        else {
+            return Ok(None);
+        };
         let host_bytes = plan(tile)?.map_or(0, |(_, host)| host);
-        Ok(Some(Stage { grid: Some(grid_for(tile)), peak_bytes, host_bytes }))
+        Ok(Some(Stage {
+            grid: Some(grid_for(tile)),
+            peak_bytes,
+            host_bytes,
+        }))
     }
 
     /// The graph of one tile of `grid` over a `picture` (latent pixels).
-    fn template(&self, g: &mut Graph, picture: (usize, usize), grid: &Grid, net: Net) -> Result<Template> {
+    fn template(
+        &self,
+        g: &mut Graph,
+        picture: (usize, usize),
+        grid: &Grid,
+        net: Net,
+    ) -> Result<Template> {
         let cfg = &self.info.vae;
         let (th, tw) = (grid.rows.tile, grid.cols.tile);
         let (in_c, in_scale, _) = self.ends(net);
         let mut cx = Ctx::new(g, &self.weights);
-        cx.scope = Scope::Tile { tile: (th, tw), picture, points: Vec::new() };
-        let input = cx.g.placeholder(&[in_c, th * in_scale, tw * in_scale], DType::F32);
+        cx.scope = Scope::Tile {
+            tile: (th, tw),
+            picture,
+            points: Vec::new(),
+        };
+        let input =
+            cx.g.placeholder(&[in_c, th * in_scale, tw * in_scale], DType::F32);
         let output = match net {
             Net::VaeEncoder => {
                 cx.g.set_stage("vae_encode");
@@ -154,8 +235,14 @@ impl Oscar {
             }
             Net::Unet { level } => self.denoise(&mut cx, level, input)?[2],
         };
-        let Scope::Tile { points, .. } = cx.scope else { unreachable!("a tile scope stays one") };
-        Ok(Template { input, output, points })
+        let Scope::Tile { points, .. } = cx.scope else {
+            unreachable!("a tile scope stays one")
+        };
+        Ok(Template {
+            input,
+            output,
+            points,
+        })
     }
 
     /// (input channels, input scale, output scale) of `net` against its latent grid.
@@ -170,7 +257,15 @@ impl Oscar {
 
     /// `net` over `input` (its picture of `size` latent pixels) in the tiles of `grid`,
     /// in lock-step.
-    pub(super) fn run_lockstep(&self, input: &[f32], (h, w): (usize, usize), grid: &Grid, net: Net, opts: RunOptions, trace: &mut Trace) -> Result<Vec<f32>> {
+    pub(super) fn run_lockstep(
+        &self,
+        input: &[f32],
+        (h, w): (usize, usize),
+        grid: &Grid,
+        net: Net,
+        opts: RunOptions,
+        trace: &mut Trace,
+    ) -> Result<Vec<f32>> {
         let (in_c, in_scale, out_scale) = self.ends(net);
         let (th, tw) = (grid.rows.tile, grid.cols.tile);
         let mut g = Graph::new(&self.gpu);
@@ -185,7 +280,12 @@ impl Oscar {
         for (k, segment) in template.segments(&g, &life).iter().enumerate() {
             let mut merge = template.points.get(k).map(|&p| Merge::new(&g, p));
             // One set of buffers and bind groups for the segment, filled anew per tile.
-            let placeholders: Vec<Tensor> = segment.entering.iter().chain(&segment.filled).copied().collect();
+            let placeholders: Vec<Tensor> = segment
+                .entering
+                .iter()
+                .chain(&segment.filled)
+                .copied()
+                .collect();
             let run = g.segment(segment.range.clone(), &placeholders);
             let run = run.prepare(&segment.outputs, opts.profile)?;
             for (tile, &(y0, x0, i, j)) in tiles.iter().enumerate() {
@@ -196,10 +296,20 @@ impl Oscar {
                 let mut merged = merged.iter();
                 for &t in &segment.filled {
                     let bytes = if t == template.input {
-                        let pixels = crop(input, (in_c, h * in_scale, w * in_scale), y0 * in_scale, x0 * in_scale, th * in_scale, tw * in_scale);
+                        let pixels = crop(
+                            input,
+                            (in_c, h * in_scale, w * in_scale),
+                            y0 * in_scale,
+                            x0 * in_scale,
+                            th * in_scale,
+                            tw * in_scale,
+                        );
                         bytemuck::cast_slice(&pixels).to_vec()
                     } else {
-                        merged.next().cloned().ok_or_else(|| Error::Gpu("a sync point merged too little".into()))?
+                        merged
+                            .next()
+                            .cloned()
+                            .ok_or_else(|| Error::Gpu("a sync point merged too little".into()))?
                     };
                     uploads.push((t, bytes));
                 }
@@ -208,7 +318,9 @@ impl Oscar {
                 let mut outputs = segment.outputs.iter().zip(host);
                 let Some(merge) = &mut merge else {
                     // The last segment: the tile's owned part of the output.
-                    let (_, out) = outputs.next().ok_or_else(|| Error::Gpu("a tile returned no output".into()))?;
+                    let (_, out) = outputs
+                        .next()
+                        .ok_or_else(|| Error::Gpu("a tile returned no output".into()))?;
                     let out: Vec<f32> = bytemuck::pod_collect_to_vec(&out.bytes);
                     let (th, tw) = (th * out_scale, tw * out_scale);
                     let ((ya, yb), (xa, xb)) = (owned(&grid.rows, i, th), owned(&grid.cols, j, tw));
@@ -216,7 +328,9 @@ impl Oscar {
                     for c in 0..out_c {
                         for y in ya..yb {
                             let to = (c * oh + oy + y) * ow + ox;
-                            picture[to + xa..to + xb].copy_from_slice(&out[(c * th + y) * tw + xa..(c * th + y) * tw + xb]);
+                            picture[to + xa..to + xb].copy_from_slice(
+                                &out[(c * th + y) * tw + xa..(c * th + y) * tw + xb],
+                            );
                         }
                     }
                     continue;
@@ -224,7 +338,12 @@ impl Oscar {
                 for (&t, out) in outputs {
                     waiting.put(tile, t, out.bytes);
                 }
-                merge.add(&g, |t| waiting.f32s(tile, t), (&grid.rows, i), (&grid.cols, j))?;
+                merge.add(
+                    &g,
+                    |t| waiting.f32s(tile, t),
+                    (&grid.rows, i),
+                    (&grid.cols, j),
+                )?;
             }
             waiting.retain(|t| life.alive_after(t, segment.range.end));
             if let Some(merge) = merge {
@@ -239,26 +358,56 @@ impl Oscar {
 enum Merge {
     /// Per-group count, mean and M2 (sum of squared deviations), merged with Chan's
     /// formula in f64 so the statistics do not depend on how the picture was tiled.
-    Norm { point: SyncPoint, groups: Vec<(f64, f64, f64)> },
+    Norm {
+        point: SyncPoint,
+        groups: Vec<(f64, f64, f64)>,
+    },
     /// The whole picture's keys and values, [tokens, c] each.
-    Attention { point: SyncPoint, keys: Vec<f32>, values: Vec<f32> },
+    Attention {
+        point: SyncPoint,
+        keys: Vec<f32>,
+        values: Vec<f32>,
+    },
 }
 
 impl Merge {
     fn new(g: &Graph, point: SyncPoint) -> Merge {
         match point {
-            SyncPoint::Norm { groups, .. } => Merge::Norm { point, groups: vec![(0.0, 0.0, 0.0); groups] },
-            SyncPoint::Attention { keys, .. } => Merge::Attention { point, keys: vec![0.0; g.len(keys)], values: vec![0.0; g.len(keys)] },
+            SyncPoint::Norm { groups, .. } => Merge::Norm {
+                point,
+                groups: vec![(0.0, 0.0, 0.0); groups],
+            },
+            SyncPoint::Attention { keys, .. } => Merge::Attention {
+                point,
+                keys: vec![0.0; g.len(keys)],
+                values: vec![0.0; g.len(keys)],
+            },
         }
     }
 
     /// Adds the part of the picture that tile (`i`, `j`) owns: the pixels nearer to it
     /// than to a neighbour, so every pixel counts once and no tile contributes pixels
     /// near its own border, where its zero padding shows.
-    fn add(&mut self, g: &Graph, data: impl Fn(Tensor) -> Result<Vec<f32>>, (rows, i): (&Layout, usize), (cols, j): (&Layout, usize)) -> Result<()> {
+    fn add(
+        &mut self,
+        g: &Graph,
+        data: impl Fn(Tensor) -> Result<Vec<f32>>,
+        (rows, i): (&Layout, usize),
+        (cols, j): (&Layout, usize),
+    ) -> Result<()> {
         match self {
-            Merge::Norm { point: SyncPoint::Norm { x, groups: n_groups, .. }, groups } => {
-                let &[c, h, w] = g.shape(*x) else { return Err(Error::Shape("GroupNorm inputs are [c, h, w]".into())) };
+            Merge::Norm {
+                point:
+                    SyncPoint::Norm {
+                        x,
+                        groups: n_groups,
+                        ..
+                    },
+                groups,
+            } => {
+                let &[c, h, w] = g.shape(*x) else {
+                    return Err(Error::Shape("GroupNorm inputs are [c, h, w]".into()));
+                };
                 let data = data(*x)?;
                 let x = data.as_slice();
                 let ((y0, y1), (x0, x1)) = (owned(rows, i, h), owned(cols, j, w));
@@ -268,20 +417,43 @@ impl Merge {
                     return Ok(());
                 }
                 for (grp, acc) in groups.iter_mut().enumerate() {
-                    let values = || (grp * cpg..(grp + 1) * cpg).flat_map(move |ch| (y0..y1).flat_map(move |y| &x[(ch * h + y) * w + x0..(ch * h + y) * w + x1]));
+                    let values = || {
+                        (grp * cpg..(grp + 1) * cpg).flat_map(move |ch| {
+                            (y0..y1)
+                                .flat_map(move |y| &x[(ch * h + y) * w + x0..(ch * h + y) * w + x1])
+                        })
+                    };
                     let mean = values().map(|&v| v as f64).sum::<f64>() / n;
                     let m2 = values().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>();
                     let (na, ma, m2a) = *acc;
                     let total = na + n;
                     let delta = mean - ma;
-                    *acc = (total, ma + delta * n / total, m2a + m2 + delta * delta * na * n / total);
+                    *acc = (
+                        total,
+                        ma + delta * n / total,
+                        m2a + m2 + delta * delta * na * n / total,
+                    );
                 }
             }
-            Merge::Attention { point: SyncPoint::Attention { k, v, size, picture, .. }, keys, values } => {
+            Merge::Attention {
+                point:
+                    SyncPoint::Attention {
+                        k,
+                        v,
+                        size,
+                        picture,
+                        ..
+                    },
+                keys,
+                values,
+            } => {
                 let ((h, w), pw, c) = (*size, picture.1, g.shape(*k)[1]);
                 let ((y0, y1), (x0, x1)) = (owned(rows, i, h), owned(cols, j, w));
                 // The tile's origin at this resolution.
-                let (oy, ox) = (rows.starts[i] * h / rows.tile, cols.starts[j] * w / cols.tile);
+                let (oy, ox) = (
+                    rows.starts[i] * h / rows.tile,
+                    cols.starts[j] * w / cols.tile,
+                );
                 for (tile, whole) in [(data(*k)?, keys), (data(*v)?, values)] {
                     for y in y0..y1 {
                         let from = (y * w + x0) * c..(y * w + x1) * c;
@@ -298,11 +470,22 @@ impl Merge {
     /// The bytes of the placeholders the next segment fills, in the template's order.
     fn finish(self) -> Vec<Vec<u8>> {
         match self {
-            Merge::Norm { point: SyncPoint::Norm { eps, .. }, groups } => {
-                let stats: Vec<f32> = groups.iter().flat_map(|&(n, mean, m2)| [mean as f32, (1.0 / (m2 / n + eps as f64).sqrt()) as f32]).collect();
+            Merge::Norm {
+                point: SyncPoint::Norm { eps, .. },
+                groups,
+            } => {
+                let stats: Vec<f32> = groups
+                    .iter()
+                    .flat_map(|&(n, mean, m2)| {
+                        [mean as f32, (1.0 / (m2 / n + eps as f64).sqrt()) as f32]
+                    })
+                    .collect();
                 vec![bytemuck::cast_slice(&stats).to_vec()]
             }
-            Merge::Attention { keys, values, .. } => vec![bytemuck::cast_slice(&keys).to_vec(), bytemuck::cast_slice(&values).to_vec()],
+            Merge::Attention { keys, values, .. } => vec![
+                bytemuck::cast_slice(&keys).to_vec(),
+                bytemuck::cast_slice(&values).to_vec(),
+            ],
             Merge::Norm { .. } => unreachable!("a merge matches its sync point"),
         }
     }

@@ -7,11 +7,11 @@ use super::blocks::Ctx;
 use super::config::{parse_levels, Level, SchedulerConfig, UnetConfig, VaeConfig};
 use super::tiled::{EncodeSchedule, TilePolicy, TokenSource};
 use super::{hyper, unet, vae};
+use crate::codec::{FreqTable, Stream};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{DType, Graph, HostTensor, RunReport, Tensor};
 use crate::ops::channel_norm::{channel_l2_norms, rescale_channels};
-use crate::codec::{FreqTable, Stream};
 use crate::ops::elementwise::{binary, unary, Binary, Unary};
 use crate::ops::rans_decode::{check_status, rans_decode};
 use crate::weights::{ModelFile, Precision, Weights};
@@ -37,12 +37,17 @@ impl ModelInfo {
                 file.path.display()
             )));
         }
-        let field = |key: &str| file.meta(key).ok_or_else(|| Error::BadModel(format!("metadata '{key}' is missing")));
+        let field = |key: &str| {
+            file.meta(key)
+                .ok_or_else(|| Error::BadModel(format!("metadata '{key}' is missing")))
+        };
         let levels = parse_levels(field("levels")?)?;
         let freqs = (0..levels.len())
             .map(|l| {
                 let name = format!("rans.{l}.freq");
-                file.shape(&name).map(|_| file.read_counts(&name)).transpose()
+                file.shape(&name)
+                    .map(|_| file.read_counts(&name))
+                    .transpose()
             })
             .collect::<Result<_>>()?;
         Ok(ModelInfo {
@@ -56,7 +61,12 @@ impl ModelInfo {
     }
 
     pub fn level(&self, level: usize) -> Result<&Level> {
-        self.levels.get(level).ok_or_else(|| Error::BadModel(format!("level {level} does not exist (0..={})", self.levels.len() - 1)))
+        self.levels.get(level).ok_or_else(|| {
+            Error::BadModel(format!(
+                "level {level} does not exist (0..={})",
+                self.levels.len() - 1
+            ))
+        })
     }
 
     /// Image pixels per token along each axis at `level`.
@@ -86,7 +96,10 @@ pub struct Trace {
 
 impl Trace {
     pub fn get(&self, name: &str) -> Option<&HostTensor> {
-        self.tensors.iter().find(|(n, _)| *n == name).map(|(_, t)| t)
+        self.tensors
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| t)
     }
 }
 
@@ -113,16 +126,30 @@ impl Oscar {
         let file = ModelFile::open(path)?;
         let info = ModelInfo::from_file(&file)?;
         let weights = Weights::upload(&gpu, &file, precision, |name| !name.starts_with("rans."))?;
-        Ok(Oscar { gpu, info, weights, precision })
+        Ok(Oscar {
+            gpu,
+            info,
+            weights,
+            precision,
+        })
     }
 
     /// Encodes `image` ([3, h, w] in [-1, 1]; h, w multiples of the level's pixels per
-    /// token) at `level`. 
-    pub fn encode(&self, image: &[f32], h: usize, w: usize, level: usize, opts: RunOptions) -> Result<(Tokens, Trace)> {
+    /// token) at `level`.
+    pub fn encode(
+        &self,
+        image: &[f32],
+        h: usize,
+        w: usize,
+        level: usize,
+        opts: RunOptions,
+    ) -> Result<(Tokens, Trace)> {
         self.check_runnable()?;
         let cell = self.info.pixels_per_token(level)?;
         if h == 0 || w == 0 || h % cell != 0 || w % cell != 0 {
-            return Err(Error::Shape(format!("image {w}×{h} is not a multiple of {cell} pixels (pad it first)")));
+            return Err(Error::Shape(format!(
+                "image {w}×{h} is not a multiple of {cell} pixels (pad it first)"
+            )));
         }
         if let Some(policy) = &opts.tiling {
             if let EncodeSchedule::Staged { vae, .. } = self.encode_schedule(level, h, w, policy)? {
@@ -134,11 +161,24 @@ impl Oscar {
         let (indices, a_z) = self.encode_graph(&mut g, level, x)?;
         let (tokens, trace) = run(&g, &[("indices", indices), ("a_z", a_z)], opts)?;
         let grid = (h / cell, w / cell);
-        Ok((Tokens { level, grid, indices: tokens[0].u32(), a_z: tokens[1].f32() }, trace))
+        Ok((
+            Tokens {
+                level,
+                grid,
+                indices: tokens[0].u32(),
+                a_z: tokens[1].f32(),
+            },
+            trace,
+        ))
     }
 
     /// The encode graph of `image` [3, h, w]: (token indices, latent norms A_z).
-    pub(crate) fn encode_graph(&self, g: &mut Graph, level: usize, image: Tensor) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn encode_graph(
+        &self,
+        g: &mut Graph,
+        level: usize,
+        image: Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let mut cx = Ctx::new(g, &self.weights);
         cx.g.set_stage("vae_encode");
         let latents = vae::encode(&mut cx, &self.info.vae, image)?;
@@ -146,7 +186,12 @@ impl Oscar {
     }
 
     /// The hyper-encoder and quantiser of `latents`: (token indices, A_z).
-    pub(crate) fn tokens_graph(&self, g: &mut Graph, level: usize, latents: Tensor) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn tokens_graph(
+        &self,
+        g: &mut Graph,
+        level: usize,
+        latents: Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         g.tap("latents", latents);
         let mut cx = Ctx::new(g, &self.weights);
         // The norms A_z count with the hyper-encoder, whose input they normalise, in
@@ -165,36 +210,80 @@ impl Oscar {
     pub fn decode(&self, tokens: &Tokens, opts: RunOptions) -> Result<(Vec<f32>, Trace)> {
         self.check_runnable()?;
         let level = self.info.level(tokens.level)?;
-        if let Some(&bad) = tokens.indices.iter().find(|&&i| i as usize >= level.codebook_size) {
-            return Err(Error::Shape(format!("token index {bad} is outside level {}'s codebook of {}", level.level, level.codebook_size)));
+        if let Some(&bad) = tokens
+            .indices
+            .iter()
+            .find(|&&i| i as usize >= level.codebook_size)
+        {
+            return Err(Error::Shape(format!(
+                "token index {bad} is outside level {}'s codebook of {}",
+                level.level, level.codebook_size
+            )));
         }
         let (th, tw) = tokens.grid;
         if th * tw != tokens.indices.len() {
-            return Err(Error::Shape(format!("{} indices do not fit a {th}×{tw} grid", tokens.indices.len())));
+            return Err(Error::Shape(format!(
+                "{} indices do not fit a {th}×{tw} grid",
+                tokens.indices.len()
+            )));
         }
         if let Some(schedule) = self.staged(tokens.level, tokens.grid, &opts)? {
-            return self.decode_staged(tokens.level, tokens.grid, &tokens.a_z, TokenSource::Indices(&tokens.indices), &schedule, opts);
+            return self.decode_staged(
+                tokens.level,
+                tokens.grid,
+                &tokens.a_z,
+                TokenSource::Indices(&tokens.indices),
+                &schedule,
+                opts,
+            );
         }
         let mut g = Graph::new(&self.gpu);
         let indices = g.input_u32(&[th * tw], &tokens.indices)?;
         let outputs = self.decode_graph(&mut g, tokens.level, tokens.grid, indices, &tokens.a_z)?;
-        let outputs = if opts.trace { outputs } else { outputs[..1].to_vec() };
+        let outputs = if opts.trace {
+            outputs
+        } else {
+            outputs[..1].to_vec()
+        };
         let (mut host, trace) = run(&g, &outputs, opts)?;
-        let image = host.swap_remove(0).f32().into_iter().map(|v| v.clamp(-1.0, 1.0)).collect();
+        let image = host
+            .swap_remove(0)
+            .f32()
+            .into_iter()
+            .map(|v| v.clamp(-1.0, 1.0))
+            .collect();
         Ok((image, trace))
     }
 
     /// Decodes an entropy-coded token stream: range decoding, hyper-decoder, UNet and
     /// VAE in one graph, the indices never leaving the GPU. A corrupt stream is an
     /// error (the shader reports it; the picture is discarded).
-    pub fn decode_stream(&self, level: usize, grid: (usize, usize), a_z: &[f32], stream: &Stream, table: &FreqTable, opts: RunOptions) -> Result<(Vec<f32>, Trace)> {
+    pub fn decode_stream(
+        &self,
+        level: usize,
+        grid: (usize, usize),
+        a_z: &[f32],
+        stream: &Stream,
+        table: &FreqTable,
+        opts: RunOptions,
+    ) -> Result<(Vec<f32>, Trace)> {
         self.check_runnable()?;
         let codebook = self.info.level(level)?.codebook_size;
         if table.symbols() != codebook {
-            return Err(Error::BadModel(format!("level {level}'s rANS table has {} symbols for a codebook of {codebook}", table.symbols())));
+            return Err(Error::BadModel(format!(
+                "level {level}'s rANS table has {} symbols for a codebook of {codebook}",
+                table.symbols()
+            )));
         }
         if let Some(schedule) = self.staged(level, grid, &opts)? {
-            return self.decode_staged(level, grid, a_z, TokenSource::Stream(stream, table), &schedule, opts);
+            return self.decode_staged(
+                level,
+                grid,
+                a_z,
+                TokenSource::Stream(stream, table),
+                &schedule,
+                opts,
+            );
         }
         let mut g = Graph::new(&self.gpu);
         g.set_stage("range_decode");
@@ -205,8 +294,16 @@ impl Oscar {
         }
         outputs.push(("range_status", decoded.status));
         let (mut host, trace) = run(&g, &outputs, opts)?;
-        check_status(&host.pop().expect("status is an output").u32(), decoded.lanes)?;
-        let image = host.swap_remove(0).f32().into_iter().map(|v| v.clamp(-1.0, 1.0)).collect();
+        check_status(
+            &host.pop().expect("status is an output").u32(),
+            decoded.lanes,
+        )?;
+        let image = host
+            .swap_remove(0)
+            .f32()
+            .into_iter()
+            .map(|v| v.clamp(-1.0, 1.0))
+            .collect();
         Ok((image, trace))
     }
 
@@ -215,26 +312,57 @@ impl Oscar {
     pub fn plan_decode(&self, level: usize, grid: (usize, usize)) -> Result<crate::graph::Plan> {
         let mut g = Graph::new(&self.gpu);
         let indices = g.placeholder(&[grid.0 * grid.1], DType::U32);
-        let outputs = self.decode_graph(&mut g, level, grid, indices, &vec![1.0; self.info.vae.latent_channels])?;
+        let outputs = self.decode_graph(
+            &mut g,
+            level,
+            grid,
+            indices,
+            &vec![1.0; self.info.vae.latent_channels],
+        )?;
         Ok(g.plan(&[outputs[0].1]))
     }
 
     /// Builds the decode graph; the first output is the image, then the intermediates.
     /// `indices` [th·tw] u32 must lie in the level's codebook.
-    pub(crate) fn decode_graph(&self, g: &mut Graph, level: usize, grid: (usize, usize), indices: Tensor, a_z: &[f32]) -> Result<Vec<(&'static str, Tensor)>> {
+    pub(crate) fn decode_graph(
+        &self,
+        g: &mut Graph,
+        level: usize,
+        grid: (usize, usize),
+        indices: Tensor,
+        a_z: &[f32],
+    ) -> Result<Vec<(&'static str, Tensor)>> {
         let mut cx = Ctx::new(g, &self.weights);
         let [quantized, z_hat, z_t] = self.hyper_decode(&mut cx, level, grid, indices, a_z)?;
         let [v, x0, latents] = self.denoise(&mut cx, level, z_t)?;
         cx.g.set_stage("vae_decode");
         let image = vae::decode(&mut cx, &self.info.vae, latents)?;
-        Ok(vec![("image", image), ("quantized", quantized), ("z_hat", z_hat), ("z_t", z_t), ("v", v), ("x0", x0)])
+        Ok(vec![
+            ("image", image),
+            ("quantized", quantized),
+            ("z_hat", z_hat),
+            ("z_t", z_t),
+            ("v", v),
+            ("x0", x0),
+        ])
     }
 
     /// The hyper-decoder: token indices → (quantized features, z_hat, z_t).
-    pub(crate) fn hyper_decode(&self, cx: &mut Ctx, level: usize, grid: (usize, usize), indices: Tensor, a_z: &[f32]) -> Result<[Tensor; 3]> {
+    pub(crate) fn hyper_decode(
+        &self,
+        cx: &mut Ctx,
+        level: usize,
+        grid: (usize, usize),
+        indices: Tensor,
+        a_z: &[f32],
+    ) -> Result<[Tensor; 3]> {
         let level = self.info.level(level)?;
         if a_z.len() != self.info.vae.latent_channels {
-            return Err(Error::Shape(format!("{} latent norms for {} latent channels", a_z.len(), self.info.vae.latent_channels)));
+            return Err(Error::Shape(format!(
+                "{} latent norms for {} latent channels",
+                a_z.len(),
+                self.info.vae.latent_channels
+            )));
         }
         let a_z = cx.g.input_f32(&[a_z.len()], a_z)?;
         cx.g.set_stage("hyper_decode");
@@ -253,7 +381,12 @@ impl Oscar {
         let context = cx.w.tensor(cx.g, "embeddings")?;
         let v = unet::forward(cx, &info.unet, z_t, t as f32, context)?;
         // One DDIM step with v-prediction: x0 = √ᾱ·z_t − √(1−ᾱ)·v.
-        let x0 = binary(cx.g, z_t, v, Binary::Axpby(alpha_bar.sqrt(), -(1.0 - alpha_bar).sqrt()))?;
+        let x0 = binary(
+            cx.g,
+            z_t,
+            v,
+            Binary::Axpby(alpha_bar.sqrt(), -(1.0 - alpha_bar).sqrt()),
+        )?;
         cx.g.set_stage("vae_decode");
         let latents = unary(cx.g, x0, Unary::Affine(1.0 / info.vae.scaling_factor, 0.0))?;
         Ok([v, x0, latents])
@@ -261,34 +394,78 @@ impl Oscar {
 }
 
 /// Runs `g` for `outputs`; a traced run also reads back the graph's taps.
-pub(crate) fn run(g: &Graph, outputs: &[(&'static str, Tensor)], opts: RunOptions) -> Result<(Vec<HostTensor>, Trace)> {
-    let mut named: Vec<(String, Tensor)> = outputs.iter().map(|&(n, t)| (n.to_string(), t)).collect();
+pub(crate) fn run(
+    g: &Graph,
+    outputs: &[(&'static str, Tensor)],
+    opts: RunOptions,
+) -> Result<(Vec<HostTensor>, Trace)> {
+    let mut named: Vec<(String, Tensor)> =
+        outputs.iter().map(|&(n, t)| (n.to_string(), t)).collect();
     if opts.trace {
         named.extend(g.taps.iter().cloned());
     }
     let tensors: Vec<Tensor> = named.iter().map(|(_, t)| *t).collect();
-    let (mut host, report) = if opts.profile { g.run_profiled(&tensors)? } else { g.run(&tensors)? };
-    let traced = if opts.trace { named.into_iter().map(|(n, _)| n).zip(host.iter().cloned()).collect() } else { Vec::new() };
+    let (mut host, report) = if opts.profile {
+        g.run_profiled(&tensors)?
+    } else {
+        g.run(&tensors)?
+    };
+    let traced = if opts.trace {
+        named
+            .into_iter()
+            .map(|(n, _)| n)
+            .zip(host.iter().cloned())
+            .collect()
+    } else {
+        Vec::new()
+    };
     host.truncate(outputs.len());
-    Ok((host, Trace { tensors: traced, report }))
+    Ok((
+        host,
+        Trace {
+            tensors: traced,
+            report,
+        },
+    ))
 }
 
 impl Oscar {
     /// A model with seeded random weights of `arch` (see [`super::synthetic`]).
-    pub fn synthetic(gpu: Gpu, arch: &super::synthetic::Architecture, seed: u64, precision: Precision) -> Result<Oscar> {
+    pub fn synthetic(
+        gpu: Gpu,
+        arch: &super::synthetic::Architecture,
+        seed: u64,
+        precision: Precision,
+    ) -> Result<Oscar> {
         let weights = Weights::from_host(&gpu, arch.weights(seed), precision)?;
-        Ok(Oscar { gpu, info: arch.info.clone(), weights, precision })
+        Ok(Oscar {
+            gpu,
+            info: arch.info.clone(),
+            weights,
+            precision,
+        })
     }
 
     /// `arch` without weight data: for [`Oscar::plan_decode`] only.
-    pub fn planning_only(gpu: Gpu, arch: &super::synthetic::Architecture, precision: Precision) -> Oscar {
+    pub fn planning_only(
+        gpu: Gpu,
+        arch: &super::synthetic::Architecture,
+        precision: Precision,
+    ) -> Oscar {
         let weights = Weights::shapes_only(&gpu, arch.weight_shapes(), precision);
-        Oscar { gpu, info: arch.info.clone(), weights, precision }
+        Oscar {
+            gpu,
+            info: arch.info.clone(),
+            weights,
+            precision,
+        }
     }
 
     fn check_runnable(&self) -> Result<()> {
         if self.weights.planning_only {
-            return Err(Error::BadModel("this model has shapes but no weights: it can only plan".into()));
+            return Err(Error::BadModel(
+                "this model has shapes but no weights: it can only plan".into(),
+            ));
         }
         Ok(())
     }

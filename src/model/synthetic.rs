@@ -44,7 +44,16 @@ impl Architecture {
         let levels = LEVELS
             .iter()
             .enumerate()
-            .map(|(level, &(stride, codebook_size, timestep, bpp_nominal))| Level { level, stride, codebook_size, codebook_dim: 32, timestep, bpp_nominal })
+            .map(
+                |(level, &(stride, codebook_size, timestep, bpp_nominal))| Level {
+                    level,
+                    stride,
+                    codebook_size,
+                    codebook_dim: 32,
+                    timestep,
+                    bpp_nominal,
+                },
+            )
             .collect();
         Ok(Architecture {
             info: ModelInfo {
@@ -87,7 +96,11 @@ impl Architecture {
                 } else if is_norm {
                     vec![0.0; len]
                 } else {
-                    let fan_in = if shape.len() > 1 { shape[1..].iter().product::<usize>() } else { shape[0] };
+                    let fan_in = if shape.len() > 1 {
+                        shape[1..].iter().product::<usize>()
+                    } else {
+                        shape[0]
+                    };
                     rng.vec(len, 1.0 / (fan_in as f32).sqrt())
                 };
                 (name, shape, values)
@@ -182,18 +195,38 @@ fn unet(s: &mut Specs, c: &UnetConfig) {
         let inp = out;
         out = boc[i];
         for j in 0..c.layers_per_block {
-            s.resnet(&format!("unet.down_blocks.{i}.resnets.{j}"), if j == 0 { inp } else { out }, out, Some(temb));
+            s.resnet(
+                &format!("unet.down_blocks.{i}.resnets.{j}"),
+                if j == 0 { inp } else { out },
+                out,
+                Some(temb),
+            );
             if kind.starts_with("CrossAttn") {
-                s.transformer(&format!("unet.down_blocks.{i}.attentions.{j}"), out, c.cross_attention_dim, c.transformer_layers[i]);
+                s.transformer(
+                    &format!("unet.down_blocks.{i}.attentions.{j}"),
+                    out,
+                    c.cross_attention_dim,
+                    c.transformer_layers[i],
+                );
             }
         }
         if i + 1 < n {
-            s.conv(&format!("unet.down_blocks.{i}.downsamplers.0.conv"), out, out, 3);
+            s.conv(
+                &format!("unet.down_blocks.{i}.downsamplers.0.conv"),
+                out,
+                out,
+                3,
+            );
         }
     }
     let last = boc[n - 1];
     s.resnet("unet.mid_block.resnets.0", last, last, Some(temb));
-    s.transformer("unet.mid_block.attentions.0", last, c.cross_attention_dim, c.transformer_layers[n - 1]);
+    s.transformer(
+        "unet.mid_block.attentions.0",
+        last,
+        c.cross_attention_dim,
+        c.transformer_layers[n - 1],
+    );
     s.resnet("unet.mid_block.resnets.1", last, last, Some(temb));
     let reversed: Vec<usize> = boc.iter().rev().copied().collect();
     let mut prev = reversed[0];
@@ -203,13 +236,28 @@ fn unet(s: &mut Specs, c: &UnetConfig) {
         for j in 0..=c.layers_per_block {
             let skip = if j == c.layers_per_block { inp } else { out };
             let res_in = if j == 0 { prev } else { out };
-            s.resnet(&format!("unet.up_blocks.{i}.resnets.{j}"), res_in + skip, out, Some(temb));
+            s.resnet(
+                &format!("unet.up_blocks.{i}.resnets.{j}"),
+                res_in + skip,
+                out,
+                Some(temb),
+            );
             if kind.starts_with("CrossAttn") {
-                s.transformer(&format!("unet.up_blocks.{i}.attentions.{j}"), out, c.cross_attention_dim, c.transformer_layers[n - 1 - i]);
+                s.transformer(
+                    &format!("unet.up_blocks.{i}.attentions.{j}"),
+                    out,
+                    c.cross_attention_dim,
+                    c.transformer_layers[n - 1 - i],
+                );
             }
         }
         if i + 1 < n {
-            s.conv(&format!("unet.up_blocks.{i}.upsamplers.0.conv"), out, out, 3);
+            s.conv(
+                &format!("unet.up_blocks.{i}.upsamplers.0.conv"),
+                out,
+                out,
+                3,
+            );
         }
         prev = out;
     }
@@ -236,10 +284,20 @@ fn vae(s: &mut Specs, c: &VaeConfig) {
         let inp = out;
         out = boc[i];
         for j in 0..c.layers_per_block {
-            s.resnet(&format!("vae.encoder.down_blocks.{i}.resnets.{j}"), if j == 0 { inp } else { out }, out, None);
+            s.resnet(
+                &format!("vae.encoder.down_blocks.{i}.resnets.{j}"),
+                if j == 0 { inp } else { out },
+                out,
+                None,
+            );
         }
         if i + 1 < n {
-            s.conv(&format!("vae.encoder.down_blocks.{i}.downsamplers.0.conv"), out, out, 3);
+            s.conv(
+                &format!("vae.encoder.down_blocks.{i}.downsamplers.0.conv"),
+                out,
+                out,
+                3,
+            );
         }
     }
     vae_mid(s, "vae.encoder.mid_block", boc[n - 1]);
@@ -253,10 +311,20 @@ fn vae(s: &mut Specs, c: &VaeConfig) {
     let mut prev = reversed[0];
     for (i, &out) in reversed.iter().enumerate() {
         for j in 0..=c.layers_per_block {
-            s.resnet(&format!("vae.decoder.up_blocks.{i}.resnets.{j}"), if j == 0 { prev } else { out }, out, None);
+            s.resnet(
+                &format!("vae.decoder.up_blocks.{i}.resnets.{j}"),
+                if j == 0 { prev } else { out },
+                out,
+                None,
+            );
         }
         if i + 1 < n {
-            s.conv(&format!("vae.decoder.up_blocks.{i}.upsamplers.0.conv"), out, out, 3);
+            s.conv(
+                &format!("vae.decoder.up_blocks.{i}.upsamplers.0.conv"),
+                out,
+                out,
+                3,
+            );
         }
         prev = out;
     }
@@ -280,7 +348,10 @@ fn hyper(s: &mut Specs, level: &Level, n: usize, m: usize, latent: usize) {
     s.conv(&format!("{b}.13"), m, n, 1);
     s.attention_block(&format!("{b}.14"), m);
     let d = level.codebook_dim;
-    s.add(&format!("{p}.quantizer.codebook"), &[level.codebook_size, d]);
+    s.add(
+        &format!("{p}.quantizer.codebook"),
+        &[level.codebook_size, d],
+    );
     if m != d {
         s.linear(&format!("{p}.quantizer.project_in"), d, m, true);
         s.linear(&format!("{p}.quantizer.project_out"), m, d, true);

@@ -32,7 +32,11 @@ pub struct TilePolicy {
 impl TilePolicy {
     /// Tile only what does not fit the default budget of `gpu`.
     pub fn automatic(gpu: &Gpu) -> TilePolicy {
-        TilePolicy { budget: default_budget(gpu), vae_tile: None, unet_tile: None }
+        TilePolicy {
+            budget: default_budget(gpu),
+            vae_tile: None,
+            unet_tile: None,
+        }
     }
 }
 
@@ -64,15 +68,24 @@ pub enum DecodeSchedule {
     /// One graph, from the bitstream to the picture.
     Whole { peak_bytes: u64 },
     /// Hyper-decoder, UNet and VAE decoder one after the other.
-    Staged { hyper_bytes: u64, unet: Stage, vae: Stage },
+    Staged {
+        hyper_bytes: u64,
+        unet: Stage,
+        vae: Stage,
+    },
 }
 
 /// How an encode runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EncodeSchedule {
-    Whole { peak_bytes: u64 },
+    Whole {
+        peak_bytes: u64,
+    },
     /// The VAE encoder (tiled), then the hyper-encoder and quantiser whole.
-    Staged { vae: Stage, hyper_bytes: u64 },
+    Staged {
+        vae: Stage,
+        hyper_bytes: u64,
+    },
 }
 
 fn mib(bytes: u64) -> String {
@@ -82,18 +95,40 @@ fn mib(bytes: u64) -> String {
 impl Stage {
     /// "whole" or "3×4 tiles of 64×60 (…)", in latent pixels.
     pub fn describe(&self) -> String {
-        let Some(grid) = &self.grid else { return "whole".into() };
-        let host = if self.host_bytes > 0 { format!(" ({} of host memory between GroupNorms)", mib(self.host_bytes)) } else { String::new() };
-        format!("{}×{} tiles of {}×{}{host}", grid.cols.starts.len(), grid.rows.starts.len(), grid.cols.tile, grid.rows.tile)
+        let Some(grid) = &self.grid else {
+            return "whole".into();
+        };
+        let host = if self.host_bytes > 0 {
+            format!(
+                " ({} of host memory between GroupNorms)",
+                mib(self.host_bytes)
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "{}×{} tiles of {}×{}{host}",
+            grid.cols.starts.len(),
+            grid.rows.starts.len(),
+            grid.cols.tile,
+            grid.rows.tile
+        )
     }
 }
 
 impl DecodeSchedule {
     pub fn describe(&self) -> String {
         match self {
-            DecodeSchedule::Whole { peak_bytes } => format!("decode as one graph, {} of activations", mib(*peak_bytes)),
+            DecodeSchedule::Whole { peak_bytes } => {
+                format!("decode as one graph, {} of activations", mib(*peak_bytes))
+            }
             DecodeSchedule::Staged { unet, vae, .. } => {
-                format!("decode in stages, {} of activations: UNet {}, VAE {} (latent pixels)", mib(self.peak_bytes()), unet.describe(), vae.describe())
+                format!(
+                    "decode in stages, {} of activations: UNet {}, VAE {} (latent pixels)",
+                    mib(self.peak_bytes()),
+                    unet.describe(),
+                    vae.describe()
+                )
             }
         }
     }
@@ -101,7 +136,11 @@ impl DecodeSchedule {
     pub fn peak_bytes(&self) -> u64 {
         match self {
             DecodeSchedule::Whole { peak_bytes } => *peak_bytes,
-            DecodeSchedule::Staged { hyper_bytes, unet, vae } => (*hyper_bytes).max(unet.peak_bytes).max(vae.peak_bytes),
+            DecodeSchedule::Staged {
+                hyper_bytes,
+                unet,
+                vae,
+            } => (*hyper_bytes).max(unet.peak_bytes).max(vae.peak_bytes),
         }
     }
 }
@@ -109,8 +148,14 @@ impl DecodeSchedule {
 impl EncodeSchedule {
     pub fn describe(&self) -> String {
         match self {
-            EncodeSchedule::Whole { peak_bytes } => format!("encode as one graph, {} of activations", mib(*peak_bytes)),
-            EncodeSchedule::Staged { vae, .. } => format!("encode in stages, {} of activations: VAE {} (latent pixels)", mib(self.peak_bytes()), vae.describe()),
+            EncodeSchedule::Whole { peak_bytes } => {
+                format!("encode as one graph, {} of activations", mib(*peak_bytes))
+            }
+            EncodeSchedule::Staged { vae, .. } => format!(
+                "encode in stages, {} of activations: VAE {} (latent pixels)",
+                mib(self.peak_bytes()),
+                vae.describe()
+            ),
         }
     }
 
@@ -134,12 +179,19 @@ pub enum TokenSource<'s> {
 fn planned(g: &Graph, outputs: &[Tensor]) -> Option<u64> {
     let plan = g.plan(outputs);
     let max = g.gpu.limits.max_buffer_size;
-    plan.buffers.iter().all(|&b| b <= max).then_some(plan.peak_bytes + g.input_bytes())
+    plan.buffers
+        .iter()
+        .all(|&b| b <= max)
+        .then_some(plan.peak_bytes + g.input_bytes())
 }
 
 /// Plans the graph `build` makes: Some(bytes) within `budget`, None beyond it or past
 /// a device limit, other errors as they are.
-fn plan_within(gpu: &Gpu, budget: u64, build: impl FnOnce(&mut Graph) -> Result<Vec<Tensor>>) -> Result<Option<u64>> {
+fn plan_within(
+    gpu: &Gpu,
+    budget: u64,
+    build: impl FnOnce(&mut Graph) -> Result<Vec<Tensor>>,
+) -> Result<Option<u64>> {
     let mut g = Graph::new(gpu);
     match build(&mut g) {
         Ok(outputs) => Ok(planned(&g, &outputs).filter(|&b| b <= budget)),
@@ -150,12 +202,19 @@ fn plan_within(gpu: &Gpu, budget: u64, build: impl FnOnce(&mut Graph) -> Result<
 
 /// `what` does not fit `budget`; `tiled`: not even in the smallest tiles.
 pub(super) fn over_budget(what: &str, budget: u64, tiled: bool) -> Error {
-    Error::OverBudget { what: what.to_string(), budget, tiled }
+    Error::OverBudget {
+        what: what.to_string(),
+        budget,
+        tiled,
+    }
 }
 
 /// The largest tile in `candidates` (descending) whose graph fits, found by bisection
 /// (memory grows with the tile); `fits(tile)` plans one.
-pub(super) fn largest_fitting(candidates: &[usize], mut fits: impl FnMut(usize) -> Result<Option<u64>>) -> Result<Option<(usize, u64)>> {
+pub(super) fn largest_fitting(
+    candidates: &[usize],
+    mut fits: impl FnMut(usize) -> Result<Option<u64>>,
+) -> Result<Option<(usize, u64)>> {
     let (mut lo, mut hi) = (0, candidates.len());
     let mut best = None;
     while lo < hi {
@@ -173,7 +232,12 @@ pub(super) fn largest_fitting(candidates: &[usize], mut fits: impl FnMut(usize) 
 
 impl Oscar {
     /// How a decode of a `grid` of tokens at `level` runs under `policy`.
-    pub fn decode_schedule(&self, level: usize, grid: (usize, usize), policy: &TilePolicy) -> Result<DecodeSchedule> {
+    pub fn decode_schedule(
+        &self,
+        level: usize,
+        grid: (usize, usize),
+        policy: &TilePolicy,
+    ) -> Result<DecodeSchedule> {
         let (h, w) = self.latent_size(level, grid)?;
         let gpu = &self.gpu;
         let tokens = grid.0 * grid.1;
@@ -190,16 +254,28 @@ impl Oscar {
         let hyper_bytes = plan_within(gpu, policy.budget, |g| {
             let indices = g.placeholder(&[tokens], DType::U32);
             let mut cx = Ctx::new(g, &self.weights);
-            Ok(vec![self.hyper_decode(&mut cx, level, grid, indices, &a_z)?[2]])
+            Ok(vec![
+                self.hyper_decode(&mut cx, level, grid, indices, &a_z)?[2],
+            ])
         })?
         .ok_or_else(|| over_budget("the hyper-decoder of this picture", policy.budget, false))?;
         let unet = self.unet_stage((h, w), level, policy)?;
         let vae = self.vae_stage((h, w), policy, false)?;
-        Ok(DecodeSchedule::Staged { hyper_bytes, unet, vae })
+        Ok(DecodeSchedule::Staged {
+            hyper_bytes,
+            unet,
+            vae,
+        })
     }
 
     /// How an encode of an `h`×`w` image (multiples of the level's cell) runs.
-    pub fn encode_schedule(&self, level: usize, h: usize, w: usize, policy: &TilePolicy) -> Result<EncodeSchedule> {
+    pub fn encode_schedule(
+        &self,
+        level: usize,
+        h: usize,
+        w: usize,
+        policy: &TilePolicy,
+    ) -> Result<EncodeSchedule> {
         let down = self.info.vae.downscale();
         let (lh, lw) = (h / down, w / down);
         if policy.vae_tile.is_none() {
@@ -229,7 +305,12 @@ impl Oscar {
 
     /// The UNet stage for a latent of `size`: whole if it fits and is not forced, else
     /// the largest tiles up to 96 that do.
-    fn unet_stage(&self, (h, w): (usize, usize), level: usize, policy: &TilePolicy) -> Result<Stage> {
+    fn unet_stage(
+        &self,
+        (h, w): (usize, usize),
+        level: usize,
+        policy: &TilePolicy,
+    ) -> Result<Stage> {
         let c = self.info.unet.in_channels;
         let plan_at = |th: usize, tw: usize| {
             plan_within(&self.gpu, policy.budget, |g| {
@@ -240,24 +321,42 @@ impl Oscar {
         };
         if policy.unet_tile.is_none() {
             if let Some(peak_bytes) = plan_at(h, w)? {
-                return Ok(Stage { grid: None, peak_bytes, host_bytes: 0 });
+                return Ok(Stage {
+                    grid: None,
+                    peak_bytes,
+                    host_bytes: 0,
+                });
             }
         }
         let multiple = 1 << (self.info.unet.block_out_channels.len() - 1);
         let max = policy.unet_tile.unwrap_or(UNET_TILE).max(2 * multiple) / multiple * multiple;
         let candidates: Vec<usize> = (2 * multiple..=max).rev().step_by(multiple).collect();
-        let grid_for = |tile: usize| Grid::new(h, w, tile, (tile / 3 / multiple * multiple).clamp(multiple, UNET_OVERLAP), multiple);
+        let grid_for = |tile: usize| {
+            Grid::new(
+                h,
+                w,
+                tile,
+                (tile / 3 / multiple * multiple).clamp(multiple, UNET_OVERLAP),
+                multiple,
+            )
+        };
         self.lockstep_stage((h, w), policy, Net::Unet { level }, &candidates, grid_for)?
             .ok_or_else(|| over_budget("the UNet step of this picture", policy.budget, true))
     }
-
 }
 
 impl Oscar {
     /// The UNet and VAE stages of a decode that must run staged under `opts.tiling`;
     /// None where it runs as one graph.
-    pub(crate) fn staged(&self, level: usize, grid: (usize, usize), opts: &RunOptions) -> Result<Option<(Stage, Stage)>> {
-        let Some(policy) = &opts.tiling else { return Ok(None) };
+    pub(crate) fn staged(
+        &self,
+        level: usize,
+        grid: (usize, usize),
+        opts: &RunOptions,
+    ) -> Result<Option<(Stage, Stage)>> {
+        let Some(policy) = &opts.tiling else {
+            return Ok(None);
+        };
         Ok(match self.decode_schedule(level, grid, policy)? {
             DecodeSchedule::Whole { .. } => None,
             DecodeSchedule::Staged { unet, vae, .. } => Some((unet, vae)),
@@ -276,7 +375,10 @@ impl Oscar {
         opts: RunOptions,
     ) -> Result<(Vec<f32>, Trace)> {
         check_host_memory(unet.host_bytes.max(vae.host_bytes))?;
-        let opts = RunOptions { trace: false, ..opts };
+        let opts = RunOptions {
+            trace: false,
+            ..opts
+        };
         let mut trace = Trace::default();
         let (h, w) = self.latent_size(level, grid)?;
         let tokens = grid.0 * grid.1;
@@ -290,7 +392,13 @@ impl Oscar {
                 (decoded.indices, Some((decoded.status, decoded.lanes)))
             }
         };
-        let z_t = self.hyper_decode(&mut Ctx::new(&mut g, &self.weights), level, grid, indices, a_z)?[2];
+        let z_t = self.hyper_decode(
+            &mut Ctx::new(&mut g, &self.weights),
+            level,
+            grid,
+            indices,
+            a_z,
+        )?[2];
         let mut outputs = vec![("z_t", z_t)];
         outputs.extend(status.map(|(s, _)| ("range_status", s)));
         let (host, part) = run(&g, &outputs, opts)?;
@@ -301,7 +409,9 @@ impl Oscar {
 
         let z_t = host[0].f32();
         let latents = match &unet.grid {
-            Some(tiles) => self.run_lockstep(&z_t, (h, w), tiles, Net::Unet { level }, opts, &mut trace)?,
+            Some(tiles) => {
+                self.run_lockstep(&z_t, (h, w), tiles, Net::Unet { level }, opts, &mut trace)?
+            }
             None => {
                 let mut g = Graph::new(&self.gpu);
                 let z_t = g.input_f32(&[self.info.unet.in_channels, h, w], &z_t)?;
@@ -309,30 +419,72 @@ impl Oscar {
                 self.run_one(&g, latents, opts, &mut trace)?
             }
         };
-        let image = self.run_lockstep(&latents, (h, w), vae_tiles(vae)?, Net::VaeDecoder, opts, &mut trace)?;
-        Ok((image.into_iter().map(|v| v.clamp(-1.0, 1.0)).collect(), trace))
+        let image = self.run_lockstep(
+            &latents,
+            (h, w),
+            vae_tiles(vae)?,
+            Net::VaeDecoder,
+            opts,
+            &mut trace,
+        )?;
+        Ok((
+            image.into_iter().map(|v| v.clamp(-1.0, 1.0)).collect(),
+            trace,
+        ))
     }
 
     /// A staged encode: the VAE encoder in tiles, then the hyper-encoder and quantiser
     /// over the whole latent as one graph.
-    pub(crate) fn encode_staged(&self, image: &[f32], h: usize, w: usize, level: usize, vae: &Stage, opts: RunOptions) -> Result<(super::Tokens, Trace)> {
+    pub(crate) fn encode_staged(
+        &self,
+        image: &[f32],
+        h: usize,
+        w: usize,
+        level: usize,
+        vae: &Stage,
+        opts: RunOptions,
+    ) -> Result<(super::Tokens, Trace)> {
         check_host_memory(vae.host_bytes)?;
-        let opts = RunOptions { trace: false, ..opts };
+        let opts = RunOptions {
+            trace: false,
+            ..opts
+        };
         let mut trace = Trace::default();
         let down = self.info.vae.downscale();
         let (lh, lw) = (h / down, w / down);
-        let latents = self.run_lockstep(image, (lh, lw), vae_tiles(vae)?, Net::VaeEncoder, opts, &mut trace)?;
+        let latents = self.run_lockstep(
+            image,
+            (lh, lw),
+            vae_tiles(vae)?,
+            Net::VaeEncoder,
+            opts,
+            &mut trace,
+        )?;
         let mut g = Graph::new(&self.gpu);
         let latents = g.input_f32(&[self.info.vae.latent_channels, lh, lw], &latents)?;
         let (indices, a_z) = self.tokens_graph(&mut g, level, latents)?;
         let (host, part) = run(&g, &[("indices", indices), ("a_z", a_z)], opts)?;
         trace.report.absorb(&part.report);
         let cell = self.info.pixels_per_token(level)?;
-        Ok((super::Tokens { level, grid: (h / cell, w / cell), indices: host[0].u32(), a_z: host[1].f32() }, trace))
+        Ok((
+            super::Tokens {
+                level,
+                grid: (h / cell, w / cell),
+                indices: host[0].u32(),
+                a_z: host[1].f32(),
+            },
+            trace,
+        ))
     }
 
     /// Runs `g` and reads back `output`, adding the run to `trace`.
-    pub(super) fn run_one(&self, g: &Graph, output: Tensor, opts: RunOptions, trace: &mut Trace) -> Result<Vec<f32>> {
+    pub(super) fn run_one(
+        &self,
+        g: &Graph,
+        output: Tensor,
+        opts: RunOptions,
+        trace: &mut Trace,
+    ) -> Result<Vec<f32>> {
         let (mut host, part) = run(g, &[("output", output)], opts)?;
         trace.report.absorb(&part.report);
         Ok(host.swap_remove(0).f32())
@@ -341,13 +493,18 @@ impl Oscar {
 
 /// A VAE stage's tiles (VAE stages are always tiled).
 fn vae_tiles(stage: &Stage) -> Result<&Grid> {
-    stage.grid.as_ref().ok_or_else(|| Error::Shape("a staged VAE runs in tiles".into()))
+    stage
+        .grid
+        .as_ref()
+        .ok_or_else(|| Error::Shape("a staged VAE runs in tiles".into()))
 }
 
 /// Refuses a tiled run whose waiting activations would not fit in the memory the
 /// system has available (Linux's MemAvailable; elsewhere the run is tried).
 fn check_host_memory(needed: u64) -> Result<()> {
-    let Ok(meminfo) = std::fs::read_to_string("/proc/meminfo") else { return Ok(()) };
+    let Ok(meminfo) = std::fs::read_to_string("/proc/meminfo") else {
+        return Ok(());
+    };
     let available = meminfo
         .lines()
         .find_map(|l| l.strip_prefix("MemAvailable:"))

@@ -14,16 +14,30 @@ impl Layout {
     /// overlapping by at least `overlap`, all of one size and spread evenly. Sizes and
     /// starts are multiples of `multiple`, as are `len`, `max_tile` and `overlap`.
     pub fn new(len: usize, max_tile: usize, overlap: usize, multiple: usize) -> Layout {
-        assert!(multiple > 0 && len % multiple == 0 && max_tile % multiple == 0 && overlap % multiple == 0, "tiles are whole multiples");
+        assert!(
+            multiple > 0
+                && len % multiple == 0
+                && max_tile % multiple == 0
+                && overlap % multiple == 0,
+            "tiles are whole multiples"
+        );
         if len <= max_tile {
-            return Layout { len, tile: len, starts: vec![0] };
+            return Layout {
+                len,
+                tile: len,
+                starts: vec![0],
+            };
         }
         assert!(max_tile > overlap, "a tile must be larger than its overlap");
         let n = (len - overlap).div_ceil(max_tile - overlap);
         // The smallest equal size that still covers len with the overlap; ≤ max_tile.
-        let tile = (len + (n - 1) * overlap).div_ceil(n).next_multiple_of(multiple);
+        let tile = (len + (n - 1) * overlap)
+            .div_ceil(n)
+            .next_multiple_of(multiple);
         let span = len - tile;
-        let starts = (0..n).map(|i| i * span / (n - 1) / multiple * multiple).collect();
+        let starts = (0..n)
+            .map(|i| i * span / (n - 1) / multiple * multiple)
+            .collect();
         Layout { len, tile, starts }
     }
 }
@@ -37,7 +51,10 @@ pub struct Grid {
 
 impl Grid {
     pub fn new(h: usize, w: usize, max_tile: usize, overlap: usize, multiple: usize) -> Grid {
-        Grid { rows: Layout::new(h, max_tile, overlap, multiple), cols: Layout::new(w, max_tile, overlap, multiple) }
+        Grid {
+            rows: Layout::new(h, max_tile, overlap, multiple),
+            cols: Layout::new(w, max_tile, overlap, multiple),
+        }
     }
 
     pub fn count(&self) -> usize {
@@ -47,13 +64,29 @@ impl Grid {
     /// (y0, x0, row index, column index) of every tile, row by row.
     pub fn tiles(&self) -> impl Iterator<Item = (usize, usize, usize, usize)> + '_ {
         let rows = self.rows.starts.iter().enumerate();
-        rows.flat_map(move |(i, &y0)| self.cols.starts.iter().enumerate().map(move |(j, &x0)| (y0, x0, i, j)))
+        rows.flat_map(move |(i, &y0)| {
+            self.cols
+                .starts
+                .iter()
+                .enumerate()
+                .map(move |(j, &x0)| (y0, x0, i, j))
+        })
     }
 }
 
 /// Rows `y0..y0 + th`, columns `x0..x0 + tw` of `data` [c, h, w].
-pub fn crop(data: &[f32], (c, h, w): (usize, usize, usize), y0: usize, x0: usize, th: usize, tw: usize) -> Vec<f32> {
-    assert!(y0 + th <= h && x0 + tw <= w && data.len() == c * h * w, "crop inside the picture");
+pub fn crop(
+    data: &[f32],
+    (c, h, w): (usize, usize, usize),
+    y0: usize,
+    x0: usize,
+    th: usize,
+    tw: usize,
+) -> Vec<f32> {
+    assert!(
+        y0 + th <= h && x0 + tw <= w && data.len() == c * h * w,
+        "crop inside the picture"
+    );
     let mut out = Vec::with_capacity(c * th * tw);
     for ch in 0..c {
         for y in y0..y0 + th {

@@ -19,7 +19,13 @@ const LAYER_NORM_EPS: f32 = 1e-5;
 
 /// diffusers' BasicTransformerBlock: self-attention, cross-attention, GEGLU, each
 /// pre-normed and residual.
-fn basic_block(cx: &mut Ctx, prefix: &str, x: Tensor, context: Tensor, heads: usize) -> Result<Tensor> {
+fn basic_block(
+    cx: &mut Ctx,
+    prefix: &str,
+    x: Tensor,
+    context: Tensor,
+    heads: usize,
+) -> Result<Tensor> {
     let h = cx.layer_norm(&format!("{prefix}.norm1"), x, LAYER_NORM_EPS)?;
     let h = cx.attention(&format!("{prefix}.attn1"), h, None, heads)?;
     let x = add(cx.g, x, h)?;
@@ -34,9 +40,25 @@ fn basic_block(cx: &mut Ctx, prefix: &str, x: Tensor, context: Tensor, heads: us
 }
 
 /// diffusers' Transformer2DModel over a [c, h, w] feature map.
-fn transformer(cx: &mut Ctx, cfg: &UnetConfig, prefix: &str, x: Tensor, context: Tensor, heads: usize, layers: usize) -> Result<Tensor> {
-    let &[_, h, w] = cx.g.shape(x) else { unreachable!("image tensors are [c, h, w]") };
-    let n = cx.group_norm(&format!("{prefix}.norm"), x, cfg.norm_num_groups, TRANSFORMER_GN_EPS, false)?;
+fn transformer(
+    cx: &mut Ctx,
+    cfg: &UnetConfig,
+    prefix: &str,
+    x: Tensor,
+    context: Tensor,
+    heads: usize,
+    layers: usize,
+) -> Result<Tensor> {
+    let &[_, h, w] = cx.g.shape(x) else {
+        unreachable!("image tensors are [c, h, w]")
+    };
+    let n = cx.group_norm(
+        &format!("{prefix}.norm"),
+        x,
+        cfg.norm_num_groups,
+        TRANSFORMER_GN_EPS,
+        false,
+    )?;
     let mut tokens = if cfg.use_linear_projection {
         let t = cx.to_tokens(n)?;
         cx.linear(&format!("{prefix}.proj_in"), t)?
@@ -45,7 +67,13 @@ fn transformer(cx: &mut Ctx, cfg: &UnetConfig, prefix: &str, x: Tensor, context:
         cx.to_tokens(p)?
     };
     for b in 0..layers {
-        tokens = basic_block(cx, &format!("{prefix}.transformer_blocks.{b}"), tokens, context, heads)?;
+        tokens = basic_block(
+            cx,
+            &format!("{prefix}.transformer_blocks.{b}"),
+            tokens,
+            context,
+            heads,
+        )?;
     }
     let out = if cfg.use_linear_projection {
         let t = cx.linear(&format!("{prefix}.proj_out"), tokens)?;
@@ -63,7 +91,13 @@ fn has_attention(block_type: &str) -> bool {
 
 /// One UNet pass: `sample` [in, h, w], timestep `t`, `context` [tokens, cross_dim]
 /// → the model output (v for OSCAR) [out, h, w].
-pub fn forward(cx: &mut Ctx, cfg: &UnetConfig, sample: Tensor, t: f32, context: Tensor) -> Result<Tensor> {
+pub fn forward(
+    cx: &mut Ctx,
+    cfg: &UnetConfig,
+    sample: Tensor,
+    t: f32,
+    context: Tensor,
+) -> Result<Tensor> {
     let (groups, eps) = (cfg.norm_num_groups, cfg.norm_eps);
     let c0 = cfg.block_out_channels[0];
     let t_emb = timestep_embedding(cx.g, t, c0, cfg.flip_sin_to_cos, cfg.freq_shift)?;
@@ -81,39 +115,87 @@ pub fn forward(cx: &mut Ctx, cfg: &UnetConfig, sample: Tensor, t: f32, context: 
     let blocks = cfg.block_out_channels.len();
     for (i, block_type) in cfg.down_block_types.iter().enumerate() {
         for j in 0..cfg.layers_per_block {
-            x = cx.resnet(&format!("unet.down_blocks.{i}.resnets.{j}"), x, silu_temb, groups, eps)?;
+            x = cx.resnet(
+                &format!("unet.down_blocks.{i}.resnets.{j}"),
+                x,
+                silu_temb,
+                groups,
+                eps,
+            )?;
             if has_attention(block_type) {
                 let prefix = format!("unet.down_blocks.{i}.attentions.{j}");
-                x = transformer(cx, cfg, &prefix, x, context, cfg.heads[i], cfg.transformer_layers[i])?;
+                x = transformer(
+                    cx,
+                    cfg,
+                    &prefix,
+                    x,
+                    context,
+                    cfg.heads[i],
+                    cfg.transformer_layers[i],
+                )?;
             }
             skips.push(x);
         }
         if i + 1 < blocks {
-            x = cx.conv(&format!("unet.down_blocks.{i}.downsamplers.0.conv"), x, 2, Activation::None)?;
+            x = cx.conv(
+                &format!("unet.down_blocks.{i}.downsamplers.0.conv"),
+                x,
+                2,
+                Activation::None,
+            )?;
             skips.push(x);
         }
         cx.g.tap(format!("unet.down_blocks.{i}"), x);
     }
 
     x = cx.resnet("unet.mid_block.resnets.0", x, silu_temb, groups, eps)?;
-    x = transformer(cx, cfg, "unet.mid_block.attentions.0", x, context, cfg.heads[blocks - 1], cfg.transformer_layers[blocks - 1])?;
+    x = transformer(
+        cx,
+        cfg,
+        "unet.mid_block.attentions.0",
+        x,
+        context,
+        cfg.heads[blocks - 1],
+        cfg.transformer_layers[blocks - 1],
+    )?;
     x = cx.resnet("unet.mid_block.resnets.1", x, silu_temb, groups, eps)?;
     cx.g.tap("unet.mid_block", x);
 
     for (i, block_type) in cfg.up_block_types.iter().enumerate() {
         let mirrored = blocks - 1 - i;
         for j in 0..=cfg.layers_per_block {
-            let skip = skips.pop().ok_or_else(|| crate::Error::BadModel("unet: more up-block resnets than skips".into()))?;
+            let skip = skips.pop().ok_or_else(|| {
+                crate::Error::BadModel("unet: more up-block resnets than skips".into())
+            })?;
             x = concat_channels(cx.g, x, skip)?;
-            x = cx.resnet(&format!("unet.up_blocks.{i}.resnets.{j}"), x, silu_temb, groups, eps)?;
+            x = cx.resnet(
+                &format!("unet.up_blocks.{i}.resnets.{j}"),
+                x,
+                silu_temb,
+                groups,
+                eps,
+            )?;
             if has_attention(block_type) {
                 let prefix = format!("unet.up_blocks.{i}.attentions.{j}");
-                x = transformer(cx, cfg, &prefix, x, context, cfg.heads[mirrored], cfg.transformer_layers[mirrored])?;
+                x = transformer(
+                    cx,
+                    cfg,
+                    &prefix,
+                    x,
+                    context,
+                    cfg.heads[mirrored],
+                    cfg.transformer_layers[mirrored],
+                )?;
             }
         }
         if i + 1 < blocks {
             x = upsample_nearest2x(cx.g, x)?;
-            x = cx.conv(&format!("unet.up_blocks.{i}.upsamplers.0.conv"), x, 1, Activation::None)?;
+            x = cx.conv(
+                &format!("unet.up_blocks.{i}.upsamplers.0.conv"),
+                x,
+                1,
+                Activation::None,
+            )?;
         }
         cx.g.tap(format!("unet.up_blocks.{i}"), x);
     }

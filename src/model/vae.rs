@@ -14,7 +14,11 @@ const EPS: f32 = 1e-6;
 fn mid_block(cx: &mut Ctx, cfg: &VaeConfig, prefix: &str, x: Tensor) -> Result<Tensor> {
     let groups = cfg.norm_num_groups;
     let x = cx.resnet(&format!("{prefix}.resnets.0"), x, None, groups, EPS)?;
-    let x = if cfg.mid_block_add_attention { cx.vae_attention(&format!("{prefix}.attentions.0"), x, groups, EPS)? } else { x };
+    let x = if cfg.mid_block_add_attention {
+        cx.vae_attention(&format!("{prefix}.attentions.0"), x, groups, EPS)?
+    } else {
+        x
+    };
     cx.resnet(&format!("{prefix}.resnets.1"), x, None, groups, EPS)
 }
 
@@ -26,11 +30,21 @@ pub fn encode(cx: &mut Ctx, cfg: &VaeConfig, image: Tensor) -> Result<Tensor> {
     let blocks = cfg.block_out_channels.len();
     for i in 0..blocks {
         for j in 0..cfg.layers_per_block {
-            x = cx.resnet(&format!("vae.encoder.down_blocks.{i}.resnets.{j}"), x, None, groups, EPS)?;
+            x = cx.resnet(
+                &format!("vae.encoder.down_blocks.{i}.resnets.{j}"),
+                x,
+                None,
+                groups,
+                EPS,
+            )?;
         }
         if i + 1 < blocks {
             // Downsample2D with padding 0: pad right and bottom by one, then 3×3 stride 2.
-            x = cx.conv_padded(&format!("vae.encoder.down_blocks.{i}.downsamplers.0.conv"), x, Conv2d::strided(2, [0, 1, 0, 1]))?;
+            x = cx.conv_padded(
+                &format!("vae.encoder.down_blocks.{i}.downsamplers.0.conv"),
+                x,
+                Conv2d::strided(2, [0, 1, 0, 1]),
+            )?;
         }
         cx.g.tap(format!("vae_enc.down_blocks.{i}"), x);
     }
@@ -60,11 +74,22 @@ pub fn decode(cx: &mut Ctx, cfg: &VaeConfig, latents: Tensor) -> Result<Tensor> 
     let blocks = cfg.block_out_channels.len();
     for i in 0..blocks {
         for j in 0..=cfg.layers_per_block {
-            x = cx.resnet(&format!("vae.decoder.up_blocks.{i}.resnets.{j}"), x, None, groups, EPS)?;
+            x = cx.resnet(
+                &format!("vae.decoder.up_blocks.{i}.resnets.{j}"),
+                x,
+                None,
+                groups,
+                EPS,
+            )?;
         }
         if i + 1 < blocks {
             x = upsample_nearest2x(cx.g, x)?;
-            x = cx.conv(&format!("vae.decoder.up_blocks.{i}.upsamplers.0.conv"), x, 1, Activation::None)?;
+            x = cx.conv(
+                &format!("vae.decoder.up_blocks.{i}.upsamplers.0.conv"),
+                x,
+                1,
+                Activation::None,
+            )?;
         }
         cx.g.tap(format!("vae_dec.up_blocks.{i}"), x);
     }

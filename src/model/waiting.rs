@@ -29,13 +29,22 @@ struct OnGrid {
 
 impl<'a> Waiting<'a> {
     pub fn new(g: &'a Graph<'a>, grid: &'a Grid, picture: (usize, usize)) -> Self {
-        Waiting { g, grid, picture, whole: HashMap::new(), per_tile: vec![HashMap::new(); grid.count()] }
+        Waiting {
+            g,
+            grid,
+            picture,
+            whole: HashMap::new(),
+            per_tile: vec![HashMap::new(); grid.count()],
+        }
     }
 
     /// Host bytes `t` takes while it waits.
     pub fn bytes(g: &Graph, grid: &Grid, picture: (usize, usize), t: Tensor) -> u64 {
         match on_grid(g, grid, picture, t) {
-            Some(s) => 4 * (s.c * picture.0 * s.h / grid.rows.tile * picture.1 * s.w / grid.cols.tile) as u64,
+            Some(s) => {
+                4 * (s.c * picture.0 * s.h / grid.rows.tile * picture.1 * s.w / grid.cols.tile)
+                    as u64
+            }
             None => g.bytes(t) * grid.count() as u64,
         }
     }
@@ -48,7 +57,10 @@ impl<'a> Waiting<'a> {
         };
         let (ph, pw) = self.whole_size(s);
         let (oy, ox, (ya, yb), (xa, xb)) = self.place(tile, s);
-        let whole = self.whole.entry(t).or_insert_with(|| vec![0.0; s.c * ph * pw]);
+        let whole = self
+            .whole
+            .entry(t)
+            .or_insert_with(|| vec![0.0; s.c * ph * pw]);
         let data: &[f32] = bytemuck::cast_slice(&bytes);
         for c in 0..s.c {
             for y in ya..yb {
@@ -82,7 +94,9 @@ impl<'a> Waiting<'a> {
     pub fn f32s(&self, tile: usize, t: Tensor) -> Result<Vec<f32>> {
         let (root, offset) = self.g.root(t);
         let bytes = self.get(tile, root)?;
-        Ok(bytemuck::pod_collect_to_vec(&bytes[offset as usize..(offset + self.g.bytes(t)) as usize]))
+        Ok(bytemuck::pod_collect_to_vec(
+            &bytes[offset as usize..(offset + self.g.bytes(t)) as usize],
+        ))
     }
 
     /// Drops what no later segment needs.
@@ -94,7 +108,10 @@ impl<'a> Waiting<'a> {
     }
 
     fn whole_size(&self, s: OnGrid) -> (usize, usize) {
-        (self.picture.0 * s.h / self.grid.rows.tile, self.picture.1 * s.w / self.grid.cols.tile)
+        (
+            self.picture.0 * s.h / self.grid.rows.tile,
+            self.picture.1 * s.w / self.grid.cols.tile,
+        )
     }
 
     /// Tile `tile`'s origin in the whole picture and the rows and columns it owns, at
@@ -102,7 +119,12 @@ impl<'a> Waiting<'a> {
     fn place(&self, tile: usize, s: OnGrid) -> (usize, usize, (usize, usize), (usize, usize)) {
         let (rows, cols) = (&self.grid.rows, &self.grid.cols);
         let (i, j) = (tile / cols.starts.len(), tile % cols.starts.len());
-        (rows.starts[i] * s.h / rows.tile, cols.starts[j] * s.w / cols.tile, owned(rows, i, s.h), owned(cols, j, s.w))
+        (
+            rows.starts[i] * s.h / rows.tile,
+            cols.starts[j] * s.w / cols.tile,
+            owned(rows, i, s.h),
+            owned(cols, j, s.w),
+        )
     }
 }
 
@@ -111,8 +133,15 @@ impl<'a> Waiting<'a> {
 fn on_grid(g: &Graph, grid: &Grid, picture: (usize, usize), t: Tensor) -> Option<OnGrid> {
     let &[c, h, w] = g.shape(t) else { return None };
     let (rows, cols) = (&grid.rows, &grid.cols);
-    let aligned = |layout: &Layout, size: usize, len: usize| layout.starts.iter().chain([&len]).all(|&s| s * size % layout.tile == 0);
-    (h * cols.tile == w * rows.tile && aligned(rows, h, picture.0) && aligned(cols, w, picture.1)).then_some(OnGrid { c, h, w })
+    let aligned = |layout: &Layout, size: usize, len: usize| {
+        layout
+            .starts
+            .iter()
+            .chain([&len])
+            .all(|&s| s * size % layout.tile == 0)
+    };
+    (h * cols.tile == w * rows.tile && aligned(rows, h, picture.0) && aligned(cols, w, picture.1))
+        .then_some(OnGrid { c, h, w })
 }
 
 /// The rows (or columns) of tile `i` of `layout` that it owns, at a scale where the
@@ -121,8 +150,15 @@ fn on_grid(g: &Graph, grid: &Grid, picture: (usize, usize), t: Tensor) -> Option
 pub(super) fn owned(layout: &Layout, i: usize, size: usize) -> (usize, usize) {
     let (start, tile) = (layout.starts[i], layout.tile);
     // Twice each boundary, in layout units.
-    let lo2 = if i == 0 { 2 * start } else { layout.starts[i - 1] + tile + start };
-    let hi2 = layout.starts.get(i + 1).map_or(2 * (start + tile), |&next| start + tile + next);
+    let lo2 = if i == 0 {
+        2 * start
+    } else {
+        layout.starts[i - 1] + tile + start
+    };
+    let hi2 = layout
+        .starts
+        .get(i + 1)
+        .map_or(2 * (start + tile), |&next| start + tile + next);
     let at = |twice: usize| (twice - 2 * start) * size / (2 * tile);
     (at(lo2), at(hi2))
 }

@@ -62,13 +62,36 @@ pub fn attention(g: &mut Graph, q: Tensor, k: Tensor, v: Tensor, heads: usize) -
 }
 
 /// `(nq, nk, channels)` of valid attention operands.
-fn check_shapes(g: &Graph, q: Tensor, k: Tensor, v: Tensor, heads: usize) -> Result<(usize, usize, usize)> {
+fn check_shapes(
+    g: &Graph,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    heads: usize,
+) -> Result<(usize, usize, usize)> {
     let (&[nq, c], &[nk, kc]) = (g.shape(q), g.shape(k)) else {
-        return Err(Error::Shape(format!("attention needs q [nq, c] and k [nk, c], got {:?} and {:?}", g.shape(q), g.shape(k))));
+        return Err(Error::Shape(format!(
+            "attention needs q [nq, c] and k [nk, c], got {:?} and {:?}",
+            g.shape(q),
+            g.shape(k)
+        )));
     };
     let all_f32 = [q, k, v].iter().all(|&t| g.dtype(t) == DType::F32);
-    if kc != c || g.shape(v) != [nk, c] || heads == 0 || c % heads != 0 || c == 0 || nq == 0 || nk == 0 || !all_f32 {
-        return Err(Error::Shape(format!("attention: q {:?}, k {:?}, v {:?} with {heads} heads disagree", g.shape(q), g.shape(k), g.shape(v))));
+    if kc != c
+        || g.shape(v) != [nk, c]
+        || heads == 0
+        || c % heads != 0
+        || c == 0
+        || nq == 0
+        || nk == 0
+        || !all_f32
+    {
+        return Err(Error::Shape(format!(
+            "attention: q {:?}, k {:?}, v {:?} with {heads} heads disagree",
+            g.shape(q),
+            g.shape(k),
+            g.shape(v)
+        )));
     }
     Ok((nq, nk, c))
 }
@@ -88,7 +111,11 @@ pub fn blocked(g: &mut Graph, q: Tensor, k: Tensor, v: Tensor) -> Result<Tensor>
     let align = g.gpu.limits.min_storage_buffer_offset_alignment as usize;
     let step = align / super::gcd(4 * d as u64, align as u64) as usize;
     let fit = block_rows(nq, nk);
-    let rows = if fit >= nq { nq } else { (fit / step * step).max(step) };
+    let rows = if fit >= nq {
+        nq
+    } else {
+        (fit / step * step).max(step)
+    };
     let scale = 1.0 / (d as f32).sqrt();
     for start in (0..nq).step_by(rows) {
         let len = rows.min(nq - start);
@@ -113,10 +140,16 @@ pub fn flash(g: &mut Graph, q: Tensor, k: Tensor, v: Tensor, heads: usize) -> Re
     let (key, chunks, row) = if fast {
         let d4c = (d / 4).min(CHUNK / 4);
         let chunks = d.div_ceil(CHUNK);
-        let key = KernelKey::new("attention_subgroup", "main").with("D4C", d4c as f64).with("MULTI", (chunks > 1) as u32 as f64);
+        let key = KernelKey::new("attention_subgroup", "main")
+            .with("D4C", d4c as f64)
+            .with("MULTI", (chunks > 1) as u32 as f64);
         (key, chunks, c / 4)
     } else if tiled {
-        (KernelKey::new("attention", "tiled").with("D4", (d / 4) as f64), 1, c)
+        (
+            KernelKey::new("attention", "tiled").with("D4", (d / 4) as f64),
+            1,
+            c,
+        )
     } else {
         (KernelKey::new("attention", "main"), d.div_ceil(CHUNK), c)
     };
@@ -131,7 +164,11 @@ pub fn flash(g: &mut Graph, q: Tensor, k: Tensor, v: Tensor, heads: usize) -> Re
     let max_keys = (keys_per_dispatch(g.gpu, fast, d, chunks) / step * step).max(step);
     let k_runs: Vec<_> = channel_chunks(g.gpu, nk, row_bytes)?
         .into_iter()
-        .flat_map(|run| run.clone().step_by(max_keys).map(move |s| s..(s + max_keys).min(run.end)))
+        .flat_map(|run| {
+            run.clone()
+                .step_by(max_keys)
+                .map(move |s| s..(s + max_keys).min(run.end))
+        })
         .collect();
     for qr in &q_runs {
         let (q_off, q_size) = (qr.start as u64 * row_bytes, qr.len() as u64 * row_bytes);
@@ -143,7 +180,8 @@ pub fn flash(g: &mut Graph, q: Tensor, k: Tensor, v: Tensor, heads: usize) -> Re
         };
         let grid = g.grid(groups)?;
         for (w, kr) in k_runs.iter().enumerate() {
-            let flags = if w == 0 { FIRST } else { 0 } | if w + 1 == k_runs.len() { LAST } else { 0 };
+            let flags =
+                if w == 0 { FIRST } else { 0 } | if w + 1 == k_runs.len() { LAST } else { 0 };
             let params = Params {
                 nq: qr.len() as u32,
                 nk: u32_of(kr.len(), "attention keys")?,
@@ -156,7 +194,13 @@ pub fn flash(g: &mut Graph, q: Tensor, k: Tensor, v: Tensor, heads: usize) -> Re
                 scale: 1.0 / (d as f32).sqrt(),
             };
             let (k_off, k_size) = (kr.start as u64 * row_bytes, kr.len() as u64 * row_bytes);
-            let views = vec![g.window(q, q_off, q_size)?, g.window(k, k_off, k_size)?, g.window(v, k_off, k_size)?, g.window(y, q_off, q_size)?, state_view];
+            let views = vec![
+                g.window(q, q_off, q_size)?,
+                g.window(k, k_off, k_size)?,
+                g.window(v, k_off, k_size)?,
+                g.window(y, q_off, q_size)?,
+                state_view,
+            ];
             let flops = 4 * (qr.len() * kr.len() * c) as u64;
             g.dispatch(key.clone(), bytemuck::bytes_of(&params), views, grid, flops);
         }
@@ -189,7 +233,15 @@ fn keys_per_dispatch(gpu: &Gpu, fast: bool, d: usize, chunks: usize) -> usize {
 }
 
 /// CPU reference: `q` [nq, heads·d], `k` and `v` [nk, heads·d].
-pub fn reference(q: &[f32], k: &[f32], v: &[f32], nq: usize, nk: usize, heads: usize, d: usize) -> Vec<f32> {
+pub fn reference(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    nq: usize,
+    nk: usize,
+    heads: usize,
+    d: usize,
+) -> Vec<f32> {
     let c = heads * d;
     let scale = 1.0 / (d as f64).sqrt();
     let mut y = vec![0.0; nq * c];
@@ -199,12 +251,21 @@ pub fn reference(q: &[f32], k: &[f32], v: &[f32], nq: usize, nk: usize, heads: u
             let qi = &q[i * c + h * d..i * c + h * d + d];
             for (j, s) in scores.iter_mut().enumerate() {
                 let kj = &k[j * c + h * d..j * c + h * d + d];
-                *s = qi.iter().zip(kj).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() * scale;
+                *s = qi
+                    .iter()
+                    .zip(kj)
+                    .map(|(&a, &b)| a as f64 * b as f64)
+                    .sum::<f64>()
+                    * scale;
             }
             let max = scores.iter().fold(f64::MIN, |m, &s| m.max(s));
             let sum: f64 = scores.iter().map(|&s| (s - max).exp()).sum();
             for e in 0..d {
-                let acc: f64 = scores.iter().enumerate().map(|(j, &s)| (s - max).exp() * v[j * c + h * d + e] as f64).sum();
+                let acc: f64 = scores
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &s)| (s - max).exp() * v[j * c + h * d + e] as f64)
+                    .sum();
                 y[i * c + h * d + e] = (acc / sum) as f32;
             }
         }

@@ -24,7 +24,10 @@ const WORKGROUP: u64 = 256;
 fn dims(g: &Graph, x: Tensor) -> Result<(usize, usize)> {
     match *g.shape(x) {
         [c, h, w] if g.dtype(x) == DType::F32 && c * h * w > 0 => Ok((c, h * w)),
-        _ => Err(Error::Shape(format!("channel norms need a non-empty f32 [c, h, w] tensor, got {:?}", g.shape(x)))),
+        _ => Err(Error::Shape(format!(
+            "channel norms need a non-empty f32 [c, h, w] tensor, got {:?}",
+            g.shape(x)
+        ))),
     }
 }
 
@@ -35,10 +38,21 @@ pub fn channel_l2_norms(g: &mut Graph, x: Tensor) -> Result<Tensor> {
     let nv = g.view(norms)?;
     let plane = 4 * hw as u64;
     for win in channel_chunks(g.gpu, c, plane)? {
-        let params = Params { hw: u32_of(hw, "channel plane")?, channels: win.len() as u32, c_base: win.start as u32, n: 0 };
+        let params = Params {
+            hw: u32_of(hw, "channel plane")?,
+            channels: win.len() as u32,
+            c_base: win.start as u32,
+            n: 0,
+        };
         let xv = g.window(x, win.start as u64 * plane, win.len() as u64 * plane)?;
         let grid = g.grid(win.len() as u64)?;
-        g.dispatch(KernelKey::new("channel_norm", "norms"), bytemuck::bytes_of(&params), vec![xv, nv], grid, 2 * (win.len() * hw) as u64);
+        g.dispatch(
+            KernelKey::new("channel_norm", "norms"),
+            bytemuck::bytes_of(&params),
+            vec![xv, nv],
+            grid,
+            2 * (win.len() * hw) as u64,
+        );
     }
     Ok(norms)
 }
@@ -48,7 +62,10 @@ pub fn channel_l2_norms(g: &mut Graph, x: Tensor) -> Result<Tensor> {
 pub fn rescale_channels(g: &mut Graph, x: Tensor, target: Tensor) -> Result<Tensor> {
     let (c, hw) = dims(g, x)?;
     if g.shape(target) != [c] || g.dtype(target) != DType::F32 {
-        return Err(Error::Shape(format!("rescale target must be f32 [{c}], got {:?}", g.shape(target))));
+        return Err(Error::Shape(format!(
+            "rescale target must be f32 [{c}], got {:?}",
+            g.shape(target)
+        )));
     }
     let norms = channel_l2_norms(g, x)?;
     let shape = g.shape(x).to_vec();
@@ -57,18 +74,31 @@ pub fn rescale_channels(g: &mut Graph, x: Tensor, target: Tensor) -> Result<Tens
     let plane = 4 * hw as u64;
     for win in channel_chunks(g.gpu, c, plane)? {
         let n = win.len() * hw;
-        let params = Params { hw: hw as u32, channels: win.len() as u32, c_base: win.start as u32, n: u32_of(n, "rescale window")? };
+        let params = Params {
+            hw: hw as u32,
+            channels: win.len() as u32,
+            c_base: win.start as u32,
+            n: u32_of(n, "rescale window")?,
+        };
         let (off, size) = (win.start as u64 * plane, win.len() as u64 * plane);
         let views = vec![g.window(x, off, size)?, nv, tv, g.window(y, off, size)?];
         let grid = g.grid((n as u64).div_ceil(WORKGROUP))?;
-        g.dispatch(KernelKey::new("channel_norm", "rescale"), bytemuck::bytes_of(&params), views, grid, 2 * n as u64);
+        g.dispatch(
+            KernelKey::new("channel_norm", "rescale"),
+            bytemuck::bytes_of(&params),
+            views,
+            grid,
+            2 * n as u64,
+        );
     }
     Ok(y)
 }
 
 /// CPU reference of [`channel_l2_norms`], in f64: `x` [c, h·w].
 pub fn norms_reference(x: &[f32], c: usize) -> Vec<f32> {
-    x.chunks(x.len() / c).map(|p| p.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt() as f32).collect()
+    x.chunks(x.len() / c)
+        .map(|p| p.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt() as f32)
+        .collect()
 }
 
 /// CPU reference of [`rescale_channels`], in f64: `x` [c, h·w].

@@ -23,10 +23,22 @@ const WORKGROUP: u64 = 256;
 /// `a` [ca, h, w], `b` [cb, h, w] → [ca + cb, h, w].
 pub fn concat_channels(g: &mut Graph, a: Tensor, b: Tensor) -> Result<Tensor> {
     let (&[ca, h, w], &[cb, hb, wb]) = (g.shape(a), g.shape(b)) else {
-        return Err(Error::Shape(format!("concat operands must be [c, h, w], got {:?} and {:?}", g.shape(a), g.shape(b))));
+        return Err(Error::Shape(format!(
+            "concat operands must be [c, h, w], got {:?} and {:?}",
+            g.shape(a),
+            g.shape(b)
+        )));
     };
-    if (h, w) != (hb, wb) || (ca + cb) * h * w == 0 || g.dtype(a) != DType::F32 || g.dtype(b) != DType::F32 {
-        return Err(Error::Shape(format!("concat of {:?} and {:?}: sizes or types differ, or empty", g.shape(a), g.shape(b))));
+    if (h, w) != (hb, wb)
+        || (ca + cb) * h * w == 0
+        || g.dtype(a) != DType::F32
+        || g.dtype(b) != DType::F32
+    {
+        return Err(Error::Shape(format!(
+            "concat of {:?} and {:?}: sizes or types differ, or empty",
+            g.shape(a),
+            g.shape(b)
+        )));
     }
     let y = g.intermediate(&[ca + cb, h, w], DType::F32);
     copy(g, a, y, 0)?;
@@ -38,18 +50,31 @@ pub fn concat_channels(g: &mut Graph, a: Tensor, b: Tensor) -> Result<Tensor> {
 fn copy(g: &mut Graph, src: Tensor, dst: Tensor, dst_start: usize) -> Result<()> {
     let align = (g.gpu.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
     // Room for the misaligned head inside each binding.
-    let chunk = (g.gpu.max_binding() as usize / 4).saturating_sub(align).max(1);
+    let chunk = (g.gpu.max_binding() as usize / 4)
+        .saturating_sub(align)
+        .max(1);
     let len = g.len(src);
     let mut done = 0;
     while done < len {
         let n = chunk.min(len - done);
         let (s, d) = (done, dst_start + done);
         let (s0, d0) = (s / align * align, d / align * align);
-        let params = Params { n: n as u32, src_off: (s - s0) as u32, dst_off: (d - d0) as u32, _pad: 0 };
+        let params = Params {
+            n: n as u32,
+            src_off: (s - s0) as u32,
+            dst_off: (d - d0) as u32,
+            _pad: 0,
+        };
         let sv = g.window(src, 4 * s0 as u64, 4 * (s - s0 + n) as u64)?;
         let dv = g.window(dst, 4 * d0 as u64, 4 * (d - d0 + n) as u64)?;
         let grid = g.grid((n as u64).div_ceil(WORKGROUP))?;
-        g.dispatch(KernelKey::new("concat", "copy"), bytemuck::bytes_of(&params), vec![sv, dv], grid, 0);
+        g.dispatch(
+            KernelKey::new("concat", "copy"),
+            bytemuck::bytes_of(&params),
+            vec![sv, dv],
+            grid,
+            0,
+        );
         done += n;
     }
     Ok(())

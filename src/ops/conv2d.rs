@@ -4,7 +4,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{channel_chunks, channel_chunks_within, im2col, is_f16, matmul, subgroups_of_8, u32_of};
+use super::{
+    channel_chunks, channel_chunks_within, im2col, is_f16, matmul, subgroups_of_8, u32_of,
+};
 use crate::error::{Error, Result};
 use crate::gpu::KernelKey;
 use crate::graph::{DType, Graph, Tensor};
@@ -46,11 +48,19 @@ pub struct Conv2d {
 impl Conv2d {
     /// Stride 1, `pad` on every side: the "same" convolution of an odd kernel.
     pub fn same(pad: usize) -> Self {
-        Conv2d { stride: 1, pad: [pad; 4], act: Activation::None }
+        Conv2d {
+            stride: 1,
+            pad: [pad; 4],
+            act: Activation::None,
+        }
     }
 
     pub fn strided(stride: usize, pad: [usize; 4]) -> Self {
-        Conv2d { stride, pad, act: Activation::None }
+        Conv2d {
+            stride,
+            pad,
+            act: Activation::None,
+        }
     }
 
     pub fn with(self, act: Activation) -> Self {
@@ -61,7 +71,10 @@ impl Conv2d {
         let [t, b, l, r] = self.pad;
         let (ph, pw) = (h + t + b, w + l + r);
         if self.stride == 0 || ph < kh || pw < kw {
-            return Err(Error::Shape(format!("conv {kh}×{kw} does not fit a {h}×{w} input with padding {:?}", self.pad)));
+            return Err(Error::Shape(format!(
+                "conv {kh}×{kw} does not fit a {h}×{w} input with padding {:?}",
+                self.pad
+            )));
         }
         Ok(((ph - kh) / self.stride + 1, (pw - kw) / self.stride + 1))
     }
@@ -109,15 +122,32 @@ const SMALL_PICTURE: usize = 64;
 const SUBGROUP_LANES: u64 = 8;
 
 /// `x` [cin, h, w], `weight` [cout, cin, kh, kw], `bias` [cout] → [cout, oh, ow].
-pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2d) -> Result<Tensor> {
+pub fn conv2d(
+    g: &mut Graph,
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    cfg: Conv2d,
+) -> Result<Tensor> {
     let &[cin, h, w] = g.shape(x) else {
-        return Err(Error::Shape(format!("conv2d input must be [c, h, w], got {:?}", g.shape(x))));
+        return Err(Error::Shape(format!(
+            "conv2d input must be [c, h, w], got {:?}",
+            g.shape(x)
+        )));
     };
     let &[cout, wcin, kh, kw] = g.shape(weight) else {
-        return Err(Error::Shape(format!("conv2d weight must be [cout, cin, kh, kw], got {:?}", g.shape(weight))));
+        return Err(Error::Shape(format!(
+            "conv2d weight must be [cout, cin, kh, kw], got {:?}",
+            g.shape(weight)
+        )));
     };
     if wcin != cin || g.shape(bias) != [cout] || g.dtype(bias) != g.dtype(weight) {
-        return Err(Error::Shape(format!("conv2d: input {:?}, weight {:?}, bias {:?} disagree", g.shape(x), g.shape(weight), g.shape(bias))));
+        return Err(Error::Shape(format!(
+            "conv2d: input {:?}, weight {:?}, bias {:?} disagree",
+            g.shape(x),
+            g.shape(weight),
+            g.shape(bias)
+        )));
     }
     let (oh, ow) = cfg.out_size(h, w, kh, kw)?;
     // Two cases run as the product weight [cout, cin·kh·kw] · patches [cin·kh·kw, pixels]
@@ -129,9 +159,19 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
     let (k_len, pixels) = (cin * kh * kw, oh * ow);
     let one_by_one = (kh, kw, cfg.stride, cfg.pad) == (1, 1, 1, [0; 4]);
     let plain = cfg.act == Activation::None && g.dtype(weight) == DType::F32;
-    let largest = g.bytes(x).max(g.bytes(weight)).max(4 * (cout.max(k_len) * pixels) as u64);
-    if plain && (one_by_one || pixels <= SMALL_PICTURE) && matmul::row_bias_supported(g.gpu, k_len, pixels, largest) {
-        let patches = if one_by_one { g.reshape(x, &[cin, pixels])? } else { im2col::im2col(g, x, (kh, kw), cfg)? };
+    let largest = g
+        .bytes(x)
+        .max(g.bytes(weight))
+        .max(4 * (cout.max(k_len) * pixels) as u64);
+    if plain
+        && (one_by_one || pixels <= SMALL_PICTURE)
+        && matmul::row_bias_supported(g.gpu, k_len, pixels, largest)
+    {
+        let patches = if one_by_one {
+            g.reshape(x, &[cin, pixels])?
+        } else {
+            im2col::im2col(g, x, (kh, kw), cfg)?
+        };
         let w2 = g.reshape(weight, &[cout, k_len])?;
         let y = matmul::matmul_row_bias(g, w2, patches, bias)?;
         return g.reshape(y, &[cout, oh, ow]);
@@ -146,20 +186,49 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
     // multiple of 8 and output rows half as long, for `main1` (1×1, 16 pixels × 16
     // channels) pixels a multiple of 4.
     let group = if g.dtype(weight) == DType::F16 { 8 } else { 4 };
-    let vector = sub8 && cin % group == 0 && in_chunks.iter().all(|c| c.start % group == 0 && c.len() % group == 0);
+    let vector = sub8
+        && cin % group == 0
+        && in_chunks
+            .iter()
+            .all(|c| c.start % group == 0 && c.len() % group == 0);
     // The 3×3 ones even for a few output channels (lanes past the last read its weights
     // and store nothing): the VAE's 128 → 3 output convolution at 256² took 200 ms on
     // `main`, which reads every operand per multiply-add.
-    let three = vector && (kh, kw, cfg.stride, cfg.pad[2], cfg.pad[3]) == (3, 3, 1, 1, 1) && w % 4 == 0;
-    let three_s2 = vector && (kh, kw, cfg.stride) == (3, 3, 2) && cfg.pad[2] <= 1 && w % 8 == 0 && 2 * ow == w;
+    let three =
+        vector && (kh, kw, cfg.stride, cfg.pad[2], cfg.pad[3]) == (3, 3, 1, 1, 1) && w % 4 == 0;
+    let three_s2 =
+        vector && (kh, kw, cfg.stride) == (3, 3, 2) && cfg.pad[2] <= 1 && w % 8 == 0 && 2 * ow == w;
     // Otherwise the broadcast kernels need 8 channels to fill their broadcasts.
-    let one = vector && cout >= 8 && (kh, kw, cfg.stride, cfg.pad) == (1, 1, 1, [0; 4]) && (h * w) % 4 == 0;
+    let one = vector
+        && cout >= 8
+        && (kh, kw, cfg.stride, cfg.pad) == (1, 1, 1, [0; 4])
+        && (h * w) % 4 == 0;
     let subgroup = three || three_s2 || (sub8 && cout >= 8);
-    let shader = if subgroup { "conv2d_subgroup" } else { "conv2d" };
+    let shader = if subgroup {
+        "conv2d_subgroup"
+    } else {
+        "conv2d"
+    };
     let tiled = !sub8 && cout >= TILED_FROM;
-    let entry = if three { "main3" } else if three_s2 { "main3s2" } else if one { "main1" } else if tiled { "tiled" } else { "main" };
-    let mut key = KernelKey::new(shader, entry).with("W_F16", is_f16(g.dtype(weight))).with("ACT", cfg.act.code());
-    let oc_tile = if three || three_s2 { VEC3_OC_TILE } else { SUBGROUP_OC_TILE };
+    let entry = if three {
+        "main3"
+    } else if three_s2 {
+        "main3s2"
+    } else if one {
+        "main1"
+    } else if tiled {
+        "tiled"
+    } else {
+        "main"
+    };
+    let mut key = KernelKey::new(shader, entry)
+        .with("W_F16", is_f16(g.dtype(weight)))
+        .with("ACT", cfg.act.code());
+    let oc_tile = if three || three_s2 {
+        VEC3_OC_TILE
+    } else {
+        SUBGROUP_OC_TILE
+    };
     if three_s2 {
         key = key.with("PAD_L1", cfg.pad[2] as f64);
     } else if subgroup && !three && !one {
@@ -178,7 +247,11 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
     };
     // The subgroup kernels' tiles per workgroup: one subgroup's 8 where a picture has
     // fewer tiles than 64 lanes would cover.
-    let lanes = if tiles < 4 * WORKGROUP { SUBGROUP_LANES } else { WORKGROUP };
+    let lanes = if tiles < 4 * WORKGROUP {
+        SUBGROUP_LANES
+    } else {
+        WORKGROUP
+    };
     if subgroup {
         key = key.with("LANES", lanes as f64);
     }
@@ -204,8 +277,16 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
                 accumulate: (i > 0) as u32,
                 activate: (i + 1 == in_chunks.len()) as u32,
             };
-            let xv = g.window(x, (ic.start * h * w * 4) as u64, (ic.len() * h * w * 4) as u64)?;
-            let yv = g.window(y, (oc.start * oh * ow * 4) as u64, (oc.len() * oh * ow * 4) as u64)?;
+            let xv = g.window(
+                x,
+                (ic.start * h * w * 4) as u64,
+                (ic.len() * h * w * 4) as u64,
+            )?;
+            let yv = g.window(
+                y,
+                (oc.start * oh * ow * 4) as u64,
+                (oc.len() * oh * ow * 4) as u64,
+            )?;
             let groups = if subgroup {
                 (oc.len() as u64).div_ceil(oc_tile) * tiles.div_ceil(lanes)
             } else if tiled {
@@ -215,14 +296,27 @@ pub fn conv2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, cfg: Conv2
             };
             let grid = g.grid(groups)?;
             let flops = 2 * (oc.len() * ic.len() * kh * kw * oh * ow) as u64;
-            g.dispatch(key.clone(), bytemuck::bytes_of(&params), vec![xv, wv, bv, yv], grid, flops);
+            g.dispatch(
+                key.clone(),
+                bytemuck::bytes_of(&params),
+                vec![xv, wv, bv, yv],
+                grid,
+                flops,
+            );
         }
     }
     Ok(y)
 }
 
 /// CPU reference: `x` [cin, h, w], `weight` [cout, cin, kh, kw].
-pub fn reference(x: &[f32], shape: [usize; 3], weight: &[f32], wshape: [usize; 4], bias: &[f32], cfg: Conv2d) -> Vec<f32> {
+pub fn reference(
+    x: &[f32],
+    shape: [usize; 3],
+    weight: &[f32],
+    wshape: [usize; 4],
+    bias: &[f32],
+    cfg: Conv2d,
+) -> Vec<f32> {
     let [cin, h, w] = shape;
     let [cout, _, kh, kw] = wshape;
     let (oh, ow) = cfg.out_size(h, w, kh, kw).expect("valid reference shape");

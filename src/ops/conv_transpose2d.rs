@@ -35,7 +35,13 @@ const PX_TILE: usize = 4;
 const WORKGROUP: u64 = 64;
 
 /// Output side length: (n − 1)·stride − 2·padding + k + output_padding.
-pub fn out_size(n: usize, k: usize, stride: usize, padding: usize, output_padding: usize) -> Result<usize> {
+pub fn out_size(
+    n: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    output_padding: usize,
+) -> Result<usize> {
     let full = (n.max(1) - 1) * stride + k + output_padding;
     if n == 0 || k == 0 || stride == 0 || output_padding >= stride || full <= 2 * padding {
         return Err(Error::Shape(format!(
@@ -46,15 +52,38 @@ pub fn out_size(n: usize, k: usize, stride: usize, padding: usize, output_paddin
 }
 
 /// `x` [cin, h, w], `weight` [cin, cout, kh, kw], `bias` [cout] → [cout, oh, ow].
-pub fn conv_transpose2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, stride: usize, padding: usize, output_padding: usize) -> Result<Tensor> {
+pub fn conv_transpose2d(
+    g: &mut Graph,
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    padding: usize,
+    output_padding: usize,
+) -> Result<Tensor> {
     let &[cin, h, w] = g.shape(x) else {
-        return Err(Error::Shape(format!("conv_transpose2d input must be [c, h, w], got {:?}", g.shape(x))));
+        return Err(Error::Shape(format!(
+            "conv_transpose2d input must be [c, h, w], got {:?}",
+            g.shape(x)
+        )));
     };
     let &[wcin, cout, kh, kw] = g.shape(weight) else {
-        return Err(Error::Shape(format!("conv_transpose2d weight must be [cin, cout, kh, kw], got {:?}", g.shape(weight))));
+        return Err(Error::Shape(format!(
+            "conv_transpose2d weight must be [cin, cout, kh, kw], got {:?}",
+            g.shape(weight)
+        )));
     };
-    if wcin != cin || g.shape(bias) != [cout] || g.dtype(bias) != g.dtype(weight) || g.dtype(x) != DType::F32 {
-        return Err(Error::Shape(format!("conv_transpose2d: input {:?}, weight {:?}, bias {:?} disagree", g.shape(x), g.shape(weight), g.shape(bias))));
+    if wcin != cin
+        || g.shape(bias) != [cout]
+        || g.dtype(bias) != g.dtype(weight)
+        || g.dtype(x) != DType::F32
+    {
+        return Err(Error::Shape(format!(
+            "conv_transpose2d: input {:?}, weight {:?}, bias {:?} disagree",
+            g.shape(x),
+            g.shape(weight),
+            g.shape(bias)
+        )));
     }
     let oh = out_size(h, kh, stride, padding, output_padding)?;
     let ow = out_size(w, kw, stride, padding, output_padding)?;
@@ -64,7 +93,8 @@ pub fn conv_transpose2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, 
     let x_tiles = ow.div_ceil(stride).div_ceil(PX_TILE);
     let key = KernelKey::new("conv_transpose2d", "main").with("W_F16", is_f16(g.dtype(weight)));
     // Loop trips per input channel: taps of one phase × the tile's inner loops.
-    let taps = kh.div_ceil(stride) * (1 + kw.div_ceil(stride) * (2 + PX_TILE + OC_TILE * (1 + PX_TILE)));
+    let taps =
+        kh.div_ceil(stride) * (1 + kw.div_ceil(stride) * (2 + PX_TILE + OC_TILE * (1 + PX_TILE)));
     let in_chunks = channel_chunks_within(g.gpu, cin, 4 * (h * w) as u64, taps + 1)?;
     let out_chunks = channel_chunks(g.gpu, cout, 4 * (oh * ow) as u64)?;
     let (wv, bv) = (g.view(weight)?, g.view(bias)?);
@@ -88,12 +118,26 @@ pub fn conv_transpose2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, 
                 x_tiles: x_tiles as u32,
                 _pad: 0,
             };
-            let xv = g.window(x, (ic.start * h * w * 4) as u64, (ic.len() * h * w * 4) as u64)?;
-            let yv = g.window(y, (oc.start * oh * ow * 4) as u64, (oc.len() * oh * ow * 4) as u64)?;
+            let xv = g.window(
+                x,
+                (ic.start * h * w * 4) as u64,
+                (ic.len() * h * w * 4) as u64,
+            )?;
+            let yv = g.window(
+                y,
+                (oc.start * oh * ow * 4) as u64,
+                (oc.len() * oh * ow * 4) as u64,
+            )?;
             let invocations = (oc.len().div_ceil(OC_TILE) * oh * stride * x_tiles) as u64;
             let grid = g.grid(invocations.div_ceil(WORKGROUP))?;
             let flops = 2 * (oc.len() * ic.len() * kh * kw * h * w) as u64;
-            g.dispatch(key.clone(), bytemuck::bytes_of(&params), vec![xv, wv, bv, yv], grid, flops);
+            g.dispatch(
+                key.clone(),
+                bytemuck::bytes_of(&params),
+                vec![xv, wv, bv, yv],
+                grid,
+                flops,
+            );
         }
     }
     Ok(y)
@@ -101,13 +145,22 @@ pub fn conv_transpose2d(g: &mut Graph, x: Tensor, weight: Tensor, bias: Tensor, 
 
 /// CPU reference as a scatter (the definition): `x` [cin, h, w], `weight` [cin, cout, kh, kw].
 /// `geometry` is (stride, padding, output_padding).
-pub fn reference(x: &[f32], shape: [usize; 3], weight: &[f32], wshape: [usize; 4], bias: &[f32], geometry: (usize, usize, usize)) -> Vec<f32> {
+pub fn reference(
+    x: &[f32],
+    shape: [usize; 3],
+    weight: &[f32],
+    wshape: [usize; 4],
+    bias: &[f32],
+    geometry: (usize, usize, usize),
+) -> Vec<f32> {
     let (stride, padding, output_padding) = geometry;
     let [cin, h, w] = shape;
     let [_, cout, kh, kw] = wshape;
     let oh = out_size(h, kh, stride, padding, output_padding).expect("valid reference shape");
     let ow = out_size(w, kw, stride, padding, output_padding).expect("valid reference shape");
-    let mut acc: Vec<f64> = (0..cout * oh * ow).map(|i| bias[i / (oh * ow)] as f64).collect();
+    let mut acc: Vec<f64> = (0..cout * oh * ow)
+        .map(|i| bias[i / (oh * ow)] as f64)
+        .collect();
     for ic in 0..cin {
         for iy in 0..h {
             for ix in 0..w {
@@ -123,7 +176,8 @@ pub fn reference(x: &[f32], shape: [usize; 3], weight: &[f32], wshape: [usize; 4
                             if ox < 0 || ox >= ow as isize {
                                 continue;
                             }
-                            acc[(oc * oh + oy as usize) * ow + ox as usize] += xv * weight[((ic * cout + oc) * kh + ky) * kw + kx] as f64;
+                            acc[(oc * oh + oy as usize) * ow + ox as usize] +=
+                                xv * weight[((ic * cout + oc) * kh + ky) * kw + kx] as f64;
                         }
                     }
                 }

@@ -99,11 +99,26 @@ pub fn unary(g: &mut Graph, x: Tensor, op: Unary) -> Result<Tensor> {
     let (code, alpha, beta) = op.code();
     let key = KernelKey::new("elementwise", "unary").with("OP", code);
     for w in windows(g, len)? {
-        let params = Params { n: w.len() as u32, b_len: 1, inner: 1, base: w.start as u32, alpha, beta, cols: 0, _pad: 0 };
+        let params = Params {
+            n: w.len() as u32,
+            b_len: 1,
+            inner: 1,
+            base: w.start as u32,
+            alpha,
+            beta,
+            cols: 0,
+            _pad: 0,
+        };
         let (off, size) = (4 * w.start as u64, 4 * w.len() as u64);
         let views = vec![g.window(x, off, size)?, g.window(y, off, size)?];
         let grid = g.grid((w.len() as u64).div_ceil(WORKGROUP))?;
-        g.dispatch(key.clone(), bytemuck::bytes_of(&params), views, grid, w.len() as u64);
+        g.dispatch(
+            key.clone(),
+            bytemuck::bytes_of(&params),
+            views,
+            grid,
+            w.len() as u64,
+        );
     }
     Ok(y)
 }
@@ -113,7 +128,11 @@ pub fn unary(g: &mut Graph, x: Tensor, op: Unary) -> Result<Tensor> {
 pub fn binary(g: &mut Graph, a: Tensor, b: Tensor, op: Binary) -> Result<Tensor> {
     let (len, b_len) = (g.len(a), g.len(b));
     if b_len == 0 || len % b_len != 0 {
-        return Err(Error::Shape(format!("cannot broadcast {:?} against {:?}", g.shape(b), g.shape(a))));
+        return Err(Error::Shape(format!(
+            "cannot broadcast {:?} against {:?}",
+            g.shape(b),
+            g.shape(a)
+        )));
     }
     let inner = len / b_len;
     let y = g.intermediate(&g.shape(a).to_vec(), DType::F32);
@@ -139,7 +158,13 @@ pub fn binary(g: &mut Graph, a: Tensor, b: Tensor, op: Binary) -> Result<Tensor>
         };
         let views = vec![g.window(a, off, size)?, bv, g.window(y, off, size)?];
         let grid = g.grid((w.len() as u64).div_ceil(WORKGROUP))?;
-        g.dispatch(key.clone(), bytemuck::bytes_of(&params), views, grid, w.len() as u64);
+        g.dispatch(
+            key.clone(),
+            bytemuck::bytes_of(&params),
+            views,
+            grid,
+            w.len() as u64,
+        );
     }
     Ok(y)
 }
@@ -151,10 +176,15 @@ pub fn add(g: &mut Graph, a: Tensor, b: Tensor) -> Result<Tensor> {
 /// `x` [rows, 2·cols] → [rows, cols]: first half · GELU(second half), diffusers' GEGLU.
 pub fn geglu(g: &mut Graph, x: Tensor) -> Result<Tensor> {
     let &[rows, two_cols] = g.shape(x) else {
-        return Err(Error::Shape(format!("geglu input must be [rows, 2·cols], got {:?}", g.shape(x))));
+        return Err(Error::Shape(format!(
+            "geglu input must be [rows, 2·cols], got {:?}",
+            g.shape(x)
+        )));
     };
     if two_cols % 2 != 0 {
-        return Err(Error::Shape(format!("geglu needs an even width, got {two_cols}")));
+        return Err(Error::Shape(format!(
+            "geglu needs an even width, got {two_cols}"
+        )));
     }
     let cols = two_cols / 2;
     let y = g.intermediate(&[rows, cols], DType::F32);
@@ -162,11 +192,26 @@ pub fn geglu(g: &mut Graph, x: Tensor) -> Result<Tensor> {
     let row = 4 * cols as u64;
     for w in super::row_windows(g.gpu, rows, &[2 * row, row], 0)? {
         let n = u32_of(w.len() * cols, "geglu elements")?;
-        let params = Params { n, b_len: 1, inner: 1, base: 0, alpha: 0.0, beta: 0.0, cols: cols as u32, _pad: 0 };
+        let params = Params {
+            n,
+            b_len: 1,
+            inner: 1,
+            base: 0,
+            alpha: 0.0,
+            beta: 0.0,
+            cols: cols as u32,
+            _pad: 0,
+        };
         let xv = g.window(x, 2 * row * w.start as u64, 2 * row * w.len() as u64)?;
         let yv = g.window(y, row * w.start as u64, row * w.len() as u64)?;
         let grid = g.grid((n as u64).div_ceil(WORKGROUP))?;
-        g.dispatch(KernelKey::new("elementwise", "geglu"), bytemuck::bytes_of(&params), vec![xv, yv], grid, 10 * n as u64);
+        g.dispatch(
+            KernelKey::new("elementwise", "geglu"),
+            bytemuck::bytes_of(&params),
+            vec![xv, yv],
+            grid,
+            10 * n as u64,
+        );
     }
     Ok(y)
 }

@@ -33,7 +33,15 @@ const SLICE: usize = 4096;
 
 /// `x` [c, h, w], `gamma`/`beta` [c] → [c, h, w], normalised over `groups` groups of
 /// c / groups channels, then SiLU if `silu`.
-pub fn group_norm(g: &mut Graph, x: Tensor, gamma: Tensor, beta: Tensor, groups: usize, eps: f32, silu: bool) -> Result<Tensor> {
+pub fn group_norm(
+    g: &mut Graph,
+    x: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    groups: usize,
+    eps: f32,
+    silu: bool,
+) -> Result<Tensor> {
     let stats = group_norm_stats(g, x, groups, eps)?;
     group_norm_apply(g, x, stats, gamma, beta, silu)
 }
@@ -46,28 +54,68 @@ pub fn group_norm_stats(g: &mut Graph, x: Tensor, groups: usize, eps: f32) -> Re
     let slices = group_len.div_ceil(SLICE).max(1);
     let partials = g.intermediate(&[groups * slices, 2], DType::F32);
     let stats = g.intermediate(&[groups, 2], DType::F32);
-    let base = Params { slices: u32_of(slices, "group_norm slices")?, ..params(c, hw, groups, eps)? };
+    let base = Params {
+        slices: u32_of(slices, "group_norm slices")?,
+        ..params(c, hw, groups, eps)?
+    };
     let group_bytes = 4 * group_len as u64;
     let pv = g.view(partials)?;
     for win in &channel_chunks(g.gpu, groups, group_bytes)? {
-        let xv = g.window(x, win.start as u64 * group_bytes, win.len() as u64 * group_bytes)?;
-        let params = Params { groups: win.len() as u32, group_base: win.start as u32, ..base };
+        let xv = g.window(
+            x,
+            win.start as u64 * group_bytes,
+            win.len() as u64 * group_bytes,
+        )?;
+        let params = Params {
+            groups: win.len() as u32,
+            group_base: win.start as u32,
+            ..base
+        };
         let grid = g.grid((win.len() * slices) as u64)?;
-        let entry = if group_len.is_multiple_of(4) { "partial4" } else { "partial" };
-        g.dispatch(KernelKey::new("group_norm", entry), bytemuck::bytes_of(&params), vec![xv, pv], grid, 3 * (win.len() * group_len) as u64);
+        let entry = if group_len.is_multiple_of(4) {
+            "partial4"
+        } else {
+            "partial"
+        };
+        g.dispatch(
+            KernelKey::new("group_norm", entry),
+            bytemuck::bytes_of(&params),
+            vec![xv, pv],
+            grid,
+            3 * (win.len() * group_len) as u64,
+        );
     }
-    let params = Params { groups: groups as u32, ..base };
+    let params = Params {
+        groups: groups as u32,
+        ..base
+    };
     let sv = g.view(stats)?;
-    g.dispatch(KernelKey::new("group_norm", "finalize"), bytemuck::bytes_of(&params), vec![pv, sv], g.grid(groups as u64)?, 0);
+    g.dispatch(
+        KernelKey::new("group_norm", "finalize"),
+        bytemuck::bytes_of(&params),
+        vec![pv, sv],
+        g.grid(groups as u64)?,
+        0,
+    );
     Ok(stats)
 }
 
 /// Normalises `x` [c, h, w] with `stats` [groups, 2] from [`group_norm_stats`] (of `x`
 /// or of another tensor), then `gamma`/`beta` [c], then SiLU if `silu`.
-pub fn group_norm_apply(g: &mut Graph, x: Tensor, stats: Tensor, gamma: Tensor, beta: Tensor, silu: bool) -> Result<Tensor> {
+pub fn group_norm_apply(
+    g: &mut Graph,
+    x: Tensor,
+    stats: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    silu: bool,
+) -> Result<Tensor> {
     let groups = g.shape(stats).first().copied().unwrap_or(0);
     let (c, hw) = group_shape(g, x, groups)?;
-    let affine_ok = g.shape(gamma) == [c] && g.shape(beta) == [c] && g.dtype(gamma) == g.dtype(beta) && g.dtype(gamma) != DType::U32;
+    let affine_ok = g.shape(gamma) == [c]
+        && g.shape(beta) == [c]
+        && g.dtype(gamma) == g.dtype(beta)
+        && g.dtype(gamma) != DType::U32;
     if !affine_ok || g.shape(stats) != [groups, 2] || g.dtype(stats) != DType::F32 {
         return Err(Error::Shape(format!(
             "group_norm: input {:?}, stats {:?}, gamma {:?}, beta {:?} disagree",
@@ -84,16 +132,31 @@ pub fn group_norm_apply(g: &mut Graph, x: Tensor, stats: Tensor, gamma: Tensor, 
     let y = g.intermediate(g.shape(x).to_vec().as_slice(), DType::F32);
     // A vec4 at a time where a channel's pixels come in fours.
     let vec4 = hw.is_multiple_of(4);
-    let key = KernelKey::new("group_norm", if vec4 { "apply4" } else { "apply" }).with("W_F16", is_f16(g.dtype(gamma))).with("SILU", silu as u32 as f64);
+    let key = KernelKey::new("group_norm", if vec4 { "apply4" } else { "apply" })
+        .with("W_F16", is_f16(g.dtype(gamma)))
+        .with("SILU", silu as u32 as f64);
     let (sv, gv, bv) = (g.view(stats)?, g.view(gamma)?, g.view(beta)?);
     for win in &channel_chunks(g.gpu, groups, group_bytes)? {
-        let (off, size) = (win.start as u64 * group_bytes, win.len() as u64 * group_bytes);
+        let (off, size) = (
+            win.start as u64 * group_bytes,
+            win.len() as u64 * group_bytes,
+        );
         let n = win.len() * group_len;
-        let params = Params { n: n as u32, c_base: (win.start * cpg) as u32, ..base };
+        let params = Params {
+            n: n as u32,
+            c_base: (win.start * cpg) as u32,
+            ..base
+        };
         let views = vec![g.window(x, off, size)?, sv, gv, bv, g.window(y, off, size)?];
         let invocations = if vec4 { n / 4 } else { n };
         let grid = g.grid((invocations as u64).div_ceil(WORKGROUP))?;
-        g.dispatch(key.clone(), bytemuck::bytes_of(&params), views, grid, (if silu { 8 } else { 4 }) * n as u64);
+        g.dispatch(
+            key.clone(),
+            bytemuck::bytes_of(&params),
+            views,
+            grid,
+            (if silu { 8 } else { 4 }) * n as u64,
+        );
     }
     Ok(y)
 }
@@ -101,10 +164,15 @@ pub fn group_norm_apply(g: &mut Graph, x: Tensor, stats: Tensor, gamma: Tensor, 
 /// (channels, pixels) of an f32 [c, h, w] tensor that splits into `groups` groups.
 fn group_shape(g: &Graph, x: Tensor, groups: usize) -> Result<(usize, usize)> {
     let &[c, h, w] = g.shape(x) else {
-        return Err(Error::Shape(format!("group_norm input must be [c, h, w], got {:?}", g.shape(x))));
+        return Err(Error::Shape(format!(
+            "group_norm input must be [c, h, w], got {:?}",
+            g.shape(x)
+        )));
     };
     if groups == 0 || c % groups != 0 || h * w == 0 || g.dtype(x) != DType::F32 {
-        return Err(Error::Shape(format!("group_norm: {c} channels of {h}×{w} do not split into {groups} groups")));
+        return Err(Error::Shape(format!(
+            "group_norm: {c} channels of {h}×{w} do not split into {groups} groups"
+        )));
     }
     Ok((c, h * w))
 }
@@ -126,13 +194,25 @@ fn params(c: usize, hw: usize, groups: usize, eps: f32) -> Result<Params> {
 }
 
 /// CPU reference in f64: `x` [c, h, w], `gamma`/`beta` [c].
-pub fn reference(x: &[f32], shape: [usize; 3], gamma: &[f32], beta: &[f32], groups: usize, eps: f32, silu: bool) -> Vec<f32> {
+pub fn reference(
+    x: &[f32],
+    shape: [usize; 3],
+    gamma: &[f32],
+    beta: &[f32],
+    groups: usize,
+    eps: f32,
+    silu: bool,
+) -> Vec<f32> {
     let [c, h, w] = shape;
     let group_len = c / groups * h * w;
     let mut y = Vec::with_capacity(x.len());
     for (gi, group) in x.chunks(group_len).enumerate() {
         let mean = group.iter().map(|&v| v as f64).sum::<f64>() / group_len as f64;
-        let var = group.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / group_len as f64;
+        let var = group
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / group_len as f64;
         let rstd = 1.0 / (var + eps as f64).sqrt();
         for (i, &v) in group.iter().enumerate() {
             let ch = gi * (c / groups) + i / (h * w);

@@ -32,15 +32,25 @@ const WORKGROUP: u64 = 256;
 /// is not applied here). Both must fit one storage binding.
 pub fn im2col(g: &mut Graph, x: Tensor, (kh, kw): (usize, usize), cfg: Conv2d) -> Result<Tensor> {
     let &[cin, h, w] = g.shape(x) else {
-        return Err(Error::Shape(format!("im2col input must be [c, h, w], got {:?}", g.shape(x))));
+        return Err(Error::Shape(format!(
+            "im2col input must be [c, h, w], got {:?}",
+            g.shape(x)
+        )));
     };
     if g.dtype(x) != DType::F32 || cin * h * w * kh * kw == 0 {
-        return Err(Error::Shape(format!("im2col needs a non-empty f32 input and kernel, got {:?} and {kh}×{kw}", g.shape(x))));
+        return Err(Error::Shape(format!(
+            "im2col needs a non-empty f32 input and kernel, got {:?} and {kh}×{kw}",
+            g.shape(x)
+        )));
     }
     let (oh, ow) = cfg.out_size(h, w, kh, kw)?;
     let y = g.intermediate(&[cin * kh * kw, oh * ow], DType::F32);
     if g.bytes(x).max(g.bytes(y)) > g.gpu.max_binding() {
-        return Err(Error::TooLarge { what: "im2col patches".into(), needed: g.bytes(x).max(g.bytes(y)), limit: g.gpu.max_binding() });
+        return Err(Error::TooLarge {
+            what: "im2col patches".into(),
+            needed: g.bytes(x).max(g.bytes(y)),
+            limit: g.gpu.max_binding(),
+        });
     }
     let params = Params {
         cin: cin as u32,
@@ -58,12 +68,23 @@ pub fn im2col(g: &mut Graph, x: Tensor, (kh, kw): (usize, usize), cfg: Conv2d) -
     let n = u32_of(cin * kh * kw * oh * ow, "im2col elements")?;
     let grid = g.grid((n as u64).div_ceil(WORKGROUP))?;
     let views = vec![g.view(x)?, g.view(y)?];
-    g.dispatch(KernelKey::new("im2col", "main"), bytemuck::bytes_of(&params), views, grid, 0);
+    g.dispatch(
+        KernelKey::new("im2col", "main"),
+        bytemuck::bytes_of(&params),
+        views,
+        grid,
+        0,
+    );
     Ok(y)
 }
 
 /// CPU reference of [`im2col`]: `x` [cin, h, w].
-pub fn reference(x: &[f32], [cin, h, w]: [usize; 3], (kh, kw): (usize, usize), cfg: Conv2d) -> Vec<f32> {
+pub fn reference(
+    x: &[f32],
+    [cin, h, w]: [usize; 3],
+    (kh, kw): (usize, usize),
+    cfg: Conv2d,
+) -> Vec<f32> {
     let (oh, ow) = cfg.out_size(h, w, kh, kw).expect("a valid convolution");
     let mut y = Vec::with_capacity(cin * kh * kw * oh * ow);
     for ic in 0..cin {
@@ -74,7 +95,11 @@ pub fn reference(x: &[f32], [cin, h, w]: [usize; 3], (kh, kw): (usize, usize), c
                         let iy = (oy * cfg.stride + ky) as isize - cfg.pad[0] as isize;
                         let ix = (ox * cfg.stride + kx) as isize - cfg.pad[2] as isize;
                         let inside = (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix);
-                        y.push(if inside { x[(ic * h + iy as usize) * w + ix as usize] } else { 0.0 });
+                        y.push(if inside {
+                            x[(ic * h + iy as usize) * w + ix as usize]
+                        } else {
+                            0.0
+                        });
                     }
                 }
             }

@@ -21,24 +21,55 @@ struct Params {
 const WORKGROUP: u64 = 64;
 
 /// `x` [n, c] f32, `gamma` and `beta` [c] (f32 or f16, alike) → [n, c].
-pub fn layer_norm(g: &mut Graph, x: Tensor, gamma: Tensor, beta: Tensor, eps: f32) -> Result<Tensor> {
+pub fn layer_norm(
+    g: &mut Graph,
+    x: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    eps: f32,
+) -> Result<Tensor> {
     let &[n, c] = g.shape(x) else {
-        return Err(Error::Shape(format!("layer_norm input must be [n, c], got {:?}", g.shape(x))));
+        return Err(Error::Shape(format!(
+            "layer_norm input must be [n, c], got {:?}",
+            g.shape(x)
+        )));
     };
     let pdt = g.dtype(gamma);
-    if n * c == 0 || g.shape(gamma) != [c] || g.shape(beta) != [c] || g.dtype(beta) != pdt || pdt == DType::U32 || g.dtype(x) != DType::F32 {
-        return Err(Error::Shape(format!("layer_norm: x {:?}, gamma {:?}, beta {:?} disagree", g.shape(x), g.shape(gamma), g.shape(beta))));
+    if n * c == 0
+        || g.shape(gamma) != [c]
+        || g.shape(beta) != [c]
+        || g.dtype(beta) != pdt
+        || pdt == DType::U32
+        || g.dtype(x) != DType::F32
+    {
+        return Err(Error::Shape(format!(
+            "layer_norm: x {:?}, gamma {:?}, beta {:?} disagree",
+            g.shape(x),
+            g.shape(gamma),
+            g.shape(beta)
+        )));
     }
     let y = g.intermediate(&[n, c], DType::F32);
     let key = KernelKey::new("layer_norm", "main").with("W_F16", is_f16(pdt));
     let row_bytes = 4 * c as u64;
     let (gv, bv) = (g.view(gamma)?, g.view(beta)?);
     for run in channel_chunks(g.gpu, n, row_bytes)? {
-        let params = Params { rows: run.len() as u32, c: c as u32, eps, _pad: 0 };
+        let params = Params {
+            rows: run.len() as u32,
+            c: c as u32,
+            eps,
+            _pad: 0,
+        };
         let (off, size) = (run.start as u64 * row_bytes, run.len() as u64 * row_bytes);
         let views = vec![g.window(x, off, size)?, gv, bv, g.window(y, off, size)?];
         let grid = g.grid((run.len() as u64).div_ceil(WORKGROUP))?;
-        g.dispatch(key.clone(), bytemuck::bytes_of(&params), views, grid, 8 * (run.len() * c) as u64);
+        g.dispatch(
+            key.clone(),
+            bytemuck::bytes_of(&params),
+            views,
+            grid,
+            8 * (run.len() * c) as u64,
+        );
     }
     Ok(y)
 }
@@ -50,7 +81,11 @@ pub fn reference(x: &[f32], n: usize, c: usize, gamma: &[f32], beta: &[f32], eps
         let mean = row.iter().map(|&v| v as f64).sum::<f64>() / c as f64;
         let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / c as f64;
         let inv = 1.0 / (var + eps as f64).sqrt();
-        y.extend(row.iter().zip(gamma.iter().zip(beta)).map(|(&v, (&ga, &be))| ((v as f64 - mean) * inv * ga as f64 + be as f64) as f32));
+        y.extend(
+            row.iter()
+                .zip(gamma.iter().zip(beta))
+                .map(|(&v, (&ga, &be))| ((v as f64 - mean) * inv * ga as f64 + be as f64) as f32),
+        );
     }
     y
 }

@@ -31,7 +31,11 @@ struct Params {
 /// `x` [n, k] f32, `weight` [m, k] f32 or f16, `bias` [m] of the weight's dtype → [n, m].
 pub fn linear(g: &mut Graph, x: Tensor, weight: Tensor, bias: Option<Tensor>) -> Result<Tensor> {
     let (&[n, _], &[m, _]) = (g.shape(x), g.shape(weight)) else {
-        return Err(Error::Shape(format!("linear needs x [n, k] and weight [m, k], got {:?} and {:?}", g.shape(x), g.shape(weight))));
+        return Err(Error::Shape(format!(
+            "linear needs x [n, k] and weight [m, k], got {:?} and {:?}",
+            g.shape(x),
+            g.shape(weight)
+        )));
     };
     let y = g.intermediate(&[n, m], DType::F32);
     linear_into(g, x, weight, bias, y)?;
@@ -40,30 +44,99 @@ pub fn linear(g: &mut Graph, x: Tensor, weight: Tensor, bias: Option<Tensor>) ->
 
 /// [`linear`] into the existing `y` [n, m] f32: an op that builds its result from row
 /// blocks (the blocked attention) writes each block in place.
-pub(crate) fn linear_into(g: &mut Graph, x: Tensor, weight: Tensor, bias: Option<Tensor>, y: Tensor) -> Result<()> {
+pub(crate) fn linear_into(
+    g: &mut Graph,
+    x: Tensor,
+    weight: Tensor,
+    bias: Option<Tensor>,
+    y: Tensor,
+) -> Result<()> {
     let (&[n, k], &[m, wk]) = (g.shape(x), g.shape(weight)) else {
-        return Err(Error::Shape(format!("linear needs x [n, k] and weight [m, k], got {:?} and {:?}", g.shape(x), g.shape(weight))));
+        return Err(Error::Shape(format!(
+            "linear needs x [n, k] and weight [m, k], got {:?} and {:?}",
+            g.shape(x),
+            g.shape(weight)
+        )));
     };
     let bias_ok = bias.is_none_or(|b| g.shape(b) == [m] && g.dtype(b) == g.dtype(weight));
     let y_ok = g.shape(y) == [n, m] && g.dtype(y) == DType::F32;
-    if wk != k || !bias_ok || !y_ok || n * k * m == 0 || g.dtype(x) != DType::F32 || g.dtype(weight) == DType::U32 {
-        return Err(Error::Shape(format!("linear: x {:?}, weight {:?}, bias {:?}, y {:?} disagree", g.shape(x), g.shape(weight), bias.map(|b| g.shape(b).to_vec()), g.shape(y))));
+    if wk != k
+        || !bias_ok
+        || !y_ok
+        || n * k * m == 0
+        || g.dtype(x) != DType::F32
+        || g.dtype(weight) == DType::U32
+    {
+        return Err(Error::Shape(format!(
+            "linear: x {:?}, weight {:?}, bias {:?}, y {:?} disagree",
+            g.shape(x),
+            g.shape(weight),
+            bias.map(|b| g.shape(b).to_vec()),
+            g.shape(y)
+        )));
     }
-    product(g, Operands { x, w: weight, bias, y, batches: 1, rows: n, k, m, w_batched: false, w_kmajor: false, bias_per_row: false })
+    product(
+        g,
+        Operands {
+            x,
+            w: weight,
+            bias,
+            y,
+            batches: 1,
+            rows: n,
+            k,
+            m,
+            w_batched: false,
+            w_kmajor: false,
+            bias_per_row: false,
+        },
+    )
 }
 
 /// Batched `a` [batch, n, k] · `b` [batch, k, m] → [batch, n, m], all f32.
 pub fn matmul(g: &mut Graph, a: Tensor, b: Tensor) -> Result<Tensor> {
     let (&[batches, n, k], &[bb, bk, m]) = (g.shape(a), g.shape(b)) else {
-        return Err(Error::Shape(format!("matmul needs [batch, n, k] and [batch, k, m], got {:?} and {:?}", g.shape(a), g.shape(b))));
+        return Err(Error::Shape(format!(
+            "matmul needs [batch, n, k] and [batch, k, m], got {:?} and {:?}",
+            g.shape(a),
+            g.shape(b)
+        )));
     };
-    if bb != batches || bk != k || batches * n * k * m == 0 || g.dtype(a) != DType::F32 || g.dtype(b) != DType::F32 {
-        return Err(Error::Shape(format!("matmul: {:?} and {:?} disagree", g.shape(a), g.shape(b))));
+    if bb != batches
+        || bk != k
+        || batches * n * k * m == 0
+        || g.dtype(a) != DType::F32
+        || g.dtype(b) != DType::F32
+    {
+        return Err(Error::Shape(format!(
+            "matmul: {:?} and {:?} disagree",
+            g.shape(a),
+            g.shape(b)
+        )));
     }
     let w_kmajor = broadcast_kernel(g.gpu, k, m);
-    let w = if w_kmajor { b } else { transpose::transpose_batched(g, b)? };
+    let w = if w_kmajor {
+        b
+    } else {
+        transpose::transpose_batched(g, b)?
+    };
     let y = g.intermediate(&[batches, n, m], DType::F32);
-    product(g, Operands { x: a, w, bias: None, y, batches, rows: n, k, m, w_batched: true, w_kmajor, bias_per_row: false })?;
+    product(
+        g,
+        Operands {
+            x: a,
+            w,
+            bias: None,
+            y,
+            batches,
+            rows: n,
+            k,
+            m,
+            w_batched: true,
+            w_kmajor,
+            bias_per_row: false,
+        },
+    )?;
     Ok(y)
 }
 
@@ -78,15 +151,44 @@ pub(crate) fn row_bias_supported(gpu: &Gpu, k: usize, m: usize, largest: u64) ->
 /// [`row_bias_supported`] says so.
 pub(crate) fn matmul_row_bias(g: &mut Graph, a: Tensor, b: Tensor, bias: Tensor) -> Result<Tensor> {
     let (&[n, k], &[bk, m]) = (g.shape(a), g.shape(b)) else {
-        return Err(Error::Shape(format!("matmul_row_bias needs [n, k] and [k, m], got {:?} and {:?}", g.shape(a), g.shape(b))));
+        return Err(Error::Shape(format!(
+            "matmul_row_bias needs [n, k] and [k, m], got {:?} and {:?}",
+            g.shape(a),
+            g.shape(b)
+        )));
     };
     let all_f32 = [a, b, bias].iter().all(|&t| g.dtype(t) == DType::F32);
     let largest = g.bytes(a).max(g.bytes(b)).max(4 * (n * m) as u64);
-    if bk != k || g.shape(bias) != [n] || !all_f32 || n * k * m == 0 || !row_bias_supported(g.gpu, k, m, largest) {
-        return Err(Error::Shape(format!("matmul_row_bias: {:?} · {:?} + {:?} is not supported here", g.shape(a), g.shape(b), g.shape(bias))));
+    if bk != k
+        || g.shape(bias) != [n]
+        || !all_f32
+        || n * k * m == 0
+        || !row_bias_supported(g.gpu, k, m, largest)
+    {
+        return Err(Error::Shape(format!(
+            "matmul_row_bias: {:?} · {:?} + {:?} is not supported here",
+            g.shape(a),
+            g.shape(b),
+            g.shape(bias)
+        )));
     }
     let y = g.intermediate(&[n, m], DType::F32);
-    product(g, Operands { x: a, w: b, bias: Some(bias), y, batches: 1, rows: n, k, m, w_batched: false, w_kmajor: true, bias_per_row: true })?;
+    product(
+        g,
+        Operands {
+            x: a,
+            w: b,
+            bias: Some(bias),
+            y,
+            batches: 1,
+            rows: n,
+            k,
+            m,
+            w_batched: false,
+            w_kmajor: true,
+            bias_per_row: true,
+        },
+    )?;
     Ok(y)
 }
 
@@ -135,7 +237,9 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
     let wdt = g.dtype(o.w);
     let broadcast = broadcast_kernel(g.gpu, o.k, o.m);
     if (o.w_kmajor || o.bias_per_row) && (!broadcast || wdt != DType::F32) {
-        return Err(Error::Shape("[k, m] weights and per-row biases need the broadcast kernel and f32".into()));
+        return Err(Error::Shape(
+            "[k, m] weights and per-row biases need the broadcast kernel and f32".into(),
+        ));
     }
     let (key, rows_per_group, cols_per_group) = if broadcast {
         let (entry, rows, cols) = broadcast_tile(o.rows, o.m);
@@ -156,7 +260,11 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
         m: u32_of(m, "matmul m")?,
         batches: u32_of(o.batches, "matmul batches")?,
         x_batch: u32_of(o.rows * k, "matmul batch")?,
-        w_batch: if o.w_batched { u32_of(wlen, "matmul batch")? } else { 0 },
+        w_batch: if o.w_batched {
+            u32_of(wlen, "matmul batch")?
+        } else {
+            0
+        },
         y_batch: u32_of(o.rows * m, "matmul batch")?,
         bias_kind: match (o.bias, o.bias_per_row) {
             (None, _) => 0,
@@ -173,29 +281,52 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
     if g.bytes(o.x) <= limit && g.bytes(o.w) <= limit && g.bytes(o.y) <= limit {
         let wv = g.view(o.w)?;
         let views = vec![g.view(o.x)?, wv, bias_of(g, wv)?, g.view(o.y)?];
-        let groups = o.batches as u64 * (o.rows as u64).div_ceil(rows_per_group) * (m as u64).div_ceil(cols_per_group);
+        let groups = o.batches as u64
+            * (o.rows as u64).div_ceil(rows_per_group)
+            * (m as u64).div_ceil(cols_per_group);
         let grid = g.grid(groups)?;
-        g.dispatch(key, bytemuck::bytes_of(&params), views, grid, o.batches as u64 * o.rows as u64 * flops_per_row);
+        g.dispatch(
+            key,
+            bytemuck::bytes_of(&params),
+            views,
+            grid,
+            o.batches as u64 * o.rows as u64 * flops_per_row,
+        );
         return Ok(());
     }
     // Too large for one binding: one batch and one run of rows per dispatch.
     let wbytes = g.dtype(o.w).bytes(wlen);
     if o.bias_per_row {
-        return Err(Error::TooLarge { what: "a product with per-row biases".into(), needed: g.bytes(o.x).max(g.bytes(o.w)).max(g.bytes(o.y)), limit });
+        return Err(Error::TooLarge {
+            what: "a product with per-row biases".into(),
+            needed: g.bytes(o.x).max(g.bytes(o.w)).max(g.bytes(o.y)),
+            limit,
+        });
     }
     let runs = row_runs(g.gpu, o.rows, &[4 * k as u64, 4 * m as u64])?;
     for b in 0..o.batches {
-        let wv = if o.w_batched { g.window(o.w, b as u64 * wbytes, wbytes)? } else { g.view(o.w)? };
+        let wv = if o.w_batched {
+            g.window(o.w, b as u64 * wbytes, wbytes)?
+        } else {
+            g.view(o.w)?
+        };
         for run in &runs {
             let first = (b * o.rows + run.start) as u64;
             let xv = g.window(o.x, 4 * first * k as u64, 4 * (run.len() * k) as u64)?;
             let yv = g.window(o.y, 4 * first * m as u64, 4 * (run.len() * m) as u64)?;
             params.rows = run.len() as u32;
             params.batches = 1;
-            let groups = (run.len() as u64).div_ceil(rows_per_group) * (m as u64).div_ceil(cols_per_group);
+            let groups =
+                (run.len() as u64).div_ceil(rows_per_group) * (m as u64).div_ceil(cols_per_group);
             let grid = g.grid(groups)?;
             let views = vec![xv, wv, bias_of(g, wv)?, yv];
-            g.dispatch(key.clone(), bytemuck::bytes_of(&params), views, grid, run.len() as u64 * flops_per_row);
+            g.dispatch(
+                key.clone(),
+                bytemuck::bytes_of(&params),
+                views,
+                grid,
+                run.len() as u64 * flops_per_row,
+            );
         }
     }
     Ok(())
@@ -208,20 +339,40 @@ fn row_runs(gpu: &Gpu, rows: usize, row_bytes: &[u64]) -> Result<Vec<Range<usize
     let widest = row_bytes.iter().copied().max().unwrap_or(4).max(1);
     // Rows per run must be a multiple of each size's alignment step; steps are powers
     // of two (align is one), so the largest is a multiple of the others.
-    let step = row_bytes.iter().map(|&rb| align / gcd(rb.max(1), align)).max().unwrap_or(1);
+    let step = row_bytes
+        .iter()
+        .map(|&rb| align / gcd(rb.max(1), align))
+        .max()
+        .unwrap_or(1);
     let per_run = (gpu.max_binding() / widest / step * step) as usize;
     if per_run == 0 {
-        return Err(Error::TooLarge { what: "one matrix row".into(), needed: widest * step, limit: gpu.max_binding() });
+        return Err(Error::TooLarge {
+            what: "one matrix row".into(),
+            needed: widest * step,
+            limit: gpu.max_binding(),
+        });
     }
-    Ok((0..rows).step_by(per_run).map(|s| s..(s + per_run).min(rows)).collect())
+    Ok((0..rows)
+        .step_by(per_run)
+        .map(|s| s..(s + per_run).min(rows))
+        .collect())
 }
 
 /// CPU reference of [`linear`]: `x` [n, k], `w` [m, k], `bias` [m].
-pub fn linear_reference(x: &[f32], n: usize, k: usize, w: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
+pub fn linear_reference(
+    x: &[f32],
+    n: usize,
+    k: usize,
+    w: &[f32],
+    m: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     let mut y = vec![0.0; n * m];
     for r in 0..n {
         for c in 0..m {
-            let dot: f64 = (0..k).map(|i| x[r * k + i] as f64 * w[c * k + i] as f64).sum();
+            let dot: f64 = (0..k)
+                .map(|i| x[r * k + i] as f64 * w[c * k + i] as f64)
+                .sum();
             y[r * m + c] = (dot + bias.map_or(0.0, |b| b[c] as f64)) as f32;
         }
     }
@@ -229,12 +380,21 @@ pub fn linear_reference(x: &[f32], n: usize, k: usize, w: &[f32], m: usize, bias
 }
 
 /// CPU reference of [`matmul`]: `a` [batch, n, k] · `b` [batch, k, m].
-pub fn matmul_reference(a: &[f32], b: &[f32], batches: usize, n: usize, k: usize, m: usize) -> Vec<f32> {
+pub fn matmul_reference(
+    a: &[f32],
+    b: &[f32],
+    batches: usize,
+    n: usize,
+    k: usize,
+    m: usize,
+) -> Vec<f32> {
     let mut y = vec![0.0; batches * n * m];
     for bi in 0..batches {
         for r in 0..n {
             for c in 0..m {
-                let dot: f64 = (0..k).map(|i| a[(bi * n + r) * k + i] as f64 * b[(bi * k + i) * m + c] as f64).sum();
+                let dot: f64 = (0..k)
+                    .map(|i| a[(bi * n + r) * k + i] as f64 * b[(bi * k + i) * m + c] as f64)
+                    .sum();
                 y[(bi * n + r) * m + c] = dot as f32;
             }
         }

@@ -1,22 +1,22 @@
 //! The op library. Adding an op is one Rust file here (params, shape logic, workgroup
 //! counts, CPU reference) plus one `shaders/<op>.wgsl`, registered by one line below.
 
-pub mod conv2d;
-pub mod elementwise;
-pub mod matmul;
-pub mod transpose;
-pub mod layer_norm;
 pub mod attention;
 pub mod channel_norm;
 pub mod concat;
+pub mod conv2d;
 pub mod conv_transpose2d;
+pub mod elementwise;
 pub mod group_norm;
-pub mod resize;
-pub mod timestep;
-pub mod rans_decode;
-pub mod vq;
-pub mod softmax;
 pub mod im2col;
+pub mod layer_norm;
+pub mod matmul;
+pub mod rans_decode;
+pub mod resize;
+pub mod softmax;
+pub mod timestep;
+pub mod transpose;
+pub mod vq;
 
 use crate::graph::DType;
 
@@ -58,26 +58,43 @@ const SUBGROUP_PRELUDE: &str = include_str!("../../shaders/subgroup.wgsl");
 
 /// A registered shader with its preludes prepended.
 pub fn shader_source(name: &str) -> Option<String> {
-    let extra = if name.ends_with("_subgroup") { SUBGROUP_PRELUDE } else { "" };
-    SHADERS.iter().find(|(n, _)| *n == name).map(|(_, src)| format!("{PRELUDE}\n{extra}\n{src}"))
+    let extra = if name.ends_with("_subgroup") {
+        SUBGROUP_PRELUDE
+    } else {
+        ""
+    };
+    SHADERS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, src)| format!("{PRELUDE}\n{extra}\n{src}"))
 }
 
 /// The `W_F16` override for shaders that read weights of either storage type.
 pub(crate) fn is_f16(dtype: DType) -> f64 {
-    if dtype == DType::F16 { 1.0 } else { 0.0 }
+    if dtype == DType::F16 {
+        1.0
+    } else {
+        0.0
+    }
 }
 
 /// Which kernels the ops take on `gpu`: `subgroup8` (the `*_subgroup` shaders, where
 /// subgroups are exactly 8 lanes: lavapipe) or `portable` (every other adapter, and any
 /// with `--portable-kernels`).
 pub fn kernel_set(gpu: &crate::gpu::Gpu) -> &'static str {
-    if subgroups_of_8(gpu) { "subgroup8" } else { "portable" }
+    if subgroups_of_8(gpu) {
+        "subgroup8"
+    } else {
+        "portable"
+    }
 }
 
 /// Whether the adapter's subgroups are exactly 8 lanes (lavapipe), which the
 /// `*_subgroup` kernels' broadcasts assume.
 pub(crate) fn subgroups_of_8(gpu: &crate::gpu::Gpu) -> bool {
-    gpu.has(wgpu::Features::SUBGROUP) && gpu.info.subgroup_min_size == 8 && gpu.info.subgroup_max_size == 8
+    gpu.has(wgpu::Features::SUBGROUP)
+        && gpu.info.subgroup_min_size == 8
+        && gpu.info.subgroup_max_size == 8
 }
 
 /// Element counts and indices travel to the shaders as u32.
@@ -124,18 +141,33 @@ pub(crate) fn row_windows(
 ) -> crate::Result<Vec<std::ops::Range<usize>>> {
     let align = gpu.limits.min_storage_buffer_offset_alignment as u64;
     let widest = row_bytes.iter().copied().max().unwrap_or(1).max(1);
-    let step = row_bytes.iter().fold(1, |step, &b| lcm(step, align / gcd(b.max(1), align)));
+    let step = row_bytes
+        .iter()
+        .fold(1, |step, &b| lcm(step, align / gcd(b.max(1), align)));
     let mut fit = gpu.max_binding() / widest;
     if trips_per_row > 0 {
         fit = fit.min((LOOP_BUDGET / trips_per_row) as u64);
     }
     // Runs start at aligned offsets; alignment wins over the loop budget if they clash.
-    let per_run = if fit >= step { fit / step * step } else if widest * step <= gpu.max_binding() { step } else { 0 };
+    let per_run = if fit >= step {
+        fit / step * step
+    } else if widest * step <= gpu.max_binding() {
+        step
+    } else {
+        0
+    };
     if per_run == 0 {
-        return Err(crate::Error::TooLarge { what: "one row or channel plane".into(), needed: widest * step, limit: gpu.max_binding() });
+        return Err(crate::Error::TooLarge {
+            what: "one row or channel plane".into(),
+            needed: widest * step,
+            limit: gpu.max_binding(),
+        });
     }
     let per_run = per_run as usize;
-    Ok((0..rows).step_by(per_run).map(|s| s..(s + per_run).min(rows)).collect())
+    Ok((0..rows)
+        .step_by(per_run)
+        .map(|s| s..(s + per_run).min(rows))
+        .collect())
 }
 
 fn lcm(a: u64, b: u64) -> u64 {
@@ -143,5 +175,9 @@ fn lcm(a: u64, b: u64) -> u64 {
 }
 
 pub(crate) fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 { a } else { gcd(b, a % b) }
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }

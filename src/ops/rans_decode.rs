@@ -53,7 +53,12 @@ pub struct Decoded {
 
 /// Decodes `tokens` tokens of `stream` with `table` on the GPU. The stream's layout is
 /// checked on the host first (cheap); the payload itself only on the GPU.
-pub fn rans_decode(g: &mut Graph, stream: &Stream, table: &FreqTable, tokens: usize) -> Result<Decoded> {
+pub fn rans_decode(
+    g: &mut Graph,
+    stream: &Stream,
+    table: &FreqTable,
+    tokens: usize,
+) -> Result<Decoded> {
     stream.check(table, tokens)?;
     let (mode, lanes) = match stream.coding() {
         Coding::Rans { lanes } => (0, lanes),
@@ -69,30 +74,65 @@ pub fn rans_decode(g: &mut Graph, stream: &Stream, table: &FreqTable, tokens: us
         units: stream.units() as u32,
         pad: 0,
     };
-    let gpu_table: Vec<u32> = table.freq().iter().zip(table.cum()).map(|(&f, &c)| f | c << 16).chain(table.slot_symbol().iter().copied()).collect();
+    let gpu_table: Vec<u32> = table
+        .freq()
+        .iter()
+        .zip(table.cum())
+        .map(|(&f, &c)| f | c << 16)
+        .chain(table.slot_symbol().iter().copied())
+        .collect();
     // Bindings cannot be empty: raw payloads have no lane starts.
     let non_empty = |d: &[u32]| if d.is_empty() { vec![0] } else { d.to_vec() };
     let words = g.input_u32(&[stream.words().len().max(1)], &non_empty(stream.words()))?;
-    let starts = g.input_u32(&[stream.lane_starts().len().max(1)], &non_empty(stream.lane_starts()))?;
+    let starts = g.input_u32(
+        &[stream.lane_starts().len().max(1)],
+        &non_empty(stream.lane_starts()),
+    )?;
     let table_t = g.input_u32(&[gpu_table.len()], &gpu_table)?;
     let indices = g.intermediate(&[tokens], DType::U32);
     // Uploaded zeros: the shader accumulates into it with atomics.
     let status = g.input_u32(&[2], &[0, 0])?;
-    let views = vec![g.view(words)?, g.view(starts)?, g.view(table_t)?, g.view(indices)?, g.view(status)?];
+    let views = vec![
+        g.view(words)?,
+        g.view(starts)?,
+        g.view(table_t)?,
+        g.view(indices)?,
+        g.view(status)?,
+    ];
     let grid = g.grid((lanes as u64).div_ceil(WORKGROUP))?;
-    g.dispatch(KernelKey::new("rans_decode", "main"), bytemuck::bytes_of(&params), views, grid, 0);
-    Ok(Decoded { indices, status, lanes: lanes as u32 })
+    g.dispatch(
+        KernelKey::new("rans_decode", "main"),
+        bytemuck::bytes_of(&params),
+        views,
+        grid,
+        0,
+    );
+    Ok(Decoded {
+        indices,
+        status,
+        lanes: lanes as u32,
+    })
 }
 
 /// The verdict of a run's status words: every invocation finished and none found fault.
 pub fn check_status(status: &[u32], lanes: u32) -> std::result::Result<(), CodecError> {
-    let (errors, finished) = (status.first().copied().unwrap_or(u32::MAX), status.get(1).copied());
+    let (errors, finished) = (
+        status.first().copied().unwrap_or(u32::MAX),
+        status.get(1).copied(),
+    );
     if errors != 0 {
-        let what: Vec<&str> = ERRORS.iter().enumerate().filter(|&(i, _)| errors >> i & 1 == 1).map(|(_, e)| *e).collect();
+        let what: Vec<&str> = ERRORS
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| errors >> i & 1 == 1)
+            .map(|(_, e)| *e)
+            .collect();
         return Err(CodecError::Corrupt(what.join("; ")));
     }
     if finished != Some(lanes) {
-        return Err(CodecError::Gpu(format!("{finished:?} of {lanes} range-decoder lanes finished")));
+        return Err(CodecError::Gpu(format!(
+            "{finished:?} of {lanes} range-decoder lanes finished"
+        )));
     }
     Ok(())
 }

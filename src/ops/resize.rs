@@ -22,20 +22,36 @@ const WORKGROUP: u64 = 256;
 /// `x` [c, h, w] → [c, 2h, 2w], each pixel repeated 2×2.
 pub fn upsample_nearest2x(g: &mut Graph, x: Tensor) -> Result<Tensor> {
     let &[c, h, w] = g.shape(x) else {
-        return Err(Error::Shape(format!("upsample input must be [c, h, w], got {:?}", g.shape(x))));
+        return Err(Error::Shape(format!(
+            "upsample input must be [c, h, w], got {:?}",
+            g.shape(x)
+        )));
     };
     if g.dtype(x) != DType::F32 || c * h * w == 0 {
-        return Err(Error::Shape(format!("upsample input must be non-empty f32, got {:?}", g.shape(x))));
+        return Err(Error::Shape(format!(
+            "upsample input must be non-empty f32, got {:?}",
+            g.shape(x)
+        )));
     }
     let y = g.intermediate(&[c, 2 * h, 2 * w], DType::F32);
     let row = 4 * w as u64;
     for rows in row_windows(g, c * h, row)? {
         let n = rows.len() * 4 * w;
-        let params = Params { n: u32_of(n, "upsample window")?, w: w as u32, _pad: [0; 2] };
+        let params = Params {
+            n: u32_of(n, "upsample window")?,
+            w: w as u32,
+            _pad: [0; 2],
+        };
         let xv = g.window(x, rows.start as u64 * row, rows.len() as u64 * row)?;
         let yv = g.window(y, 4 * rows.start as u64 * row, 4 * rows.len() as u64 * row)?;
         let grid = g.grid((n as u64).div_ceil(WORKGROUP))?;
-        g.dispatch(KernelKey::new("resize", "nearest2x"), bytemuck::bytes_of(&params), vec![xv, yv], grid, 0);
+        g.dispatch(
+            KernelKey::new("resize", "nearest2x"),
+            bytemuck::bytes_of(&params),
+            vec![xv, yv],
+            grid,
+            0,
+        );
     }
     Ok(y)
 }
@@ -47,9 +63,16 @@ fn row_windows(g: &Graph, rows: usize, row_bytes: u64) -> Result<Vec<std::ops::R
     let step = align / super::gcd(row_bytes, align);
     let per = (g.gpu.max_binding() / (4 * row_bytes)) / step * step;
     if per == 0 {
-        return Err(Error::TooLarge { what: "an upsampled row".into(), needed: 4 * row_bytes * step, limit: g.gpu.max_binding() });
+        return Err(Error::TooLarge {
+            what: "an upsampled row".into(),
+            needed: 4 * row_bytes * step,
+            limit: g.gpu.max_binding(),
+        });
     }
-    Ok((0..rows).step_by(per as usize).map(|s| s..(s + per as usize).min(rows)).collect())
+    Ok((0..rows)
+        .step_by(per as usize)
+        .map(|s| s..(s + per as usize).min(rows))
+        .collect())
 }
 
 /// CPU reference: `x` [c, h, w].

@@ -32,22 +32,43 @@ pub fn frequencies(dim: usize, freq_shift: f32) -> Result<Vec<f32>> {
     let half = dim / 2;
     let denom = half as f32 - freq_shift;
     if dim == 0 || (half > 0 && denom == 0.0) {
-        return Err(Error::Shape(format!("timestep embedding of size {dim} with freq_shift {freq_shift} is undefined")));
+        return Err(Error::Shape(format!(
+            "timestep embedding of size {dim} with freq_shift {freq_shift} is undefined"
+        )));
     }
     let log_period = -(10000f64.ln() as f32);
-    Ok((0..half).map(|i| (((i as f32 * log_period) / denom) as f64).exp() as f32).collect())
+    Ok((0..half)
+        .map(|i| (((i as f32 * log_period) / denom) as f64).exp() as f32)
+        .collect())
 }
 
 /// The [dim] embedding of timestep `t`: [sin, cos] of t·freq, or [cos, sin] when
 /// `flip_sin_to_cos`, zero-padded when `dim` is odd.
-pub fn timestep_embedding(g: &mut Graph, t: f32, dim: usize, flip_sin_to_cos: bool, freq_shift: f32) -> Result<Tensor> {
+pub fn timestep_embedding(
+    g: &mut Graph,
+    t: f32,
+    dim: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: f32,
+) -> Result<Tensor> {
     let freqs = frequencies(dim, freq_shift)?;
     let f = g.input_f32(&[freqs.len()], &freqs)?;
     let y = g.intermediate(&[dim], DType::F32);
-    let params = Params { t, half: freqs.len() as u32, dim: u32_of(dim, "embedding size")?, flip: flip_sin_to_cos as u32 };
+    let params = Params {
+        t,
+        half: freqs.len() as u32,
+        dim: u32_of(dim, "embedding size")?,
+        flip: flip_sin_to_cos as u32,
+    };
     let views = vec![g.view(f)?, g.view(y)?];
     let grid = g.grid((dim as u64).div_ceil(64))?;
-    g.dispatch(KernelKey::new("timestep", "embed"), bytemuck::bytes_of(&params), views, grid, 20 * dim as u64);
+    g.dispatch(
+        KernelKey::new("timestep", "embed"),
+        bytemuck::bytes_of(&params),
+        views,
+        grid,
+        20 * dim as u64,
+    );
     Ok(y)
 }
 
@@ -57,7 +78,11 @@ pub fn reference(t: f32, dim: usize, flip_sin_to_cos: bool, freq_shift: f32) -> 
     let args: Vec<f64> = freqs.iter().map(|&f| (t * f) as f64).collect();
     let sin = args.iter().map(|a| a.sin() as f32);
     let cos = args.iter().map(|a| a.cos() as f32);
-    let mut y: Vec<f32> = if flip_sin_to_cos { cos.chain(sin).collect() } else { sin.chain(cos).collect() };
+    let mut y: Vec<f32> = if flip_sin_to_cos {
+        cos.chain(sin).collect()
+    } else {
+        sin.chain(cos).collect()
+    };
     y.resize(dim, 0.0);
     y
 }

@@ -27,7 +27,10 @@ const WORKGROUP: u64 = 64;
 /// `x` [a, b] → [b, a].
 pub fn transpose(g: &mut Graph, x: Tensor) -> Result<Tensor> {
     let &[a, b] = g.shape(x) else {
-        return Err(Error::Shape(format!("transpose input must be [a, b], got {:?}", g.shape(x))));
+        return Err(Error::Shape(format!(
+            "transpose input must be [a, b], got {:?}",
+            g.shape(x)
+        )));
     };
     let x3 = g.reshape(x, &[1, a, b])?;
     let y = transpose_batched(g, x3)?;
@@ -37,16 +40,32 @@ pub fn transpose(g: &mut Graph, x: Tensor) -> Result<Tensor> {
 /// `x` [batches, a, b] → [batches, b, a].
 pub(crate) fn transpose_batched(g: &mut Graph, x: Tensor) -> Result<Tensor> {
     let &[batches, a, b] = g.shape(x) else {
-        return Err(Error::Shape(format!("batched transpose input must be [n, a, b], got {:?}", g.shape(x))));
+        return Err(Error::Shape(format!(
+            "batched transpose input must be [n, a, b], got {:?}",
+            g.shape(x)
+        )));
     };
     if g.dtype(x) != DType::F32 || batches * a * b == 0 {
-        return Err(Error::Shape(format!("transpose needs a non-empty f32 tensor, got {:?} {:?}", g.shape(x), g.dtype(x))));
+        return Err(Error::Shape(format!(
+            "transpose needs a non-empty f32 tensor, got {:?} {:?}",
+            g.shape(x),
+            g.dtype(x)
+        )));
     }
     let y = g.intermediate(&[batches, b, a], DType::F32);
     let batch_len = u32_of(a * b, "transpose batch")?;
     let key = KernelKey::new("transpose", "main");
     if g.bytes(x) <= g.gpu.max_binding() {
-        let params = Params { rows: a as u32, cols: b as u32, a: a as u32, b: b as u32, a0: 0, b0: 0, batches: batches as u32, batch_len };
+        let params = Params {
+            rows: a as u32,
+            cols: b as u32,
+            a: a as u32,
+            b: b as u32,
+            a0: 0,
+            b0: 0,
+            batches: batches as u32,
+            batch_len,
+        };
         let views = vec![g.view(x)?, g.view(y)?];
         let grid = g.grid((batches as u64 * a as u64 * b as u64).div_ceil(WORKGROUP))?;
         g.dispatch(key, bytemuck::bytes_of(&params), views, grid, 0);
@@ -69,10 +88,24 @@ pub(crate) fn transpose_batched(g: &mut Graph, x: Tensor) -> Result<Tensor> {
                     batches: 1,
                     batch_len: 0,
                 };
-                let xv = g.window(x, base + 4 * (rr.start * b) as u64, 4 * (rr.len() * b) as u64)?;
-                let yv = g.window(y, base + 4 * (cr.start * a) as u64, 4 * (cr.len() * a) as u64)?;
+                let xv = g.window(
+                    x,
+                    base + 4 * (rr.start * b) as u64,
+                    4 * (rr.len() * b) as u64,
+                )?;
+                let yv = g.window(
+                    y,
+                    base + 4 * (cr.start * a) as u64,
+                    4 * (cr.len() * a) as u64,
+                )?;
                 let grid = g.grid((rr.len() as u64 * cr.len() as u64).div_ceil(WORKGROUP))?;
-                g.dispatch(key.clone(), bytemuck::bytes_of(&params), vec![xv, yv], grid, 0);
+                g.dispatch(
+                    key.clone(),
+                    bytemuck::bytes_of(&params),
+                    vec![xv, yv],
+                    grid,
+                    0,
+                );
             }
         }
     }

@@ -30,7 +30,10 @@ pub const NORM_EPS: f32 = 1e-12;
 fn rows(g: &Graph, t: Tensor, what: &str) -> Result<(usize, usize)> {
     match *g.shape(t) {
         [n, d] if n > 0 && d > 0 => Ok((n, d)),
-        _ => Err(Error::Shape(format!("{what} must be a non-empty [rows, d], got {:?}", g.shape(t)))),
+        _ => Err(Error::Shape(format!(
+            "{what} must be a non-empty [rows, d], got {:?}",
+            g.shape(t)
+        ))),
     }
 }
 
@@ -39,14 +42,31 @@ fn rows(g: &Graph, t: Tensor, what: &str) -> Result<(usize, usize)> {
 pub fn argmax_cosine(g: &mut Graph, z: Tensor, codebook: Tensor) -> Result<Tensor> {
     let ((n, d), (k, kd)) = (rows(g, z, "vq input")?, rows(g, codebook, "codebook")?);
     if d != kd || g.dtype(z) != DType::F32 || g.dtype(codebook) == DType::U32 {
-        return Err(Error::Shape(format!("vq: input {:?} and codebook {:?} disagree", g.shape(z), g.shape(codebook))));
+        return Err(Error::Shape(format!(
+            "vq: input {:?} and codebook {:?} disagree",
+            g.shape(z),
+            g.shape(codebook)
+        )));
     }
-    let params = Params { n: u32_of(n, "tokens")?, d: u32_of(d, "code size")?, k: u32_of(k, "codebook size")?, j0: 0, j1: 0, _pad: [0; 3] };
+    let params = Params {
+        n: u32_of(n, "tokens")?,
+        d: u32_of(d, "code size")?,
+        k: u32_of(k, "codebook size")?,
+        j0: 0,
+        j1: 0,
+        _pad: [0; 3],
+    };
     let normalized = g.intermediate(&[n, d], DType::F32);
     let indices = g.intermediate(&[n], DType::U32);
     let views = vec![g.view(z)?, g.view(normalized)?];
     let grid = g.grid((n as u64).div_ceil(WORKGROUP))?;
-    g.dispatch(KernelKey::new("vq", "normalize"), bytemuck::bytes_of(&params), views, grid, 3 * (n * d) as u64);
+    g.dispatch(
+        KernelKey::new("vq", "normalize"),
+        bytemuck::bytes_of(&params),
+        views,
+        grid,
+        3 * (n * d) as u64,
+    );
     // The running best score travels between codebook windows. Windows keep each
     // invocation's loop trips (rows × (d + 1)) under llvmpipe's silent 65535 cap.
     let best_scores = g.intermediate(&[n], DType::F32);
@@ -54,9 +74,24 @@ pub fn argmax_cosine(g: &mut Graph, z: Tensor, codebook: Tensor) -> Result<Tenso
     let rows_per_window = (LOOP_BUDGET / (d + 1)).max(1);
     for start in (0..k).step_by(rows_per_window) {
         let end = (start + rows_per_window).min(k);
-        let params = Params { j0: start as u32, j1: end as u32, ..params };
-        let views = vec![g.view(normalized)?, g.view(codebook)?, g.view(indices)?, g.view(best_scores)?];
-        g.dispatch(key.clone(), bytemuck::bytes_of(&params), views, grid, 2 * (n * (end - start) * d) as u64);
+        let params = Params {
+            j0: start as u32,
+            j1: end as u32,
+            ..params
+        };
+        let views = vec![
+            g.view(normalized)?,
+            g.view(codebook)?,
+            g.view(indices)?,
+            g.view(best_scores)?,
+        ];
+        g.dispatch(
+            key.clone(),
+            bytemuck::bytes_of(&params),
+            views,
+            grid,
+            2 * (n * (end - start) * d) as u64,
+        );
     }
     Ok(indices)
 }
@@ -66,16 +101,34 @@ pub fn argmax_cosine(g: &mut Graph, z: Tensor, codebook: Tensor) -> Result<Tenso
 pub fn gather_rows(g: &mut Graph, table: Tensor, indices: Tensor) -> Result<Tensor> {
     let (k, d) = rows(g, table, "table")?;
     let &[n] = g.shape(indices) else {
-        return Err(Error::Shape(format!("indices must be [n], got {:?}", g.shape(indices))));
+        return Err(Error::Shape(format!(
+            "indices must be [n], got {:?}",
+            g.shape(indices)
+        )));
     };
     if g.dtype(indices) != DType::U32 || g.dtype(table) == DType::U32 || n == 0 {
-        return Err(Error::Shape("gather_rows needs a float table and non-empty u32 indices".into()));
+        return Err(Error::Shape(
+            "gather_rows needs a float table and non-empty u32 indices".into(),
+        ));
     }
     let y = g.intermediate(&[n, d], DType::F32);
-    let params = Params { n: u32_of(n * d, "gathered elements")?, d: d as u32, k: u32_of(k, "table rows")?, j0: 0, j1: 0, _pad: [0; 3] };
+    let params = Params {
+        n: u32_of(n * d, "gathered elements")?,
+        d: d as u32,
+        k: u32_of(k, "table rows")?,
+        j0: 0,
+        j1: 0,
+        _pad: [0; 3],
+    };
     let views = vec![g.view(table)?, g.view(indices)?, g.view(y)?];
     let grid = g.grid(((n * d) as u64).div_ceil(WORKGROUP))?;
-    g.dispatch(KernelKey::new("vq", "gather").with("W_F16", is_f16(g.dtype(table))), bytemuck::bytes_of(&params), views, grid, 0);
+    g.dispatch(
+        KernelKey::new("vq", "gather").with("W_F16", is_f16(g.dtype(table))),
+        bytemuck::bytes_of(&params),
+        views,
+        grid,
+        0,
+    );
     Ok(y)
 }
 
@@ -83,8 +136,21 @@ pub fn gather_rows(g: &mut Graph, table: Tensor, indices: Tensor) -> Result<Tens
 pub fn scores_reference(z: &[f32], codebook: &[f32], d: usize) -> Vec<Vec<f64>> {
     z.chunks(d)
         .map(|zt| {
-            let norm = zt.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt().max(NORM_EPS as f64);
-            codebook.chunks(d).map(|e| zt.iter().zip(e).map(|(&a, &b)| a as f64 / norm * b as f64).sum()).collect()
+            let norm = zt
+                .iter()
+                .map(|&v| (v as f64).powi(2))
+                .sum::<f64>()
+                .sqrt()
+                .max(NORM_EPS as f64);
+            codebook
+                .chunks(d)
+                .map(|e| {
+                    zt.iter()
+                        .zip(e)
+                        .map(|(&a, &b)| a as f64 / norm * b as f64)
+                        .sum()
+                })
+                .collect()
         })
         .collect()
 }
@@ -93,12 +159,26 @@ pub fn scores_reference(z: &[f32], codebook: &[f32], d: usize) -> Vec<Vec<f64>> 
 pub fn argmax_reference(scores: &[Vec<f64>]) -> Vec<u32> {
     scores
         .iter()
-        .map(|s| s.iter().enumerate().fold((0, f64::NEG_INFINITY), |(bi, bv), (j, &v)| if v > bv { (j, v) } else { (bi, bv) }).0 as u32)
+        .map(|s| {
+            s.iter()
+                .enumerate()
+                .fold((0, f64::NEG_INFINITY), |(bi, bv), (j, &v)| {
+                    if v > bv {
+                        (j, v)
+                    } else {
+                        (bi, bv)
+                    }
+                })
+                .0 as u32
+        })
         .collect()
 }
 
 /// CPU reference of [`gather_rows`], clamping like the GPU.
 pub fn gather_reference(table: &[f32], d: usize, indices: &[u32]) -> Vec<f32> {
     let k = table.len() / d;
-    indices.iter().flat_map(|&i| table[(i as usize).min(k - 1) * d..][..d].iter().copied()).collect()
+    indices
+        .iter()
+        .flat_map(|&i| table[(i as usize).min(k - 1) * d..][..d].iter().copied())
+        .collect()
 }

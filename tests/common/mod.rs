@@ -9,7 +9,10 @@ use oscar_wgpu::gpu::{Gpu, GpuOptions};
 /// The test device: lavapipe in CI. Having no adapter fails the test, it never skips.
 pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| Gpu::new(&GpuOptions::default()).expect("tests need a wgpu adapter (lavapipe: apt-get install mesa-vulkan-drivers)"))
+    GPU.get_or_init(|| {
+        Gpu::new(&GpuOptions::default())
+            .expect("tests need a wgpu adapter (lavapipe: apt-get install mesa-vulkan-drivers)")
+    })
 }
 
 /// The test device with subgroups left off: every op on its portable kernel, the one
@@ -17,8 +20,15 @@ pub fn gpu() -> &'static Gpu {
 pub fn portable_gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {
-        let gpu = Gpu::new(&GpuOptions { portable_kernels: true, ..GpuOptions::default() }).expect("tests need a wgpu adapter");
-        assert!(!gpu.has(wgpu::Features::SUBGROUP), "--portable-kernels must leave subgroups off");
+        let gpu = Gpu::new(&GpuOptions {
+            portable_kernels: true,
+            ..GpuOptions::default()
+        })
+        .expect("tests need a wgpu adapter");
+        assert!(
+            !gpu.has(wgpu::Features::SUBGROUP),
+            "--portable-kernels must leave subgroups off"
+        );
         gpu
     })
 }
@@ -26,13 +36,25 @@ pub fn portable_gpu() -> &'static Gpu {
 /// Largest absolute difference, relative to the reference's largest magnitude.
 pub fn rel_err(got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len(), "length mismatch");
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
-    let err = got.iter().zip(want).fold(0f32, |m, (a, b)| if a.is_nan() || b.is_nan() { f32::INFINITY } else { m.max((a - b).abs()) });
+    let scale = want
+        .iter()
+        .fold(0f32, |m, v| m.max(v.abs()))
+        .max(f32::MIN_POSITIVE);
+    let err = got.iter().zip(want).fold(0f32, |m, (a, b)| {
+        if a.is_nan() || b.is_nan() {
+            f32::INFINITY
+        } else {
+            m.max((a - b).abs())
+        }
+    });
     err / scale
 }
 
 #[track_caller]
 pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     let e = rel_err(got, want);
-    assert!(e <= tol, "{what}: max error {e:.3e} × scale exceeds {tol:.1e}");
+    assert!(
+        e <= tol,
+        "{what}: max error {e:.3e} × scale exceeds {tol:.1e}"
+    );
 }
