@@ -1,6 +1,6 @@
 //! `cargo bench --bench kernels [-- --quick] [-- NAME]`: the op kernels at Stable
 //! Diffusion shapes against the device's probed FMA peak; NAME (conv2d, linear, matmul,
-//! attention) runs only the kernels whose name contains it.
+//! attention, or part of a shape) runs only the kernels whose name or shape contains it.
 
 use oscar_wgpu::bench::kernels::run_kernel_bench;
 use oscar_wgpu::gpu::{Gpu, GpuOptions};
@@ -21,17 +21,18 @@ fn main() -> anyhow::Result<()> {
     let (peak, bw, results) = run_kernel_bench(&gpu, quick, only)?;
     println!("FMA peak probe: {peak:.1} GFLOP/s   copy bandwidth probe: {bw:.1} GB/s\n");
     println!(
-        "{:<12} {:<36} {:>10} {:>9} {:>8}",
-        "kernel", "shape", "ms", "GFLOP/s", "% peak"
+        "{:<12} {:<36} {:>10} {:>9} {:>8} {:>10}",
+        "kernel", "shape", "ms", "GFLOP/s", "% peak", "% roofline"
     );
     for r in &results {
         println!(
-            "{:<12} {:<36} {:>10.2} {:>9.2} {:>7.1}%",
+            "{:<12} {:<36} {:>10.2} {:>9.2} {:>7.1}% {:>9.1}%",
             r.name,
             r.shape,
             r.ms,
             r.gflops,
-            100.0 * r.peak_fraction
+            100.0 * r.peak_fraction,
+            100.0 * r.roofline_fraction
         );
     }
     Ok(())

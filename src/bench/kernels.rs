@@ -20,13 +20,21 @@ pub struct KernelResult {
     pub gflops: f64,
     /// Of the probed FMA peak.
     pub peak_fraction: f64,
+    /// Bytes a run must move at least: its inputs and weights read once, its output
+    /// written once.
+    pub bytes: u64,
+    /// FLOPs per byte moved (arithmetic intensity).
+    pub flops_per_byte: f64,
+    /// Of the roofline: the probed FMA peak, or what the probed bandwidth can feed at
+    /// this kernel's FLOPs per byte where that is lower (a memory-bound shape).
+    pub roofline_fraction: f64,
 }
 
 /// Timed runs per kernel at most (after a warm-up).
 const RUNS: usize = 5;
 
 /// The probes (FMA peak in GFLOP/s, copy bandwidth in GB/s) and every kernel whose name
-/// contains `only` (all when empty); `quick` leaves out the VAE's full-resolution
+/// or shape contains `only` (all when empty: "linear", "@ 8×8", "[64,"); `quick` leaves out the VAE's full-resolution
 /// convolution. The FMA probe runs before and after the kernels and the better reading
 /// counts: a peak is what the device can do, and a busy moment only ever lowers it.
 pub fn run_kernel_bench(
@@ -38,20 +46,26 @@ pub fn run_kernel_bench(
     let bw = probe::bandwidth(gpu)?;
     let mut rng = Rng::new(7);
     let mut results = Vec::new();
-    let mut record = |name: &str, shape: String, g: Graph| -> Result<()> {
+    // `moved`: the tensors a run reads (inputs, weights) and writes (its output).
+    let mut record = |name: &str, shape: String, g: Graph, moved: &[Tensor]| -> Result<()> {
         let (ms, flops) = median_run_ms(gpu, &g, RUNS)?;
         let gflops = flops as f64 / ms / 1e6;
+        let bytes: u64 = moved.iter().map(|&t| g.bytes(t)).sum();
+        let flops_per_byte = flops as f64 / bytes.max(1) as f64;
         results.push(KernelResult {
             name: name.into(),
             shape,
             ms,
             gflops,
             peak_fraction: 0.0,
+            bytes,
+            flops_per_byte,
+            roofline_fraction: 0.0,
         });
         Ok(())
     };
 
-    let wanted = |name: &str| name.contains(only);
+    let wanted = |name: &str, shape: &str| name.contains(only) || shape.contains(only);
     // (input channels, output channels, kernel size, picture side): the UNet's first and
     // deepest levels at 512² (and at 256², its 8×8 and 4×4 levels), a VAE 1×1 shortcut.
     let mut convs = vec![
@@ -64,27 +78,31 @@ pub fn run_kernel_bench(
     if !quick {
         convs.push((512, 512, 3, 256));
     }
-    for (cin, cout, k, hw) in convs.into_iter().filter(|_| wanted("conv2d")) {
+    for (cin, cout, k, hw) in convs {
+        let (name, shape) = (
+            format!("conv2d {k}×{k}"),
+            format!("{cin}→{cout} @ {hw}×{hw}"),
+        );
+        if !wanted(&name, &shape) {
+            continue;
+        }
         let mut g = Graph::new(gpu);
         let x = input(&mut g, &mut rng, &[cin, hw, hw])?;
         let w = input(&mut g, &mut rng, &[cout, cin, k, k])?;
         let b = input(&mut g, &mut rng, &[cout])?;
-        conv2d::conv2d(&mut g, x, w, b, conv2d::Conv2d::same(k / 2))?;
-        record(
-            &format!("conv2d {k}×{k}"),
-            format!("{cin}→{cout} @ {hw}×{hw}"),
-            g,
-        )?;
+        let y = conv2d::conv2d(&mut g, x, w, b, conv2d::Conv2d::same(k / 2))?;
+        record(&name, shape, g, &[x, w, b, y])?;
     }
-    if wanted("conv2d") {
-        // The VAE encoder's first downsampler on a 256×256 image.
-        let (c, hw) = (128, 256);
+    // The VAE encoder's first downsampler on a 256×256 image.
+    let (c, hw) = (128, 256);
+    let shape = format!("{c}→{c} @ {hw}×{hw}");
+    if wanted("conv2d 3×3/2", &shape) {
         let mut g = Graph::new(gpu);
         let x = input(&mut g, &mut rng, &[c, hw, hw])?;
         let w = input(&mut g, &mut rng, &[c, c, 3, 3])?;
         let b = input(&mut g, &mut rng, &[c])?;
-        conv2d::conv2d(&mut g, x, w, b, conv2d::Conv2d::strided(2, [0, 1, 0, 1]))?;
-        record("conv2d 3×3/2", format!("{c}→{c} @ {hw}×{hw}"), g)?;
+        let y = conv2d::conv2d(&mut g, x, w, b, conv2d::Conv2d::strided(2, [0, 1, 0, 1]))?;
+        record("conv2d 3×3/2", shape, g, &[x, w, b, y])?;
     }
 
     let linears = [
@@ -94,7 +112,12 @@ pub fn run_kernel_bench(
         (4096, 320, 2560, true),
         (64, 1280, 10240, false),
     ];
-    for (n, k, m, f16) in linears.into_iter().filter(|_| wanted("linear")) {
+    for (n, k, m, f16) in linears {
+        let dtype = if f16 { "f16" } else { "f32" };
+        let shape = format!("[{n}, {k}] × [{m}, {k}]ᵀ {dtype}");
+        if !wanted("linear", &shape) {
+            continue;
+        }
         let mut g = Graph::new(gpu);
         let x = input(&mut g, &mut rng, &[n, k])?;
         let (w, b) = if f16 {
@@ -108,18 +131,18 @@ pub fn run_kernel_bench(
                 input(&mut g, &mut rng, &[m])?,
             )
         };
-        matmul::linear(&mut g, x, w, Some(b))?;
-        let dtype = if f16 { "f16" } else { "f32" };
-        record("linear", format!("[{n}, {k}] × [{m}, {k}]ᵀ {dtype}"), g)?;
+        let y = matmul::linear(&mut g, x, w, Some(b))?;
+        record("linear", shape, g, &[x, w, b, y])?;
     }
 
-    if wanted("matmul") {
-        let (batches, n, k, m) = (8, 1024, 64, 1024);
+    let (batches, n, k, m) = (8, 1024, 64, 1024);
+    let shape = format!("{batches} × [{n}, {k}] · [{k}, {m}]");
+    if wanted("matmul", &shape) {
         let mut g = Graph::new(gpu);
         let a = input(&mut g, &mut rng, &[batches, n, k])?;
         let b = input(&mut g, &mut rng, &[batches, k, m])?;
-        matmul::matmul(&mut g, a, b)?;
-        record("matmul", format!("{batches} × [{n}, {k}] · [{k}, {m}]"), g)?;
+        let y = matmul::matmul(&mut g, a, b)?;
+        record("matmul", shape, g, &[a, b, y])?;
     }
 
     let attentions = [
@@ -128,23 +151,30 @@ pub fn run_kernel_bench(
         (1024, 1024, 1, 512),
         (4096, 4096, 1, 512),
     ];
-    for (nq, nk, heads, d) in attentions.into_iter().filter(|_| wanted("attention")) {
+    for (nq, nk, heads, d) in attentions {
+        let shape = format!("{nq} q × {nk} k, {heads} heads × {d}");
+        if !wanted("attention", &shape) {
+            continue;
+        }
         let mut g = Graph::new(gpu);
         let q = input(&mut g, &mut rng, &[nq, heads * d])?;
         let k = input(&mut g, &mut rng, &[nk, heads * d])?;
         let v = input(&mut g, &mut rng, &[nk, heads * d])?;
-        attention::attention(&mut g, q, k, v, heads)?;
-        record(
-            "attention",
-            format!("{nq} q × {nk} k, {heads} heads × {d}"),
-            g,
-        )?;
+        let o = attention::attention(&mut g, q, k, v, heads)?;
+        record("attention", shape, g, &[q, k, v, o])?;
     }
     let peak = first_peak.max(probe::fma_peak(gpu)?);
     for r in &mut results {
         r.peak_fraction = r.gflops / peak;
+        r.roofline_fraction = r.gflops / roofline(peak, bw, r.flops_per_byte);
     }
     Ok((peak, bw, results))
+}
+
+/// The GFLOP/s a kernel of `flops_per_byte` can reach on a device of `peak` GFLOP/s
+/// and `bandwidth` GB/s: the lower of its compute and memory ceilings.
+fn roofline(peak: f64, bandwidth: f64, flops_per_byte: f64) -> f64 {
+    peak.min(flops_per_byte * bandwidth)
 }
 
 fn input(g: &mut Graph, rng: &mut Rng, shape: &[usize]) -> Result<Tensor> {
@@ -167,4 +197,16 @@ fn half_weight(g: &mut Graph, rng: &mut Rng, shape: &[usize]) -> Tensor {
             usage: wgpu::BufferUsages::STORAGE,
         });
     g.resident(shape, DType::F16, Arc::new(buffer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::roofline;
+
+    #[test]
+    fn roofline_is_the_lower_ceiling() {
+        // 144 GFLOP/s and 5.7 GB/s: the ridge lies at about 25 FLOPs per byte.
+        assert_eq!(roofline(144.0, 5.7, 100.0), 144.0);
+        assert!((roofline(144.0, 5.7, 8.0) - 45.6).abs() < 1e-9);
+    }
 }

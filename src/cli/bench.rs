@@ -60,8 +60,8 @@ pub struct BenchArgs {
     /// Kernel benchmark without the largest shapes.
     #[arg(long)]
     quick: bool,
-    /// Kernel benchmark: only the kernels whose name contains this (conv2d, linear,
-    /// matmul, attention).
+    /// Kernel benchmark: only the kernels whose name or shape contains this (conv2d,
+    /// linear, matmul, attention; "@ 8×8", "[64,").
     #[arg(long, requires = "kernels", default_value = "")]
     only: String,
     /// Only plan decodes and encodes of the synthetic full-size model (no weights,
@@ -359,17 +359,18 @@ fn kernels(gpu: &Gpu, args: &BenchArgs, out: Output) -> Result<()> {
         ),
     );
     println!(
-        "{:<12} {:<36} {:>10} {:>10} {:>8}",
-        "kernel", "shape", "ms", "GFLOP/s", "% peak"
+        "{:<12} {:<36} {:>10} {:>10} {:>8} {:>10}",
+        "kernel", "shape", "ms", "GFLOP/s", "% peak", "% roofline"
     );
     for r in &results {
         println!(
-            "{:<12} {:<36} {:>10.2} {:>10.1} {:>7.1}%",
+            "{:<12} {:<36} {:>10.2} {:>10.1} {:>7.1}% {:>9.1}%",
             r.name,
             r.shape,
             r.ms,
             r.gflops,
-            100.0 * r.peak_fraction
+            100.0 * r.peak_fraction,
+            100.0 * r.roofline_fraction
         );
     }
     Ok(())
