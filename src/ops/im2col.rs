@@ -65,7 +65,9 @@ pub fn im2col(g: &mut Graph, x: Tensor, (kh, kw): (usize, usize), cfg: Conv2d) -
         pad_l: cfg.pad[2] as u32,
         _pad: [0; 2],
     };
-    let n = u32_of(cin * kh * kw * oh * ow, "im2col elements")?;
+    // One invocation per input channel and output pixel (see the shader).
+    u32_of(cin * kh * kw * oh * ow, "im2col elements")?;
+    let n = u32_of(cin * oh * ow, "im2col invocations")?;
     let grid = g.grid((n as u64).div_ceil(WORKGROUP))?;
     let views = vec![g.view(x)?, g.view(y)?];
     g.dispatch(
