@@ -28,33 +28,50 @@ fn unary_ops_match_reference() {
 #[test]
 fn binary_broadcasts_same_shape_per_channel_and_scalar() {
     let mut rng = Rng::new(12);
-    let (c, h, w) = (7, 5, 3);
-    let a = rng.vec(c * h * w, 2.0);
-    for (b_shape, op) in [
-        (vec![c, h, w], Binary::Axpby(0.5, -2.0)),
-        (vec![c], Binary::ADD),
-        (vec![1], Binary::Mul),
-        (vec![c, h, w], Binary::Gate),
-    ] {
-        let b_len: usize = b_shape.iter().product();
-        let b = rng.vec(b_len, 2.0);
-        let mut g = Graph::new(gpu());
-        let at = g.input_f32(&[c, h, w], &a).unwrap();
-        let bt = g.input_f32(&b_shape, &b).unwrap();
-        let y = binary(&mut g, at, bt, op).unwrap();
-        let (out, _) = g.run(&[y]).unwrap();
-        let inner = a.len() / b_len;
-        let want: Vec<f32> = a
-            .iter()
-            .enumerate()
-            .map(|(i, &u)| op.apply(u, b[i / inner]))
-            .collect();
-        assert_close(
-            &out[0].f32(),
-            &want,
-            1e-6,
-            &format!("{op:?} against {b_shape:?}"),
-        );
+    // 105 elements (the general kernel) and 120 (same-shape operands take `binary4`).
+    for (c, h, w) in [(7, 5, 3), (8, 5, 3)] {
+        let a = rng.vec(c * h * w, 2.0);
+        for (b_shape, op) in [
+            (vec![c, h, w], Binary::Axpby(0.5, -2.0)),
+            (vec![c], Binary::ADD),
+            (vec![1], Binary::Mul),
+            (vec![c, h, w], Binary::Gate),
+            (vec![c, h, w], Binary::Mul),
+        ] {
+            let b_len: usize = b_shape.iter().product();
+            let b = rng.vec(b_len, 2.0);
+            let mut g = Graph::new(gpu());
+            let at = g.input_f32(&[c, h, w], &a).unwrap();
+            let bt = g.input_f32(&b_shape, &b).unwrap();
+            let y = binary(&mut g, at, bt, op).unwrap();
+            let (out, report) = g.run_profiled(&[y]).unwrap();
+            // Where the adapter has timestamps to say which kernel ran.
+            if !report.kernels.is_empty() {
+                let same4 = b_len == a.len() && a.len() % 4 == 0;
+                let want = if same4 {
+                    "elementwise.binary4"
+                } else {
+                    "elementwise.binary"
+                };
+                assert_eq!(
+                    report.kernels.keys().collect::<Vec<_>>(),
+                    [want],
+                    "{op:?} against {b_shape:?}"
+                );
+            }
+            let inner = a.len() / b_len;
+            let want: Vec<f32> = a
+                .iter()
+                .enumerate()
+                .map(|(i, &u)| op.apply(u, b[i / inner]))
+                .collect();
+            assert_close(
+                &out[0].f32(),
+                &want,
+                1e-6,
+                &format!("{op:?} against {b_shape:?}"),
+            );
+        }
     }
 }
 

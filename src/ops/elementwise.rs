@@ -137,7 +137,11 @@ pub fn binary(g: &mut Graph, a: Tensor, b: Tensor, op: Binary) -> Result<Tensor>
     let inner = len / b_len;
     let y = g.intermediate(&g.shape(a).to_vec(), DType::F32);
     let (code, alpha, beta) = op.code();
-    let key = KernelKey::new("elementwise", "binary").with("OP", code);
+    // Same-shape operands in fours take `binary4` (every window is then a multiple of 4
+    // elements: they start at aligned offsets).
+    let same4 = b_len == len && len % 4 == 0;
+    let (entry, per_invocation) = if same4 { ("binary4", 4) } else { ("binary", 1) };
+    let key = KernelKey::new("elementwise", entry).with("OP", code);
     let bv_whole = if b_len == len { None } else { Some(g.view(b)?) };
     for w in windows(g, len)? {
         let (off, size) = (4 * w.start as u64, 4 * w.len() as u64);
@@ -157,7 +161,7 @@ pub fn binary(g: &mut Graph, a: Tensor, b: Tensor, op: Binary) -> Result<Tensor>
             _pad: 0,
         };
         let views = vec![g.window(a, off, size)?, bv, g.window(y, off, size)?];
-        let grid = g.grid((w.len() as u64).div_ceil(WORKGROUP))?;
+        let grid = g.grid((w.len() as u64).div_ceil(per_invocation * WORKGROUP))?;
         g.dispatch(
             key.clone(),
             bytemuck::bytes_of(&params),
