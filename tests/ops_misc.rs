@@ -148,12 +148,33 @@ fn conv_transpose_f16_weights() {
 #[test]
 fn upsample_odd_sizes() {
     let mut rng = Rng::new(20);
-    for (c, h, w) in [(3, 5, 7), (1, 1, 1), (5, 1, 9), (2, 13, 1)] {
+    // Rows of 4 and 12 take the vec4 kernel.
+    for (c, h, w) in [
+        (3, 5, 7),
+        (1, 1, 1),
+        (5, 1, 9),
+        (2, 13, 1),
+        (3, 5, 4),
+        (2, 3, 12),
+    ] {
         let x = rng.vec(c * h * w, 1.0);
         let mut g = Graph::new(gpu());
         let xt = g.input_f32(&[c, h, w], &x).unwrap();
         let y = resize::upsample_nearest2x(&mut g, xt).unwrap();
-        let (out, _) = g.run(&[y]).unwrap();
+        let (out, report) = g.run_profiled(&[y]).unwrap();
+        // Where the adapter has timestamps to say which kernel ran.
+        if !report.kernels.is_empty() {
+            let want = if w % 4 == 0 {
+                "resize.nearest2x4"
+            } else {
+                "resize.nearest2x"
+            };
+            assert_eq!(
+                report.kernels.keys().collect::<Vec<_>>(),
+                [want],
+                "upsample {c}×{h}×{w}"
+            );
+        }
         assert_eq!(out[0].shape, [c, 2 * h, 2 * w]);
         assert_eq!(
             out[0].f32(),

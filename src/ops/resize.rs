@@ -44,9 +44,15 @@ pub fn upsample_nearest2x(g: &mut Graph, x: Tensor) -> Result<Tensor> {
         };
         let xv = g.window(x, rows.start as u64 * row, rows.len() as u64 * row)?;
         let yv = g.window(y, 4 * rows.start as u64 * row, 4 * rows.len() as u64 * row)?;
-        let grid = g.grid((n as u64).div_ceil(WORKGROUP))?;
+        // Rows in whole vec4s: one invocation per input vec4 (16 outputs).
+        let (entry, per_invocation) = if w % 4 == 0 {
+            ("nearest2x4", 16)
+        } else {
+            ("nearest2x", 1)
+        };
+        let grid = g.grid((n as u64).div_ceil(per_invocation * WORKGROUP))?;
         g.dispatch(
-            KernelKey::new("resize", "nearest2x"),
+            KernelKey::new("resize", entry),
             bytemuck::bytes_of(&params),
             vec![xv, yv],
             grid,
