@@ -1,6 +1,6 @@
 //! `cargo bench --bench kernels [-- --quick] [-- NAME]`: the op kernels at Stable
 //! Diffusion shapes against the device's probed FMA peak; NAME (conv2d, linear, matmul,
-//! attention, or part of a shape) runs only the kernels whose name or shape contains it.
+//! group_norm, attention, or part of a shape) runs only the kernels whose name or shape contains it.
 
 use oscar_wgpu::bench::kernels::run_kernel_bench;
 use oscar_wgpu::gpu::{Gpu, GpuOptions};

@@ -1,8 +1,8 @@
 // GroupNorm over a [c, h, w] tensor whose groups are contiguous runs of group_len
-// elements. `partial`: one workgroup per SLICE-element slice of a group writes the
-// slice's (mean, M2); each thread takes a two-pass mean and M2 over its own elements
-// and the workgroup merges them with Chan's formula, so nothing cancels in f32.
-// `finalize`: one workgroup per group merges its slices into (mean, 1/sqrt(var + eps)).
+// elements. `partial`: one workgroup per SLICE-element slice of a group; each thread
+// writes (count, mean, M2) of its own elements, a two-pass mean and M2 so that nothing
+// cancels in f32. `finalize`: one workgroup per group merges its threads' partials with
+// Chan's formula into (mean, 1/sqrt(var + eps)).
 // `apply`: y = (x − mean)·rstd·gamma + beta, then SiLU if SILU, over a window of
 // whole groups. `partial4` and `apply4` do the same a vec4 at a time where a channel's
 // pixels come in fours (CPU drivers load per lane, so one vec4 load beats four).
@@ -90,11 +90,9 @@ fn reduce_workgroup(li: u32, mine: vec3<f32>) -> vec3<f32> {
     return vec3<f32>(w_count[0], w_mean[0], w_m2[0]);
 }
 
-// Slice s of group grp: (group, slice, first and one-past-last element), or none past
-// the dispatch's slices.
+// The elements [start, end) of the window's slice wid: slice wid % slices of group
+// wid / slices.
 struct Slice {
-    grp: u32,
-    s: u32,
     start: u32,
     end: u32,
 }
@@ -102,16 +100,15 @@ struct Slice {
 fn slice_of(wid: u32) -> Slice {
     let grp = wid / p.slices;
     let s = wid % p.slices;
-    return Slice(grp, s, grp * p.group_len + s * SLICE, grp * p.group_len + min((s + 1u) * SLICE, p.group_len));
+    return Slice(grp * p.group_len + s * SLICE, grp * p.group_len + min((s + 1u) * SLICE, p.group_len));
 }
 
-fn write_partial(li: u32, sl: Slice, mine: vec3<f32>) {
-    let total = reduce_workgroup(li, mine);
-    if li == 0u {
-        let row = (p.group_base + sl.grp) * p.slices + sl.s;
-        part_out[2u * row] = total.y;
-        part_out[2u * row + 1u] = total.z;
-    }
+// Thread li's (count, mean, M2) of the slice at workgroup wid: a row of 3 floats.
+fn write_partial(wid: u32, li: u32, mine: vec3<f32>) {
+    let row = (p.group_base * p.slices + wid) * WG + li;
+    part_out[3u * row] = mine.x;
+    part_out[3u * row + 1u] = mine.y;
+    part_out[3u * row + 2u] = mine.z;
 }
 
 @compute @workgroup_size(64)
@@ -133,10 +130,25 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: v
         let d = x[i] - mean;
         m2 = fma(d, d, m2);
     }
-    write_partial(li, sl, vec3<f32>(count, mean, m2));
+    write_partial(wid, li, vec3<f32>(count, mean, m2));
 }
 
-// `partial` on vec4s: the host guarantees group_len % 4 == 0.
+// Vec4 j of a `partial4` thread (`first`: its vec4 0), zeros from the slice's end4 on.
+fn slice_vec4(first: u32, j: u32, end4: u32) -> vec4<f32> {
+    let i = first + j * WG;
+    return select(vec4<f32>(0.0), x4[min(i, end4 - 1u)], i < end4);
+}
+
+// Squared deviations of slice_vec4 `v` from `mean`, zeros from the slice's end4 on.
+fn dev2(v: vec4<f32>, mean: f32, first: u32, j: u32, end4: u32) -> vec4<f32> {
+    let d = v - vec4<f32>(mean);
+    return select(vec4<f32>(0.0), d * d, first + j * WG < end4);
+}
+
+// `partial` on vec4s (the host guarantees group_len % 4 == 0): a thread's PER / 4 = 16
+// vec4s in straight-line code, loaded once and kept for both passes (in a loop, every
+// load is a per-lane loop on CPU devices). Each thread writes its own partial: a
+// workgroup reduction's barriers took a fifth of the group norm's time there.
 @compute @workgroup_size(64)
 fn partial4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let wid = flat_workgroup(wg, num);
@@ -144,32 +156,42 @@ fn partial4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: 
         return;
     }
     let sl = slice_of(wid);
-    var count = 0.0;
-    var sum = vec4<f32>(0.0);
-    for (var i = sl.start / 4u + li; i < sl.end / 4u; i += WG) {
-        sum += x4[i];
-        count += 4.0;
-    }
+    let first = sl.start / 4u + li;
+    let end4 = sl.end / 4u;
+    let v = array<vec4<f32>, 16>(
+        slice_vec4(first, 0u, end4), slice_vec4(first, 1u, end4), slice_vec4(first, 2u, end4), slice_vec4(first, 3u, end4),
+        slice_vec4(first, 4u, end4), slice_vec4(first, 5u, end4), slice_vec4(first, 6u, end4), slice_vec4(first, 7u, end4),
+        slice_vec4(first, 8u, end4), slice_vec4(first, 9u, end4), slice_vec4(first, 10u, end4), slice_vec4(first, 11u, end4),
+        slice_vec4(first, 12u, end4), slice_vec4(first, 13u, end4), slice_vec4(first, 14u, end4), slice_vec4(first, 15u, end4),
+    );
+    let loaded = select(0u, min(PER / 4u, (end4 - first + WG - 1u) / WG), first < end4);
+    let count = 4.0 * f32(loaded);
+    let sum = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]))
+        + ((v[8] + v[9]) + (v[10] + v[11])) + ((v[12] + v[13]) + (v[14] + v[15]));
     let mean = select(0.0, (sum.x + sum.y + sum.z + sum.w) / count, count > 0.0);
-    var m2 = vec4<f32>(0.0);
-    for (var i = sl.start / 4u + li; i < sl.end / 4u; i += WG) {
-        let d = x4[i] - vec4<f32>(mean);
-        m2 = fma(d, d, m2);
-    }
-    write_partial(li, sl, vec3<f32>(count, mean, m2.x + m2.y + m2.z + m2.w));
+    let m2 = ((dev2(v[0], mean, first, 0u, end4) + dev2(v[1], mean, first, 1u, end4))
+        + (dev2(v[2], mean, first, 2u, end4) + dev2(v[3], mean, first, 3u, end4)))
+        + ((dev2(v[4], mean, first, 4u, end4) + dev2(v[5], mean, first, 5u, end4))
+        + (dev2(v[6], mean, first, 6u, end4) + dev2(v[7], mean, first, 7u, end4)))
+        + ((dev2(v[8], mean, first, 8u, end4) + dev2(v[9], mean, first, 9u, end4))
+        + (dev2(v[10], mean, first, 10u, end4) + dev2(v[11], mean, first, 11u, end4)))
+        + ((dev2(v[12], mean, first, 12u, end4) + dev2(v[13], mean, first, 13u, end4))
+        + (dev2(v[14], mean, first, 14u, end4) + dev2(v[15], mean, first, 15u, end4)));
+    write_partial(wid, li, vec3<f32>(count, mean, m2.x + m2.y + m2.z + m2.w));
 }
 
+// Merges group grp's slices · WG thread partials.
 @compute @workgroup_size(64)
 fn finalize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let grp = flat_workgroup(wg, num);
     if grp >= p.groups {
         return;
     }
+    let rows = p.slices * WG;
     var acc = vec3<f32>(0.0);
-    for (var s = li; s < p.slices; s += WG) {
-        let count = f32(min(SLICE, p.group_len - s * SLICE));
-        let row = grp * p.slices + s;
-        acc = merge(acc, vec3<f32>(count, part_in[2u * row], part_in[2u * row + 1u]));
+    for (var r = li; r < rows; r += WG) {
+        let row = grp * rows + r;
+        acc = merge(acc, vec3<f32>(part_in[3u * row], part_in[3u * row + 1u], part_in[3u * row + 2u]));
     }
     let total = reduce_workgroup(li, acc);
     if li == 0u {
@@ -197,12 +219,17 @@ fn apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
     y[i] = normalise(vec4<f32>(x[i]), p.c_base + i / p.hw).x;
 }
 
-// `apply` on vec4s: the host guarantees hw % 4 == 0, so a vec4 is one channel's.
+// `apply` on vec4s: the host guarantees hw % 4 == 0, so a vec4 is one channel's. The
+// grid's y is the window's channel and x (then z, past the grid's limit) runs over the
+// channel's vec4s: no division per vec4 (on CPU devices each is a per-lane loop, and
+// the two that found a vec4's channel and group took a fifth of the group norm's time).
 @compute @workgroup_size(64)
 fn apply4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let i = flat_workgroup(wg, num) * WG + li;
-    if i >= p.n / 4u {
+    let hw4 = p.hw / 4u;
+    let i = (wg.z * num.x + wg.x) * WG + li;
+    if i >= hw4 {
         return;
     }
-    y4[i] = normalise(x4[i], p.c_base + 4u * i / p.hw);
+    let at = wg.y * hw4 + i;
+    y4[at] = normalise(x4[at], p.c_base + wg.y);
 }

@@ -1,5 +1,5 @@
 //! The op kernels at Stable Diffusion 2.1 shapes: convolutions (UNet and VAE), Linear
-//! layers, a batched matmul and attention, each timed as a whole graph run.
+//! layers, a batched matmul, a group norm and attention, each timed as a whole graph run.
 
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use super::{median_run_ms, probe};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::graph::{DType, Graph, Tensor};
-use crate::ops::{attention, conv2d, matmul};
+use crate::ops::{attention, conv2d, group_norm, matmul};
 use crate::rng::Rng;
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -143,6 +143,19 @@ pub fn run_kernel_bench(
         let b = input(&mut g, &mut rng, &[batches, k, m])?;
         let y = matmul::matmul(&mut g, a, b)?;
         record("matmul", shape, g, &[a, b, y])?;
+    }
+
+    // The VAE decoder's last level at 256²: 128 channels in 32 groups, then SiLU (memory
+    // bound: its roofline column is the one to read).
+    let (c, hw, groups) = (128, 256, 32);
+    let shape = format!("{c} @ {hw}×{hw}, {groups} groups + SiLU");
+    if wanted("group_norm", &shape) {
+        let mut g = Graph::new(gpu);
+        let x = input(&mut g, &mut rng, &[c, hw, hw])?;
+        let gamma = input(&mut g, &mut rng, &[c])?;
+        let beta = input(&mut g, &mut rng, &[c])?;
+        let y = group_norm::group_norm(&mut g, x, gamma, beta, groups, 1e-6, true)?;
+        record("group_norm", shape, g, &[x, gamma, beta, y])?;
     }
 
     let attentions = [

@@ -61,7 +61,7 @@ pub struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Kernel benchmark: only the kernels whose name or shape contains this (conv2d,
-    /// linear, matmul, attention; "@ 8×8", "[64,").
+    /// linear, matmul, group_norm, attention; "@ 8×8", "[64,").
     #[arg(long, requires = "kernels", default_value = "")]
     only: String,
     /// Only plan decodes and encodes of the synthetic full-size model (no weights,

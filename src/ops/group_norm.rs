@@ -1,9 +1,10 @@
 //! PyTorch GroupNorm (biased variance) with an optional fused SiLU, in three dispatches:
-//! `partial` reduces fixed-size slices of each group to (mean, M2) with a per-thread
-//! two-pass sum and Chan's merge (SD activations have means far above their spread,
-//! so E[x²] − E[x]² would cancel in f32), `finalize` merges a group's slices into its
-//! mean and 1/σ, and `apply` normalises (with those statistics or given ones). Groups are contiguous, so tensors past the
-//! binding limit are split into windows of whole groups.
+//! `partial` reduces fixed-size slices of each group to a (count, mean, M2) per thread
+//! with a two-pass sum (SD activations have means far above their spread, so
+//! E[x²] − E[x]² would cancel in f32), `finalize` merges a group's partials with Chan's
+//! formula into its mean and 1/σ, and `apply` normalises (with those statistics or
+//! given ones). Groups are contiguous, so tensors past the binding limit are split into
+//! windows of whole groups.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -52,7 +53,8 @@ pub fn group_norm_stats(g: &mut Graph, x: Tensor, groups: usize, eps: f32) -> Re
     let (c, hw) = group_shape(g, x, groups)?;
     let group_len = c / groups * hw;
     let slices = group_len.div_ceil(SLICE).max(1);
-    let partials = g.intermediate(&[groups * slices, 2], DType::F32);
+    // (count, mean, M2) of every partial thread.
+    let partials = g.intermediate(&[groups * slices * WORKGROUP as usize, 3], DType::F32);
     let stats = g.intermediate(&[groups, 2], DType::F32);
     let base = Params {
         slices: u32_of(slices, "group_norm slices")?,
@@ -148,8 +150,11 @@ pub fn group_norm_apply(
             ..base
         };
         let views = vec![g.window(x, off, size)?, sv, gv, bv, g.window(y, off, size)?];
-        let invocations = if vec4 { n / 4 } else { n };
-        let grid = g.grid((invocations as u64).div_ceil(WORKGROUP))?;
+        let grid = if vec4 {
+            plane_grid(g, (hw / 4) as u64, win.len() * cpg)?
+        } else {
+            g.grid((n as u64).div_ceil(WORKGROUP))?
+        };
         g.dispatch(
             key.clone(),
             bytemuck::bytes_of(&params),
@@ -159,6 +164,21 @@ pub fn group_norm_apply(
         );
     }
     Ok(y)
+}
+
+/// `apply4`'s grid: y the channel, x (folded into z past the limit) its `vec4s`.
+fn plane_grid(g: &Graph, vec4s: u64, channels: usize) -> Result<[u32; 3]> {
+    let max = g.gpu.limits.max_compute_workgroups_per_dimension;
+    if channels > max as usize {
+        return Err(Error::TooLarge {
+            what: "group_norm channels in one dispatch".into(),
+            needed: channels as u64,
+            limit: max as u64,
+        });
+    }
+    let groups = vec4s.div_ceil(WORKGROUP);
+    let z = groups.div_ceil(max as u64);
+    Ok([groups.div_ceil(z) as u32, channels as u32, z as u32])
 }
 
 /// (channels, pixels) of an f32 [c, h, w] tensor that splits into `groups` groups.
