@@ -47,7 +47,7 @@ fn binary_broadcasts_same_shape_per_channel_and_scalar() {
             let (out, report) = g.run_profiled(&[y]).unwrap();
             // Where the adapter has timestamps to say which kernel ran.
             if !report.kernels.is_empty() {
-                let same4 = b_len == a.len() && a.len() % 4 == 0;
+                let same4 = b_len == a.len() && a.len().is_multiple_of(4);
                 let want = if same4 {
                     "elementwise.binary4"
                 } else {

@@ -95,7 +95,7 @@ fn layouts_cover_with_equal_overlapping_tiles() {
         let layout = Layout::new(len, tile, overlap, multiple);
         let last = *layout.starts.last().unwrap();
         assert!(
-            layout.tile <= tile.max(len.min(tile)) && layout.tile % multiple == 0,
+            layout.tile <= tile.max(len.min(tile)) && layout.tile.is_multiple_of(multiple),
             "{layout:?}"
         );
         assert_eq!(

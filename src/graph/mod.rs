@@ -202,7 +202,7 @@ impl<'g> Graph<'g> {
             )));
         }
         let offset = dtype.bytes(start * row);
-        if offset % self.gpu.limits.min_storage_buffer_offset_alignment as u64 != 0 {
+        if !offset.is_multiple_of(self.gpu.limits.min_storage_buffer_offset_alignment as u64) {
             return Err(Error::Shape(format!(
                 "rows {start}.. of {shape:?} start at a misaligned offset"
             )));
@@ -237,7 +237,7 @@ impl<'g> Graph<'g> {
             });
         }
         let align = self.gpu.limits.min_storage_buffer_offset_alignment as u64;
-        if offset % align != 0 || offset + size > self.bytes(t) {
+        if !offset.is_multiple_of(align) || offset + size > self.bytes(t) {
             return Err(Error::Shape(format!(
                 "window {offset}+{size} of a {:?} tensor is misaligned or out of range",
                 self.shape(t)

@@ -146,7 +146,7 @@ impl Oscar {
     ) -> Result<(Tokens, Trace)> {
         self.check_runnable()?;
         let cell = self.info.pixels_per_token(level)?;
-        if h == 0 || w == 0 || h % cell != 0 || w % cell != 0 {
+        if h == 0 || w == 0 || !h.is_multiple_of(cell) || !w.is_multiple_of(cell) {
             return Err(Error::Shape(format!(
                 "image {w}×{h} is not a multiple of {cell} pixels (pad it first)"
             )));

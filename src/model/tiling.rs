@@ -16,9 +16,9 @@ impl Layout {
     pub fn new(len: usize, max_tile: usize, overlap: usize, multiple: usize) -> Layout {
         assert!(
             multiple > 0
-                && len % multiple == 0
-                && max_tile % multiple == 0
-                && overlap % multiple == 0,
+                && len.is_multiple_of(multiple)
+                && max_tile.is_multiple_of(multiple)
+                && overlap.is_multiple_of(multiple),
             "tiles are whole multiples"
         );
         if len <= max_tile {

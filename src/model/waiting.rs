@@ -138,7 +138,7 @@ fn on_grid(g: &Graph, grid: &Grid, picture: (usize, usize), t: Tensor) -> Option
             .starts
             .iter()
             .chain([&len])
-            .all(|&s| s * size % layout.tile == 0)
+            .all(|&s| (s * size).is_multiple_of(layout.tile))
     };
     (h * cols.tile == w * rows.tile && aligned(rows, h, picture.0) && aligned(cols, w, picture.1))
         .then_some(OnGrid { c, h, w })

@@ -95,7 +95,8 @@ fn windows(g: &Graph, len: usize) -> Result<Vec<std::ops::Range<usize>>> {
 
 pub fn unary(g: &mut Graph, x: Tensor, op: Unary) -> Result<Tensor> {
     let len = g.len(x);
-    let y = g.intermediate(&g.shape(x).to_vec(), DType::F32);
+    let shape = g.shape(x).to_vec();
+    let y = g.intermediate(&shape, DType::F32);
     let (code, alpha, beta) = op.code();
     let key = KernelKey::new("elementwise", "unary").with("OP", code);
     for w in windows(g, len)? {
@@ -135,7 +136,8 @@ pub fn binary(g: &mut Graph, a: Tensor, b: Tensor, op: Binary) -> Result<Tensor>
         )));
     }
     let inner = len / b_len;
-    let y = g.intermediate(&g.shape(a).to_vec(), DType::F32);
+    let shape = g.shape(a).to_vec();
+    let y = g.intermediate(&shape, DType::F32);
     let (code, alpha, beta) = op.code();
     // Same-shape operands in fours take `binary4` (every window is then a multiple of 4
     // elements: they start at aligned offsets).
