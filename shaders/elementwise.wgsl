@@ -1,7 +1,8 @@
 // Elementwise ops over a window of `n` elements. `unary` and `binary` pick their
 // operation with the OP override; `binary` broadcasts b over blocks of `inner`
 // elements (b index = ((base + i) / inner) % b_len), which covers same-shape,
-// per-channel and scalar operands. `geglu` halves rows of 2·cols: h · GELU(gate).
+// per-channel and scalar operands. `geglu` halves rows of 2·cols: h · GELU(gate);
+// `geglu4` does it a vec4 at a time where cols % 4 == 0.
 
 struct Params {
     n: u32,
@@ -24,6 +25,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> y4: array<vec4<f32>>;
+// `geglu4`'s output.
+@group(0) @binding(2) var<storage, read_write> out4: array<vec4<f32>>;
 
 // unary: 0 SiLU, 1 ReLU, 2 GELU (erf), 3 sigmoid, 4 alpha·x + beta
 // binary: 0 alpha·a + beta·b, 1 a·b, 2 a·sigmoid(b)
@@ -118,4 +121,18 @@ fn geglu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
     let h = a[row * 2u * p.cols + col];
     let gate = a[row * 2u * p.cols + p.cols + col];
     out[i] = h * gelu(gate);
+}
+
+// One division per output vec4 instead of a division and a remainder per element.
+@compute @workgroup_size(256)
+fn geglu4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let i = index(wg, num, li);
+    if i >= p.n / 4u {
+        return;
+    }
+    let cols4 = p.cols / 4u;
+    let row = i / cols4;
+    let at = row * 2u * cols4 + (i - row * cols4);
+    let gate = a4[at + cols4];
+    out4[i] = a4[at] * vec4<f32>(gelu(gate.x), gelu(gate.y), gelu(gate.z), gelu(gate.w));
 }

@@ -86,18 +86,33 @@ fn binary_rejects_incompatible_shapes() {
 #[test]
 fn geglu_matches_reference() {
     let mut rng = Rng::new(13);
-    let (rows, cols) = (13, 9);
-    let x = rng.vec(rows * 2 * cols, 4.0);
-    let mut g = Graph::new(gpu());
-    let xt = g.input_f32(&[rows, 2 * cols], &x).unwrap();
-    let y = geglu(&mut g, xt).unwrap();
-    let (out, _) = g.run(&[y]).unwrap();
-    assert_close(
-        &out[0].f32(),
-        &elementwise::geglu_reference(&x, rows, cols),
-        1e-6,
-        "geglu",
-    );
+    // 9 columns (the scalar kernel) and 12 (`geglu4`).
+    for (rows, cols) in [(13, 9), (7, 12)] {
+        let x = rng.vec(rows * 2 * cols, 4.0);
+        let mut g = Graph::new(gpu());
+        let xt = g.input_f32(&[rows, 2 * cols], &x).unwrap();
+        let y = geglu(&mut g, xt).unwrap();
+        let (out, report) = g.run_profiled(&[y]).unwrap();
+        // Where the adapter has timestamps to say which kernel ran.
+        if !report.kernels.is_empty() {
+            let want = if cols % 4 == 0 {
+                "elementwise.geglu4"
+            } else {
+                "elementwise.geglu"
+            };
+            assert_eq!(
+                report.kernels.keys().collect::<Vec<_>>(),
+                [want],
+                "{rows}×{cols}"
+            );
+        }
+        assert_close(
+            &out[0].f32(),
+            &elementwise::geglu_reference(&x, rows, cols),
+            1e-6,
+            &format!("geglu {rows}×{cols}"),
+        );
+    }
 }
 
 #[test]

@@ -194,6 +194,11 @@ pub fn geglu(g: &mut Graph, x: Tensor) -> Result<Tensor> {
     }
     let cols = two_cols / 2;
     let y = g.intermediate(&[rows, cols], DType::F32);
+    let (entry, per_invocation) = if cols % 4 == 0 {
+        ("geglu4", 4)
+    } else {
+        ("geglu", 1)
+    };
     // Row windows: the FF projection of a 128×128 latent is [16384, 2560], past one binding.
     let row = 4 * cols as u64;
     for w in super::row_windows(g.gpu, rows, &[2 * row, row], 0)? {
@@ -210,9 +215,9 @@ pub fn geglu(g: &mut Graph, x: Tensor) -> Result<Tensor> {
         };
         let xv = g.window(x, 2 * row * w.start as u64, 2 * row * w.len() as u64)?;
         let yv = g.window(y, row * w.start as u64, row * w.len() as u64)?;
-        let grid = g.grid((n as u64).div_ceil(WORKGROUP))?;
+        let grid = g.grid((n as u64).div_ceil(per_invocation * WORKGROUP))?;
         g.dispatch(
-            KernelKey::new("elementwise", "geglu"),
+            KernelKey::new("elementwise", entry),
             bytemuck::bytes_of(&params),
             vec![xv, yv],
             grid,
