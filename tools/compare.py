@@ -5,8 +5,8 @@
 
 One row per (size, level, stage) found in either file: both medians in ms and the ratio b/a
 (below 1: b is faster). A stage only one side measures (e.g. range_encode) shows "-" for the other.
-Where a file says its machine was not steady (`oscar-wgpu bench`'s machine_drift: its own probes
-moved by more than 5 % during the runs), a warning says so on stderr.
+Where a file says its machine was not steady (`oscar-wgpu bench`'s machine_drift: its own probes,
+taken before, between and after the runs, spread by more than 5 %), a warning says so on stderr.
 """
 
 import argparse
