@@ -4,7 +4,7 @@ use common::{assert_close, gpu, portable_gpu};
 use oscar_wgpu::gpu::Gpu;
 use oscar_wgpu::graph::{DType, Graph};
 use oscar_wgpu::ops::conv2d::{self, Activation, Conv2d};
-use oscar_wgpu::ops::im2col;
+use oscar_wgpu::ops::{im2col, transpose};
 use oscar_wgpu::rng::Rng;
 
 /// Checks one convolution against the reference; returns the kernels (`shader.entry`)
@@ -166,6 +166,32 @@ fn conv_f16_weights() {
     );
 }
 
+/// Pictures of at most 64 output pixels with packed f16 weights run as a Linear layer
+/// over one patch per row, then a transpose: "same" 3×3 at 8×8 (64 rows) and 4×4 (16),
+/// stride 2 down to 4×4, and a 1×1; output channels not in fours stay on the vector
+/// kernels (see `conv_f16_weights`).
+#[test]
+fn conv_f16_small_pictures_as_linear() {
+    let linear = |tile: &str| {
+        vec![
+            "im2col.main".to_string(),
+            format!("matmul_subgroup.{tile}"),
+            "transpose.main".to_string(),
+        ]
+    };
+    for (cin, h, w, cout, k, cfg, seed, tile) in [
+        (16, 8, 8, 40, 3, Conv2d::same(1), 90, "r8c64"),
+        (8, 4, 4, 20, 3, Conv2d::same(1), 91, "r2c64"),
+        (8, 8, 8, 20, 3, Conv2d::strided(2, [1; 4]), 92, "r2c64"),
+        (16, 5, 4, 24, 1, Conv2d::same(0), 93, "r4c64"),
+    ] {
+        let ran = check_f16(cin, h, w, cout, k, cfg, seed);
+        if gpu().info.subgroup_max_size == 8 && !ran.is_empty() {
+            assert_eq!(ran, linear(tile), "{cin}→{cout} {k}×{k} on {h}×{w}");
+        }
+    }
+}
+
 /// Shapes the vec4 3×3 kernel takes (stride 1, one column of padding, input channels in
 /// fours, width in fours), with output channels that are not multiples of its 32 per
 /// workgroup: fewer (down to one), and a second workgroup's first, second or third eight.
@@ -309,11 +335,16 @@ fn im2col_odd_shapes() {
         let mut g = Graph::new(gpu());
         let xt = g.input_f32(&[cin, h, w], &x).unwrap();
         let y = im2col::im2col(&mut g, xt, (k, k), cfg).unwrap();
-        let (out, _) = g.run(&[y]).unwrap();
+        let rows = im2col::patch_rows(&mut g, xt, (k, k), cfg).unwrap();
+        let (out, _) = g.run(&[y, rows]).unwrap();
+        let want = im2col::reference(&x, [cin, h, w], (k, k), cfg);
+        assert_eq!(out[0].f32(), want, "im2col {cin}×{h}×{w}, {k}×{k} {cfg:?}");
+        // One patch per row: the same matrix transposed.
+        let k_len = cin * k * k;
         assert_eq!(
-            out[0].f32(),
-            im2col::reference(&x, [cin, h, w], (k, k), cfg),
-            "im2col {cin}×{h}×{w}, {k}×{k} {cfg:?}"
+            out[1].f32(),
+            transpose::reference(&want, k_len, want.len() / k_len),
+            "patch rows {cin}×{h}×{w}, {k}×{k} {cfg:?}"
         );
     }
 }

@@ -111,7 +111,7 @@ fn linear_f16_weights() {
 }
 
 /// On 8-lane subgroups (lavapipe) k % 8 == 0 and m % 4 == 0 take the broadcast kernel,
-/// whose tiles are 16, 8, 4 or 1 rows × 64 columns per lane, or 16 × 16 for products of at
+/// whose tiles are 16, 8, 4, 2 or 1 rows × 64 columns per lane, or 16 × 16 for products of at
 /// most 16 columns: more rows than one workgroup, last row and column blocks only partly
 /// used, and the f16 path of each tile.
 #[test]
@@ -122,7 +122,9 @@ fn linear_broadcast_kernel_edges() {
     assert_tile(&check_linear(77, 40, 100, true, false, 24), "r8c64");
     assert_tile(&check_linear(65, 16, 72, true, true, 25), "r8c64");
     assert_tile(&check_linear(32, 24, 68, true, false, 26), "r4c64");
-    assert_tile(&check_linear(9, 16, 132, false, true, 27), "r4c64");
+    assert_tile(&check_linear(17, 16, 132, false, true, 27), "r4c64");
+    assert_tile(&check_linear(16, 24, 68, true, false, 32), "r2c64");
+    assert_tile(&check_linear(9, 16, 132, false, true, 33), "r2c64");
     assert_tile(&check_linear(1, 16, 68, true, false, 30), "r1c64");
     assert_tile(&check_linear(7, 24, 132, true, true, 31), "r1c64");
     assert_tile(&check_linear(300, 40, 12, true, false, 28), "r16c16");

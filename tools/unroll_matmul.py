@@ -6,7 +6,7 @@ generated; the .wgsl file is committed and validated by naga like any other shad
 Re-run after changing the tiles (and update the entry points, rows and columns in
 src/ops/matmul.rs):
 
-    python3 tools/unroll_matmul.py [--tiles 16x64,8x64,4x64,1x64,16x16]
+    python3 tools/unroll_matmul.py [--tiles 16x64,8x64,4x64,2x64,1x64,16x16]
 """
 
 import argparse
@@ -222,7 +222,7 @@ fn r{rows}c{cols}(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tiles", default="16x64,8x64,4x64,1x64,16x16",
+    ap.add_argument("--tiles", default="16x64,8x64,4x64,2x64,1x64,16x16",
                     help="RxC: x rows × columns per lane (C a multiple of 8), one entry point each")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "shaders" / "matmul_subgroup.wgsl")
     args = ap.parse_args()

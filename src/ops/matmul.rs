@@ -140,15 +140,16 @@ pub fn matmul(g: &mut Graph, a: Tensor, b: Tensor) -> Result<Tensor> {
     Ok(y)
 }
 
-/// Whether [`matmul_row_bias`] runs for a product with this `k` and `m` whose
-/// operands and result take at most `largest` bytes each.
-pub(crate) fn row_bias_supported(gpu: &Gpu, k: usize, m: usize, largest: u64) -> bool {
+/// Whether the subgroup-broadcast kernel runs a product with this `k` and `m` whose
+/// operands and result take at most `largest` bytes each: [`matmul_row_bias`] runs
+/// only there, and [`linear`] runs there at its best.
+pub(crate) fn broadcast_supported(gpu: &Gpu, k: usize, m: usize, largest: u64) -> bool {
     broadcast_kernel(gpu, k, m) && largest <= gpu.max_binding()
 }
 
 /// `a` [n, k] · `b` [k, m] + `bias` [n], one per row, → [n, m], all f32: a 1×1
 /// convolution, with `a` its weights and `b` its pixels as they lie. Only where
-/// [`row_bias_supported`] says so.
+/// [`broadcast_supported`] says so.
 pub(crate) fn matmul_row_bias(g: &mut Graph, a: Tensor, b: Tensor, bias: Tensor) -> Result<Tensor> {
     let (&[n, k], &[bk, m]) = (g.shape(a), g.shape(b)) else {
         return Err(Error::Shape(format!(
@@ -163,7 +164,7 @@ pub(crate) fn matmul_row_bias(g: &mut Graph, a: Tensor, b: Tensor, bias: Tensor)
         || g.shape(bias) != [n]
         || !all_f32
         || n * k * m == 0
-        || !row_bias_supported(g.gpu, k, m, largest)
+        || !broadcast_supported(g.gpu, k, m, largest)
     {
         return Err(Error::Shape(format!(
             "matmul_row_bias: {:?} · {:?} + {:?} is not supported here",
@@ -215,12 +216,13 @@ struct Operands {
 /// 32 (34 → 37 % of the FMA probe at [4096, 320] × [320, 320]ᵀ, before the biases were
 /// hoisted out of the stores: see BENCHMARKS.md); short inputs (64 tokens
 /// at the UNet's 8×8 level, 16 at 4×4, the one row of every resnet's time-embedding
-/// projection) take shorter tiles and narrow ones (16 pixels at its 4×4 level, as im2col
+/// projection, a small picture's patches) take shorter tiles and narrow ones (16 pixels at its 4×4 level, as im2col
 /// products) narrower, where a large tile would mostly idle.
 fn broadcast_tile(rows: usize, m: usize) -> (&'static str, u64, u64) {
     match (rows, m) {
         (_, ..=16) => ("r16c16", 128, 16),
         (..=8, _) => ("r1c64", 8, 64),
+        (..=16, _) => ("r2c64", 16, 64),
         (..=32, _) => ("r4c64", 32, 64),
         (..=127, _) => ("r8c64", 64, 64),
         _ => ("r16c64", 128, 64),
