@@ -505,3 +505,27 @@ fn bench_reports_stages_and_kernels() {
         assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");
     }
 }
+
+/// The kernel benchmark narrowed by a shape (`--only` matches shapes too) as JSON: one
+/// record, the probes beside it, and its fraction of the roofline never below its
+/// fraction of the FMA peak (the roofline is the lower ceiling).
+#[test]
+fn kernel_bench_selects_by_shape_and_reports_the_roofline() {
+    let out = oscar(&["bench", "--kernels", "--only", "4096 q × 77 k", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&ok(&out)).expect("JSON on stdout");
+    let kernels = report["kernels"].as_array().expect("a kernels array");
+    assert_eq!(kernels.len(), 1, "{kernels:?}");
+    let k = &kernels[0];
+    assert_eq!(k["name"], "attention");
+    assert_eq!(k["shape"], "4096 q × 77 k, 5 heads × 64");
+    let field = |name: &str| {
+        k[name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {name} in {k}"))
+    };
+    assert!(report["fma_peak_gflops"].as_f64().unwrap() > 0.0);
+    assert!(report["bandwidth_gbs"].as_f64().unwrap() > 0.0);
+    assert!(field("gflops") > 0.0 && field("bytes") > 0.0 && field("flops_per_byte") > 0.0);
+    assert!(field("peak_fraction") > 0.0);
+    assert!(field("roofline_fraction") >= field("peak_fraction"), "{k}");
+}
