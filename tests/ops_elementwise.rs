@@ -1,6 +1,6 @@
 mod common;
 
-use common::{assert_close, gpu};
+use common::{assert_close, assert_only_kernel, gpu};
 use oscar_wgpu::graph::Graph;
 use oscar_wgpu::ops::elementwise::{self, binary, geglu, unary, Binary, Unary};
 use oscar_wgpu::rng::Rng;
@@ -45,20 +45,13 @@ fn binary_broadcasts_same_shape_per_channel_and_scalar() {
             let bt = g.input_f32(&b_shape, &b).unwrap();
             let y = binary(&mut g, at, bt, op).unwrap();
             let (out, report) = g.run_profiled(&[y]).unwrap();
-            // Where the adapter has timestamps to say which kernel ran.
-            if !report.kernels.is_empty() {
-                let same4 = b_len == a.len() && a.len().is_multiple_of(4);
-                let want = if same4 {
-                    "elementwise.binary4"
-                } else {
-                    "elementwise.binary"
-                };
-                assert_eq!(
-                    report.kernels.keys().collect::<Vec<_>>(),
-                    [want],
-                    "{op:?} against {b_shape:?}"
-                );
-            }
+            let same4 = b_len == a.len() && a.len().is_multiple_of(4);
+            let kernel = if same4 {
+                "elementwise.binary4"
+            } else {
+                "elementwise.binary"
+            };
+            assert_only_kernel(&report, kernel, &format!("{op:?} against {b_shape:?}"));
             let inner = a.len() / b_len;
             let want: Vec<f32> = a
                 .iter()
@@ -93,19 +86,12 @@ fn geglu_matches_reference() {
         let xt = g.input_f32(&[rows, 2 * cols], &x).unwrap();
         let y = geglu(&mut g, xt).unwrap();
         let (out, report) = g.run_profiled(&[y]).unwrap();
-        // Where the adapter has timestamps to say which kernel ran.
-        if !report.kernels.is_empty() {
-            let want = if cols % 4 == 0 {
-                "elementwise.geglu4"
-            } else {
-                "elementwise.geglu"
-            };
-            assert_eq!(
-                report.kernels.keys().collect::<Vec<_>>(),
-                [want],
-                "{rows}×{cols}"
-            );
-        }
+        let kernel = if cols % 4 == 0 {
+            "elementwise.geglu4"
+        } else {
+            "elementwise.geglu"
+        };
+        assert_only_kernel(&report, kernel, &format!("geglu {rows}×{cols}"));
         assert_close(
             &out[0].f32(),
             &elementwise::geglu_reference(&x, rows, cols),

@@ -5,6 +5,7 @@
 use std::sync::OnceLock;
 
 use oscar_wgpu::gpu::{Gpu, GpuOptions};
+use oscar_wgpu::graph::RunReport;
 
 /// The test device: lavapipe in CI. Having no adapter fails the test, it never skips.
 pub fn gpu() -> &'static Gpu {
@@ -57,4 +58,16 @@ pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
         e <= tol,
         "{what}: max error {e:.3e} × scale exceeds {tol:.1e}"
     );
+}
+
+/// Asserts that a profiled run ran `kernel` (`shader.entry`) alone, where the adapter has
+/// timestamps to say which kernels ran.
+pub fn assert_only_kernel(report: &RunReport, kernel: &str, what: &str) {
+    if !report.kernels.is_empty() {
+        assert_eq!(
+            report.kernels.keys().collect::<Vec<_>>(),
+            [kernel],
+            "{what}"
+        );
+    }
 }
