@@ -12,7 +12,7 @@ struct Params {
     group_len: u32,  // elements per group
     slices: u32,     // partial slices per group
     groups: u32,     // groups in this dispatch
-    group_base: u32, // first group of the window (partial)
+    group_base: u32, // first group of the window (finalize)
     n: u32,          // elements in the window (apply)
     hw: u32,
     cpg: u32,        // channels per group
@@ -103,9 +103,10 @@ fn slice_of(wid: u32) -> Slice {
     return Slice(grp * p.group_len + s * SLICE, grp * p.group_len + min((s + 1u) * SLICE, p.group_len));
 }
 
-// Thread li's (count, mean, M2) of the slice at workgroup wid: a row of 3 floats.
+// Thread li's (count, mean, M2) of the window's slice wid: a row of 3 floats (the
+// partials are windowed with the groups).
 fn write_partial(wid: u32, li: u32, mine: vec3<f32>) {
-    let row = (p.group_base * p.slices + wid) * WG + li;
+    let row = wid * WG + li;
     part_out[3u * row] = mine.x;
     part_out[3u * row + 1u] = mine.y;
     part_out[3u * row + 2u] = mine.z;
@@ -180,7 +181,8 @@ fn partial4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: 
     write_partial(wid, li, vec3<f32>(count, mean, m2.x + m2.y + m2.z + m2.w));
 }
 
-// Merges group grp's slices · WG thread partials.
+// Merges the window's group grp's slices · WG thread partials into the statistics of
+// group group_base + grp.
 @compute @workgroup_size(64)
 fn finalize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let grp = flat_workgroup(wg, num);
@@ -195,8 +197,9 @@ fn finalize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: 
     }
     let total = reduce_workgroup(li, acc);
     if li == 0u {
-        stats_out[2u * grp] = total.y;
-        stats_out[2u * grp + 1u] = 1.0 / sqrt(total.z / total.x + p.eps);
+        let at = 2u * (p.group_base + grp);
+        stats_out[at] = total.y;
+        stats_out[at + 1u] = 1.0 / sqrt(total.z / total.x + p.eps);
     }
 }
 

@@ -61,12 +61,20 @@ pub fn group_norm_stats(g: &mut Graph, x: Tensor, groups: usize, eps: f32) -> Re
         ..params(c, hw, groups, eps)?
     };
     let group_bytes = 4 * group_len as u64;
-    let pv = g.view(partials)?;
+    // A group's partials take 3/64 of its bytes, windowed with it (768 bytes per slice
+    // keep every window's offset aligned); finalize merges them window by window.
+    let partial_bytes = (slices * WORKGROUP as usize * 3 * 4) as u64;
+    let sv = g.view(stats)?;
     for win in &channel_chunks(g.gpu, groups, group_bytes)? {
         let xv = g.window(
             x,
             win.start as u64 * group_bytes,
             win.len() as u64 * group_bytes,
+        )?;
+        let pv = g.window(
+            partials,
+            win.start as u64 * partial_bytes,
+            win.len() as u64 * partial_bytes,
         )?;
         let params = Params {
             groups: win.len() as u32,
@@ -86,19 +94,14 @@ pub fn group_norm_stats(g: &mut Graph, x: Tensor, groups: usize, eps: f32) -> Re
             grid,
             3 * (win.len() * group_len) as u64,
         );
+        g.dispatch(
+            KernelKey::new("group_norm", "finalize"),
+            bytemuck::bytes_of(&params),
+            vec![pv, sv],
+            g.grid(win.len() as u64)?,
+            0,
+        );
     }
-    let params = Params {
-        groups: groups as u32,
-        ..base
-    };
-    let sv = g.view(stats)?;
-    g.dispatch(
-        KernelKey::new("group_norm", "finalize"),
-        bytemuck::bytes_of(&params),
-        vec![pv, sv],
-        g.grid(groups as u64)?,
-        0,
-    );
     Ok(stats)
 }
 
