@@ -49,6 +49,25 @@ fn decode_plan_at_512_fits_the_machine() {
     }
 }
 
+/// A 2048×2048 decode still plans as one graph: every tensor past one storage binding
+/// (the VAE's last levels: 2 GiB, the group norm's per-thread partials: 192 MiB) is
+/// processed in windows.
+#[test]
+fn a_2048_decode_plans_untiled() {
+    let arch = Architecture::sd21().unwrap();
+    let oscar = Oscar::planning_only(
+        Gpu::new(&GpuOptions::default()).unwrap(),
+        &arch,
+        Precision::F32,
+    );
+    let stride = arch.info.levels[5].stride;
+    let plan = oscar.plan_decode(5, (256 / stride, 256 / stride)).unwrap();
+    eprintln!(
+        "2048×2048 decode, untiled: {:.0} MiB of intermediates",
+        plan.peak_bytes as f64 / 1048576.0
+    );
+}
+
 /// A 4096×4096 photo decodes within 1.5 GiB of activations once tiled (its untiled
 /// plan is refused: one GroupNorm group exceeds a storage binding).
 #[test]
