@@ -2,7 +2,7 @@
 //! Diffusion shapes against the device's probed FMA peak; NAME (conv2d, linear, matmul,
 //! group_norm, attention, or part of a shape) runs only the kernels whose name or shape contains it.
 
-use oscar_wgpu::bench::kernels::run_kernel_bench;
+use oscar_wgpu::bench::kernels::{run_kernel_bench, table};
 use oscar_wgpu::gpu::{Gpu, GpuOptions};
 
 fn main() -> anyhow::Result<()> {
@@ -20,20 +20,6 @@ fn main() -> anyhow::Result<()> {
     );
     let (peak, bw, results) = run_kernel_bench(&gpu, quick, only)?;
     println!("FMA peak probe: {peak:.1} GFLOP/s   copy bandwidth probe: {bw:.1} GB/s\n");
-    println!(
-        "{:<12} {:<36} {:>10} {:>9} {:>8} {:>10}",
-        "kernel", "shape", "ms", "GFLOP/s", "% peak", "% roofline"
-    );
-    for r in &results {
-        println!(
-            "{:<12} {:<36} {:>10.2} {:>9.2} {:>7.1}% {:>9.1}%",
-            r.name,
-            r.shape,
-            r.ms,
-            r.gflops,
-            100.0 * r.peak_fraction,
-            100.0 * r.roofline_fraction
-        );
-    }
+    print!("{}", table(&results));
     Ok(())
 }

@@ -18,6 +18,15 @@ fn params(arch: &Architecture, prefix: &str) -> usize {
         .sum()
 }
 
+/// The full-size model with f32 weights, for planning only (no weights allocated).
+fn planning_model(arch: &Architecture) -> Oscar {
+    Oscar::planning_only(
+        Gpu::new(&GpuOptions::default()).unwrap(),
+        arch,
+        Precision::F32,
+    )
+}
+
 #[test]
 fn weight_list_matches_diffusers_parameter_counts() {
     let arch = Architecture::sd21().unwrap();
@@ -30,11 +39,7 @@ fn weight_list_matches_diffusers_parameter_counts() {
 #[test]
 fn decode_plan_at_512_fits_the_machine() {
     let arch = Architecture::sd21().unwrap();
-    let oscar = Oscar::planning_only(
-        Gpu::new(&GpuOptions::default()).unwrap(),
-        &arch,
-        Precision::F32,
-    );
+    let oscar = planning_model(&arch);
     for level in [0, 7] {
         let stride = arch.info.levels[level].stride;
         let plan = oscar
@@ -55,11 +60,7 @@ fn decode_plan_at_512_fits_the_machine() {
 #[test]
 fn a_2048_decode_plans_untiled() {
     let arch = Architecture::sd21().unwrap();
-    let oscar = Oscar::planning_only(
-        Gpu::new(&GpuOptions::default()).unwrap(),
-        &arch,
-        Precision::F32,
-    );
+    let oscar = planning_model(&arch);
     let stride = arch.info.levels[5].stride;
     let plan = oscar.plan_decode(5, (256 / stride, 256 / stride)).unwrap();
     eprintln!(
@@ -73,11 +74,7 @@ fn a_2048_decode_plans_untiled() {
 #[test]
 fn a_4096_decode_plans_within_one_and_a_half_gib_tiled() {
     let arch = Architecture::sd21().unwrap();
-    let oscar = Oscar::planning_only(
-        Gpu::new(&GpuOptions::default()).unwrap(),
-        &arch,
-        Precision::F32,
-    );
+    let oscar = planning_model(&arch);
     let budget = 3 << 29;
     for level in [0, 5, 7] {
         let stride = arch.info.levels[level].stride;

@@ -184,6 +184,27 @@ pub fn run_kernel_bench(
     Ok((peak, bw, results))
 }
 
+/// The results as the human-readable table both `oscar-wgpu bench --kernels` and
+/// `cargo bench --bench kernels` print.
+pub fn table(results: &[KernelResult]) -> String {
+    let mut t = format!(
+        "{:<12} {:<36} {:>10} {:>10} {:>8} {:>10}\n",
+        "kernel", "shape", "ms", "GFLOP/s", "% peak", "% roofline"
+    );
+    for r in results {
+        t += &format!(
+            "{:<12} {:<36} {:>10.2} {:>10.1} {:>7.1}% {:>9.1}%\n",
+            r.name,
+            r.shape,
+            r.ms,
+            r.gflops,
+            100.0 * r.peak_fraction,
+            100.0 * r.roofline_fraction
+        );
+    }
+    t
+}
+
 /// The GFLOP/s a kernel of `flops_per_byte` can reach on a device of `peak` GFLOP/s
 /// and `bandwidth` GB/s: the lower of its compute and memory ceilings.
 fn roofline(peak: f64, bandwidth: f64, flops_per_byte: f64) -> f64 {

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use oscar_wgpu::bench::{kernels::run_kernel_bench, probe};
+use oscar_wgpu::bench::kernels::{run_kernel_bench, table};
+use oscar_wgpu::bench::probe;
 use oscar_wgpu::codec::{rans, rans_gpu};
 use oscar_wgpu::gpu::{list_adapters, Gpu, GpuOptions};
 use oscar_wgpu::graph::StageTime;
@@ -372,21 +373,7 @@ fn kernels(gpu: &Gpu, args: &BenchArgs, out: Output) -> Result<()> {
             gpu.info.name, gpu.info.backend
         ),
     );
-    println!(
-        "{:<12} {:<36} {:>10} {:>10} {:>8} {:>10}",
-        "kernel", "shape", "ms", "GFLOP/s", "% peak", "% roofline"
-    );
-    for r in &results {
-        println!(
-            "{:<12} {:<36} {:>10.2} {:>10.1} {:>7.1}% {:>9.1}%",
-            r.name,
-            r.shape,
-            r.ms,
-            r.gflops,
-            100.0 * r.peak_fraction,
-            100.0 * r.roofline_fraction
-        );
-    }
+    print!("{}", table(&results));
     Ok(())
 }
 
