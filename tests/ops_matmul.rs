@@ -131,6 +131,18 @@ fn linear_broadcast_kernel_edges() {
     assert_tile(&check_linear(130, 16, 16, true, true, 29), "r16c16");
 }
 
+/// 16 to 127 tokens run as w · xᵀ with the result stored transposed: the weight rows
+/// take the tile's rows (a full-height tile where the tokens alone would take a short
+/// one) and the tokens its columns. f16 weights are then the kernel's x; the last row
+/// and column blocks are partial.
+#[test]
+fn linear_few_tokens_run_transposed() {
+    assert_tile(&check_linear(68, 24, 260, true, false, 34), "r16c64");
+    assert_tile(&check_linear(20, 16, 132, true, true, 35), "r16c64");
+    assert_tile(&check_linear(16, 8, 140, false, true, 36), "r16c16");
+    assert_tile(&check_linear(124, 40, 200, true, false, 37), "r16c64");
+}
+
 #[test]
 fn linear_sd_shape() {
     check_linear(260, 320, 320, true, false, 9);

@@ -43,6 +43,12 @@ def header(tiles: list[tuple[int, int]]) -> str:
 
 // [k, m] weights rather than [m, k] (f32 only).
 override W_KMAJOR: bool = false;
+// y stored transposed, [m, rows]: a Linear layer with few tokens runs as w · xᵀ, its
+// weight rows as this kernel's rows and its tokens as columns, so that a full-height
+// tile serves it; each output is then a scalar store.
+override Y_T: bool = false;
+// x (and the bias) packed f16: the weight rows of such a transposed Linear layer.
+override X_F16: bool = false;
 
 struct Params {{
     rows: u32,
@@ -57,13 +63,18 @@ struct Params {{
 }}
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> x: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> wt: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> bias: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y4: array<vec4<f32>>;
 
+// The bias has the dtype of the weights: w's, or x's when those are the weights.
 fn load_b(i: u32) -> f32 {{
-    return widen(bias[word_of(i)], i);
+    if W_F16 || X_F16 {{
+        let pair = unpack2x16float(bias[i >> 1u]);
+        return select(pair.x, pair.y, (i & 1u) == 1u);
+    }}
+    return bitcast<f32>(bias[i]);
 }}
 
 // Eight k of one column quad: acc + Σ x[k] · g[k] in one chain (x: xa then xb).
@@ -105,6 +116,15 @@ fn w8(row: u32, s: u32) -> W8 {{
     return W8(bitcast<vec4<f32>>(wt[row + 2u * s]), bitcast<vec4<f32>>(wt[row + 2u * s + 1u]));
 }}
 
+// Step s of x row `row` (its first vec4<u32> word).
+fn x_step(row: u32, s: u32) -> W8 {{
+    if X_F16 {{
+        let v = x[row + s];
+        return W8(vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)), vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)));
+    }}
+    return W8(bitcast<vec4<f32>>(x[row + 2u * s]), bitcast<vec4<f32>>(x[row + 2u * s + 1u]));
+}}
+
 // The 8 columns from `col` (a multiple of 4) at k 8s..8s+7, on every lane. [m, k]
 // weights: `wrow` is this lane's weight row (column col + lane). [k, m] weights (batch
 // start wb): lane t reads row 8s + t, clamping vec4s past the last column (never stored).
@@ -141,7 +161,7 @@ fn origin(wg: vec3<u32>, num: vec3<u32>, li: u32, per_group: u32, cols: u32) -> 
     let b = flat / (row_blocks * col_blocks);
     let rest = flat % (row_blocks * col_blocks);
     return Origin(b < p.batches, (rest / col_blocks) * per_group + li, (rest % col_blocks) * cols,
-        b * (p.x_batch / 4u), b * (p.w_batch / 4u), b * p.y_batch);
+        b * (p.x_batch / select(4u, 8u, X_F16)), b * (p.w_batch / select(4u, 8u, W_F16)), b * p.y_batch);
 }}
 
 // The biases of columns c..c+3 (bias_kind 1) and of row r (bias_kind 2), or zeros:
@@ -164,9 +184,17 @@ fn row_bias(r: u32) -> f32 {{
 
 // Columns c..c+3 of row r; nothing past the last row or column.
 fn store4(yb: u32, r: u32, c: u32, v: vec4<f32>) {{
-    if r < p.rows && c < p.m {{
-        y4[(yb + r * p.m + c) / 4u] = v;
+    if r >= p.rows || c >= p.m {{
+        return;
     }}
+    if Y_T {{
+        for (var j = 0u; j < 4u; j++) {{
+            let i = yb + (c + j) * p.rows + r;
+            y4[i / 4u][i % 4u] = v[j];
+        }}
+        return;
+    }}
+    y4[(yb + r * p.m + c) / 4u] = v;
 }}
 """
 
@@ -190,10 +218,11 @@ fn r{rows}c{cols}(
     let last = p.rows - 1u;
     // vec4<u32> words per weight row: 4 f32 or 8 f16 weights each.
     let w_row = select(k4, p.k / 8u, W_F16);
+    let x_row = select(k4, p.k / 8u, X_F16);
     // The lane's x rows and [m, k] weight rows (clamped: out-of-range ones are never stored).
 """]
     for i in range(rows):
-        out.append(f"    let x{i} = o.xb + min(o.r0 + {LANES * i}u, last) * k4;\n")
+        out.append(f"    let x{i} = o.xb + min(o.r0 + {LANES * i}u, last) * x_row;\n")
     for q in range(sets):
         out.append(f"    let w{q} = o.wb + min(o.c0 + {8 * q}u + lane, p.m - 1u) * w_row;\n")
     out.append(f"    // Row i, columns 4j..4j+3 in a{{i}}_{{j}}.\n")
@@ -203,11 +232,10 @@ fn r{rows}c{cols}(
     for q in range(sets):
         out.append(f"        let g{q} = weights8(w{q}, o.wb, o.c0 + {8 * q}u, s, lane);\n")
     for i in range(rows):
-        out.append(f"        let xa{i} = x[x{i} + 2u * s];\n")
-        out.append(f"        let xb{i} = x[x{i} + 2u * s + 1u];\n")
+        out.append(f"        let xv{i} = x_step(x{i}, s);\n")
         for j in range(quads):
             half = "lo" if j % 2 == 0 else "hi"
-            out.append(f"        a{i}_{j} = chain(a{i}_{j}, xa{i}, xb{i}, g{j // 2}.{half});\n")
+            out.append(f"        a{i}_{j} = chain(a{i}_{j}, xv{i}.lo, xv{i}.hi, g{j // 2}.{half});\n")
     out.append("    }\n")
     for j in range(quads):
         out.append(f"    let cb{j} = column_bias(o.c0 + {4 * j}u);\n")

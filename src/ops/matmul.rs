@@ -75,6 +75,26 @@ pub(crate) fn linear_into(
             g.shape(y)
         )));
     }
+    let largest = g.bytes(x).max(g.bytes(weight)).max(g.bytes(y));
+    if few_tokens(n, m) && broadcast_supported(g.gpu, k, n, largest) {
+        return product(
+            g,
+            Operands {
+                x: weight,
+                w: x,
+                bias,
+                y,
+                batches: 1,
+                rows: m,
+                k,
+                m: n,
+                w_batched: false,
+                w_kmajor: false,
+                bias_per_row: true,
+                y_transposed: true,
+            },
+        );
+    }
     product(
         g,
         Operands {
@@ -89,8 +109,19 @@ pub(crate) fn linear_into(
             w_batched: false,
             w_kmajor: false,
             bias_per_row: false,
+            y_transposed: false,
         },
     )
+}
+
+/// Whether a Linear layer of `n` tokens and `m` outputs runs transposed, as w · xᵀ:
+/// its tokens then fill the broadcast kernel's columns and its weight rows a full-height
+/// tile, where `n` rows alone would take a short one. The UNet's 8×8 level (64 tokens):
+/// [64, 1280] × [10240, 1280]ᵀ 33 → 28 ms, [64, 5120] × [1280, 5120]ᵀ 16 → 13.7 ms,
+/// with f16 weights 30–42 → 25–38 ms (alternating runs of both builds, see BENCHMARKS.md).
+/// The scalar stores cost little beside k FMAs per output.
+fn few_tokens(n: usize, m: usize) -> bool {
+    (16..128).contains(&n) && m >= 128
 }
 
 /// Batched `a` [batch, n, k] · `b` [batch, k, m] → [batch, n, m], all f32.
@@ -135,6 +166,7 @@ pub fn matmul(g: &mut Graph, a: Tensor, b: Tensor) -> Result<Tensor> {
             w_batched: true,
             w_kmajor,
             bias_per_row: false,
+            y_transposed: false,
         },
     )?;
     Ok(y)
@@ -188,6 +220,7 @@ pub(crate) fn matmul_row_bias(g: &mut Graph, a: Tensor, b: Tensor, bias: Tensor)
             w_batched: false,
             w_kmajor: true,
             bias_per_row: true,
+            y_transposed: false,
         },
     )?;
     Ok(y)
@@ -208,6 +241,8 @@ struct Operands {
     w_kmajor: bool,
     /// The bias is one per row of `x` rather than one per column.
     bias_per_row: bool,
+    /// y is [m, rows] rather than [rows, m] (broadcast kernel only).
+    y_transposed: bool,
 }
 
 /// The broadcast kernel's tile for a product of `rows` × `m` (entry `r{R}c{C}` of
@@ -236,11 +271,14 @@ fn broadcast_kernel(gpu: &Gpu, k: usize, m: usize) -> bool {
 }
 
 fn product(g: &mut Graph, o: Operands) -> Result<()> {
-    let wdt = g.dtype(o.w);
+    let (wdt, xdt) = (g.dtype(o.w), g.dtype(o.x));
     let broadcast = broadcast_kernel(g.gpu, o.k, o.m);
-    if (o.w_kmajor || o.bias_per_row) && (!broadcast || wdt != DType::F32) {
+    let special = o.w_kmajor || o.bias_per_row || o.y_transposed;
+    if special && (!broadcast || wdt != DType::F32) || xdt != DType::F32 && !o.y_transposed {
         return Err(Error::Shape(
-            "[k, m] weights and per-row biases need the broadcast kernel and f32".into(),
+            "[k, m] weights, per-row biases and transposed results need the broadcast kernel \
+             and an f32 right operand; only a transposed Linear's x may be f16"
+                .into(),
         ));
     }
     let (key, rows_per_group, cols_per_group) = if broadcast {
@@ -252,6 +290,9 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
     let mut key = key.with("W_F16", is_f16(wdt));
     if o.w_kmajor {
         key = key.with("W_KMAJOR", 1.0);
+    }
+    if o.y_transposed {
+        key = key.with("Y_T", 1.0).with("X_F16", is_f16(xdt));
     }
     let (k, m) = (o.k, o.m);
     let wlen = m * k;
