@@ -122,7 +122,7 @@ fn linear_broadcast_kernel_edges() {
     assert_tile(&check_linear(77, 40, 100, true, false, 24), "r8c64");
     assert_tile(&check_linear(65, 16, 72, true, true, 25), "r8c64");
     assert_tile(&check_linear(32, 24, 68, true, false, 26), "r4c64");
-    assert_tile(&check_linear(17, 16, 132, false, true, 27), "r4c64");
+    assert_tile(&check_linear(17, 16, 100, false, true, 27), "r4c64");
     assert_tile(&check_linear(16, 24, 68, true, false, 32), "r2c64");
     assert_tile(&check_linear(9, 16, 132, false, true, 33), "r2c64");
     assert_tile(&check_linear(1, 16, 68, true, false, 30), "r1c64");
@@ -133,14 +133,16 @@ fn linear_broadcast_kernel_edges() {
 
 /// 16 to 127 tokens run as w · xᵀ with the result stored transposed: the weight rows
 /// take the tile's rows (a full-height tile where the tokens alone would take a short
-/// one) and the tokens its columns. f16 weights are then the kernel's x; the last row
-/// and column blocks are partial.
+/// one) and the tokens its columns, any number of them (77, 17). f16 weights are then
+/// the kernel's x; the last row and column blocks are partial.
 #[test]
 fn linear_few_tokens_run_transposed() {
     assert_tile(&check_linear(68, 24, 260, true, false, 34), "r16c64");
     assert_tile(&check_linear(20, 16, 132, true, true, 35), "r16c64");
     assert_tile(&check_linear(16, 8, 140, false, true, 36), "r16c16");
     assert_tile(&check_linear(124, 40, 200, true, false, 37), "r16c64");
+    assert_tile(&check_linear(77, 16, 132, true, false, 38), "r16c64");
+    assert_tile(&check_linear(17, 24, 260, true, true, 39), "r16c64");
 }
 
 #[test]

@@ -39,13 +39,13 @@ def header(tiles: list[tuple[int, int]]) -> str:
 // With W_KMAJOR the weights are [k, m] instead (the right operand of a batched matmul or
 // the pixels of a 1×1 convolution, which then need no transpose): lane t loads k = 8s + t's
 // 8 columns as two vec4s and vec4 broadcasts hand every lane all 8 k.
-// The host guarantees k % 8 == 0 and m % 4 == 0 (y is written as vec4).
+// The host guarantees k % 8 == 0 and, but with Y_T, m % 4 == 0 (y is written as vec4).
 
 // [k, m] weights rather than [m, k] (f32 only).
 override W_KMAJOR: bool = false;
 // y stored transposed, [m, rows]: a Linear layer with few tokens runs as w · xᵀ, its
 // weight rows as this kernel's rows and its tokens as columns, so that a full-height
-// tile serves it; each output is then a scalar store.
+// tile serves it; each output is then a scalar store, and m need not be a multiple of 4.
 override Y_T: bool = false;
 // x (and the bias) packed f16: the weight rows of such a transposed Linear layer.
 override X_F16: bool = false;
@@ -188,7 +188,7 @@ fn store4(yb: u32, r: u32, c: u32, v: vec4<f32>) {{
         return;
     }}
     if Y_T {{
-        for (var j = 0u; j < 4u; j++) {{
+        for (var j = 0u; j < min(4u, p.m - c); j++) {{
             let i = yb + (c + j) * p.rows + r;
             y4[i / 4u][i % 4u] = v[j];
         }}

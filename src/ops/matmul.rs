@@ -76,7 +76,7 @@ pub(crate) fn linear_into(
         )));
     }
     let largest = g.bytes(x).max(g.bytes(weight)).max(g.bytes(y));
-    if few_tokens(n, m) && broadcast_supported(g.gpu, k, n, largest) {
+    if few_tokens(n, m) && transposed_kernel(g.gpu, k) && largest <= g.gpu.max_binding() {
         return product(
             g,
             Operands {
@@ -119,9 +119,10 @@ pub(crate) fn linear_into(
 /// tile, where `n` rows alone would take a short one. The UNet's 8×8 level (64 tokens):
 /// [64, 1280] × [10240, 1280]ᵀ 33 → 28 ms, [64, 5120] × [1280, 5120]ᵀ 16 → 13.7 ms,
 /// with f16 weights 30–42 → 25–38 ms (alternating runs of both builds, see BENCHMARKS.md).
-/// The scalar stores cost little beside k FMAs per output.
+/// The scalar stores cost little beside k FMAs per output, and take any `n`: the 77
+/// tokens of the text context too. (`m` a multiple of 4 keeps y whole vec4s.)
 fn few_tokens(n: usize, m: usize) -> bool {
-    (16..128).contains(&n) && m >= 128
+    (16..128).contains(&n) && m >= 128 && m.is_multiple_of(4)
 }
 
 /// Batched `a` [batch, n, k] · `b` [batch, k, m] → [batch, n, m], all f32.
@@ -267,12 +268,22 @@ fn broadcast_tile(rows: usize, m: usize) -> (&'static str, u64, u64) {
 /// Whether the subgroup-broadcast kernel applies: it assumes subgroups of exactly 8
 /// lanes, reads x and the weight rows 8 k at a time and writes y in vec4s.
 fn broadcast_kernel(gpu: &Gpu, k: usize, m: usize) -> bool {
-    subgroups_of_8(gpu) && k.is_multiple_of(8) && m.is_multiple_of(4)
+    transposed_kernel(gpu, k) && m.is_multiple_of(4)
+}
+
+/// Whether the broadcast kernel applies to a product stored transposed, whose stores are
+/// scalars: any m.
+fn transposed_kernel(gpu: &Gpu, k: usize) -> bool {
+    subgroups_of_8(gpu) && k.is_multiple_of(8)
 }
 
 fn product(g: &mut Graph, o: Operands) -> Result<()> {
     let (wdt, xdt) = (g.dtype(o.w), g.dtype(o.x));
-    let broadcast = broadcast_kernel(g.gpu, o.k, o.m);
+    let broadcast = if o.y_transposed {
+        transposed_kernel(g.gpu, o.k)
+    } else {
+        broadcast_kernel(g.gpu, o.k, o.m)
+    };
     let special = o.w_kmajor || o.bias_per_row || o.y_transposed;
     if special && (!broadcast || wdt != DType::F32) || xdt != DType::F32 && !o.y_transposed {
         return Err(Error::Shape(
