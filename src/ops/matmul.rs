@@ -2,8 +2,9 @@
 //! weights) and `matmul` (batched product of two activations, whose right operand is
 //! transposed to the same [m, k] layout first, except on the broadcast kernel, which
 //! reads it as it is). Adapters with 8-lane subgroups (lavapipe) get the broadcast kernel
-//! of `matmul_subgroup.wgsl`, others the portable register-tiled one. Rows past the
-//! binding limit are split into windows.
+//! of `matmul_subgroup.wgsl`, others the portable register-tiled one; there a Linear
+//! layer of few tokens runs transposed (w · xᵀ, stored as yᵀ), see [`few_tokens`]. Rows
+//! past the binding limit are split into windows.
 
 use std::ops::Range;
 
