@@ -2,11 +2,7 @@
 // K = (input channel, ky, kx) in the weight's [cout, cin, kh, kw] order and pixel the
 // output pixel in row-major order, 0 in the padding. The convolution is then the
 // product weight [cout, K] · y [K, pixels] (used for small pictures, where a direct
-// kernel's tiles leave most lanes idle). With PATCH_ROWS, y is [pixel, K] instead, one
-// patch per row: the convolution is then a Linear layer, patches · weightᵀ, whose
-// weights may be packed f16.
-
-override PATCH_ROWS: bool = false;
+// kernel's tiles leave most lanes idle).
 
 struct Params {
     cin: u32,
@@ -42,8 +38,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3
     let iy0 = i32(oy * p.stride) - i32(p.pad_t);
     let ix0 = i32((pixel - oy * p.ow) * p.stride) - i32(p.pad_l);
     let taps = p.kh * p.kw;
-    var at = select(ic * taps * pixels + pixel, pixel * p.cin * taps + ic * taps, PATCH_ROWS);
-    let step = select(pixels, 1u, PATCH_ROWS);
+    var at = ic * taps * pixels + pixel;
     for (var ky = 0u; ky < p.kh; ky++) {
         let iy = iy0 + i32(ky);
         let row = (ic * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w;
@@ -51,7 +46,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3
             let ix = ix0 + i32(kx);
             let inside = iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
             y[at] = select(0.0, x[row + u32(clamp(ix, 0, i32(p.w) - 1))], inside);
-            at += step;
+            at += pixels;
         }
     }
 }

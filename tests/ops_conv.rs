@@ -4,7 +4,7 @@ use common::{assert_close, gpu, portable_gpu};
 use oscar_wgpu::gpu::Gpu;
 use oscar_wgpu::graph::{DType, Graph};
 use oscar_wgpu::ops::conv2d::{self, Activation, Conv2d};
-use oscar_wgpu::ops::{im2col, transpose};
+use oscar_wgpu::ops::im2col;
 use oscar_wgpu::rng::Rng;
 
 /// Checks one convolution against the reference; returns the kernels (`shader.entry`)
@@ -149,45 +149,48 @@ fn conv_f16_weights() {
         &check_f16(16, 9, 12, 21, 3, Conv2d::same(1), 10),
         "conv2d_subgroup.main3",
     );
-    // And the 1×1 one's: 24 channels are three f16 words per weight row.
+    // And the 1×1 one's (with a fused activation: without, 1×1 convolutions are products,
+    // see `conv_f16_as_products`): 24 channels are three f16 words per weight row.
     assert_ran(
-        &check_f16(24, 5, 4, 19, 1, Conv2d::same(0), 11),
+        &check_f16(24, 5, 4, 19, 1, Conv2d::same(0).with(Activation::Silu), 11),
         "conv2d_subgroup.main1",
     );
     // And the stride-2 one's.
     assert_ran(
-        &check_f16(16, 11, 16, 18, 3, Conv2d::strided(2, [0, 1, 0, 1]), 12),
+        &check_f16(16, 21, 16, 18, 3, Conv2d::strided(2, [0, 1, 0, 1]), 12),
         "conv2d_subgroup.main3s2",
     );
     // Past one workgroup's 32 channels.
     assert_ran(
-        &check_f16(8, 6, 8, 50, 3, Conv2d::same(1), 13),
+        &check_f16(8, 10, 8, 50, 3, Conv2d::same(1), 13),
         "conv2d_subgroup.main3",
     );
 }
 
-/// Pictures of at most 64 output pixels with packed f16 weights run as a Linear layer
-/// over one patch per row, then a transpose: "same" 3×3 at 8×8 (64 rows) and 4×4 (16),
-/// stride 2 down to 4×4, and a 1×1; output channels not in fours stay on the vector
+/// With packed f16 weights, pictures of at most 64 output pixels and 1×1 convolutions run
+/// as products weight · patches on the broadcast kernel, which reads the f16 weights as
+/// its rows: "same" 3×3 at 8×8 and 4×4, stride 2 down to 4×4, 1×1 on small and larger
+/// pictures, output channels not in fours; pixels not in fours stay on the vector
 /// kernels (see `conv_f16_weights`).
 #[test]
-fn conv_f16_small_pictures_as_linear() {
-    let linear = |tile: &str| {
-        vec![
-            "im2col.main".to_string(),
-            format!("matmul_subgroup.{tile}"),
-            "transpose.main".to_string(),
-        ]
+fn conv_f16_as_products() {
+    let product = |tile: &str, k: usize| {
+        let mut ran = vec![format!("matmul_subgroup.{tile}")];
+        if k > 1 {
+            ran.insert(0, "im2col.main".to_string());
+        }
+        ran
     };
     for (cin, h, w, cout, k, cfg, seed, tile) in [
         (16, 8, 8, 40, 3, Conv2d::same(1), 90, "r8c64"),
-        (8, 4, 4, 20, 3, Conv2d::same(1), 91, "r2c64"),
-        (8, 8, 8, 20, 3, Conv2d::strided(2, [1; 4]), 92, "r2c64"),
+        (8, 4, 4, 20, 3, Conv2d::same(1), 91, "r16c16"),
+        (8, 8, 8, 21, 3, Conv2d::strided(2, [1; 4]), 92, "r16c16"),
         (16, 5, 4, 24, 1, Conv2d::same(0), 93, "r4c64"),
+        (24, 12, 12, 150, 1, Conv2d::same(0), 94, "r16c64"),
     ] {
         let ran = check_f16(cin, h, w, cout, k, cfg, seed);
         if gpu().info.subgroup_max_size == 8 && !ran.is_empty() {
-            assert_eq!(ran, linear(tile), "{cin}→{cout} {k}×{k} on {h}×{w}");
+            assert_eq!(ran, product(tile, k), "{cin}→{cout} {k}×{k} on {h}×{w}");
         }
     }
 }
@@ -335,17 +338,9 @@ fn im2col_odd_shapes() {
         let mut g = Graph::new(gpu());
         let xt = g.input_f32(&[cin, h, w], &x).unwrap();
         let y = im2col::im2col(&mut g, xt, (k, k), cfg).unwrap();
-        let rows = im2col::patch_rows(&mut g, xt, (k, k), cfg).unwrap();
-        let (out, _) = g.run(&[y, rows]).unwrap();
+        let (out, _) = g.run(&[y]).unwrap();
         let want = im2col::reference(&x, [cin, h, w], (k, k), cfg);
         assert_eq!(out[0].f32(), want, "im2col {cin}×{h}×{w}, {k}×{k} {cfg:?}");
-        // One patch per row: the same matrix transposed.
-        let k_len = cin * k * k;
-        assert_eq!(
-            out[1].f32(),
-            transpose::reference(&want, k_len, want.len() / k_len),
-            "patch rows {cin}×{h}×{w}, {k}×{k} {cfg:?}"
-        );
     }
 }
 

@@ -5,8 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{
-    channel_chunks, channel_chunks_within, im2col, is_f16, matmul, subgroups_of_8, transpose,
-    u32_of,
+    channel_chunks, channel_chunks_within, im2col, is_f16, matmul, subgroups_of_8, u32_of,
 };
 use crate::error::{Error, Result};
 use crate::gpu::KernelKey;
@@ -152,19 +151,18 @@ pub fn conv2d(
     }
     let (oh, ow) = cfg.out_size(h, w, kh, kw)?;
     // Two cases run as the product weight [cout, cin·kh·kw] · patches [cin·kh·kw, pixels]
-    // plus one bias per row, on the broadcast matmul kernel: a plain 1×1 convolution, whose
-    // patches are x as it lies (faster than `main1`, which keeps f16 weights and fused
-    // activations), and a picture too small for the vector kernels' tiles (4 × 4 pixels
-    // per lane, 8 lanes per workgroup: the UNet's 8×8 and 4×4 levels keep 2 or 1 of 8
-    // lanes busy), whose patches im2col gathers.
+    // plus one bias per row, on the broadcast matmul kernel (which reads f32 or packed f16
+    // weights as its rows): a 1×1 convolution, whose patches are x as it lies (faster than
+    // `main1`, which keeps fused activations), and a picture too small for the vector
+    // kernels' tiles (4 × 4 pixels per lane, 8 lanes per workgroup: the UNet's 8×8 and 4×4
+    // levels keep 2 or 1 of 8 lanes busy), whose patches im2col gathers.
     let (k_len, pixels) = (cin * kh * kw, oh * ow);
     let one_by_one = (kh, kw, cfg.stride, cfg.pad) == (1, 1, 1, [0; 4]);
-    let plain = cfg.act == Activation::None && g.dtype(weight) == DType::F32;
     let largest = g
         .bytes(x)
         .max(g.bytes(weight))
         .max(4 * (cout.max(k_len) * pixels) as u64);
-    if plain
+    if cfg.act == Activation::None
         && (one_by_one || pixels <= SMALL_PICTURE)
         && matmul::broadcast_supported(g.gpu, k_len, pixels, largest)
     {
@@ -175,21 +173,6 @@ pub fn conv2d(
         };
         let w2 = g.reshape(weight, &[cout, k_len])?;
         let y = matmul::matmul_row_bias(g, w2, patches, bias)?;
-        return g.reshape(y, &[cout, oh, ow]);
-    }
-    // Small pictures with packed f16 weights, which that product reads as f32 only (they
-    // are its rows), run as a Linear layer instead: patches [pixels, K] · weightᵀ + bias,
-    // then transposed to [cout, pixels]. On `main3` a picture of 4×4 keeps one lane of 8
-    // busy, and a 256² decode with f16 weights took 1.6 s longer than with f32 ones.
-    let f16_small = cfg.act == Activation::None
-        && g.dtype(weight) == DType::F16
-        && pixels <= SMALL_PICTURE
-        && matmul::broadcast_supported(g.gpu, k_len, cout, largest);
-    if f16_small {
-        let rows = im2col::patch_rows(g, x, (kh, kw), cfg)?;
-        let w2 = g.reshape(weight, &[cout, k_len])?;
-        let y = matmul::linear(g, rows, w2, Some(bias))?;
-        let y = transpose::transpose(g, y)?;
         return g.reshape(y, &[cout, oh, ow]);
     }
     let y = g.intermediate(&[cout, oh, ow], DType::F32);

@@ -30,22 +30,7 @@ const WORKGROUP: u64 = 256;
 
 /// `x` [cin, h, w] → [cin·kh·kw, oh·ow] for a `kh`×`kw` convolution `cfg` (its activation
 /// is not applied here). Both must fit one storage binding.
-pub fn im2col(g: &mut Graph, x: Tensor, kernel: (usize, usize), cfg: Conv2d) -> Result<Tensor> {
-    patches(g, x, kernel, cfg, false)
-}
-
-/// [`im2col`] transposed: [oh·ow, cin·kh·kw], one patch per row.
-pub fn patch_rows(g: &mut Graph, x: Tensor, kernel: (usize, usize), cfg: Conv2d) -> Result<Tensor> {
-    patches(g, x, kernel, cfg, true)
-}
-
-fn patches(
-    g: &mut Graph,
-    x: Tensor,
-    (kh, kw): (usize, usize),
-    cfg: Conv2d,
-    rows: bool,
-) -> Result<Tensor> {
+pub fn im2col(g: &mut Graph, x: Tensor, (kh, kw): (usize, usize), cfg: Conv2d) -> Result<Tensor> {
     let &[cin, h, w] = g.shape(x) else {
         return Err(Error::Shape(format!(
             "im2col input must be [c, h, w], got {:?}",
@@ -60,12 +45,7 @@ fn patches(
     }
     let (oh, ow) = cfg.out_size(h, w, kh, kw)?;
     let (k_len, pixels) = (cin * kh * kw, oh * ow);
-    let shape = if rows {
-        [pixels, k_len]
-    } else {
-        [k_len, pixels]
-    };
-    let y = g.intermediate(&shape, DType::F32);
+    let y = g.intermediate(&[k_len, pixels], DType::F32);
     if g.bytes(x).max(g.bytes(y)) > g.gpu.max_binding() {
         return Err(Error::TooLarge {
             what: "im2col patches".into(),
@@ -92,7 +72,7 @@ fn patches(
     let grid = g.grid((n as u64).div_ceil(WORKGROUP))?;
     let views = vec![g.view(x)?, g.view(y)?];
     g.dispatch(
-        KernelKey::new("im2col", "main").with("PATCH_ROWS", rows as u32 as f64),
+        KernelKey::new("im2col", "main"),
         bytemuck::bytes_of(&params),
         views,
         grid,

@@ -181,9 +181,9 @@ pub(crate) fn broadcast_supported(gpu: &Gpu, k: usize, m: usize, largest: u64) -
     broadcast_kernel(gpu, k, m) && largest <= gpu.max_binding()
 }
 
-/// `a` [n, k] · `b` [k, m] + `bias` [n], one per row, → [n, m], all f32: a 1×1
-/// convolution, with `a` its weights and `b` its pixels as they lie. Only where
-/// [`broadcast_supported`] says so.
+/// `a` [n, k] · `b` [k, m] + `bias` [n], one per row, → [n, m]: a 1×1 convolution (or
+/// one over im2col patches), with `a` its weights (f32 or packed f16, the bias alike) and
+/// `b` its pixels (f32) as they lie. Only where [`broadcast_supported`] says so.
 pub(crate) fn matmul_row_bias(g: &mut Graph, a: Tensor, b: Tensor, bias: Tensor) -> Result<Tensor> {
     let (&[n, k], &[bk, m]) = (g.shape(a), g.shape(b)) else {
         return Err(Error::Shape(format!(
@@ -192,11 +192,12 @@ pub(crate) fn matmul_row_bias(g: &mut Graph, a: Tensor, b: Tensor, bias: Tensor)
             g.shape(b)
         )));
     };
-    let all_f32 = [a, b, bias].iter().all(|&t| g.dtype(t) == DType::F32);
+    let dtypes_ok =
+        g.dtype(b) == DType::F32 && g.dtype(a) != DType::U32 && g.dtype(bias) == g.dtype(a);
     let largest = g.bytes(a).max(g.bytes(b)).max(4 * (n * m) as u64);
     if bk != k
         || g.shape(bias) != [n]
-        || !all_f32
+        || !dtypes_ok
         || n * k * m == 0
         || !broadcast_supported(g.gpu, k, m, largest)
     {
@@ -285,11 +286,11 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
     } else {
         broadcast_kernel(g.gpu, o.k, o.m)
     };
-    let special = o.w_kmajor || o.bias_per_row || o.y_transposed;
-    if special && (!broadcast || wdt != DType::F32) || xdt != DType::F32 && !o.y_transposed {
+    let special = o.w_kmajor || o.bias_per_row || o.y_transposed || xdt != DType::F32;
+    if special && (!broadcast || wdt != DType::F32) {
         return Err(Error::Shape(
-            "[k, m] weights, per-row biases and transposed results need the broadcast kernel \
-             and an f32 right operand; only a transposed Linear's x may be f16"
+            "[k, m] weights, per-row biases, transposed results and f16 left operands need \
+             the broadcast kernel and an f32 right operand"
                 .into(),
         ));
     }
@@ -304,7 +305,10 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
         key = key.with("W_KMAJOR", 1.0);
     }
     if o.y_transposed {
-        key = key.with("Y_T", 1.0).with("X_F16", is_f16(xdt));
+        key = key.with("Y_T", 1.0);
+    }
+    if xdt == DType::F16 {
+        key = key.with("X_F16", 1.0);
     }
     let (k, m) = (o.k, o.m);
     let wlen = m * k;
