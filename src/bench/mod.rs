@@ -16,7 +16,7 @@ const TIME_BUDGET: Duration = Duration::from_secs(10);
 /// Median wall milliseconds of runs of `g` after one warm-up run, and the FLOPs of one
 /// run. The graph is prepared once (pipelines, buffers, bind groups, input uploads), so
 /// a timed run is its dispatches and the wait for them. At most `max_runs` runs, fewer
-/// (but at least one) when they would take longer than [`TIME_BUDGET`].
+/// (but at least one) when they would take longer than `TIME_BUDGET`.
 pub fn median_run_ms(gpu: &Gpu, g: &Graph, max_runs: usize) -> Result<(f64, u64)> {
     let prepared = g.prepare(&[], false)?;
     let start = Instant::now();

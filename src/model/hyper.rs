@@ -79,7 +79,7 @@ pub fn backbone(cx: &mut Ctx, level: usize, latents: Tensor) -> Result<Tensor> {
     sequential(cx, &format!("hyper.{level}.backbone"), latents, false)
 }
 
-/// Token indices [n] (u32) of a backbone output, by cosine similarity to the codebook.
+/// Token indices \[n\] (u32) of a backbone output, by cosine similarity to the codebook.
 pub fn quantize(cx: &mut Ctx, level: usize, features: Tensor) -> Result<Tensor> {
     let tokens = cx.to_tokens(features)?;
     let project_in = format!("hyper.{level}.quantizer.project_in");

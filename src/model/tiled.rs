@@ -4,7 +4,7 @@
 //! the UNet in overlapping latent tiles (96 with overlap 32, as OSCAR's reference tiles
 //! latents), and the VAE in the largest overlapping tiles that fit.
 //!
-//! Tiles run in lock-step (see [`super::lockstep`]), so a tiled picture is the untiled
+//! Tiles run in lock-step (see `lockstep`), so a tiled picture is the untiled
 //! one to rounding, whatever the budget.
 
 use super::blocks::Ctx;

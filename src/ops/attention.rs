@@ -6,12 +6,12 @@
 //!   up to 64 dims, `main` otherwise. Queries and keys past the binding limit are split
 //!   into row windows; key windows run in order, carrying the softmax state between
 //!   dispatches. On CPU adapters key windows are also kept short enough for lavapipe's
-//!   loop cap (see [`LOOP_BUDGET`]).
+//!   loop cap (see `LOOP_BUDGET`).
 //! - [`blocked`], for one wide head (the VAE's 512 channels): per block of queries,
 //!   scores = q·kᵀ and out = softmax(scores)·v as two matrix products. The flash kernel
 //!   holds 64 output channels at a time and so computes each score once per 64
 //!   channels; the products compute it once, at the matmul kernel's speed. A block's
-//!   scores take at most [`SCORES_BYTES`]: memory stays linear in the keys.
+//!   scores take at most `SCORES_BYTES`: memory stays linear in the keys.
 
 use bytemuck::{Pod, Zeroable};
 

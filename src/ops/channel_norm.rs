@@ -1,4 +1,4 @@
-//! Per-channel L2 norms and OSCAR's rescaling z_t[c] = z_hat[c] · A_z[c] / ‖z_hat[c]‖₂.
+//! Per-channel L2 norms and OSCAR's rescaling z_t\[c\] = z_hat\[c\] · A_z\[c\] / ‖z_hat\[c\]‖₂.
 //! One workgroup reduces one channel plane (compensated per-thread sums, then a tree),
 //! so the norm stays accurate to f32 rounding for planes of millions of pixels. Tensors
 //! past the binding limit are split into channel windows.
@@ -31,7 +31,7 @@ fn dims(g: &Graph, x: Tensor) -> Result<(usize, usize)> {
     }
 }
 
-/// `x` [c, h, w] → [c]: the L2 norm of each channel over all its pixels.
+/// `x` [c, h, w] → \[c\]: the L2 norm of each channel over all its pixels.
 pub fn channel_l2_norms(g: &mut Graph, x: Tensor) -> Result<Tensor> {
     let (c, hw) = dims(g, x)?;
     let norms = g.intermediate(&[c], DType::F32);
@@ -57,7 +57,7 @@ pub fn channel_l2_norms(g: &mut Graph, x: Tensor) -> Result<Tensor> {
     Ok(norms)
 }
 
-/// `x` [c, h, w], `target` [c] → x[c] · target[c] / ‖x[c]‖₂. A channel that is all
+/// `x` [c, h, w], `target` \[c\] → x\[c\] · target\[c\] / ‖x\[c\]‖₂. A channel that is all
 /// zeros gives NaN, as the PyTorch formula does.
 pub fn rescale_channels(g: &mut Graph, x: Tensor, target: Tensor) -> Result<Tensor> {
     let (c, hw) = dims(g, x)?;

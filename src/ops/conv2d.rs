@@ -121,7 +121,7 @@ const TILED_FROM: usize = 32;
 const SMALL_PICTURE: usize = 64;
 const SUBGROUP_LANES: u64 = 8;
 
-/// `x` [cin, h, w], `weight` [cout, cin, kh, kw], `bias` [cout] → [cout, oh, ow].
+/// `x` [cin, h, w], `weight` [cout, cin, kh, kw], `bias` \[cout\] → [cout, oh, ow].
 pub fn conv2d(
     g: &mut Graph,
     x: Tensor,

@@ -51,7 +51,7 @@ pub fn out_size(
     Ok(full - 2 * padding)
 }
 
-/// `x` [cin, h, w], `weight` [cin, cout, kh, kw], `bias` [cout] → [cout, oh, ow].
+/// `x` [cin, h, w], `weight` [cin, cout, kh, kw], `bias` \[cout\] → [cout, oh, ow].
 pub fn conv_transpose2d(
     g: &mut Graph,
     x: Tensor,

@@ -1,7 +1,7 @@
 //! PyTorch GroupNorm (biased variance) with an optional fused SiLU, in three dispatches:
 //! `partial` reduces fixed-size slices of each group to a (count, mean, M2) per thread
 //! with a two-pass sum (SD activations have means far above their spread, so
-//! E[x²] − E[x]² would cancel in f32), `finalize` merges a group's partials with Chan's
+//! E\[x²\] − E\[x\]² would cancel in f32), `finalize` merges a group's partials with Chan's
 //! formula into its mean and 1/σ, and `apply` normalises (with those statistics or
 //! given ones). Groups are contiguous, so tensors past the binding limit are split into
 //! windows of whole groups.
@@ -32,7 +32,7 @@ const WORKGROUP: u64 = 64;
 /// Elements one `partial` workgroup reduces (matches `SLICE` in the shader).
 const SLICE: usize = 4096;
 
-/// `x` [c, h, w], `gamma`/`beta` [c] → [c, h, w], normalised over `groups` groups of
+/// `x` [c, h, w], `gamma`/`beta` \[c\] → [c, h, w], normalised over `groups` groups of
 /// c / groups channels, then SiLU if `silu`.
 pub fn group_norm(
     g: &mut Graph,
@@ -106,7 +106,7 @@ pub fn group_norm_stats(g: &mut Graph, x: Tensor, groups: usize, eps: f32) -> Re
 }
 
 /// Normalises `x` [c, h, w] with `stats` [groups, 2] from [`group_norm_stats`] (of `x`
-/// or of another tensor), then `gamma`/`beta` [c], then SiLU if `silu`.
+/// or of another tensor), then `gamma`/`beta` \[c\], then SiLU if `silu`.
 pub fn group_norm_apply(
     g: &mut Graph,
     x: Tensor,
@@ -216,7 +216,7 @@ fn params(c: usize, hw: usize, groups: usize, eps: f32) -> Result<Params> {
     })
 }
 
-/// CPU reference in f64: `x` [c, h, w], `gamma`/`beta` [c].
+/// CPU reference in f64: `x` [c, h, w], `gamma`/`beta` \[c\].
 pub fn reference(
     x: &[f32],
     shape: [usize; 3],

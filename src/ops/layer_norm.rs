@@ -20,7 +20,7 @@ struct Params {
 
 const WORKGROUP: u64 = 64;
 
-/// `x` [n, c] f32, `gamma` and `beta` [c] (f32 or f16, alike) → [n, c].
+/// `x` [n, c] f32, `gamma` and `beta` \[c\] (f32 or f16, alike) → [n, c].
 pub fn layer_norm(
     g: &mut Graph,
     x: Tensor,

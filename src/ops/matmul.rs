@@ -3,7 +3,7 @@
 //! transposed to the same [m, k] layout first, except on the broadcast kernel, which
 //! reads it as it is). Adapters with 8-lane subgroups (lavapipe) get the broadcast kernel
 //! of `matmul_subgroup.wgsl`, others the portable register-tiled one; there a Linear
-//! layer of few tokens runs transposed (w · xᵀ, stored as yᵀ), see [`few_tokens`]. Rows
+//! layer of few tokens runs transposed (w · xᵀ, stored as yᵀ), see `few_tokens`. Rows
 //! past the binding limit are split into windows.
 
 use std::ops::Range;
@@ -29,7 +29,7 @@ struct Params {
     bias_kind: u32,
 }
 
-/// `x` [n, k] f32, `weight` [m, k] f32 or f16, `bias` [m] of the weight's dtype → [n, m].
+/// `x` [n, k] f32, `weight` [m, k] f32 or f16, `bias` \[m\] of the weight's dtype → [n, m].
 pub fn linear(g: &mut Graph, x: Tensor, weight: Tensor, bias: Option<Tensor>) -> Result<Tensor> {
     let (&[n, _], &[m, _]) = (g.shape(x), g.shape(weight)) else {
         return Err(Error::Shape(format!(
@@ -417,7 +417,7 @@ fn row_runs(gpu: &Gpu, rows: usize, row_bytes: &[u64]) -> Result<Vec<Range<usize
         .collect())
 }
 
-/// CPU reference of [`linear`]: `x` [n, k], `w` [m, k], `bias` [m].
+/// CPU reference of [`linear`]: `x` [n, k], `w` [m, k], `bias` \[m\].
 pub fn linear_reference(
     x: &[f32],
     n: usize,

@@ -43,9 +43,9 @@ struct Params {
 /// The op's outputs.
 #[derive(Clone, Copy, Debug)]
 pub struct Decoded {
-    /// [tokens] u32, in token order.
+    /// \[tokens\] u32, in token order.
     pub indices: Tensor,
-    /// [2] u32: error bits, finished invocations. Read it back and [`check_status`].
+    /// \[2\] u32: error bits, finished invocations. Read it back and [`check_status`].
     pub status: Tensor,
     /// Invocations that must finish.
     pub lanes: u32,

@@ -42,7 +42,7 @@ pub fn frequencies(dim: usize, freq_shift: f32) -> Result<Vec<f32>> {
         .collect())
 }
 
-/// The [dim] embedding of timestep `t`: [sin, cos] of t·freq, or [cos, sin] when
+/// The \[dim\] embedding of timestep `t`: [sin, cos] of t·freq, or [cos, sin] when
 /// `flip_sin_to_cos`, zero-padded when `dim` is odd.
 pub fn timestep_embedding(
     g: &mut Graph,

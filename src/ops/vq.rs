@@ -37,7 +37,7 @@ fn rows(g: &Graph, t: Tensor, what: &str) -> Result<(usize, usize)> {
     }
 }
 
-/// `z` [n, d] f32, `codebook` [k, d] f32|f16 → [n] u32: argmax_j (z/‖z‖)·e_j with
+/// `z` [n, d] f32, `codebook` [k, d] f32|f16 → \[n\] u32: argmax_j (z/‖z‖)·e_j with
 /// e_j as stored, accumulated in f32. NaN scores never win; an all-zero z gets 0.
 pub fn argmax_cosine(g: &mut Graph, z: Tensor, codebook: Tensor) -> Result<Tensor> {
     let ((n, d), (k, kd)) = (rows(g, z, "vq input")?, rows(g, codebook, "codebook")?);
@@ -96,7 +96,7 @@ pub fn argmax_cosine(g: &mut Graph, z: Tensor, codebook: Tensor) -> Result<Tenso
     Ok(indices)
 }
 
-/// `table` [k, d] f32|f16, `indices` [n] u32 → [n, d] f32. An index ≥ k reads row
+/// `table` [k, d] f32|f16, `indices` \[n\] u32 → [n, d] f32. An index ≥ k reads row
 /// k − 1 (clamped, never out of bounds); the decoder validates indices beforehand.
 pub fn gather_rows(g: &mut Graph, table: Tensor, indices: Tensor) -> Result<Tensor> {
     let (k, d) = rows(g, table, "table")?;
