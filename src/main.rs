@@ -1,6 +1,7 @@
 //! `oscar-wgpu`: encode and decode images with OSCAR on any Vulkan, Metal or DX12 GPU.
 
 mod cli;
+use cli::ModelArgs;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,17 +51,6 @@ impl GpuArgs {
             portable_kernels: self.portable_kernels,
         }
     }
-}
-
-#[derive(Args, Clone)]
-struct ModelArgs {
-    /// Model file from tools/convert_oscar.py (default: $OSCAR_MODEL, then the
-    /// `model` entry of ~/.config/oscar-wgpu/config.json).
-    #[arg(long, short)]
-    model: Option<PathBuf>,
-    /// Keep the decode-side weights as packed f16 on the GPU (half the memory).
-    #[arg(long)]
-    f16: bool,
 }
 
 #[derive(Subcommand)]
@@ -153,16 +143,7 @@ fn main() -> ExitCode {
                 output,
                 force,
             };
-            cli::encode::run(
-                &gpu,
-                &model.model,
-                model.f16,
-                &tiles,
-                &jobs,
-                target,
-                padding,
-                out,
-            )
+            cli::encode::run(&gpu, &model, &tiles, &jobs, target, padding, out)
         }
         Command::Decode {
             inputs,
@@ -176,7 +157,7 @@ fn main() -> ExitCode {
                 output,
                 force,
             };
-            cli::decode::run(&gpu, &model.model, model.f16, &tiles, &jobs, out)
+            cli::decode::run(&gpu, &model, &tiles, &jobs, out)
         }
         Command::Bench(args) => cli::bench::run(&gpu, &args, out),
     };

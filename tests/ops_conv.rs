@@ -18,14 +18,12 @@ fn check(
     cfg: Conv2d,
     seed: u64,
 ) -> Vec<String> {
-    check_on(gpu(), cin, h, w, cout, k, cfg, seed)
+    check_on(gpu(), [cin, h, w], cout, k, cfg, seed)
 }
 
 fn check_on(
     gpu: &'static Gpu,
-    cin: usize,
-    h: usize,
-    w: usize,
+    [cin, h, w]: [usize; 3],
     cout: usize,
     k: usize,
     cfg: Conv2d,
@@ -89,14 +87,12 @@ fn check_f16(
     cfg: Conv2d,
     seed: u64,
 ) -> Vec<String> {
-    check_f16_on(gpu(), cin, h, w, cout, k, cfg, seed)
+    check_f16_on(gpu(), [cin, h, w], cout, k, cfg, seed)
 }
 
 fn check_f16_on(
     gpu: &'static Gpu,
-    cin: usize,
-    h: usize,
-    w: usize,
+    [cin, h, w]: [usize; 3],
     cout: usize,
     k: usize,
     cfg: Conv2d,
@@ -401,9 +397,9 @@ fn portable_kernels() {
         ),
         (16, 12, 12, 20, 3, Conv2d::same(1), 74, "conv2d.main"),
     ] {
-        let ran = check_on(gpu, cin, h, w, cout, k, cfg, seed);
+        let ran = check_on(gpu, [cin, h, w], cout, k, cfg, seed);
         assert!(ran.is_empty() || ran == [kernel], "{ran:?}, not {kernel}");
     }
-    let ran = check_f16_on(gpu, 12, 9, 10, 48, 3, Conv2d::same(1), 75);
+    let ran = check_f16_on(gpu, [12, 9, 10], 48, 3, Conv2d::same(1), 75);
     assert!(ran.is_empty() || ran == ["conv2d.tiled"], "{ran:?}");
 }

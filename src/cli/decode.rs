@@ -9,18 +9,17 @@ use oscar_wgpu::image_io::{to_rgb8, Planar};
 use oscar_wgpu::model::RunOptions;
 
 use super::encode::freq_table;
-use super::{load_model, write_atomically, Jobs, Output, TileArgs};
+use super::{load_model, write_atomically, Jobs, ModelArgs, Output, TileArgs};
 
 pub fn run(
     gpu: &GpuOptions,
-    model: &Option<std::path::PathBuf>,
-    f16: bool,
+    model: &ModelArgs,
     tiles: &TileArgs,
     jobs: &Jobs,
     out: Output,
 ) -> Result<()> {
     let pairs = jobs.pairs(&["oscar"], "png")?;
-    let oscar = load_model(gpu, model, f16)?;
+    let oscar = load_model(gpu, model)?;
     let policy = tiles.policy(&oscar)?;
     let tag = ModelTag::from_hex(&oscar.info.content_hash)?;
     let bar = out.progress(pairs.len());

@@ -8,7 +8,7 @@ use oscar_wgpu::gpu::GpuOptions;
 use oscar_wgpu::image_io::{read_rgb, to_planar, Padding};
 use oscar_wgpu::model::{Oscar, RunOptions};
 
-use super::{load_model, write_atomically, Jobs, Output, TileArgs};
+use super::{load_model, write_atomically, Jobs, ModelArgs, Output, TileArgs};
 
 /// The level `oscar-wgpu encode` uses when given neither --level nor --bpp.
 pub const DEFAULT_LEVEL: usize = 5;
@@ -52,8 +52,7 @@ pub fn freq_table(oscar: &Oscar, level: usize) -> Result<FreqTable> {
 
 pub fn run(
     gpu: &GpuOptions,
-    model: &Option<std::path::PathBuf>,
-    f16: bool,
+    model: &ModelArgs,
     tiles: &TileArgs,
     jobs: &Jobs,
     target: Target,
@@ -62,7 +61,7 @@ pub fn run(
 ) -> Result<()> {
     let pairs = jobs.pairs(&["png", "jpg", "jpeg", "webp"], "oscar")?;
     let start = Instant::now();
-    let oscar = load_model(gpu, model, f16)?;
+    let oscar = load_model(gpu, model)?;
     let policy = tiles.policy(&oscar)?;
     out.detail(format!(
         "model loaded in {:.2} s on {} ({:?})",

@@ -151,10 +151,26 @@ pub fn model_path(flag: &Option<PathBuf>) -> Result<PathBuf> {
     bail!(HOW_TO_GET_A_MODEL)
 }
 
-pub fn load_model(gpu: &GpuOptions, flag: &Option<PathBuf>, f16: bool) -> Result<Oscar> {
-    let path = model_path(flag)?;
+/// Which model to load, and how.
+#[derive(clap::Args, Clone)]
+pub struct ModelArgs {
+    /// Model file from tools/convert_oscar.py (default: $OSCAR_MODEL, then the
+    /// `model` entry of ~/.config/oscar-wgpu/config.json).
+    #[arg(long, short)]
+    pub model: Option<PathBuf>,
+    /// Keep the decode-side weights as packed f16 on the GPU (half the memory).
+    #[arg(long)]
+    pub f16: bool,
+}
+
+pub fn load_model(gpu: &GpuOptions, args: &ModelArgs) -> Result<Oscar> {
+    let path = model_path(&args.model)?;
     let device = Gpu::new(gpu)?;
-    let precision = if f16 { Precision::F16 } else { Precision::F32 };
+    let precision = if args.f16 {
+        Precision::F16
+    } else {
+        Precision::F32
+    };
     Oscar::load(device, &path, precision)
         .with_context(|| format!("cannot load model {}", path.display()))
 }

@@ -280,9 +280,9 @@ fn vae(s: &mut Specs, c: &VaeConfig) {
     let latent = c.latent_channels;
     s.conv("vae.encoder.conv_in", boc[0], c.in_channels, 3);
     let mut out = boc[0];
-    for i in 0..n {
+    for (i, &channels) in boc.iter().enumerate() {
         let inp = out;
-        out = boc[i];
+        out = channels;
         for j in 0..c.layers_per_block {
             s.resnet(
                 &format!("vae.encoder.down_blocks.{i}.resnets.{j}"),

@@ -145,8 +145,8 @@ pub(crate) fn row_windows(
         .iter()
         .fold(1, |step, &b| lcm(step, align / gcd(b.max(1), align)));
     let mut fit = gpu.max_binding() / widest;
-    if trips_per_row > 0 {
-        fit = fit.min((LOOP_BUDGET / trips_per_row) as u64);
+    if let Some(rows) = LOOP_BUDGET.checked_div(trips_per_row) {
+        fit = fit.min(rows as u64);
     }
     // Runs start at aligned offsets; alignment wins over the loop budget if they clash.
     let per_run = if fit >= step {
