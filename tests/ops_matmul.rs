@@ -145,6 +145,64 @@ fn linear_few_tokens_run_transposed() {
     assert_tile(&check_linear(17, 24, 260, true, true, 39), "r16c64");
 }
 
+/// A Linear layer from an image's channels × pixels to tokens, and from tokens back to
+/// channels × pixels (a transformer's proj_in and proj_out), against the Linear
+/// reference with the transposes written out. Where the broadcast kernel takes them
+/// (k in eights, pixels in fours) one product runs and nothing is transposed; otherwise
+/// a transpose and a Linear.
+#[test]
+fn linear_across_layouts() {
+    for (k, n, m, with_bias, f16, seed, direct) in [
+        (24, 68, 37, true, false, 40, true),
+        (16, 20, 130, false, true, 41, true),
+        (40, 132, 8, true, true, 42, true),
+        (7, 12, 5, true, false, 43, false),
+        (16, 18, 9, true, false, 44, false),
+    ] {
+        let mut rng = Rng::new(seed);
+        let x = rng.vec(n * k, 1.0);
+        let mut w = rng.vec(m * k, 0.5);
+        let mut b = rng.vec(m, 0.5);
+        let mut g = Graph::new(gpu());
+        let x_tokens = g.input_f32(&[n, k], &x).unwrap();
+        let x_channels = g
+            .input_f32(&[k, n], &transpose::reference(&x, n, k))
+            .unwrap();
+        let (wt, bt) = if f16 {
+            let (wr, ww) = halves(&w);
+            let (br, bw) = halves(&b);
+            (w, b) = (wr, br);
+            (
+                resident_f16(&mut g, &[m, k], &ww),
+                resident_f16(&mut g, &[m], &bw),
+            )
+        } else {
+            (
+                g.input_f32(&[m, k], &w).unwrap(),
+                g.input_f32(&[m], &b).unwrap(),
+            )
+        };
+        let bias = with_bias.then_some(bt);
+        let tokens = matmul::linear_from_channels(&mut g, x_channels, wt, bias).unwrap();
+        let channels = matmul::linear_to_channels(&mut g, x_tokens, wt, bias).unwrap();
+        assert_eq!(
+            (g.shape(tokens), g.shape(channels)),
+            (&[n, m][..], &[m, n][..])
+        );
+        let (out, report) = g.run_profiled(&[tokens, channels]).unwrap();
+        let want = matmul::linear_reference(&x, n, k, &w, m, with_bias.then_some(&b[..]));
+        let what = format!("[{n}, {k}] × [{m}, {k}]ᵀ bias {with_bias} f16 {f16}");
+        assert_close(&out[0].f32(), &want, 1e-5, &format!("from channels {what}"));
+        let want_t = transpose::reference(&want, n, m);
+        assert_close(&out[1].f32(), &want_t, 1e-5, &format!("to channels {what}"));
+        let ran: Vec<String> = report.kernels.into_keys().collect();
+        if gpu().info.subgroup_max_size == 8 && !ran.is_empty() {
+            let transposed = ran.iter().any(|k| k.starts_with("transpose"));
+            assert_eq!(transposed, !direct, "{what}: {ran:?}");
+        }
+    }
+}
+
 #[test]
 fn linear_sd_shape() {
     check_linear(260, 320, 320, true, false, 9);

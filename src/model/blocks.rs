@@ -7,7 +7,7 @@ use crate::ops::attention::attention;
 use crate::ops::conv2d::{conv2d, Activation, Conv2d};
 use crate::ops::elementwise::{add, unary, Unary};
 use crate::ops::group_norm::{group_norm, group_norm_apply};
-use crate::ops::matmul::linear as linear_op;
+use crate::ops::matmul::{linear as linear_op, linear_from_channels, linear_to_channels};
 use crate::ops::transpose::transpose;
 use crate::weights::Weights;
 
@@ -135,6 +135,39 @@ impl<'a, 'g> Ctx<'a, 'g> {
 
     /// `prefix.weight` [out, in] and, where the file has it, `prefix.bias`.
     pub fn linear(&mut self, prefix: &str, x: Tensor) -> Result<Tensor> {
+        let (weight, bias) = self.linear_weights(prefix)?;
+        linear_op(self.g, x, weight, bias)
+    }
+
+    /// `prefix`'s Linear layer over the pixels of `x` \[c, h, w\] → tokens [h·w, m]
+    /// (a transformer's `proj_in`), without transposing `x` where the kernel can help it.
+    pub fn linear_from_image(&mut self, prefix: &str, x: Tensor) -> Result<Tensor> {
+        let &[c, h, w] = self.g.shape(x) else {
+            unreachable!("image tensors are [c, h, w]")
+        };
+        let flat = self.g.reshape(x, &[c, h * w])?;
+        let (weight, bias) = self.linear_weights(prefix)?;
+        linear_from_channels(self.g, flat, weight, bias)
+    }
+
+    /// `prefix`'s Linear layer on `tokens` [h·w, k] → an image \[m, h, w\] (a
+    /// transformer's `proj_out`), without transposing its result where the kernel can
+    /// help it.
+    pub fn linear_to_image(
+        &mut self,
+        prefix: &str,
+        tokens: Tensor,
+        h: usize,
+        w: usize,
+    ) -> Result<Tensor> {
+        let (weight, bias) = self.linear_weights(prefix)?;
+        let y = linear_to_channels(self.g, tokens, weight, bias)?;
+        let m = self.g.shape(y)[0];
+        self.g.reshape(y, &[m, h, w])
+    }
+
+    /// `prefix`'s weight and, where the model has one, its bias.
+    fn linear_weights(&mut self, prefix: &str) -> Result<(Tensor, Option<Tensor>)> {
         let weight = self.w.tensor(self.g, &format!("{prefix}.weight"))?;
         let bias_name = format!("{prefix}.bias");
         let bias = if self.w.contains(&bias_name) {
@@ -142,7 +175,7 @@ impl<'a, 'g> Ctx<'a, 'g> {
         } else {
             None
         };
-        linear_op(self.g, x, weight, bias)
+        Ok((weight, bias))
     }
 
     /// diffusers' ResnetBlock2D: norm1 → SiLU → conv1 (+ time_emb_proj(SiLU(temb)))

@@ -81,12 +81,11 @@ pub fn backbone(cx: &mut Ctx, level: usize, latents: Tensor) -> Result<Tensor> {
 
 /// Token indices \[n\] (u32) of a backbone output, by cosine similarity to the codebook.
 pub fn quantize(cx: &mut Ctx, level: usize, features: Tensor) -> Result<Tensor> {
-    let tokens = cx.to_tokens(features)?;
     let project_in = format!("hyper.{level}.quantizer.project_in");
     let projected = if cx.w.contains(&format!("{project_in}.weight")) {
-        cx.linear(&project_in, tokens)?
+        cx.linear_from_image(&project_in, features)?
     } else {
-        tokens
+        cx.to_tokens(features)?
     };
     let codebook =
         cx.w.tensor(cx.g, &format!("hyper.{level}.quantizer.codebook"))?;
@@ -105,12 +104,11 @@ pub fn dequantize(
         cx.w.tensor(cx.g, &format!("hyper.{level}.quantizer.codebook"))?;
     let rows = gather_rows(cx.g, codebook, indices)?;
     let project_out = format!("hyper.{level}.quantizer.project_out");
-    let rows = if cx.w.contains(&format!("{project_out}.weight")) {
-        cx.linear(&project_out, rows)?
+    if cx.w.contains(&format!("{project_out}.weight")) {
+        cx.linear_to_image(&project_out, rows, h, w)
     } else {
-        rows
-    };
-    cx.to_image(rows, h, w)
+        cx.to_image(rows, h, w)
+    }
 }
 
 /// Level `level`'s projection network: [M, h, w] → z_hat [4, h·s, w·s].

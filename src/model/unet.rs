@@ -60,8 +60,7 @@ fn transformer(
         false,
     )?;
     let mut tokens = if cfg.use_linear_projection {
-        let t = cx.to_tokens(n)?;
-        cx.linear(&format!("{prefix}.proj_in"), t)?
+        cx.linear_from_image(&format!("{prefix}.proj_in"), n)?
     } else {
         let p = cx.conv(&format!("{prefix}.proj_in"), n, 1, Activation::None)?;
         cx.to_tokens(p)?
@@ -76,8 +75,7 @@ fn transformer(
         )?;
     }
     let out = if cfg.use_linear_projection {
-        let t = cx.linear(&format!("{prefix}.proj_out"), tokens)?;
-        cx.to_image(t, h, w)?
+        cx.linear_to_image(&format!("{prefix}.proj_out"), tokens, h, w)?
     } else {
         let img = cx.to_image(tokens, h, w)?;
         cx.conv(&format!("{prefix}.proj_out"), img, 1, Activation::None)?

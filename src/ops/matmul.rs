@@ -59,23 +59,8 @@ pub(crate) fn linear_into(
             g.shape(weight)
         )));
     };
-    let bias_ok = bias.is_none_or(|b| g.shape(b) == [m] && g.dtype(b) == g.dtype(weight));
     let y_ok = g.shape(y) == [n, m] && g.dtype(y) == DType::F32;
-    if wk != k
-        || !bias_ok
-        || !y_ok
-        || n * k * m == 0
-        || g.dtype(x) != DType::F32
-        || g.dtype(weight) == DType::U32
-    {
-        return Err(Error::Shape(format!(
-            "linear: x {:?}, weight {:?}, bias {:?}, y {:?} disagree",
-            g.shape(x),
-            g.shape(weight),
-            bias.map(|b| g.shape(b).to_vec()),
-            g.shape(y)
-        )));
-    }
+    check_weights(g, x, weight, bias, wk == k && n * k * m > 0 && y_ok)?;
     let largest = g.bytes(x).max(g.bytes(weight)).max(g.bytes(y));
     if few_tokens(n, m) && transposed_kernel(g.gpu, k) && largest <= g.gpu.max_binding() {
         return product(
@@ -124,6 +109,118 @@ pub(crate) fn linear_into(
 /// tokens of the text context too. (`m` a multiple of 4 keeps y whole vec4s.)
 fn few_tokens(n: usize, m: usize) -> bool {
     (16..128).contains(&n) && m >= 128 && m.is_multiple_of(4)
+}
+
+/// A Linear layer over the pixels of an image: `x` [k, n] (channels × pixels) → [n, m],
+/// xᵀ · wᵀ + b, the tokens of a transformer's `proj_in`. On the broadcast kernel x is
+/// read as it lies (its [k, m] operand) and the result stored transposed, with the
+/// weights as rows; elsewhere x is transposed first.
+pub fn linear_from_channels(
+    g: &mut Graph,
+    x: Tensor,
+    weight: Tensor,
+    bias: Option<Tensor>,
+) -> Result<Tensor> {
+    let (&[k, n], &[m, wk]) = (g.shape(x), g.shape(weight)) else {
+        return Err(Error::Shape(format!(
+            "linear_from_channels needs x [k, n] and weight [m, k], got {:?} and {:?}",
+            g.shape(x),
+            g.shape(weight)
+        )));
+    };
+    check_weights(g, x, weight, bias, wk == k && n * k * m > 0)?;
+    let largest = g.bytes(x).max(g.bytes(weight)).max(4 * (n * m) as u64);
+    if !broadcast_kernel(g.gpu, k, n) || largest > g.gpu.max_binding() {
+        let tokens = transpose::transpose(g, x)?;
+        return linear(g, tokens, weight, bias);
+    }
+    let y = g.intermediate(&[n, m], DType::F32);
+    product(
+        g,
+        Operands {
+            x: weight,
+            w: x,
+            bias,
+            y,
+            batches: 1,
+            rows: m,
+            k,
+            m: n,
+            w_batched: false,
+            w_kmajor: true,
+            bias_per_row: true,
+            y_transposed: true,
+        },
+    )?;
+    Ok(y)
+}
+
+/// A Linear layer whose result becomes an image: `x` [n, k] (tokens) → [m, n]
+/// (channels × pixels), (x · wᵀ + b)ᵀ, a transformer's `proj_out`. On the broadcast
+/// kernel that is w · xᵀ with the weights as rows; elsewhere the Linear's result is
+/// transposed.
+pub fn linear_to_channels(
+    g: &mut Graph,
+    x: Tensor,
+    weight: Tensor,
+    bias: Option<Tensor>,
+) -> Result<Tensor> {
+    let (&[n, k], &[m, wk]) = (g.shape(x), g.shape(weight)) else {
+        return Err(Error::Shape(format!(
+            "linear_to_channels needs x [n, k] and weight [m, k], got {:?} and {:?}",
+            g.shape(x),
+            g.shape(weight)
+        )));
+    };
+    check_weights(g, x, weight, bias, wk == k && n * k * m > 0)?;
+    let largest = g.bytes(x).max(g.bytes(weight)).max(4 * (n * m) as u64);
+    if !broadcast_kernel(g.gpu, k, n) || largest > g.gpu.max_binding() {
+        let tokens = linear(g, x, weight, bias)?;
+        return transpose::transpose(g, tokens);
+    }
+    let y = g.intermediate(&[m, n], DType::F32);
+    product(
+        g,
+        Operands {
+            x: weight,
+            w: x,
+            bias,
+            y,
+            batches: 1,
+            rows: m,
+            k,
+            m: n,
+            w_batched: false,
+            w_kmajor: false,
+            bias_per_row: true,
+            y_transposed: false,
+        },
+    )?;
+    Ok(y)
+}
+
+/// Non-empty shapes that agree (`shapes_ok`), f32 activations, f32 or f16 weights, a
+/// bias of \[m\] in the weight's dtype.
+fn check_weights(
+    g: &Graph,
+    x: Tensor,
+    weight: Tensor,
+    bias: Option<Tensor>,
+    shapes_ok: bool,
+) -> Result<()> {
+    let m = g.shape(weight)[0];
+    let bias_ok = bias.is_none_or(|b| g.shape(b) == [m] && g.dtype(b) == g.dtype(weight));
+    if !shapes_ok || g.dtype(x) != DType::F32 || g.dtype(weight) == DType::U32 || !bias_ok {
+        return Err(Error::Shape(format!(
+            "linear: x {:?} {:?}, weight {:?} {:?}, bias {:?} disagree",
+            g.shape(x),
+            g.dtype(x),
+            g.shape(weight),
+            g.dtype(weight),
+            bias.map(|b| g.shape(b).to_vec())
+        )));
+    }
+    Ok(())
 }
 
 /// Batched `a` [batch, n, k] · `b` [batch, k, m] → [batch, n, m], all f32.
@@ -281,7 +378,8 @@ fn transposed_kernel(gpu: &Gpu, k: usize) -> bool {
 
 fn product(g: &mut Graph, o: Operands) -> Result<()> {
     let (wdt, xdt) = (g.dtype(o.w), g.dtype(o.x));
-    let broadcast = if o.y_transposed {
+    // Scalar stores (Y_T) take any m, unless [k, m] weights are read in vec4s of columns.
+    let broadcast = if o.y_transposed && !o.w_kmajor {
         transposed_kernel(g.gpu, o.k)
     } else {
         broadcast_kernel(g.gpu, o.k, o.m)
