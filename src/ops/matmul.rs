@@ -63,23 +63,7 @@ pub(crate) fn linear_into(
     check_weights(g, x, weight, bias, wk == k && n * k * m > 0 && y_ok)?;
     let largest = g.bytes(x).max(g.bytes(weight)).max(g.bytes(y));
     if few_tokens(n, m) && transposed_kernel(g.gpu, k) && largest <= g.gpu.max_binding() {
-        return product(
-            g,
-            Operands {
-                x: weight,
-                w: x,
-                bias,
-                y,
-                batches: 1,
-                rows: m,
-                k,
-                m: n,
-                w_batched: false,
-                w_kmajor: false,
-                bias_per_row: true,
-                y_transposed: true,
-            },
-        );
+        return weights_as_rows(g, weight, x, bias, y, false, true);
     }
     product(
         g,
@@ -135,23 +119,7 @@ pub fn linear_from_channels(
         return linear(g, tokens, weight, bias);
     }
     let y = g.intermediate(&[n, m], DType::F32);
-    product(
-        g,
-        Operands {
-            x: weight,
-            w: x,
-            bias,
-            y,
-            batches: 1,
-            rows: m,
-            k,
-            m: n,
-            w_batched: false,
-            w_kmajor: true,
-            bias_per_row: true,
-            y_transposed: true,
-        },
-    )?;
+    weights_as_rows(g, weight, x, bias, y, true, true)?;
     Ok(y)
 }
 
@@ -179,23 +147,7 @@ pub fn linear_to_channels(
         return transpose::transpose(g, tokens);
     }
     let y = g.intermediate(&[m, n], DType::F32);
-    product(
-        g,
-        Operands {
-            x: weight,
-            w: x,
-            bias,
-            y,
-            batches: 1,
-            rows: m,
-            k,
-            m: n,
-            w_batched: false,
-            w_kmajor: false,
-            bias_per_row: true,
-            y_transposed: false,
-        },
-    )?;
+    weights_as_rows(g, weight, x, bias, y, false, false)?;
     Ok(y)
 }
 
@@ -306,24 +258,42 @@ pub(crate) fn matmul_row_bias(g: &mut Graph, a: Tensor, b: Tensor, bias: Tensor)
         )));
     }
     let y = g.intermediate(&[n, m], DType::F32);
+    weights_as_rows(g, a, b, Some(bias), y, true, false)?;
+    Ok(y)
+}
+
+/// `weight` [m, k] as the broadcast kernel's rows, with a bias per row, times `other`:
+/// tokens [n, k], or with `kmajor` an image's channels × pixels [k, n], as they lie. y is
+/// [m, n], or with `y_transposed` [n, m].
+fn weights_as_rows(
+    g: &mut Graph,
+    weight: Tensor,
+    other: Tensor,
+    bias: Option<Tensor>,
+    y: Tensor,
+    kmajor: bool,
+    y_transposed: bool,
+) -> Result<()> {
+    let (&[m, k], &[a, b]) = (g.shape(weight), g.shape(other)) else {
+        return Err(Error::Shape("weights as rows need two matrices".into()));
+    };
     product(
         g,
         Operands {
-            x: a,
-            w: b,
-            bias: Some(bias),
+            x: weight,
+            w: other,
+            bias,
             y,
             batches: 1,
-            rows: n,
+            rows: m,
             k,
-            m,
+            m: if kmajor { b } else { a },
             w_batched: false,
-            w_kmajor: true,
+            w_kmajor: kmajor,
             bias_per_row: true,
-            y_transposed: false,
+            y_transposed,
         },
-    )?;
-    Ok(y)
+    )
 }
 
 struct Operands {
