@@ -107,20 +107,23 @@ fn bcast8(w: W8) -> G8 {{
         array(g[0].hi, g[1].hi, g[2].hi, g[3].hi, g[4].hi, g[5].hi, g[6].hi, g[7].hi));
 }}
 
-// Step s of weight row `row` (its first vec4<u32> word).
+// 8 k packed as f16 in one word.
+fn halves8(w: vec4<u32>) -> W8 {{
+    return W8(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
+}}
+
+// Step s of weight row `row` (its first vec4<u32> word): one word of f16, two of f32.
 fn w8(row: u32, s: u32) -> W8 {{
     if W_F16 {{
-        let w = wt[row + s];
-        return W8(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
+        return halves8(wt[row + s]);
     }}
     return W8(bitcast<vec4<f32>>(wt[row + 2u * s]), bitcast<vec4<f32>>(wt[row + 2u * s + 1u]));
 }}
 
-// Step s of x row `row` (its first vec4<u32> word).
+// Step s of x row `row`, likewise.
 fn x_step(row: u32, s: u32) -> W8 {{
     if X_F16 {{
-        let v = x[row + s];
-        return W8(vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)), vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)));
+        return halves8(x[row + s]);
     }}
     return W8(bitcast<vec4<f32>>(x[row + 2u * s]), bitcast<vec4<f32>>(x[row + 2u * s + 1u]));
 }}
