@@ -18,9 +18,11 @@ fn check(
     cfg: Conv2d,
     seed: u64,
 ) -> Vec<String> {
-    check_on(gpu(), [cin, h, w], cout, k, cfg, seed)
+    check_on(gpu(), [cin, h, w], cout, k, cfg, seed, false)
 }
 
+/// One convolution on `gpu` against the reference, its weights and bias f32 or packed
+/// f16 (the reference then takes the f16-rounded values).
 fn check_on(
     gpu: &'static Gpu,
     [cin, h, w]: [usize; 3],
@@ -28,15 +30,38 @@ fn check_on(
     k: usize,
     cfg: Conv2d,
     seed: u64,
+    f16: bool,
 ) -> Vec<String> {
     let mut rng = Rng::new(seed);
     let x = rng.vec(cin * h * w, 1.0);
-    let wt = rng.vec(cout * cin * k * k, 0.5);
-    let b = rng.vec(cout, 0.5);
+    let round = |v: Vec<f32>| -> Vec<f32> {
+        if f16 {
+            v.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
+        } else {
+            v
+        }
+    };
+    let wt = round(rng.vec(cout * cin * k * k, 0.5));
+    let b = round(rng.vec(cout, 0.5));
     let mut g = Graph::new(gpu);
+    let weight = |g: &mut Graph, shape: &[usize], v: &[f32]| {
+        if !f16 {
+            return g.input_f32(shape, v).unwrap();
+        }
+        let bytes = oscar_wgpu::weights::pack_f16(v);
+        let buf = wgpu::util::DeviceExt::create_buffer_init(
+            &gpu.device,
+            &wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents: &bytes,
+                usage: wgpu::BufferUsages::STORAGE,
+            },
+        );
+        g.resident(shape, DType::F16, std::sync::Arc::new(buf))
+    };
     let xt = g.input_f32(&[cin, h, w], &x).unwrap();
-    let wt_t = g.input_f32(&[cout, cin, k, k], &wt).unwrap();
-    let bt = g.input_f32(&[cout], &b).unwrap();
+    let wt_t = weight(&mut g, &[cout, cin, k, k], &wt);
+    let bt = weight(&mut g, &[cout], &b);
     let y = conv2d::conv2d(&mut g, xt, wt_t, bt, cfg).unwrap();
     let (out, report) = g.run_profiled(&[y]).unwrap();
     let want = conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, k, k], &b, cfg);
@@ -44,7 +69,7 @@ fn check_on(
         &out[0].f32(),
         &want,
         1e-5,
-        &format!("conv {cin}→{cout} {k}×{k} on {h}×{w} {cfg:?}"),
+        &format!("conv {cin}→{cout} {k}×{k} on {h}×{w} {cfg:?}, f16 weights {f16}"),
     );
     report.kernels.into_keys().collect()
 }
@@ -87,54 +112,7 @@ fn check_f16(
     cfg: Conv2d,
     seed: u64,
 ) -> Vec<String> {
-    check_f16_on(gpu(), [cin, h, w], cout, k, cfg, seed)
-}
-
-fn check_f16_on(
-    gpu: &'static Gpu,
-    [cin, h, w]: [usize; 3],
-    cout: usize,
-    k: usize,
-    cfg: Conv2d,
-    seed: u64,
-) -> Vec<String> {
-    let mut rng = Rng::new(seed);
-    let x = rng.vec(cin * h * w, 1.0);
-    let wt: Vec<f32> = rng
-        .vec(cout * cin * k * k, 0.5)
-        .iter()
-        .map(|&v| half::f16::from_f32(v).to_f32())
-        .collect();
-    let b: Vec<f32> = rng
-        .vec(cout, 0.5)
-        .iter()
-        .map(|&v| half::f16::from_f32(v).to_f32())
-        .collect();
-    let upload = |v: &[f32]| {
-        let bytes = oscar_wgpu::weights::pack_f16(v);
-        std::sync::Arc::new(wgpu::util::DeviceExt::create_buffer_init(
-            &gpu.device,
-            &wgpu::util::BufferInitDescriptor {
-                label: None,
-                contents: &bytes,
-                usage: wgpu::BufferUsages::STORAGE,
-            },
-        ))
-    };
-    let mut g = Graph::new(gpu);
-    let xt = g.input_f32(&[cin, h, w], &x).unwrap();
-    let wt_t = g.resident(&[cout, cin, k, k], DType::F16, upload(&wt));
-    let bt = g.resident(&[cout], DType::F16, upload(&b));
-    let y = conv2d::conv2d(&mut g, xt, wt_t, bt, cfg).unwrap();
-    let (out, report) = g.run_profiled(&[y]).unwrap();
-    let want = conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, k, k], &b, cfg);
-    assert_close(
-        &out[0].f32(),
-        &want,
-        1e-5,
-        &format!("{k}×{k} conv {cin}→{cout} on {h}×{w} {cfg:?} with f16 weights"),
-    );
-    report.kernels.into_keys().collect()
+    check_on(gpu(), [cin, h, w], cout, k, cfg, seed, true)
 }
 
 #[test]
@@ -397,9 +375,9 @@ fn portable_kernels() {
         ),
         (16, 12, 12, 20, 3, Conv2d::same(1), 74, "conv2d.main"),
     ] {
-        let ran = check_on(gpu, [cin, h, w], cout, k, cfg, seed);
+        let ran = check_on(gpu, [cin, h, w], cout, k, cfg, seed, false);
         assert!(ran.is_empty() || ran == [kernel], "{ran:?}, not {kernel}");
     }
-    let ran = check_f16_on(gpu, [12, 9, 10], 48, 3, Conv2d::same(1), 75);
+    let ran = check_on(gpu, [12, 9, 10], 48, 3, Conv2d::same(1), 75, true);
     assert!(ran.is_empty() || ran == ["conv2d.tiled"], "{ran:?}");
 }

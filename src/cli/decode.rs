@@ -87,17 +87,7 @@ pub fn run(
             header.height,
             t0.elapsed().as_secs_f64()
         ));
-        for (stage, t) in &trace.report.stages {
-            out.detail(format!(
-                "  {stage:<14} {:>9.2} ms GPU  {:>8.1} GFLOP/s",
-                t.gpu_ms,
-                t.flops as f64 / t.gpu_ms.max(1e-9) / 1e6
-            ));
-        }
-        out.detail(format!(
-            "  GPU memory {:.1} MiB besides the weights (planned by liveness)",
-            trace.report.peak_bytes as f64 / 1048576.0
-        ));
+        out.stages(&trace.report);
     }
     bar.finish_and_clear();
     Ok(())

@@ -32,6 +32,21 @@ impl Output {
         }
     }
 
+    /// With --verbose: a run's GPU time and FLOP rate by stage, and its GPU memory.
+    pub fn stages(&self, report: &oscar_wgpu::graph::RunReport) {
+        for (stage, t) in &report.stages {
+            self.detail(format!(
+                "  {stage:<14} {:>9.2} ms GPU  {:>8.1} GFLOP/s",
+                t.gpu_ms,
+                t.flops as f64 / t.gpu_ms.max(1e-9) / 1e6
+            ));
+        }
+        self.detail(format!(
+            "  GPU memory {:.1} MiB besides the weights (planned by liveness)",
+            report.peak_bytes as f64 / 1048576.0
+        ));
+    }
+
     /// A progress bar for several files; hidden for one file or when quiet.
     pub fn progress(&self, len: usize) -> indicatif::ProgressBar {
         if self.quiet || len < 2 {
