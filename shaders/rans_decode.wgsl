@@ -14,8 +14,8 @@ struct Params {
     symbols: u32,      // K; the slot→symbol table starts at table[K]
     symbol_bits: u32,  // log2(K), raw field width
     prob_bits: u32,    // rANS frequencies sum to 2^prob_bits
-    units: u32,        // raw: payload bytes; rANS: 16-bit words
-    _pad: u32,
+    units: u32,        // raw: payload bytes (without their check); rANS: 16-bit words
+    crc_seed: u32,     // rANS: CRC register after the header, continued over each lane's tokens
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -32,12 +32,22 @@ const RANS_L: u32 = 65536u;
 const ERR_LAYOUT: u32 = 1u;     // lane bounds or sizes do not fit the buffers
 const ERR_START: u32 = 2u;      // initial state below RANS_L
 const ERR_EXHAUSTED: u32 = 4u;  // lane ran out of words
-const ERR_FINAL: u32 = 8u;      // final state is not RANS_L
+const ERR_FINAL: u32 = 8u;      // final state is not RANS_L + the lane's CRC
 const ERR_LEFTOVER: u32 = 16u;  // lane has unread words
 const ERR_TABLE: u32 = 32u;     // slot or symbol outside the table
 
 fn word16(i: u32) -> u32 {
     return (words[i >> 1u] >> ((i & 1u) * 16u)) & 0xffffu;
+}
+
+// The CRC-16/CCITT-FALSE register after one more token, as two bytes, high first
+// (src/codec/check.rs).
+fn crc_token(crc: u32, s: u32) -> u32 {
+    var c = crc ^ s;
+    for (var i = 0u; i < 16u; i++) {
+        c = select(c << 1u, (c << 1u) ^ 0x1021u, (c & 0x8000u) != 0u) & 0xffffu;
+    }
+    return c;
 }
 
 fn decode_raw(lane: u32) -> u32 {
@@ -76,6 +86,7 @@ fn decode_rans(lane: u32) -> u32 {
     }
     var x = (word16(start) << 16u) | word16(start + 1u);
     var pos = start + 2u;
+    var crc = params.crc_seed;
     if (x < RANS_L) {
         return ERR_START;
     }
@@ -95,9 +106,10 @@ fn decode_rans(lane: u32) -> u32 {
             x = (x << 16u) | word16(pos);
             pos += 1u;
         }
+        crc = crc_token(crc, s);
         tokens_out[t] = s;
     }
-    if (x != RANS_L) {
+    if (x != RANS_L + crc) {
         return ERR_FINAL;
     }
     if (pos != end) {

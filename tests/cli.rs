@@ -188,6 +188,27 @@ fn corrupt_and_truncated_files_are_clear_errors() {
         ]),
         "corrupt",
     );
+    // One flipped bit, in the payload or in a latent norm: an error, not another picture.
+    for at in [bytes.len() / 2, 7] {
+        let mut damaged = bytes.clone();
+        damaged[at] ^= 0x10;
+        let path = tmp("damaged.oscar");
+        std::fs::write(&path, &damaged).unwrap();
+        let png = tmp("d.png");
+        fails(
+            &oscar(&[
+                "decode",
+                s(&path),
+                "-o",
+                s(&png),
+                "--model",
+                s(&model),
+                "--force",
+            ]),
+            "damaged",
+        );
+        assert!(!png.exists(), "a damaged file left {}", png.display());
+    }
     let garbage = tmp("garbage.oscar");
     std::fs::write(&garbage, b"this is not an oscar file at all").unwrap();
     fails(

@@ -3,7 +3,9 @@
 //! do decode must re-encode to a file that decodes to the same tokens.
 //!
 //! Run: `cargo +nightly fuzz run parse_decode corpus/parse_decode seeds/parse_decode`
-//! (`seeds/` holds valid files, raw and rANS, so mutations start deep in the decoder).
+//! (`seeds/` holds valid files, raw and rANS, so mutations start deep in the decoder;
+//! `fuzz_seeds_are_valid_files` in tests/codec.rs keeps them valid for the current
+//! bitstream version: they were written by `codec::encode` from seeded random tokens).
 #![no_main]
 
 use std::sync::LazyLock;

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use oscar_wgpu::bench::kernels::{run_kernel_bench, table};
 use oscar_wgpu::bench::probe;
-use oscar_wgpu::codec::{rans, rans_gpu};
+use oscar_wgpu::codec::{self, rans_gpu, Header, ModelTag, OscarFile};
 use oscar_wgpu::gpu::{list_adapters, Gpu, GpuOptions};
 use oscar_wgpu::graph::StageTime;
 use oscar_wgpu::model::synthetic::Architecture;
@@ -444,6 +444,7 @@ fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<
         profile: false,
         tiling: Some(args.tiles.policy(&oscar)?),
     };
+    let tag = ModelTag::from_hex(&oscar.info.content_hash)?;
     let mut records = Vec::new();
     for &size in &args.sizes {
         let image = Rng::new(size as u64).vec(3 * size * size, 1.0);
@@ -465,13 +466,20 @@ fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<
                 let (tokens, trace) = oscar.encode(&image, size, size, level, plain)?;
                 enc.push(t.elapsed().as_secs_f64() * 1e3);
                 enc_report = trace.report;
-                let (coding, payload) = rans::encode(&tokens.indices, &table)?;
+                let header = Header {
+                    level: level as u8,
+                    width: size as u32,
+                    height: size as u32,
+                    model: tag,
+                    a_z: [tokens.a_z[0], tokens.a_z[1], tokens.a_z[2], tokens.a_z[3]],
+                };
+                let file = codec::encode(&header, &tokens.indices, &table)?;
                 range_enc.push(repeated_ms(|| {
-                    rans::encode(&tokens.indices, &table).map(drop)
+                    codec::encode(&header, &tokens.indices, &table).map(drop)
                 })?);
-                let stream = rans::Stream::parse(coding, &payload)?;
+                let parsed = OscarFile::parse(&file, tag)?;
                 range_dec.push(repeated_ms(|| {
-                    rans_gpu::decode_on_gpu(&oscar.gpu, &stream, &table, tokens.indices.len())
+                    rans_gpu::decode_on_gpu(&oscar.gpu, parsed.stream(), &table, parsed.tokens())
                         .map(drop)
                 })?);
                 let t = Instant::now();

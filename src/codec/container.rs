@@ -1,18 +1,21 @@
-//! The `.oscar` header: 16 bytes, bit-packed, then the payload (see `rans`).
+//! The `.oscar` header: 16 bytes, bit-packed, then the payload (see `rans`), and the
+//! check that seals them together.
 //!
 //! Every field has a fixed width, so the header is always exactly 16 bytes; the table in
 //! `docs/bitstream.md` is the normative layout.
 
 use half::f16;
 
+use super::check::{crc16, CRC_INIT};
 use super::rans::{Coding, MAX_LANES};
 use super::{CodecError, MAX_DIM};
 
 pub const HEADER_LEN: usize = 16;
 /// First byte of every `.oscar` file.
 pub const MAGIC: u8 = 0xC5;
-/// Bitstream version written and read by this build.
-pub const VERSION: u32 = 1;
+/// Bitstream version written and read by this build. Version 1 had no check: damage to
+/// a raw payload or to the latent norms decoded to a different picture.
+pub const VERSION: u32 = 2;
 
 /// Field widths in bits, in file order (least significant bit of byte 0 first).
 const MAGIC_BITS: u32 = 8;
@@ -163,6 +166,13 @@ pub fn read_header(bytes: &[u8]) -> Result<(Header, Coding), CodecError> {
     ))
 }
 
+/// The CRC register after the header bytes and then `body` (a raw payload's packed
+/// tokens, which the payload then ends in; for rANS nothing, and each lane's tokens
+/// follow, see `rans`).
+pub fn seal(header: &[u8; HEADER_LEN], body: &[u8]) -> u16 {
+    crc16(crc16(CRC_INIT, header), body)
+}
+
 /// f16 rounded to nearest even, sign bit dropped.
 fn norm_to_bits(norm: f32) -> Result<u16, CodecError> {
     let h = f16::from_f32(norm);
@@ -224,6 +234,22 @@ mod tests {
         }
         assert_eq!(norm_to_bits(-0.0).unwrap(), 0);
         assert_eq!(bits_to_norm(0x7c00), None);
+    }
+
+    #[test]
+    fn the_documented_example_header() {
+        // docs/bitstream.md, "Example".
+        let h = Header {
+            level: 7,
+            width: 512,
+            height: 512,
+            model: ModelTag::from_hex("3f9a7c55").unwrap(),
+            a_z: [3.301_079, 2.789_458, 2.967_556, 2.269_052],
+        };
+        let bytes = write_header(&h, Coding::Rans { lanes: 4 }).unwrap();
+        let doc = "c5 ba fe 83 ff 40 53 48 19 7c 0f 2a 02 7d 9a 3f";
+        let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex.join(" "), doc);
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The `.oscar` file: a 16-byte header (level, image size, model tag, latent norms) and
 //! the level's token indices, rANS-coded in lanes that decode in parallel on the CPU
-//! ([`rans::decode`]) or the GPU ([`rans_gpu::decode_on_gpu`]). Layout:
-//! `docs/bitstream.md`.
+//! ([`rans::decode`]) or the GPU ([`rans_gpu::decode_on_gpu`]), sealed by a 16-bit check
+//! of the header (and of raw payloads). Layout: `docs/bitstream.md`.
 //!
-//! Decoding never trusts the file: every malformed, truncated or foreign input is a
-//! [`CodecError`], and work and memory are bounded by [`MAX_DIM`] before anything is
-//! allocated.
+//! Decoding never trusts the file: every malformed, truncated, damaged or foreign input
+//! is a [`CodecError`], and work and memory are bounded by [`MAX_DIM`] before anything
+//! is allocated.
 
+pub mod check;
 pub mod container;
 pub mod rans;
 pub mod rans_gpu;
@@ -71,7 +72,12 @@ pub fn encode(header: &Header, tokens: &[u32], table: &FreqTable) -> Result<Vec<
             header.height
         )));
     }
-    let (coding, payload) = rans::encode(tokens, table)?;
+    let (coding, payload) = rans::encode(tokens, table, |coding, body| {
+        Ok(container::seal(
+            &container::write_header(header, coding)?,
+            body,
+        ))
+    })?;
     let mut file = container::write_header(header, coding)?.to_vec();
     file.extend_from_slice(&payload);
     Ok(file)
@@ -90,6 +96,9 @@ impl OscarFile {
     /// [`CodecError::ModelMismatch`], not garbage tokens).
     pub fn parse(bytes: &[u8], model: ModelTag) -> Result<Self, CodecError> {
         let (header, coding) = read_header(bytes)?;
+        let head: &[u8; HEADER_LEN] = bytes
+            .first_chunk()
+            .ok_or_else(|| CodecError::Corrupt("header cut short".into()))?;
         if header.model != model {
             return Err(CodecError::ModelMismatch {
                 file: header.model,
@@ -97,7 +106,8 @@ impl OscarFile {
             });
         }
         let grid = header.token_grid()?;
-        let stream = Stream::parse(coding, bytes.get(HEADER_LEN..).unwrap_or_default())?;
+        let payload = bytes.get(HEADER_LEN..).unwrap_or_default();
+        let stream = Stream::parse(coding, payload, |body| container::seal(head, body))?;
         Ok(Self {
             header,
             grid,

@@ -6,10 +6,20 @@
 //! every token in log2(K) bits (a uniform table, or data the static table does not fit),
 //! the encoder writes the tokens that way instead, so a payload is never bigger than
 //! fixed-width packing. Byte layout: `docs/bitstream.md`.
+//!
+//! Every payload is sealed by a 16-bit CRC (`check`) that starts from the container's
+//! header: a rANS lane starts encoding, so ends decoding, in the state `RANS_L + crc`,
+//! the CRC continued over the lane's tokens, which costs no bytes and which the decoder
+//! recomputes from what it decoded; a raw payload, having no redundancy of its own, ends
+//! in the CRC of its packed tokens as two bytes. So damage anywhere in a file, header
+//! included, is an error rather than a different picture. (The final state alone would
+//! not do: a damaged word can swap a token for another of equal frequency and leave the
+//! state as it was.)
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
+use super::check::{crc16_token, CRC_INIT};
 use super::{CodecError, MAX_TOKENS};
 
 /// Lower bound of the rANS state between symbols: states live in `[RANS_L, 2^32)`, and
@@ -217,8 +227,14 @@ pub enum Coding {
 }
 
 /// Entropy-codes `tokens` (each below K) with `table`, choosing the lane count (or raw
-/// packing when rANS would not be smaller). Returns the coding and the payload bytes.
-pub fn encode(tokens: &[u32], table: &FreqTable) -> Result<(Coding, Vec<u8>), CodecError> {
+/// packing when rANS would not be smaller). `check(coding, body)` is the CRC register
+/// after the header of the file that would carry the payload in that coding and `body`,
+/// a raw payload's packed tokens (empty for rANS). Returns the coding and the payload.
+pub fn encode(
+    tokens: &[u32],
+    table: &FreqTable,
+    check: impl Fn(Coding, &[u8]) -> Result<u16, CodecError>,
+) -> Result<(Coding, Vec<u8>), CodecError> {
     if tokens.is_empty() || tokens.len() > MAX_TOKENS {
         return Err(CodecError::Invalid(format!(
             "{} tokens (must be 1..={MAX_TOKENS})",
@@ -231,15 +247,13 @@ pub fn encode(tokens: &[u32], table: &FreqTable) -> Result<(Coding, Vec<u8>), Co
             table.symbols()
         )));
     }
-    let raw = encode_raw(tokens, table.symbol_bits);
-    // The one-lane size tells how many lanes the payload can afford.
-    let one = encode_rans(tokens, table, 1);
-    let lanes = lanes_for(one.len(), tokens.len());
-    let rans = if lanes == 1 {
-        one
-    } else {
-        encode_rans(tokens, table, lanes)
-    };
+    let mut raw = encode_raw(tokens, table.symbol_bits);
+    raw.extend(check(Coding::Raw, &raw)?.to_le_bytes());
+    // The one-lane size tells how many lanes the payload can afford (the CRC moves it by
+    // a bit at most).
+    let lanes = lanes_for(encode_rans(tokens, table, 1, CRC_INIT).len(), tokens.len());
+    let coding = Coding::Rans { lanes };
+    let rans = encode_rans(tokens, table, lanes, check(coding, &[])?);
     Ok(if rans.len() < raw.len() {
         (Coding::Rans { lanes }, rans)
     } else {
@@ -253,10 +267,13 @@ fn lanes_for(payload_len: usize, tokens: usize) -> usize {
     1 << want.ilog2()
 }
 
-/// Bytes of a raw payload.
+/// Bytes of a raw payload's packed tokens (its check comes on top).
 pub fn raw_len(tokens: usize, symbol_bits: u32) -> usize {
     (tokens * symbol_bits as usize).div_ceil(8)
 }
+
+/// Bytes of the CRC that closes a raw payload.
+pub const RAW_CHECK_LEN: usize = 2;
 
 fn encode_raw(tokens: &[u32], bits: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw_len(tokens.len(), bits));
@@ -277,17 +294,21 @@ fn encode_raw(tokens: &[u32], bits: u32) -> Vec<u8> {
 }
 
 /// Varint word counts of lanes `0..L-1`, then every lane's 16-bit words (little-endian)
-/// in decoding order, lane after lane.
-fn encode_rans(tokens: &[u32], table: &FreqTable, lanes: usize) -> Vec<u8> {
+/// in decoding order, lane after lane. Every lane starts encoding (so ends decoding) in
+/// `RANS_L` + the CRC register `seed` continued over its tokens.
+fn encode_rans(tokens: &[u32], table: &FreqTable, lanes: usize, seed: u16) -> Vec<u8> {
     let n = table.precision;
     let mut counts = Vec::with_capacity(lanes);
     let mut words: Vec<u16> = Vec::with_capacity(tokens.len() + 2 * lanes);
     let mut lane_words = Vec::new();
     for lane in 0..lanes {
         lane_words.clear();
-        let mut x = RANS_L;
+        let lane_tokens = || tokens.iter().skip(lane).step_by(lanes);
+        // Any state in [RANS_L, 2^32) may start a lane.
+        let crc = lane_tokens().fold(seed, |crc, &s| crc16_token(crc, s));
+        let mut x = RANS_L + u32::from(crc);
         // rANS is last in, first out: code the lane backwards so it decodes forwards.
-        for &s in tokens.iter().skip(lane).step_by(lanes).rev() {
+        for &s in lane_tokens().rev() {
             let (f, c) = (table.freq[s as usize], table.cum[s as usize]);
             // x < 2^32 ≤ 2^16 · x_max, so one word always brings x below x_max.
             if u64::from(x) >= u64::from(f) << (32 - n) {
@@ -351,17 +372,36 @@ pub struct Stream {
     /// rANS: `lanes + 1` offsets into the 16-bit words; lane `i` owns
     /// `[lane_starts[i], lane_starts[i + 1])`, at least 2 words. Raw: empty.
     lane_starts: Vec<u32>,
+    /// rANS: the CRC register after the header, which every lane continues over its
+    /// tokens and must end in `RANS_L` + that CRC.
+    crc_seed: u16,
 }
 
 impl Stream {
     /// Splits a payload into lanes, checking the layout (not yet the token count).
-    pub fn parse(coding: Coding, payload: &[u8]) -> Result<Self, CodecError> {
+    /// `check(body)` is the CRC register after the file's header and `body`, a raw
+    /// payload's packed tokens, which the payload must end in; for rANS (`body` empty) the
+    /// seed every lane's CRC continues from, verified by the decoders.
+    pub fn parse(
+        coding: Coding,
+        payload: &[u8],
+        check: impl Fn(&[u8]) -> u16,
+    ) -> Result<Self, CodecError> {
         let Coding::Rans { lanes } = coding else {
+            let split = payload
+                .len()
+                .checked_sub(RAW_CHECK_LEN)
+                .ok_or_else(|| corrupt("raw payload shorter than its check"))?;
+            let (body, stored) = payload.split_at(split);
+            if stored != check(body).to_le_bytes() {
+                return Err(corrupt("raw payload or header damaged (check mismatch)"));
+            }
             return Ok(Self {
                 coding,
-                words: pack_u32(payload),
-                units: payload.len(),
+                words: pack_u32(body),
+                units: body.len(),
                 lane_starts: Vec::new(),
+                crc_seed: 0,
             });
         };
         if !lanes.is_power_of_two() || lanes > MAX_LANES {
@@ -394,6 +434,7 @@ impl Stream {
             words: pack_u32(rest),
             units,
             lane_starts,
+            crc_seed: check(&[]),
         })
     }
 
@@ -414,6 +455,11 @@ impl Stream {
     /// rANS lane boundaries in 16-bit words (`lanes + 1` entries); empty for raw.
     pub fn lane_starts(&self) -> &[u32] {
         &self.lane_starts
+    }
+
+    /// rANS: the CRC register every lane continues over its tokens.
+    pub fn crc_seed(&self) -> u16 {
+        self.crc_seed
     }
 
     /// Checks what depends on the token count and table; both decoders call it first.
@@ -484,7 +530,7 @@ pub fn decode(stream: &Stream, table: &FreqTable, tokens: usize) -> Result<Vec<u
         Coding::Rans { lanes } => {
             for (lane, ends) in stream.lane_starts.windows(2).enumerate() {
                 let outs = out.iter_mut().skip(lane).step_by(lanes);
-                decode_lane(&stream.words, ends[0], ends[1], table, outs)?;
+                decode_lane(stream, ends[0], ends[1], table, outs)?;
             }
         }
     }
@@ -492,15 +538,16 @@ pub fn decode(stream: &Stream, table: &FreqTable, tokens: usize) -> Result<Vec<u
 }
 
 fn decode_lane<'a>(
-    words: &[u32],
+    stream: &Stream,
     start: u32,
     end: u32,
     table: &FreqTable,
     outs: impl Iterator<Item = &'a mut u32>,
 ) -> Result<(), CodecError> {
-    let n = table.precision;
+    let (n, words) = (table.precision, &stream.words);
     let mut x = word16(words, start) << 16 | word16(words, start + 1);
     let mut pos = start + 2;
+    let mut crc = stream.crc_seed;
     if x < RANS_L {
         return Err(corrupt("rANS lane starts below the state range"));
     }
@@ -518,10 +565,13 @@ fn decode_lane<'a>(
             x = x << 16 | word16(words, pos);
             pos += 1;
         }
+        crc = crc16_token(crc, s);
         *o = s;
     }
-    if x != RANS_L {
-        return Err(corrupt("rANS lane does not end in the initial state"));
+    if x != RANS_L + u32::from(crc) {
+        return Err(corrupt(
+            "rANS lane does not end in the state its header and tokens imply (damaged file)",
+        ));
     }
     if pos != end {
         return Err(corrupt("rANS lane has words left over"));
@@ -577,22 +627,31 @@ mod tests {
     fn lanes_round_trip_and_states_stay_in_range() {
         let table = FreqTable::from_counts(&[50, 20, 10, 5, 3, 1, 1, 0]).unwrap();
         let tokens: Vec<u32> = (0..1000u32).map(|i| (i * i / 7) % 8).collect();
-        for lanes in [1, 2, 4, 64] {
-            let payload = encode_rans(&tokens, &table, lanes);
-            let stream = Stream::parse(Coding::Rans { lanes }, &payload).unwrap();
+        for (lanes, seed) in [(1, 0), (2, 1), (4, 0xbeef), (64, u16::MAX)] {
+            let payload = encode_rans(&tokens, &table, lanes, seed);
+            let coding = Coding::Rans { lanes };
+            let stream = Stream::parse(coding, &payload, |_| seed).unwrap();
             assert_eq!(decode(&stream, &table, tokens.len()).unwrap(), tokens);
+            // The same payload under another header's seed fails at every lane's end.
+            let other = Stream::parse(coding, &payload, |_| seed ^ 1).unwrap();
+            assert!(decode(&other, &table, tokens.len()).is_err());
         }
     }
 
     #[test]
     fn raw_packing_is_exact() {
         let tokens: Vec<u32> = (0..37).map(|i| (i * 5) % 2048).collect();
-        let payload = encode_raw(&tokens, 11);
+        let mut payload = encode_raw(&tokens, 11);
         assert_eq!(payload.len(), raw_len(37, 11));
-        let stream = Stream::parse(Coding::Raw, &payload).unwrap();
+        let check = |body: &[u8]| body.iter().map(|&b| u16::from(b)).sum::<u16>();
+        payload.extend(check(&payload).to_le_bytes());
+        let stream = Stream::parse(Coding::Raw, &payload, check).unwrap();
         assert_eq!(
             decode(&stream, &FreqTable::uniform(2048).unwrap(), 37).unwrap(),
             tokens
         );
+        let last = payload.len() - 1;
+        payload[last] ^= 1;
+        assert!(Stream::parse(Coding::Raw, &payload, check).is_err());
     }
 }

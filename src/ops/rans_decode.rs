@@ -21,7 +21,7 @@ const ERRORS: [&str; 6] = [
     "lane layout does not fit the payload",
     "rANS lane starts below the state range",
     "rANS lane runs out of words",
-    "rANS lane does not end in the initial state",
+    "rANS lane does not end in the state its header and tokens imply (damaged file)",
     "rANS lane has words left over",
     "slot or symbol outside the table",
 ];
@@ -37,7 +37,7 @@ struct Params {
     symbol_bits: u32,
     prob_bits: u32,
     units: u32,
-    pad: u32,
+    crc_seed: u32,
 }
 
 /// The op's outputs.
@@ -72,7 +72,7 @@ pub fn rans_decode(
         symbol_bits: table.symbol_bits(),
         prob_bits: table.precision(),
         units: stream.units() as u32,
-        pad: 0,
+        crc_seed: u32::from(stream.crc_seed()),
     };
     let gpu_table: Vec<u32> = table
         .freq()
