@@ -2,6 +2,8 @@
 //! built, benchmarked and planned without the 2 GB download. The weight list mirrors
 //! diffusers' and compressai's module trees from the configs.
 
+use sha2::{Digest, Sha256};
+
 use super::config::{Level, SchedulerConfig, UnetConfig, VaeConfig};
 use super::oscar::ModelInfo;
 use crate::error::Result;
@@ -28,6 +30,15 @@ const LEVELS: [(usize, usize, usize, f64); 8] = [
     (1, 64, 170, 0.0937),
     (1, 256, 150, 0.1250),
 ];
+
+/// Where a converted model has the sha256 of its weights, generated weights have that of
+/// their name: a hex sha256 all the same, so that `.oscar` files tag them like any model.
+fn stand_in_hash(name: &str) -> String {
+    Sha256::digest(name.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// An architecture: the diffusers configs plus the hyper-network widths.
 pub struct Architecture {
@@ -61,7 +72,7 @@ impl Architecture {
                 vae: VaeConfig::parse(SD21_VAE)?,
                 scheduler: SchedulerConfig::parse(SD21_SCHEDULER)?,
                 levels,
-                content_hash: "synthetic-sd21".into(),
+                content_hash: stand_in_hash("synthetic SD-2.1 OSCAR, seeded weights"),
                 freqs: vec![None; LEVELS.len()],
             },
             n: 192,
@@ -364,4 +375,17 @@ fn hyper(s: &mut Specs, level: &Level, n: usize, m: usize, latent: usize) {
         (index + 1..=index + 3).for_each(|i| s.bottleneck(&format!("{q}.{i}"), m, "layers"));
     }
     s.conv(&format!("{q}.12"), latent, m, 1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::ModelTag;
+
+    #[test]
+    fn synthetic_models_tag_files_like_converted_ones() {
+        let hash = Architecture::sd21().unwrap().info.content_hash;
+        assert_eq!(hash.len(), 64);
+        assert!(ModelTag::from_hex(&hash).is_ok(), "{hash}");
+    }
 }
