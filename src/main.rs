@@ -67,6 +67,11 @@ enum Command {
         model: ModelArgs,
         #[arg(long)]
         json: bool,
+        /// Check the file is intact: a model file's weights against the hash it was
+        /// converted with (reads it all); a .oscar file's tokens against its CRC, decoded
+        /// with the model's tables (needs the model it was encoded with).
+        #[arg(long)]
+        verify: bool,
     },
     /// Encode images (PNG, JPEG, WebP; files or folders) to .oscar files.
     Encode {
@@ -112,6 +117,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` and closed early ends the program quietly, as it does any
+    // Unix tool, rather than in a panic from println!.
+    #[cfg(unix)]
+    // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let out = cli::Output {
         verbose: cli.verbose,
@@ -120,9 +132,12 @@ fn main() -> ExitCode {
     let gpu = cli.gpu.options();
     let result = match cli.command {
         Command::Adapters { json } => cli::info::adapters(&gpu, json),
-        Command::Info { file, model, json } => {
-            cli::info::info(&gpu, &file, model.model.as_deref(), json)
-        }
+        Command::Info {
+            file,
+            model,
+            json,
+            verify,
+        } => cli::info::info(&file, &model.model, json, verify),
         Command::Encode {
             inputs,
             output,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use safetensors::tensor::{Dtype, Metadata};
+use sha2::{Digest, Sha256};
 use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
@@ -96,6 +97,27 @@ impl ModelFile {
                     .map_err(|_| Error::BadModel(format!("tensor '{name}' holds {v}, not a count")))
             })
             .collect()
+    }
+
+    /// Recomputes the hash of the weights that the converter wrote as `content_hash`
+    /// (`content_hash` in tools/convert_oscar.py): sha256 over the tensors in name order,
+    /// each as its name, a zero byte, its dtype ("F32", "F16", "I32"), its shape as
+    /// little-endian u64s and its bytes. Reads the whole file.
+    pub fn content_hash(&self) -> Result<String> {
+        let mut names = self.names();
+        names.sort();
+        let mut hash = Sha256::new();
+        for name in &names {
+            let (dtype, bytes) = self.raw(name)?;
+            hash.update(name.as_bytes());
+            hash.update([0]);
+            hash.update(format!("{dtype:?}").as_bytes());
+            for &d in self.shape(name).unwrap_or_default() {
+                hash.update((d as u64).to_le_bytes());
+            }
+            hash.update(bytes);
+        }
+        Ok(format!("{:x}", hash.finalize()))
     }
 
     fn raw(&self, name: &str) -> Result<(Dtype, &[u8])> {

@@ -140,6 +140,42 @@ fn info_reports_real_and_nominal_bpp() {
 }
 
 #[test]
+fn info_verify_checks_files_and_models_whole() {
+    let model = fixture("oscar-tiny.safetensors");
+    let coded = tmp("verify.oscar");
+    ok(&oscar(&[
+        "encode",
+        s(&fixture("astronaut_256.png")),
+        "-o",
+        s(&coded),
+        "--model",
+        s(&model),
+        "--level",
+        "5",
+        "--force",
+    ]));
+    let verify = |path: &Path| oscar(&["info", s(path), "--verify", "--model", s(&model)]);
+    assert!(ok(&verify(&coded)).contains("intact"));
+    assert!(ok(&verify(&model)).contains("intact"));
+    assert!(ok(&verify(&fixture("oscar-tiny-f16.safetensors"))).contains("intact"));
+    // One flipped bit in the last token byte, or far into the weights' data.
+    let mut bytes = std::fs::read(&coded).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x04;
+    let damaged = tmp("verify-damaged.oscar");
+    std::fs::write(&damaged, &bytes).unwrap();
+    fails(&verify(&damaged), "damaged");
+    let mut weights = std::fs::read(&model).unwrap();
+    let middle = weights.len() / 2;
+    weights[middle] ^= 0x01;
+    let damaged = tmp("verify-damaged.safetensors");
+    std::fs::write(&damaged, &weights).unwrap();
+    fails(&verify(&damaged), "is damaged");
+    // Without --verify the damaged model still describes itself.
+    ok(&oscar(&["info", s(&damaged)]));
+}
+
+#[test]
 fn existing_output_is_not_overwritten() {
     let model = fixture("oscar-tiny.safetensors");
     let coded = tmp("keep.oscar");

@@ -16,7 +16,6 @@ use oscar_wgpu::model::{DecodeSchedule, EncodeSchedule, Oscar, RunOptions, TileP
 use oscar_wgpu::rng::Rng;
 use oscar_wgpu::weights::Precision;
 
-use super::encode::freq_table;
 use super::Output;
 
 /// Progress goes to stderr, so `--json` / `--csv` output stays machine-readable.
@@ -450,7 +449,7 @@ fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<
         let image = Rng::new(size as u64).vec(3 * size * size, 1.0);
         for &level in &args.levels {
             progress(out, format!("size {size}, level {level}…"));
-            let table = freq_table(&oscar, level)?;
+            let table = oscar.info.freq_table(level)?;
             for _ in 0..args.warmup {
                 let (tokens, _) = oscar.encode(&image, size, size, level, plain)?;
                 oscar.decode(&tokens, plain)?;

@@ -8,7 +8,6 @@ use oscar_wgpu::gpu::GpuOptions;
 use oscar_wgpu::image_io::{to_rgb8, Planar};
 use oscar_wgpu::model::RunOptions;
 
-use super::encode::freq_table;
 use super::{load_model, write_atomically, Jobs, ModelArgs, Output, TileArgs};
 
 pub fn run(
@@ -31,7 +30,7 @@ pub fn run(
         let file = OscarFile::parse(&bytes, tag).with_context(|| format!("{}", input.display()))?;
         let header = *file.header();
         let level = usize::from(header.level);
-        let table = freq_table(&oscar, level)?;
+        let table = oscar.info.freq_table(level)?;
         let cell = oscar.info.pixels_per_token(level)?;
         let (rows, cols) = file.grid();
         let (height, width) = (rows * cell, cols * cell);

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use oscar_wgpu::codec::{self, FreqTable, Header, ModelTag};
+use oscar_wgpu::codec::{self, Header, ModelTag};
 use oscar_wgpu::gpu::GpuOptions;
 use oscar_wgpu::image_io::{read_rgb, to_planar, Padding};
 use oscar_wgpu::model::{Oscar, RunOptions};
@@ -41,15 +41,6 @@ fn choose_level(oscar: &Oscar, target: &Target) -> Result<usize> {
     }
 }
 
-/// The level's rANS table: the model's static counts, or uniform.
-pub fn freq_table(oscar: &Oscar, level: usize) -> Result<FreqTable> {
-    let size = oscar.info.level(level)?.codebook_size;
-    Ok(match oscar.info.freqs.get(level).and_then(Option::as_ref) {
-        Some(counts) => FreqTable::from_counts(counts)?,
-        None => FreqTable::uniform(size)?,
-    })
-}
-
 pub fn run(
     gpu: &GpuOptions,
     model: &ModelArgs,
@@ -71,7 +62,7 @@ pub fn run(
     ));
     let level = choose_level(&oscar, &target)?;
     let tag = ModelTag::from_hex(&oscar.info.content_hash)?;
-    let table = freq_table(&oscar, level)?;
+    let table = oscar.info.freq_table(level)?;
     let cell = oscar.info.pixels_per_token(level)?.max(64);
     if oscar.info.vae.latent_channels != 4 {
         bail!(

@@ -1,12 +1,14 @@
 //! `oscar-wgpu adapters` and `oscar-wgpu info`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use oscar_wgpu::codec::{self, read_header};
+use oscar_wgpu::codec::{self, read_header, ModelTag, OscarFile};
 use oscar_wgpu::gpu::{list_adapters, GpuOptions};
 use oscar_wgpu::model::ModelInfo;
 use oscar_wgpu::weights::ModelFile;
+
+use super::model_path;
 
 pub fn adapters(gpu: &GpuOptions, json: bool) -> Result<()> {
     let list = list_adapters(gpu);
@@ -38,8 +40,9 @@ pub fn adapters(gpu: &GpuOptions, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Describes a .oscar file (by its magic byte) or a model file.
-pub fn info(_gpu: &GpuOptions, file: &Path, model: Option<&Path>, json: bool) -> Result<()> {
+/// Describes a .oscar file (by its magic byte) or a model file, and with `verify` checks
+/// that it is intact.
+pub fn info(file: &Path, model: &Option<PathBuf>, json: bool, verify: bool) -> Result<()> {
     let first_byte = {
         use std::io::Read;
         let mut head = [0u8; 1];
@@ -50,36 +53,41 @@ pub fn info(_gpu: &GpuOptions, file: &Path, model: Option<&Path>, json: bool) ->
         head[0]
     };
     if first_byte == codec::container::MAGIC {
-        oscar_info(file, model, json)
+        // The model is optional here (the nominal rate), unless the tokens are checked.
+        let model = if verify {
+            Some(model_path(model)?)
+        } else {
+            model.clone()
+        };
+        oscar_info(file, model.as_deref(), json, verify)
     } else {
-        model_info(file, json)
+        model_info(file, json, verify)
     }
 }
 
-fn oscar_info(file: &Path, model: Option<&Path>, json: bool) -> Result<()> {
+fn oscar_info(file: &Path, model: Option<&Path>, json: bool, verify: bool) -> Result<()> {
     let bytes = std::fs::read(file)?;
     let (header, coding) = read_header(&bytes).with_context(|| format!("{}", file.display()))?;
     let (rows, cols) = header.token_grid()?;
     let bpp = codec::bpp(bytes.len(), header.width, header.height);
-    let nominal = match model {
-        Some(m) => {
-            ModelInfo::from_file(&ModelFile::open(m)?)?
-                .level(header.level as usize)?
-                .bpp_nominal
-        }
-        None => {
-            oscar_wgpu::model::synthetic::Architecture::sd21()?
-                .info
-                .levels[header.level as usize]
-                .bpp_nominal
-        }
+    let info = match model {
+        Some(m) => ModelInfo::from_file(&ModelFile::open(m)?)?,
+        None => oscar_wgpu::model::synthetic::Architecture::sd21()?.info,
     };
+    let nominal = info.level(header.level as usize)?.bpp_nominal;
+    if verify {
+        let tag = ModelTag::from_hex(&info.content_hash)?;
+        let table = info.freq_table(usize::from(header.level))?;
+        OscarFile::parse(&bytes, tag)
+            .and_then(|f| f.decode(&table))
+            .with_context(|| format!("{}", file.display()))?;
+    }
     if json {
         let record = serde_json::json!({
             "file": file.display().to_string(), "bytes": bytes.len(), "level": header.level,
             "width": header.width, "height": header.height, "tokens": [rows, cols],
             "coding": format!("{coding:?}"), "model_tag": header.model.to_string(), "a_z": header.a_z,
-            "bpp": bpp, "bpp_nominal": nominal,
+            "bpp": bpp, "bpp_nominal": nominal, "verified": verify,
         });
         println!("{}", serde_json::to_string_pretty(&record)?);
     } else {
@@ -92,13 +100,25 @@ fn oscar_info(file: &Path, model: Option<&Path>, json: bool) -> Result<()> {
         println!(
             "  {bpp:.4} bpp (every byte counted; level's nominal {nominal:.4} bpp at 512×512)"
         );
+        if verify {
+            println!("  intact: every token decoded and matched the file's CRC");
+        }
     }
     Ok(())
 }
 
-fn model_info(file: &Path, json: bool) -> Result<()> {
+fn model_info(file: &Path, json: bool, verify: bool) -> Result<()> {
     let model = ModelFile::open(file)?;
     let info = ModelInfo::from_file(&model)?;
+    if verify {
+        let actual = model.content_hash()?;
+        anyhow::ensure!(
+            actual == info.content_hash,
+            "{} is damaged: its weights hash to {actual}, not to the {} it was converted with",
+            file.display(),
+            info.content_hash
+        );
+    }
     let params: usize = model
         .names()
         .iter()
@@ -109,6 +129,7 @@ fn model_info(file: &Path, json: bool) -> Result<()> {
         let record = serde_json::json!({
             "file": file.display().to_string(), "content_hash": info.content_hash, "dtype": model.meta("dtype"),
             "parameters": params, "levels": info.levels, "unet": info.unet, "vae": info.vae, "scheduler": info.scheduler,
+            "verified": verify,
         });
         println!("{}", serde_json::to_string_pretty(&record)?);
         return Ok(());
@@ -139,6 +160,9 @@ fn model_info(file: &Path, json: bool) -> Result<()> {
             "  {:>5}  {:>6}  {:>8}  {:>8}  {:>11.4}  {table}",
             l.level, l.stride, l.codebook_size, l.timestep, l.bpp_nominal
         );
+    }
+    if verify {
+        println!("  intact: the weights match the hash they were converted with");
     }
     Ok(())
 }

@@ -60,6 +60,15 @@ impl ModelInfo {
         })
     }
 
+    /// The level's rANS table: the model's static counts, or uniform.
+    pub fn freq_table(&self, level: usize) -> Result<FreqTable> {
+        let size = self.level(level)?.codebook_size;
+        Ok(match self.freqs.get(level).and_then(Option::as_ref) {
+            Some(counts) => FreqTable::from_counts(counts)?,
+            None => FreqTable::uniform(size)?,
+        })
+    }
+
     pub fn level(&self, level: usize) -> Result<&Level> {
         self.levels.get(level).ok_or_else(|| {
             Error::BadModel(format!(
