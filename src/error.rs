@@ -32,6 +32,8 @@ pub enum Error {
     BadModel(String),
     #[error("invalid shape: {0}")]
     Shape(String),
+    #[error("cannot decode {path}: {reason}")]
+    Image { path: PathBuf, reason: String },
     #[error(transparent)]
     Codec(#[from] crate::codec::CodecError),
     #[error(transparent)]

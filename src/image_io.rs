@@ -27,9 +27,10 @@ pub enum Padding {
 /// Reads PNG, JPEG or WebP as 8-bit RGB.
 pub fn read_rgb(path: &Path) -> Result<image::RgbImage> {
     let reader = image::ImageReader::open(path)?.with_guessed_format()?;
-    let img = reader
-        .decode()
-        .map_err(|e| Error::Shape(format!("cannot decode {}: {e}", path.display())))?;
+    let img = reader.decode().map_err(|e| Error::Image {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     Ok(img.to_rgb8())
 }
 

@@ -176,6 +176,33 @@ fn info_verify_checks_files_and_models_whole() {
 }
 
 #[test]
+fn unreadable_images_are_clear_errors() {
+    let png = std::fs::read(fixture("astronaut_256.png")).unwrap();
+    for (name, bytes) in [
+        ("cut.png", &png[..png.len() / 3]),
+        ("text.png", &b"not a picture"[..]),
+        ("empty.png", &[][..]),
+    ] {
+        let input = tmp(name);
+        std::fs::write(&input, bytes).unwrap();
+        let coded = tmp(&format!("{name}.oscar"));
+        fails(
+            &oscar(&[
+                "encode",
+                s(&input),
+                "-o",
+                s(&coded),
+                "--model",
+                s(&fixture("oscar-tiny.safetensors")),
+                "--force",
+            ]),
+            &format!("cannot decode {}", input.display()),
+        );
+        assert!(!coded.exists(), "{name} left {}", coded.display());
+    }
+}
+
+#[test]
 fn existing_output_is_not_overwritten() {
     let model = fixture("oscar-tiny.safetensors");
     let coded = tmp("keep.oscar");
