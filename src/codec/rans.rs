@@ -255,7 +255,7 @@ pub fn encode(
     let coding = Coding::Rans { lanes };
     let rans = encode_rans(tokens, table, lanes, check(coding, &[])?);
     Ok(if rans.len() < raw.len() {
-        (Coding::Rans { lanes }, rans)
+        (coding, rans)
     } else {
         (Coding::Raw, raw)
     })
