@@ -32,3 +32,55 @@ fn every_wgsl_file_is_registered() {
         }
     }
 }
+
+/// What wgpu's Metal, DX12 and Vulkan backends do with a shader before their own
+/// compilers see it: overrides set (to their defaults here), then naga's MSL, HLSL and
+/// SPIR-V writers, which reject what a backend cannot express. CI has none of those GPUs,
+/// so this is where such a shader would show. (The writers do not check language
+/// versions; the levels given are those that subgroup operations need.)
+#[test]
+fn every_shader_translates_for_metal_dx12_and_vulkan() {
+    use naga::back::{hlsl, msl, spv};
+    for (name, _) in SHADERS {
+        let source = shader_source(name).unwrap();
+        let module = naga::front::wgsl::parse_str(&source).unwrap();
+        let info = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .unwrap();
+        let (module, info) = naga::back::pipeline_constants::process_overrides(
+            &module,
+            &info,
+            None,
+            &naga::back::PipelineConstants::default(),
+        )
+        .unwrap_or_else(|e| panic!("{name}.wgsl overrides: {e}"));
+        let msl_options = msl::Options {
+            lang_version: (2, 1),
+            ..Default::default()
+        };
+        msl::write_string(
+            &module,
+            &info,
+            &msl_options,
+            &msl::PipelineOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{name}.wgsl to MSL: {e}"));
+        let hlsl_options = hlsl::Options {
+            shader_model: hlsl::ShaderModel::V6_0,
+            ..Default::default()
+        };
+        let mut hlsl_source = String::new();
+        hlsl::Writer::new(
+            &mut hlsl_source,
+            &hlsl_options,
+            &hlsl::PipelineOptions::default(),
+        )
+        .write(&module, &info, None)
+        .unwrap_or_else(|e| panic!("{name}.wgsl to HLSL: {e}"));
+        spv::write_vec(&module, &info, &spv::Options::default(), None)
+            .unwrap_or_else(|e| panic!("{name}.wgsl to SPIR-V: {e}"));
+    }
+}
