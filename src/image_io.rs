@@ -24,13 +24,28 @@ pub enum Padding {
     Reflect,
 }
 
-/// Reads PNG, JPEG or WebP as 8-bit RGB.
+/// Reads PNG, JPEG or WebP as 8-bit RGB. A picture wider or taller than the `.oscar`
+/// format holds is refused from its header, before anything is decoded.
 pub fn read_rgb(path: &Path) -> Result<image::RgbImage> {
-    let reader = image::ImageReader::open(path)?.with_guessed_format()?;
-    let img = reader.decode().map_err(|e| Error::Image {
+    let max_side = crate::codec::MAX_DIM;
+    let bad = |reason: String| Error::Image {
         path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let open = || image::ImageReader::open(path)?.with_guessed_format();
+    let (w, h) = open()?.into_dimensions().map_err(|e| bad(e.to_string()))?;
+    if w > max_side || h > max_side {
+        return Err(bad(format!(
+            "{w}×{h} exceeds the format's {max_side} pixels per side"
+        )));
+    }
+    // Room for the picture as 16-bit RGBA: the decoder's default cap of 512 MiB would
+    // refuse sizes the format holds.
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(8 * u64::from(w) * u64::from(h) + (64 << 20));
+    let mut reader = open()?;
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| bad(e.to_string()))?;
     Ok(img.to_rgb8())
 }
 
@@ -98,5 +113,21 @@ pub fn psnr(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
         f64::INFINITY
     } else {
         10.0 * (255.0f64 * 255.0 / mse).log10()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pictures_past_the_decoders_default_cap_are_read() {
+        // 14000² RGB is 588 MB: over the image crate's default cap of 512 MiB, within the
+        // format's 16384 pixels per side.
+        let path = std::env::temp_dir().join(format!("oscar-wgpu-big-{}.png", std::process::id()));
+        image::RgbImage::new(14000, 14000).save(&path).unwrap();
+        let read = read_rgb(&path);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(read.unwrap().dimensions(), (14000, 14000));
     }
 }

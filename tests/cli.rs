@@ -200,6 +200,21 @@ fn unreadable_images_are_clear_errors() {
         );
         assert!(!coded.exists(), "{name} left {}", coded.display());
     }
+    // Wider than the format holds: refused from the PNG header.
+    let wide = tmp("wide.png");
+    image::RgbImage::new(16385, 1).save(&wide).unwrap();
+    fails(
+        &oscar(&[
+            "encode",
+            s(&wide),
+            "-o",
+            s(&tmp("wide.oscar")),
+            "--model",
+            s(&fixture("oscar-tiny.safetensors")),
+            "--force",
+        ]),
+        "16385×1 exceeds the format's 16384 pixels per side",
+    );
 }
 
 #[test]

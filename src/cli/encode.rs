@@ -76,13 +76,6 @@ pub fn run(
         let t0 = Instant::now();
         let rgb = read_rgb(input)?;
         let (width, height) = (rgb.width(), rgb.height());
-        if width > codec::MAX_DIM || height > codec::MAX_DIM {
-            bail!(
-                "{}: {width}×{height} exceeds the format's {} pixels per side",
-                input.display(),
-                codec::MAX_DIM
-            );
-        }
         let planar = to_planar(&rgb, cell, padding);
         if out.verbose {
             out.detail(format!(
