@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use image::ImageDecoder;
+
 use crate::error::{Error, Result};
 
 /// A planar RGB image in [-1, 1].
@@ -24,8 +26,9 @@ pub enum Padding {
     Reflect,
 }
 
-/// Reads PNG, JPEG or WebP as 8-bit RGB. A picture wider or taller than the `.oscar`
-/// format holds is refused from its header, before anything is decoded.
+/// Reads PNG, JPEG or WebP as 8-bit RGB, turned upright as its EXIF orientation says (as
+/// viewers show it; cameras store many photos sideways). A picture wider or taller than
+/// the `.oscar` format holds is refused from its header, before anything is decoded.
 pub fn read_rgb(path: &Path) -> Result<image::RgbImage> {
     let max_side = crate::codec::MAX_DIM;
     let bad = |reason: String| Error::Image {
@@ -45,8 +48,14 @@ pub fn read_rgb(path: &Path) -> Result<image::RgbImage> {
     limits.max_alloc = Some(8 * u64::from(w) * u64::from(h) + (64 << 20));
     let mut reader = open()?;
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| bad(e.to_string()))?;
-    Ok(img.to_rgb8())
+    let decoded = || -> image::ImageResult<image::DynamicImage> {
+        let mut decoder = reader.into_decoder()?;
+        let orientation = decoder.orientation()?;
+        let mut img = image::DynamicImage::from_decoder(decoder)?;
+        img.apply_orientation(orientation);
+        Ok(img)
+    };
+    Ok(decoded().map_err(|e| bad(e.to_string()))?.to_rgb8())
 }
 
 /// `img` as planar [-1, 1], padded right and bottom to multiples of `multiple`.
@@ -129,5 +138,20 @@ mod tests {
         let read = read_rgb(&path);
         std::fs::remove_file(&path).unwrap();
         assert_eq!(read.unwrap().dimensions(), (14000, 14000));
+    }
+
+    #[test]
+    fn photos_are_turned_upright() {
+        // 16×8 stored, red left and blue right, EXIF orientation 6 (turn 90° clockwise to
+        // view); written by PIL. Upright it is 8×16, red on top.
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/orientation_6.jpg"
+        );
+        let img = read_rgb(Path::new(fixture)).unwrap();
+        assert_eq!(img.dimensions(), (8, 16));
+        let (top, bottom) = (img.get_pixel(4, 2), img.get_pixel(4, 13));
+        assert!(top[0] > 200 && top[2] < 60, "{top:?}");
+        assert!(bottom[2] > 200 && bottom[0] < 60, "{bottom:?}");
     }
 }
