@@ -1,7 +1,7 @@
 //! The `.oscar` file: a 16-byte header (level, image size, model tag, latent norms) and
 //! the level's token indices, rANS-coded in lanes that decode in parallel on the CPU
-//! ([`rans::decode`]) or the GPU ([`rans_gpu::decode_on_gpu`]), sealed by a 16-bit check
-//! of the header (and of raw payloads). Layout: `docs/bitstream.md`.
+//! ([`rans::decode`]) or the GPU ([`rans_gpu::decode_on_gpu`]), sealed by a CRC-16 of the
+//! header and the tokens ([`check`]). Layout: `docs/bitstream.md`.
 //!
 //! Decoding never trusts the file: every malformed, truncated, damaged or foreign input
 //! is a [`CodecError`], and work and memory are bounded by [`MAX_DIM`] before anything
