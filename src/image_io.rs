@@ -30,6 +30,11 @@ pub enum Padding {
 /// viewers show it; cameras store many photos sideways). A picture wider or taller than
 /// the `.oscar` format holds is refused from its header, before anything is decoded.
 pub fn read_rgb(path: &Path) -> Result<image::RgbImage> {
+    Ok(read_picture(path)?.0)
+}
+
+/// [`read_rgb`], and whether the picture had an alpha channel, which RGB drops.
+pub fn read_picture(path: &Path) -> Result<(image::RgbImage, bool)> {
     let max_side = crate::codec::MAX_DIM;
     let bad = |reason: String| Error::Image {
         path: path.to_path_buf(),
@@ -55,7 +60,8 @@ pub fn read_rgb(path: &Path) -> Result<image::RgbImage> {
         img.apply_orientation(orientation);
         Ok(img)
     };
-    Ok(decoded().map_err(|e| bad(e.to_string()))?.to_rgb8())
+    let img = decoded().map_err(|e| bad(e.to_string()))?;
+    Ok((img.to_rgb8(), img.color().has_alpha()))
 }
 
 /// `img` as planar [-1, 1], padded right and bottom to multiples of `multiple`.
@@ -150,6 +156,7 @@ mod tests {
         );
         let img = read_rgb(Path::new(fixture)).unwrap();
         assert_eq!(img.dimensions(), (8, 16));
+        assert!(!read_picture(Path::new(fixture)).unwrap().1);
         let (top, bottom) = (img.get_pixel(4, 2), img.get_pixel(4, 13));
         assert!(top[0] > 200 && top[2] < 60, "{top:?}");
         assert!(bottom[2] > 200 && bottom[0] < 60, "{bottom:?}");

@@ -218,6 +218,22 @@ fn unreadable_images_are_clear_errors() {
 }
 
 #[test]
+fn a_dropped_alpha_channel_is_a_warning() {
+    let rgba = tmp("rgba.png");
+    image::RgbaImage::from_pixel(70, 50, image::Rgba([200, 40, 40, 128]))
+        .save(&rgba)
+        .unwrap();
+    let (coded, model) = (tmp("rgba.oscar"), fixture("oscar-tiny.safetensors"));
+    let encode = |extra: &[&str]| {
+        let mut args = vec!["encode", s(&rgba), "-o", s(&coded), "--model", s(&model)];
+        args.extend(["--force"].iter().chain(extra));
+        ok(&oscar(&args))
+    };
+    assert!(encode(&[]).contains("alpha channel is dropped"));
+    assert!(!encode(&["--quiet"]).contains("alpha"));
+}
+
+#[test]
 fn existing_output_is_not_overwritten() {
     let model = fixture("oscar-tiny.safetensors");
     let coded = tmp("keep.oscar");

@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use oscar_wgpu::codec::{self, Header, ModelTag};
 use oscar_wgpu::gpu::GpuOptions;
-use oscar_wgpu::image_io::{read_rgb, to_planar, Padding};
+use oscar_wgpu::image_io::{read_picture, to_planar, Padding};
 use oscar_wgpu::model::{Oscar, RunOptions};
 
 use super::{load_model, write_atomically, Jobs, ModelArgs, Output, TileArgs};
@@ -74,7 +74,14 @@ pub fn run(
     for (input, output) in &pairs {
         bar.set_message(input.display().to_string());
         let t0 = Instant::now();
-        let rgb = read_rgb(input)?;
+        let (rgb, alpha) = read_picture(input)?;
+        if alpha && !out.quiet {
+            eprintln!(
+                "warning: {}: its alpha channel is dropped (.oscar codes RGB); transparent \
+                 areas keep the colours they store",
+                input.display()
+            );
+        }
         let (width, height) = (rgb.width(), rgb.height());
         let planar = to_planar(&rgb, cell, padding);
         if out.verbose {
