@@ -24,6 +24,31 @@ fn oscar(args: &[&str]) -> Output {
         .expect("the binary runs")
 }
 
+/// `oscar-wgpu encode <input> -o <output> --model <the tiny model> --force <extra>`.
+fn encode_tiny(input: &Path, output: &Path, extra: &[&str]) -> Output {
+    tiny("encode", input, output, extra)
+}
+
+/// `oscar-wgpu decode <input> -o <output> --model <the tiny model> --force <extra>`.
+fn decode_tiny(input: &Path, output: &Path, extra: &[&str]) -> Output {
+    tiny("decode", input, output, extra)
+}
+
+fn tiny(command: &str, input: &Path, output: &Path, extra: &[&str]) -> Output {
+    let model = fixture("oscar-tiny.safetensors");
+    let mut args = vec![
+        command,
+        s(input),
+        "-o",
+        s(output),
+        "--model",
+        s(&model),
+        "--force",
+    ];
+    args.extend(extra);
+    oscar(&args)
+}
+
 fn ok(out: &Output) -> String {
     let text = format!(
         "{}{}",
@@ -92,15 +117,7 @@ fn round_trip_reproduces_the_reference_at_every_level() {
         let k = [256, 1024, 256, 2048, 16, 32, 64, 256][level];
         let indices = file.decode(&FreqTable::uniform(k).unwrap()).unwrap();
         assert_eq!(indices, reference_indices(level), "level {level}: indices");
-        ok(&oscar(&[
-            "decode",
-            s(&coded),
-            "-o",
-            s(&decoded),
-            "--model",
-            s(&model),
-            "--force",
-        ]));
+        ok(&decode_tiny(&coded, &decoded, &[]));
         let p = psnr(
             &read_rgb(&decoded).unwrap(),
             &read_rgb(&fixture(&format!("ref_level{level}.png"))).unwrap(),
@@ -116,17 +133,11 @@ fn round_trip_reproduces_the_reference_at_every_level() {
 fn info_reports_real_and_nominal_bpp() {
     let model = fixture("oscar-tiny.safetensors");
     let coded = tmp("info.oscar");
-    ok(&oscar(&[
-        "encode",
-        s(&fixture("astronaut_256.png")),
-        "-o",
-        s(&coded),
-        "--model",
-        s(&model),
-        "--level",
-        "7",
-        "--force",
-    ]));
+    ok(&encode_tiny(
+        &fixture("astronaut_256.png"),
+        &coded,
+        &["--level", "7"],
+    ));
     let text = ok(&oscar(&["info", s(&coded), "--model", s(&model)]));
     assert!(
         text.contains("bpp") && text.contains("nominal 0.1250"),
@@ -143,17 +154,11 @@ fn info_reports_real_and_nominal_bpp() {
 fn info_verify_checks_files_and_models_whole() {
     let model = fixture("oscar-tiny.safetensors");
     let coded = tmp("verify.oscar");
-    ok(&oscar(&[
-        "encode",
-        s(&fixture("astronaut_256.png")),
-        "-o",
-        s(&coded),
-        "--model",
-        s(&model),
-        "--level",
-        "5",
-        "--force",
-    ]));
+    ok(&encode_tiny(
+        &fixture("astronaut_256.png"),
+        &coded,
+        &["--level", "5"],
+    ));
     let verify = |path: &Path| oscar(&["info", s(path), "--verify", "--model", s(&model)]);
     assert!(ok(&verify(&coded)).contains("intact"));
     assert!(ok(&verify(&model)).contains("intact"));
@@ -187,15 +192,7 @@ fn unreadable_images_are_clear_errors() {
         std::fs::write(&input, bytes).unwrap();
         let coded = tmp(&format!("{name}.oscar"));
         fails(
-            &oscar(&[
-                "encode",
-                s(&input),
-                "-o",
-                s(&coded),
-                "--model",
-                s(&fixture("oscar-tiny.safetensors")),
-                "--force",
-            ]),
+            &encode_tiny(&input, &coded, &[]),
             &format!("cannot decode {}", input.display()),
         );
         assert!(!coded.exists(), "{name} left {}", coded.display());
@@ -204,15 +201,7 @@ fn unreadable_images_are_clear_errors() {
     let wide = tmp("wide.png");
     image::RgbImage::new(16385, 1).save(&wide).unwrap();
     fails(
-        &oscar(&[
-            "encode",
-            s(&wide),
-            "-o",
-            s(&tmp("wide.oscar")),
-            "--model",
-            s(&fixture("oscar-tiny.safetensors")),
-            "--force",
-        ]),
+        &encode_tiny(&wide, &tmp("wide.oscar"), &[]),
         "16385×1 exceeds the format's 16384 pixels per side",
     );
 }
@@ -223,12 +212,7 @@ fn a_dropped_alpha_channel_is_a_warning() {
     image::RgbaImage::from_pixel(70, 50, image::Rgba([200, 40, 40, 128]))
         .save(&rgba)
         .unwrap();
-    let (coded, model) = (tmp("rgba.oscar"), fixture("oscar-tiny.safetensors"));
-    let encode = |extra: &[&str]| {
-        let mut args = vec!["encode", s(&rgba), "-o", s(&coded), "--model", s(&model)];
-        args.extend(["--force"].iter().chain(extra));
-        ok(&oscar(&args))
-    };
+    let encode = |extra: &[&str]| ok(&encode_tiny(&rgba, &tmp("rgba.oscar"), extra));
     assert!(encode(&[]).contains("alpha channel is dropped"));
     assert!(!encode(&["--quiet"]).contains("alpha"));
 }
@@ -254,34 +238,16 @@ fn existing_output_is_not_overwritten() {
 
 #[test]
 fn corrupt_and_truncated_files_are_clear_errors() {
-    let model = fixture("oscar-tiny.safetensors");
     let coded = tmp("good.oscar");
-    ok(&oscar(&[
-        "encode",
-        s(&fixture("astronaut_256.png")),
-        "-o",
-        s(&coded),
-        "--model",
-        s(&model),
-        "--level",
-        "6",
-        "--force",
-    ]));
+    ok(&encode_tiny(
+        &fixture("astronaut_256.png"),
+        &coded,
+        &["--level", "6"],
+    ));
     let bytes = std::fs::read(&coded).unwrap();
     let truncated = tmp("truncated.oscar");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    fails(
-        &oscar(&[
-            "decode",
-            s(&truncated),
-            "-o",
-            s(&tmp("t.png")),
-            "--model",
-            s(&model),
-            "--force",
-        ]),
-        "corrupt",
-    );
+    fails(&decode_tiny(&truncated, &tmp("t.png"), &[]), "corrupt");
     // One flipped bit, in the payload or in a latent norm: an error, not another picture.
     for at in [bytes.len() / 2, 7] {
         let mut damaged = bytes.clone();
@@ -289,34 +255,12 @@ fn corrupt_and_truncated_files_are_clear_errors() {
         let path = tmp("damaged.oscar");
         std::fs::write(&path, &damaged).unwrap();
         let png = tmp("d.png");
-        fails(
-            &oscar(&[
-                "decode",
-                s(&path),
-                "-o",
-                s(&png),
-                "--model",
-                s(&model),
-                "--force",
-            ]),
-            "damaged",
-        );
+        fails(&decode_tiny(&path, &png, &[]), "damaged");
         assert!(!png.exists(), "a damaged file left {}", png.display());
     }
     let garbage = tmp("garbage.oscar");
     std::fs::write(&garbage, b"this is not an oscar file at all").unwrap();
-    fails(
-        &oscar(&[
-            "decode",
-            s(&garbage),
-            "-o",
-            s(&tmp("g.png")),
-            "--model",
-            s(&model),
-            "--force",
-        ]),
-        "error",
-    );
+    fails(&decode_tiny(&garbage, &tmp("g.png"), &[]), "error");
 }
 
 #[test]
@@ -352,7 +296,6 @@ fn missing_or_wrong_model_is_explained() {
 
 #[test]
 fn a_folder_encodes_with_one_model_and_bpp_picks_the_level() {
-    let model = fixture("oscar-tiny.safetensors");
     let dir = tmp("folder_in");
     std::fs::create_dir_all(&dir).unwrap();
     let photo = read_rgb(&fixture("astronaut_256.png")).unwrap();
@@ -366,29 +309,11 @@ fn a_folder_encodes_with_one_model_and_bpp_picks_the_level() {
         .save(dir.join("b.jpg"))
         .unwrap();
     let coded = tmp("folder_coded");
-    let text = ok(&oscar(&[
-        "encode",
-        s(&dir),
-        "-o",
-        s(&coded),
-        "--model",
-        s(&model),
-        "--bpp",
-        "0.05",
-        "--force",
-    ]));
+    let text = ok(&encode_tiny(&dir, &coded, &["--bpp", "0.05"]));
     // 0.05 bpp: the best level whose nominal rate fits is level 3 (0.043).
     assert!(text.contains("level 3"), "{text}");
     let decoded = tmp("folder_decoded");
-    ok(&oscar(&[
-        "decode",
-        s(&coded),
-        "-o",
-        s(&decoded),
-        "--model",
-        s(&model),
-        "--force",
-    ]));
+    ok(&decode_tiny(&coded, &decoded, &[]));
     assert_eq!(
         read_rgb(&decoded.join("a.png")).unwrap().dimensions(),
         (100, 70)
@@ -402,17 +327,11 @@ fn a_folder_encodes_with_one_model_and_bpp_picks_the_level() {
 #[test]
 fn a_file_from_another_model_is_refused() {
     let coded = tmp("other_model.oscar");
-    ok(&oscar(&[
-        "encode",
-        s(&fixture("astronaut_256.png")),
-        "-o",
-        s(&coded),
-        "--model",
-        s(&fixture("oscar-tiny.safetensors")),
-        "--level",
-        "0",
-        "--force",
-    ]));
+    ok(&encode_tiny(
+        &fixture("astronaut_256.png"),
+        &coded,
+        &["--level", "0"],
+    ));
     fails(
         &oscar(&[
             "decode",
@@ -433,38 +352,9 @@ fn tiles_and_memory_budgets_from_the_command_line() {
     let photo = fixture("astronaut_256.png");
     let coded = tmp("tiles.oscar");
     let (whole, tiled) = (tmp("whole.png"), tmp("tiled.png"));
-    ok(&oscar(&[
-        "encode",
-        s(&photo),
-        "-o",
-        s(&coded),
-        "--model",
-        s(&model),
-        "--tile",
-        "128",
-        "--force",
-    ]));
-    ok(&oscar(&[
-        "decode",
-        s(&coded),
-        "-o",
-        s(&whole),
-        "--model",
-        s(&model),
-        "--force",
-    ]));
-    let text = ok(&oscar(&[
-        "decode",
-        s(&coded),
-        "-o",
-        s(&tiled),
-        "--model",
-        s(&model),
-        "--tile",
-        "128",
-        "-v",
-        "--force",
-    ]));
+    ok(&encode_tiny(&photo, &coded, &["--tile", "128"]));
+    ok(&decode_tiny(&coded, &whole, &[]));
+    let text = ok(&decode_tiny(&coded, &tiled, &["--tile", "128", "-v"]));
     assert!(text.contains("VAE 3×3 tiles"), "-v names the tiles: {text}");
     let p = psnr(&read_rgb(&tiled).unwrap(), &read_rgb(&whole).unwrap());
     assert!(
@@ -473,45 +363,15 @@ fn tiles_and_memory_budgets_from_the_command_line() {
     );
 
     fails(
-        &oscar(&[
-            "decode",
-            s(&coded),
-            "-o",
-            s(&tiled),
-            "--model",
-            s(&model),
-            "--tile",
-            "100",
-            "--force",
-        ]),
+        &decode_tiny(&coded, &tiled, &["--tile", "100"]),
         "multiple of 8",
     );
     fails(
-        &oscar(&[
-            "decode",
-            s(&coded),
-            "-o",
-            s(&tiled),
-            "--model",
-            s(&model),
-            "--max-gpu-memory",
-            "64K",
-            "--force",
-        ]),
+        &decode_tiny(&coded, &tiled, &["--max-gpu-memory", "64K"]),
         "raise --max-gpu-memory",
     );
     fails(
-        &oscar(&[
-            "encode",
-            s(&photo),
-            "-o",
-            s(&coded),
-            "--model",
-            s(&model),
-            "--max-gpu-memory",
-            "64K",
-            "--force",
-        ]),
+        &encode_tiny(&photo, &coded, &["--max-gpu-memory", "64K"]),
         "raise --max-gpu-memory",
     );
     fails(
