@@ -2,8 +2,10 @@
 // lanes (lavapipe), flash-attention style: keys stream in blocks of 8 with an online
 // softmax, so nothing of size nq × nk is stored. As in `matmul_subgroup.wgsl`, lane l
 // loads key (value) j0 + l as vec4s and subgroupBroadcast hands every lane all 8 keys,
-// so each load feeds both of a lane's queries. Each lane owns 2 queries (rows li and
-// 64 + li of the workgroup's 128) of one head.
+// so each load feeds all four of a lane's queries. Each lane owns 4 queries (rows li,
+// 64 + li, 128 + li and 192 + li of the workgroup's 256) of one head: against 2, each
+// loaded and broadcast key or value feeds twice the FMAs (4096 tokens, 5 heads × 64:
+// 540 → 420–440 ms on lavapipe, see BENCHMARKS.md).
 // The head dim is handled in chunks of up to 64 (D4C vec4s): the output chunk and, for
 // a single chunk, the query stay in registers; with several chunks (d = 512) each pass
 // computes one output chunk and re-reads the query per key block.
@@ -43,96 +45,119 @@ struct Chunk {
     v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, v4: vec4<f32>, v5: vec4<f32>, v6: vec4<f32>, v7: vec4<f32>, v8: vec4<f32>, v9: vec4<f32>, v10: vec4<f32>, v11: vec4<f32>, v12: vec4<f32>, v13: vec4<f32>, v14: vec4<f32>, v15: vec4<f32>,
 }
 
-// The block's scores for the lane's two queries.
+// The block's scores for the lane's four queries.
 struct Scores {
     a: Cols,
     b: Cols,
+    c: Cols,
+    d: Cols,
 }
 
 struct Outputs {
     a: Chunk,
     b: Chunk,
+    c: Chunk,
+    d: Chunk,
 }
 
 // Four dims of q·k for the 8 keys; kv is this lane's key at those dims.
-fn qk4(s: Scores, qa: vec4<f32>, qb: vec4<f32>, kv: vec4<f32>) -> Scores {
+fn qk4(s: Scores, qa: vec4<f32>, qb: vec4<f32>, qc: vec4<f32>, qd: vec4<f32>, kv: vec4<f32>) -> Scores {
     var r = s;
     let kx = bcast(kv.x);
     r.a.lo = fma(vec4<f32>(qa.x), kx.lo, r.a.lo);
     r.a.hi = fma(vec4<f32>(qa.x), kx.hi, r.a.hi);
     r.b.lo = fma(vec4<f32>(qb.x), kx.lo, r.b.lo);
     r.b.hi = fma(vec4<f32>(qb.x), kx.hi, r.b.hi);
+    r.c.lo = fma(vec4<f32>(qc.x), kx.lo, r.c.lo);
+    r.c.hi = fma(vec4<f32>(qc.x), kx.hi, r.c.hi);
+    r.d.lo = fma(vec4<f32>(qd.x), kx.lo, r.d.lo);
+    r.d.hi = fma(vec4<f32>(qd.x), kx.hi, r.d.hi);
     let ky = bcast(kv.y);
     r.a.lo = fma(vec4<f32>(qa.y), ky.lo, r.a.lo);
     r.a.hi = fma(vec4<f32>(qa.y), ky.hi, r.a.hi);
     r.b.lo = fma(vec4<f32>(qb.y), ky.lo, r.b.lo);
     r.b.hi = fma(vec4<f32>(qb.y), ky.hi, r.b.hi);
+    r.c.lo = fma(vec4<f32>(qc.y), ky.lo, r.c.lo);
+    r.c.hi = fma(vec4<f32>(qc.y), ky.hi, r.c.hi);
+    r.d.lo = fma(vec4<f32>(qd.y), ky.lo, r.d.lo);
+    r.d.hi = fma(vec4<f32>(qd.y), ky.hi, r.d.hi);
     let kz = bcast(kv.z);
     r.a.lo = fma(vec4<f32>(qa.z), kz.lo, r.a.lo);
     r.a.hi = fma(vec4<f32>(qa.z), kz.hi, r.a.hi);
     r.b.lo = fma(vec4<f32>(qb.z), kz.lo, r.b.lo);
     r.b.hi = fma(vec4<f32>(qb.z), kz.hi, r.b.hi);
+    r.c.lo = fma(vec4<f32>(qc.z), kz.lo, r.c.lo);
+    r.c.hi = fma(vec4<f32>(qc.z), kz.hi, r.c.hi);
+    r.d.lo = fma(vec4<f32>(qd.z), kz.lo, r.d.lo);
+    r.d.hi = fma(vec4<f32>(qd.z), kz.hi, r.d.hi);
     let kw = bcast(kv.w);
     r.a.lo = fma(vec4<f32>(qa.w), kw.lo, r.a.lo);
     r.a.hi = fma(vec4<f32>(qa.w), kw.hi, r.a.hi);
     r.b.lo = fma(vec4<f32>(qb.w), kw.lo, r.b.lo);
     r.b.hi = fma(vec4<f32>(qb.w), kw.hi, r.b.hi);
+    r.c.lo = fma(vec4<f32>(qc.w), kw.lo, r.c.lo);
+    r.c.hi = fma(vec4<f32>(qc.w), kw.hi, r.c.hi);
+    r.d.lo = fma(vec4<f32>(qd.w), kw.lo, r.d.lo);
+    r.d.hi = fma(vec4<f32>(qd.w), kw.hi, r.d.hi);
     return r;
 }
 
 // Scores of one head-dim chunk; kb: this lane's key row at the chunk.
-fn qk_chunk(s: Scores, qa: Chunk, qb: Chunk, kb: u32) -> Scores {
+fn qk_chunk(s: Scores, qa: Chunk, qb: Chunk, qc: Chunk, qd: Chunk, kb: u32) -> Scores {
     var r = s;
-    r = qk4(r, qa.v0, qb.v0, k[kb + 0u]);
-    if D4C > 1u { r = qk4(r, qa.v1, qb.v1, k[kb + 1u]); }
-    if D4C > 2u { r = qk4(r, qa.v2, qb.v2, k[kb + 2u]); }
-    if D4C > 3u { r = qk4(r, qa.v3, qb.v3, k[kb + 3u]); }
-    if D4C > 4u { r = qk4(r, qa.v4, qb.v4, k[kb + 4u]); }
-    if D4C > 5u { r = qk4(r, qa.v5, qb.v5, k[kb + 5u]); }
-    if D4C > 6u { r = qk4(r, qa.v6, qb.v6, k[kb + 6u]); }
-    if D4C > 7u { r = qk4(r, qa.v7, qb.v7, k[kb + 7u]); }
-    if D4C > 8u { r = qk4(r, qa.v8, qb.v8, k[kb + 8u]); }
-    if D4C > 9u { r = qk4(r, qa.v9, qb.v9, k[kb + 9u]); }
-    if D4C > 10u { r = qk4(r, qa.v10, qb.v10, k[kb + 10u]); }
-    if D4C > 11u { r = qk4(r, qa.v11, qb.v11, k[kb + 11u]); }
-    if D4C > 12u { r = qk4(r, qa.v12, qb.v12, k[kb + 12u]); }
-    if D4C > 13u { r = qk4(r, qa.v13, qb.v13, k[kb + 13u]); }
-    if D4C > 14u { r = qk4(r, qa.v14, qb.v14, k[kb + 14u]); }
-    if D4C > 15u { r = qk4(r, qa.v15, qb.v15, k[kb + 15u]); }
+    r = qk4(r, qa.v0, qb.v0, qc.v0, qd.v0, k[kb + 0u]);
+    if D4C > 1u { r = qk4(r, qa.v1, qb.v1, qc.v1, qd.v1, k[kb + 1u]); }
+    if D4C > 2u { r = qk4(r, qa.v2, qb.v2, qc.v2, qd.v2, k[kb + 2u]); }
+    if D4C > 3u { r = qk4(r, qa.v3, qb.v3, qc.v3, qd.v3, k[kb + 3u]); }
+    if D4C > 4u { r = qk4(r, qa.v4, qb.v4, qc.v4, qd.v4, k[kb + 4u]); }
+    if D4C > 5u { r = qk4(r, qa.v5, qb.v5, qc.v5, qd.v5, k[kb + 5u]); }
+    if D4C > 6u { r = qk4(r, qa.v6, qb.v6, qc.v6, qd.v6, k[kb + 6u]); }
+    if D4C > 7u { r = qk4(r, qa.v7, qb.v7, qc.v7, qd.v7, k[kb + 7u]); }
+    if D4C > 8u { r = qk4(r, qa.v8, qb.v8, qc.v8, qd.v8, k[kb + 8u]); }
+    if D4C > 9u { r = qk4(r, qa.v9, qb.v9, qc.v9, qd.v9, k[kb + 9u]); }
+    if D4C > 10u { r = qk4(r, qa.v10, qb.v10, qc.v10, qd.v10, k[kb + 10u]); }
+    if D4C > 11u { r = qk4(r, qa.v11, qb.v11, qc.v11, qd.v11, k[kb + 11u]); }
+    if D4C > 12u { r = qk4(r, qa.v12, qb.v12, qc.v12, qd.v12, k[kb + 12u]); }
+    if D4C > 13u { r = qk4(r, qa.v13, qb.v13, qc.v13, qd.v13, k[kb + 13u]); }
+    if D4C > 14u { r = qk4(r, qa.v14, qb.v14, qc.v14, qd.v14, k[kb + 14u]); }
+    if D4C > 15u { r = qk4(r, qa.v15, qb.v15, qc.v15, qd.v15, k[kb + 15u]); }
     return r;
 }
 
-// Four output dims gain Σ_j p_j · v_j for the two queries; vv is this lane's value.
-fn pv4(oa: vec4<f32>, ob: vec4<f32>, pa: Cols, pb: Cols, vv: vec4<f32>) -> array<vec4<f32>, 2> {
+// Four output dims of one query gain Σ_j p_j · v_j; v{x,y,z,w}: the 8 lanes' values.
+fn pv1(o: vec4<f32>, p: Cols, vx: Cols, vy: Cols, vz: Cols, vw: Cols) -> vec4<f32> {
+    return o + vec4<f32>(dot(p.lo, vx.lo) + dot(p.hi, vx.hi), dot(p.lo, vy.lo) + dot(p.hi, vy.hi), dot(p.lo, vz.lo) + dot(p.hi, vz.hi), dot(p.lo, vw.lo) + dot(p.hi, vw.hi));
+}
+
+// Four output dims of the four queries; vv is this lane's value.
+fn pv4(o: array<vec4<f32>, 4>, p: Scores, vv: vec4<f32>) -> array<vec4<f32>, 4> {
     let vx = bcast(vv.x);
     let vy = bcast(vv.y);
     let vz = bcast(vv.z);
     let vw = bcast(vv.w);
-    let a = vec4<f32>(dot(pa.lo, vx.lo) + dot(pa.hi, vx.hi), dot(pa.lo, vy.lo) + dot(pa.hi, vy.hi), dot(pa.lo, vz.lo) + dot(pa.hi, vz.hi), dot(pa.lo, vw.lo) + dot(pa.hi, vw.hi));
-    let b = vec4<f32>(dot(pb.lo, vx.lo) + dot(pb.hi, vx.hi), dot(pb.lo, vy.lo) + dot(pb.hi, vy.hi), dot(pb.lo, vz.lo) + dot(pb.hi, vz.hi), dot(pb.lo, vw.lo) + dot(pb.hi, vw.hi));
-    return array<vec4<f32>, 2>(oa + a, ob + b);
+    return array(pv1(o[0], p.a, vx, vy, vz, vw), pv1(o[1], p.b, vx, vy, vz, vw), pv1(o[2], p.c, vx, vy, vz, vw), pv1(o[3], p.d, vx, vy, vz, vw));
 }
 
 // Rescales the running outputs by alpha and adds the block; vb: this lane's value row.
-fn pv_chunk(o: Outputs, alpha_a: f32, alpha_b: f32, pa: Cols, pb: Cols, vb: u32) -> Outputs {
+fn pv_chunk(o: Outputs, alpha: vec4<f32>, p: Scores, vb: u32) -> Outputs {
     var r = o;
-    var t: array<vec4<f32>, 2>;
-    t = pv4(r.a.v0 * alpha_a, r.b.v0 * alpha_b, pa, pb, v[vb + 0u]); r.a.v0 = t[0]; r.b.v0 = t[1];
-    if D4C > 1u { t = pv4(r.a.v1 * alpha_a, r.b.v1 * alpha_b, pa, pb, v[vb + 1u]); r.a.v1 = t[0]; r.b.v1 = t[1]; }
-    if D4C > 2u { t = pv4(r.a.v2 * alpha_a, r.b.v2 * alpha_b, pa, pb, v[vb + 2u]); r.a.v2 = t[0]; r.b.v2 = t[1]; }
-    if D4C > 3u { t = pv4(r.a.v3 * alpha_a, r.b.v3 * alpha_b, pa, pb, v[vb + 3u]); r.a.v3 = t[0]; r.b.v3 = t[1]; }
-    if D4C > 4u { t = pv4(r.a.v4 * alpha_a, r.b.v4 * alpha_b, pa, pb, v[vb + 4u]); r.a.v4 = t[0]; r.b.v4 = t[1]; }
-    if D4C > 5u { t = pv4(r.a.v5 * alpha_a, r.b.v5 * alpha_b, pa, pb, v[vb + 5u]); r.a.v5 = t[0]; r.b.v5 = t[1]; }
-    if D4C > 6u { t = pv4(r.a.v6 * alpha_a, r.b.v6 * alpha_b, pa, pb, v[vb + 6u]); r.a.v6 = t[0]; r.b.v6 = t[1]; }
-    if D4C > 7u { t = pv4(r.a.v7 * alpha_a, r.b.v7 * alpha_b, pa, pb, v[vb + 7u]); r.a.v7 = t[0]; r.b.v7 = t[1]; }
-    if D4C > 8u { t = pv4(r.a.v8 * alpha_a, r.b.v8 * alpha_b, pa, pb, v[vb + 8u]); r.a.v8 = t[0]; r.b.v8 = t[1]; }
-    if D4C > 9u { t = pv4(r.a.v9 * alpha_a, r.b.v9 * alpha_b, pa, pb, v[vb + 9u]); r.a.v9 = t[0]; r.b.v9 = t[1]; }
-    if D4C > 10u { t = pv4(r.a.v10 * alpha_a, r.b.v10 * alpha_b, pa, pb, v[vb + 10u]); r.a.v10 = t[0]; r.b.v10 = t[1]; }
-    if D4C > 11u { t = pv4(r.a.v11 * alpha_a, r.b.v11 * alpha_b, pa, pb, v[vb + 11u]); r.a.v11 = t[0]; r.b.v11 = t[1]; }
-    if D4C > 12u { t = pv4(r.a.v12 * alpha_a, r.b.v12 * alpha_b, pa, pb, v[vb + 12u]); r.a.v12 = t[0]; r.b.v12 = t[1]; }
-    if D4C > 13u { t = pv4(r.a.v13 * alpha_a, r.b.v13 * alpha_b, pa, pb, v[vb + 13u]); r.a.v13 = t[0]; r.b.v13 = t[1]; }
-    if D4C > 14u { t = pv4(r.a.v14 * alpha_a, r.b.v14 * alpha_b, pa, pb, v[vb + 14u]); r.a.v14 = t[0]; r.b.v14 = t[1]; }
-    if D4C > 15u { t = pv4(r.a.v15 * alpha_a, r.b.v15 * alpha_b, pa, pb, v[vb + 15u]); r.a.v15 = t[0]; r.b.v15 = t[1]; }
+    var t: array<vec4<f32>, 4>;
+    t = pv4(array(r.a.v0 * alpha.x, r.b.v0 * alpha.y, r.c.v0 * alpha.z, r.d.v0 * alpha.w), p, v[vb + 0u]); r.a.v0 = t[0]; r.b.v0 = t[1]; r.c.v0 = t[2]; r.d.v0 = t[3];
+    if D4C > 1u { t = pv4(array(r.a.v1 * alpha.x, r.b.v1 * alpha.y, r.c.v1 * alpha.z, r.d.v1 * alpha.w), p, v[vb + 1u]); r.a.v1 = t[0]; r.b.v1 = t[1]; r.c.v1 = t[2]; r.d.v1 = t[3]; }
+    if D4C > 2u { t = pv4(array(r.a.v2 * alpha.x, r.b.v2 * alpha.y, r.c.v2 * alpha.z, r.d.v2 * alpha.w), p, v[vb + 2u]); r.a.v2 = t[0]; r.b.v2 = t[1]; r.c.v2 = t[2]; r.d.v2 = t[3]; }
+    if D4C > 3u { t = pv4(array(r.a.v3 * alpha.x, r.b.v3 * alpha.y, r.c.v3 * alpha.z, r.d.v3 * alpha.w), p, v[vb + 3u]); r.a.v3 = t[0]; r.b.v3 = t[1]; r.c.v3 = t[2]; r.d.v3 = t[3]; }
+    if D4C > 4u { t = pv4(array(r.a.v4 * alpha.x, r.b.v4 * alpha.y, r.c.v4 * alpha.z, r.d.v4 * alpha.w), p, v[vb + 4u]); r.a.v4 = t[0]; r.b.v4 = t[1]; r.c.v4 = t[2]; r.d.v4 = t[3]; }
+    if D4C > 5u { t = pv4(array(r.a.v5 * alpha.x, r.b.v5 * alpha.y, r.c.v5 * alpha.z, r.d.v5 * alpha.w), p, v[vb + 5u]); r.a.v5 = t[0]; r.b.v5 = t[1]; r.c.v5 = t[2]; r.d.v5 = t[3]; }
+    if D4C > 6u { t = pv4(array(r.a.v6 * alpha.x, r.b.v6 * alpha.y, r.c.v6 * alpha.z, r.d.v6 * alpha.w), p, v[vb + 6u]); r.a.v6 = t[0]; r.b.v6 = t[1]; r.c.v6 = t[2]; r.d.v6 = t[3]; }
+    if D4C > 7u { t = pv4(array(r.a.v7 * alpha.x, r.b.v7 * alpha.y, r.c.v7 * alpha.z, r.d.v7 * alpha.w), p, v[vb + 7u]); r.a.v7 = t[0]; r.b.v7 = t[1]; r.c.v7 = t[2]; r.d.v7 = t[3]; }
+    if D4C > 8u { t = pv4(array(r.a.v8 * alpha.x, r.b.v8 * alpha.y, r.c.v8 * alpha.z, r.d.v8 * alpha.w), p, v[vb + 8u]); r.a.v8 = t[0]; r.b.v8 = t[1]; r.c.v8 = t[2]; r.d.v8 = t[3]; }
+    if D4C > 9u { t = pv4(array(r.a.v9 * alpha.x, r.b.v9 * alpha.y, r.c.v9 * alpha.z, r.d.v9 * alpha.w), p, v[vb + 9u]); r.a.v9 = t[0]; r.b.v9 = t[1]; r.c.v9 = t[2]; r.d.v9 = t[3]; }
+    if D4C > 10u { t = pv4(array(r.a.v10 * alpha.x, r.b.v10 * alpha.y, r.c.v10 * alpha.z, r.d.v10 * alpha.w), p, v[vb + 10u]); r.a.v10 = t[0]; r.b.v10 = t[1]; r.c.v10 = t[2]; r.d.v10 = t[3]; }
+    if D4C > 11u { t = pv4(array(r.a.v11 * alpha.x, r.b.v11 * alpha.y, r.c.v11 * alpha.z, r.d.v11 * alpha.w), p, v[vb + 11u]); r.a.v11 = t[0]; r.b.v11 = t[1]; r.c.v11 = t[2]; r.d.v11 = t[3]; }
+    if D4C > 12u { t = pv4(array(r.a.v12 * alpha.x, r.b.v12 * alpha.y, r.c.v12 * alpha.z, r.d.v12 * alpha.w), p, v[vb + 12u]); r.a.v12 = t[0]; r.b.v12 = t[1]; r.c.v12 = t[2]; r.d.v12 = t[3]; }
+    if D4C > 13u { t = pv4(array(r.a.v13 * alpha.x, r.b.v13 * alpha.y, r.c.v13 * alpha.z, r.d.v13 * alpha.w), p, v[vb + 13u]); r.a.v13 = t[0]; r.b.v13 = t[1]; r.c.v13 = t[2]; r.d.v13 = t[3]; }
+    if D4C > 14u { t = pv4(array(r.a.v14 * alpha.x, r.b.v14 * alpha.y, r.c.v14 * alpha.z, r.d.v14 * alpha.w), p, v[vb + 14u]); r.a.v14 = t[0]; r.b.v14 = t[1]; r.c.v14 = t[2]; r.d.v14 = t[3]; }
+    if D4C > 15u { t = pv4(array(r.a.v15 * alpha.x, r.b.v15 * alpha.y, r.c.v15 * alpha.z, r.d.v15 * alpha.w), p, v[vb + 15u]); r.a.v15 = t[0]; r.b.v15 = t[1]; r.c.v15 = t[2]; r.d.v15 = t[3]; }
     return r;
 }
 
@@ -222,72 +247,83 @@ fn main(
     @builtin(local_invocation_index) li: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    let q_blocks = (p.nq + 127u) / 128u;
+    let q_blocks = (p.nq + 255u) / 256u;
     let flat = flat_workgroup(wg, num);
     // Whole workgroups past the end leave together: the subgroups stay uniform.
     let h = flat / q_blocks;
     if h >= p.heads {
         return;
     }
-    let ra = (flat % q_blocks) * 128u + li;
-    let rb = ra + 64u;
+    // The lane's query rows a, b, c, d.
+    let r = vec4<u32>((flat % q_blocks) * 256u + li) + vec4<u32>(0u, 64u, 128u, 192u);
+    let clamped = min(r, vec4<u32>(p.nq - 1u));
     let d4 = p.d / 4u;
     let head = h * d4;
-    let qa_row = min(ra, p.nq - 1u) * p.row + head;
-    let qb_row = min(rb, p.nq - 1u) * p.row + head;
-    let sa = ((p.q0 + min(ra, p.nq - 1u)) * p.heads + h) * p.chunks;
-    let sb = ((p.q0 + min(rb, p.nq - 1u)) * p.heads + h) * p.chunks;
+    let q_row = clamped * p.row + vec4<u32>(head);
+    let st = ((vec4<u32>(p.q0) + clamped) * p.heads + vec4<u32>(h)) * p.chunks;
     let first = (p.flags & 1u) != 0u;
     let last = (p.flags & 2u) != 0u;
     let lane_keys = vec4<u32>(0u, 1u, 2u, 3u);
 
     for (var c = 0u; c < p.chunks; c++) {
         let co = c * D4C;
-        var qa = load_chunk(qa_row, p.scale);
-        var qb = load_chunk(qb_row, p.scale);
+        var qa = load_chunk(q_row.x, p.scale);
+        var qb = load_chunk(q_row.y, p.scale);
+        var qc = load_chunk(q_row.z, p.scale);
+        var qd = load_chunk(q_row.w, p.scale);
         var o: Outputs;
-        var ma = -3.0e38;
-        var la = 0.0;
-        var mb = -3.0e38;
-        var lb = 0.0;
+        var m = vec4<f32>(-3.0e38);
+        var l = vec4<f32>(0.0);
         if !first {
-            o = Outputs(load_out(qa_row + co), load_out(qb_row + co));
-            let st_a = state[sa + c];
-            let st_b = state[sb + c];
-            ma = st_a.x;
-            la = st_a.y;
-            mb = st_b.x;
-            lb = st_b.y;
+            o = Outputs(load_out(q_row.x + co), load_out(q_row.y + co), load_out(q_row.z + co), load_out(q_row.w + co));
+            let s0 = state[st.x + c];
+            let s1 = state[st.y + c];
+            let s2 = state[st.z + c];
+            let s3 = state[st.w + c];
+            m = vec4<f32>(s0.x, s1.x, s2.x, s3.x);
+            l = vec4<f32>(s0.y, s1.y, s2.y, s3.y);
         }
         for (var j0 = 0u; j0 < p.nk; j0 += 8u) {
             let key = min(j0 + lane, p.nk - 1u) * p.row + head;
-            var s = Scores(Cols(vec4<f32>(), vec4<f32>()), Cols(vec4<f32>(), vec4<f32>()));
+            let zero = Cols(vec4<f32>(), vec4<f32>());
+            var s = Scores(zero, zero, zero, zero);
             if !MULTI {
-                s = qk_chunk(s, qa, qb, key);
+                s = qk_chunk(s, qa, qb, qc, qd, key);
             } else {
-                for (var qc = 0u; qc < p.chunks; qc++) {
-                    qa = load_chunk(qa_row + qc * D4C, p.scale);
-                    qb = load_chunk(qb_row + qc * D4C, p.scale);
-                    s = qk_chunk(s, qa, qb, key + qc * D4C);
+                for (var kc = 0u; kc < p.chunks; kc++) {
+                    qa = load_chunk(q_row.x + kc * D4C, p.scale);
+                    qb = load_chunk(q_row.y + kc * D4C, p.scale);
+                    qc = load_chunk(q_row.z + kc * D4C, p.scale);
+                    qd = load_chunk(q_row.w + kc * D4C, p.scale);
+                    s = qk_chunk(s, qa, qb, qc, qd, key + kc * D4C);
                 }
             }
             let valid = Cols(vec4<f32>(vec4<u32>(j0) + lane_keys < vec4<u32>(p.nk)), vec4<f32>(vec4<u32>(j0 + 4u) + lane_keys < vec4<u32>(p.nk)));
-            let sm_a = online(ma, la, s.a, valid);
-            let sm_b = online(mb, lb, s.b, valid);
-            o = pv_chunk(o, sm_a.alpha, sm_b.alpha, sm_a.p, sm_b.p, key + co);
-            ma = sm_a.m;
-            la = sm_a.l;
-            mb = sm_b.m;
-            lb = sm_b.l;
+            let sa = online(m.x, l.x, s.a, valid);
+            let sb = online(m.y, l.y, s.b, valid);
+            let sc = online(m.z, l.z, s.c, valid);
+            let sd = online(m.w, l.w, s.d, valid);
+            o = pv_chunk(o, vec4<f32>(sa.alpha, sb.alpha, sc.alpha, sd.alpha), Scores(sa.p, sb.p, sc.p, sd.p), key + co);
+            m = vec4<f32>(sa.m, sb.m, sc.m, sd.m);
+            l = vec4<f32>(sa.l, sb.l, sc.l, sd.l);
         }
         // Rows past the window were computed on a clamped copy; only real rows store.
-        if ra < p.nq {
-            store_out(qa_row + co, o.a, select(1.0, 1.0 / la, last));
-            state[sa + c] = vec2<f32>(ma, la);
+        let scale = select(vec4<f32>(1.0), 1.0 / l, last);
+        if r.x < p.nq {
+            store_out(q_row.x + co, o.a, scale.x);
+            state[st.x + c] = vec2<f32>(m.x, l.x);
         }
-        if rb < p.nq {
-            store_out(qb_row + co, o.b, select(1.0, 1.0 / lb, last));
-            state[sb + c] = vec2<f32>(mb, lb);
+        if r.y < p.nq {
+            store_out(q_row.y + co, o.b, scale.y);
+            state[st.y + c] = vec2<f32>(m.y, l.y);
+        }
+        if r.z < p.nq {
+            store_out(q_row.z + co, o.c, scale.z);
+            state[st.z + c] = vec2<f32>(m.z, l.z);
+        }
+        if r.w < p.nq {
+            store_out(q_row.w + co, o.d, scale.w);
+            state[st.w + c] = vec2<f32>(m.w, l.w);
         }
     }
 }
