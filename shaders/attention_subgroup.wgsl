@@ -2,10 +2,10 @@
 // lanes (lavapipe), flash-attention style: keys stream in blocks of 8 with an online
 // softmax, so nothing of size nq × nk is stored. As in `matmul_subgroup.wgsl`, lane l
 // loads key (value) j0 + l as vec4s and subgroupBroadcast hands every lane all 8 keys,
-// so each load feeds all four of a lane's queries. Each lane owns 4 queries (rows li,
-// 64 + li, 128 + li and 192 + li of the workgroup's 256) of one head: against 2, each
-// loaded and broadcast key or value feeds twice the FMAs (4096 tokens, 5 heads × 64:
-// 540 → 420–440 ms on lavapipe, see BENCHMARKS.md).
+// so each load feeds all eight of a lane's queries. Each lane owns 8 queries (rows
+// li + 64i of the workgroup's 512, i = 0..7) of one head: against 4, each loaded and
+// broadcast key or value feeds twice the FMAs (4096 tokens, 5 heads × 64: 2 → 4 queries
+// took 540 → 420–440 ms, 4 → 8 a further fifth; see BENCHMARKS.md).
 // The head dim is handled in chunks of up to 64 (D4C vec4s): the output chunk and, for
 // a single chunk, the query stay in registers; with several chunks (d = 512) each pass
 // computes one output chunk and re-reads the query per key block.
@@ -45,12 +45,16 @@ struct Chunk {
     v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, v4: vec4<f32>, v5: vec4<f32>, v6: vec4<f32>, v7: vec4<f32>, v8: vec4<f32>, v9: vec4<f32>, v10: vec4<f32>, v11: vec4<f32>, v12: vec4<f32>, v13: vec4<f32>, v14: vec4<f32>, v15: vec4<f32>,
 }
 
-// The block's scores for the lane's four queries.
+// The block's scores for the lane's eight queries.
 struct Scores {
     a: Cols,
     b: Cols,
     c: Cols,
     d: Cols,
+    e: Cols,
+    f: Cols,
+    g: Cols,
+    h: Cols,
 }
 
 struct Outputs {
@@ -58,10 +62,14 @@ struct Outputs {
     b: Chunk,
     c: Chunk,
     d: Chunk,
+    e: Chunk,
+    f: Chunk,
+    g: Chunk,
+    h: Chunk,
 }
 
 // Four dims of q·k for the 8 keys; kv is this lane's key at those dims.
-fn qk4(s: Scores, qa: vec4<f32>, qb: vec4<f32>, qc: vec4<f32>, qd: vec4<f32>, kv: vec4<f32>) -> Scores {
+fn qk4(s: Scores, qa: vec4<f32>, qb: vec4<f32>, qc: vec4<f32>, qd: vec4<f32>, qe: vec4<f32>, qf: vec4<f32>, qg: vec4<f32>, qh: vec4<f32>, kv: vec4<f32>) -> Scores {
     var r = s;
     let kx = bcast(kv.x);
     r.a.lo = fma(vec4<f32>(qa.x), kx.lo, r.a.lo);
@@ -72,6 +80,14 @@ fn qk4(s: Scores, qa: vec4<f32>, qb: vec4<f32>, qc: vec4<f32>, qd: vec4<f32>, kv
     r.c.hi = fma(vec4<f32>(qc.x), kx.hi, r.c.hi);
     r.d.lo = fma(vec4<f32>(qd.x), kx.lo, r.d.lo);
     r.d.hi = fma(vec4<f32>(qd.x), kx.hi, r.d.hi);
+    r.e.lo = fma(vec4<f32>(qe.x), kx.lo, r.e.lo);
+    r.e.hi = fma(vec4<f32>(qe.x), kx.hi, r.e.hi);
+    r.f.lo = fma(vec4<f32>(qf.x), kx.lo, r.f.lo);
+    r.f.hi = fma(vec4<f32>(qf.x), kx.hi, r.f.hi);
+    r.g.lo = fma(vec4<f32>(qg.x), kx.lo, r.g.lo);
+    r.g.hi = fma(vec4<f32>(qg.x), kx.hi, r.g.hi);
+    r.h.lo = fma(vec4<f32>(qh.x), kx.lo, r.h.lo);
+    r.h.hi = fma(vec4<f32>(qh.x), kx.hi, r.h.hi);
     let ky = bcast(kv.y);
     r.a.lo = fma(vec4<f32>(qa.y), ky.lo, r.a.lo);
     r.a.hi = fma(vec4<f32>(qa.y), ky.hi, r.a.hi);
@@ -81,6 +97,14 @@ fn qk4(s: Scores, qa: vec4<f32>, qb: vec4<f32>, qc: vec4<f32>, qd: vec4<f32>, kv
     r.c.hi = fma(vec4<f32>(qc.y), ky.hi, r.c.hi);
     r.d.lo = fma(vec4<f32>(qd.y), ky.lo, r.d.lo);
     r.d.hi = fma(vec4<f32>(qd.y), ky.hi, r.d.hi);
+    r.e.lo = fma(vec4<f32>(qe.y), ky.lo, r.e.lo);
+    r.e.hi = fma(vec4<f32>(qe.y), ky.hi, r.e.hi);
+    r.f.lo = fma(vec4<f32>(qf.y), ky.lo, r.f.lo);
+    r.f.hi = fma(vec4<f32>(qf.y), ky.hi, r.f.hi);
+    r.g.lo = fma(vec4<f32>(qg.y), ky.lo, r.g.lo);
+    r.g.hi = fma(vec4<f32>(qg.y), ky.hi, r.g.hi);
+    r.h.lo = fma(vec4<f32>(qh.y), ky.lo, r.h.lo);
+    r.h.hi = fma(vec4<f32>(qh.y), ky.hi, r.h.hi);
     let kz = bcast(kv.z);
     r.a.lo = fma(vec4<f32>(qa.z), kz.lo, r.a.lo);
     r.a.hi = fma(vec4<f32>(qa.z), kz.hi, r.a.hi);
@@ -90,6 +114,14 @@ fn qk4(s: Scores, qa: vec4<f32>, qb: vec4<f32>, qc: vec4<f32>, qd: vec4<f32>, kv
     r.c.hi = fma(vec4<f32>(qc.z), kz.hi, r.c.hi);
     r.d.lo = fma(vec4<f32>(qd.z), kz.lo, r.d.lo);
     r.d.hi = fma(vec4<f32>(qd.z), kz.hi, r.d.hi);
+    r.e.lo = fma(vec4<f32>(qe.z), kz.lo, r.e.lo);
+    r.e.hi = fma(vec4<f32>(qe.z), kz.hi, r.e.hi);
+    r.f.lo = fma(vec4<f32>(qf.z), kz.lo, r.f.lo);
+    r.f.hi = fma(vec4<f32>(qf.z), kz.hi, r.f.hi);
+    r.g.lo = fma(vec4<f32>(qg.z), kz.lo, r.g.lo);
+    r.g.hi = fma(vec4<f32>(qg.z), kz.hi, r.g.hi);
+    r.h.lo = fma(vec4<f32>(qh.z), kz.lo, r.h.lo);
+    r.h.hi = fma(vec4<f32>(qh.z), kz.hi, r.h.hi);
     let kw = bcast(kv.w);
     r.a.lo = fma(vec4<f32>(qa.w), kw.lo, r.a.lo);
     r.a.hi = fma(vec4<f32>(qa.w), kw.hi, r.a.hi);
@@ -99,28 +131,36 @@ fn qk4(s: Scores, qa: vec4<f32>, qb: vec4<f32>, qc: vec4<f32>, qd: vec4<f32>, kv
     r.c.hi = fma(vec4<f32>(qc.w), kw.hi, r.c.hi);
     r.d.lo = fma(vec4<f32>(qd.w), kw.lo, r.d.lo);
     r.d.hi = fma(vec4<f32>(qd.w), kw.hi, r.d.hi);
+    r.e.lo = fma(vec4<f32>(qe.w), kw.lo, r.e.lo);
+    r.e.hi = fma(vec4<f32>(qe.w), kw.hi, r.e.hi);
+    r.f.lo = fma(vec4<f32>(qf.w), kw.lo, r.f.lo);
+    r.f.hi = fma(vec4<f32>(qf.w), kw.hi, r.f.hi);
+    r.g.lo = fma(vec4<f32>(qg.w), kw.lo, r.g.lo);
+    r.g.hi = fma(vec4<f32>(qg.w), kw.hi, r.g.hi);
+    r.h.lo = fma(vec4<f32>(qh.w), kw.lo, r.h.lo);
+    r.h.hi = fma(vec4<f32>(qh.w), kw.hi, r.h.hi);
     return r;
 }
 
 // Scores of one head-dim chunk; kb: this lane's key row at the chunk.
-fn qk_chunk(s: Scores, qa: Chunk, qb: Chunk, qc: Chunk, qd: Chunk, kb: u32) -> Scores {
+fn qk_chunk(s: Scores, q: array<Chunk, 8>, kb: u32) -> Scores {
     var r = s;
-    r = qk4(r, qa.v0, qb.v0, qc.v0, qd.v0, k[kb + 0u]);
-    if D4C > 1u { r = qk4(r, qa.v1, qb.v1, qc.v1, qd.v1, k[kb + 1u]); }
-    if D4C > 2u { r = qk4(r, qa.v2, qb.v2, qc.v2, qd.v2, k[kb + 2u]); }
-    if D4C > 3u { r = qk4(r, qa.v3, qb.v3, qc.v3, qd.v3, k[kb + 3u]); }
-    if D4C > 4u { r = qk4(r, qa.v4, qb.v4, qc.v4, qd.v4, k[kb + 4u]); }
-    if D4C > 5u { r = qk4(r, qa.v5, qb.v5, qc.v5, qd.v5, k[kb + 5u]); }
-    if D4C > 6u { r = qk4(r, qa.v6, qb.v6, qc.v6, qd.v6, k[kb + 6u]); }
-    if D4C > 7u { r = qk4(r, qa.v7, qb.v7, qc.v7, qd.v7, k[kb + 7u]); }
-    if D4C > 8u { r = qk4(r, qa.v8, qb.v8, qc.v8, qd.v8, k[kb + 8u]); }
-    if D4C > 9u { r = qk4(r, qa.v9, qb.v9, qc.v9, qd.v9, k[kb + 9u]); }
-    if D4C > 10u { r = qk4(r, qa.v10, qb.v10, qc.v10, qd.v10, k[kb + 10u]); }
-    if D4C > 11u { r = qk4(r, qa.v11, qb.v11, qc.v11, qd.v11, k[kb + 11u]); }
-    if D4C > 12u { r = qk4(r, qa.v12, qb.v12, qc.v12, qd.v12, k[kb + 12u]); }
-    if D4C > 13u { r = qk4(r, qa.v13, qb.v13, qc.v13, qd.v13, k[kb + 13u]); }
-    if D4C > 14u { r = qk4(r, qa.v14, qb.v14, qc.v14, qd.v14, k[kb + 14u]); }
-    if D4C > 15u { r = qk4(r, qa.v15, qb.v15, qc.v15, qd.v15, k[kb + 15u]); }
+    r = qk4(r, q[0].v0, q[1].v0, q[2].v0, q[3].v0, q[4].v0, q[5].v0, q[6].v0, q[7].v0, k[kb + 0u]);
+    if D4C > 1u { r = qk4(r, q[0].v1, q[1].v1, q[2].v1, q[3].v1, q[4].v1, q[5].v1, q[6].v1, q[7].v1, k[kb + 1u]); }
+    if D4C > 2u { r = qk4(r, q[0].v2, q[1].v2, q[2].v2, q[3].v2, q[4].v2, q[5].v2, q[6].v2, q[7].v2, k[kb + 2u]); }
+    if D4C > 3u { r = qk4(r, q[0].v3, q[1].v3, q[2].v3, q[3].v3, q[4].v3, q[5].v3, q[6].v3, q[7].v3, k[kb + 3u]); }
+    if D4C > 4u { r = qk4(r, q[0].v4, q[1].v4, q[2].v4, q[3].v4, q[4].v4, q[5].v4, q[6].v4, q[7].v4, k[kb + 4u]); }
+    if D4C > 5u { r = qk4(r, q[0].v5, q[1].v5, q[2].v5, q[3].v5, q[4].v5, q[5].v5, q[6].v5, q[7].v5, k[kb + 5u]); }
+    if D4C > 6u { r = qk4(r, q[0].v6, q[1].v6, q[2].v6, q[3].v6, q[4].v6, q[5].v6, q[6].v6, q[7].v6, k[kb + 6u]); }
+    if D4C > 7u { r = qk4(r, q[0].v7, q[1].v7, q[2].v7, q[3].v7, q[4].v7, q[5].v7, q[6].v7, q[7].v7, k[kb + 7u]); }
+    if D4C > 8u { r = qk4(r, q[0].v8, q[1].v8, q[2].v8, q[3].v8, q[4].v8, q[5].v8, q[6].v8, q[7].v8, k[kb + 8u]); }
+    if D4C > 9u { r = qk4(r, q[0].v9, q[1].v9, q[2].v9, q[3].v9, q[4].v9, q[5].v9, q[6].v9, q[7].v9, k[kb + 9u]); }
+    if D4C > 10u { r = qk4(r, q[0].v10, q[1].v10, q[2].v10, q[3].v10, q[4].v10, q[5].v10, q[6].v10, q[7].v10, k[kb + 10u]); }
+    if D4C > 11u { r = qk4(r, q[0].v11, q[1].v11, q[2].v11, q[3].v11, q[4].v11, q[5].v11, q[6].v11, q[7].v11, k[kb + 11u]); }
+    if D4C > 12u { r = qk4(r, q[0].v12, q[1].v12, q[2].v12, q[3].v12, q[4].v12, q[5].v12, q[6].v12, q[7].v12, k[kb + 12u]); }
+    if D4C > 13u { r = qk4(r, q[0].v13, q[1].v13, q[2].v13, q[3].v13, q[4].v13, q[5].v13, q[6].v13, q[7].v13, k[kb + 13u]); }
+    if D4C > 14u { r = qk4(r, q[0].v14, q[1].v14, q[2].v14, q[3].v14, q[4].v14, q[5].v14, q[6].v14, q[7].v14, k[kb + 14u]); }
+    if D4C > 15u { r = qk4(r, q[0].v15, q[1].v15, q[2].v15, q[3].v15, q[4].v15, q[5].v15, q[6].v15, q[7].v15, k[kb + 15u]); }
     return r;
 }
 
@@ -129,35 +169,35 @@ fn pv1(o: vec4<f32>, p: Cols, vx: Cols, vy: Cols, vz: Cols, vw: Cols) -> vec4<f3
     return o + vec4<f32>(dot(p.lo, vx.lo) + dot(p.hi, vx.hi), dot(p.lo, vy.lo) + dot(p.hi, vy.hi), dot(p.lo, vz.lo) + dot(p.hi, vz.hi), dot(p.lo, vw.lo) + dot(p.hi, vw.hi));
 }
 
-// Four output dims of the four queries; vv is this lane's value.
-fn pv4(o: array<vec4<f32>, 4>, p: Scores, vv: vec4<f32>) -> array<vec4<f32>, 4> {
+// Four output dims of the eight queries; vv is this lane's value.
+fn pv4(o: array<vec4<f32>, 8>, p: Scores, vv: vec4<f32>) -> array<vec4<f32>, 8> {
     let vx = bcast(vv.x);
     let vy = bcast(vv.y);
     let vz = bcast(vv.z);
     let vw = bcast(vv.w);
-    return array(pv1(o[0], p.a, vx, vy, vz, vw), pv1(o[1], p.b, vx, vy, vz, vw), pv1(o[2], p.c, vx, vy, vz, vw), pv1(o[3], p.d, vx, vy, vz, vw));
+    return array(pv1(o[0], p.a, vx, vy, vz, vw), pv1(o[1], p.b, vx, vy, vz, vw), pv1(o[2], p.c, vx, vy, vz, vw), pv1(o[3], p.d, vx, vy, vz, vw), pv1(o[4], p.e, vx, vy, vz, vw), pv1(o[5], p.f, vx, vy, vz, vw), pv1(o[6], p.g, vx, vy, vz, vw), pv1(o[7], p.h, vx, vy, vz, vw));
 }
 
 // Rescales the running outputs by alpha and adds the block; vb: this lane's value row.
-fn pv_chunk(o: Outputs, alpha: vec4<f32>, p: Scores, vb: u32) -> Outputs {
+fn pv_chunk(o: Outputs, alpha: array<f32, 8>, p: Scores, vb: u32) -> Outputs {
     var r = o;
-    var t: array<vec4<f32>, 4>;
-    t = pv4(array(r.a.v0 * alpha.x, r.b.v0 * alpha.y, r.c.v0 * alpha.z, r.d.v0 * alpha.w), p, v[vb + 0u]); r.a.v0 = t[0]; r.b.v0 = t[1]; r.c.v0 = t[2]; r.d.v0 = t[3];
-    if D4C > 1u { t = pv4(array(r.a.v1 * alpha.x, r.b.v1 * alpha.y, r.c.v1 * alpha.z, r.d.v1 * alpha.w), p, v[vb + 1u]); r.a.v1 = t[0]; r.b.v1 = t[1]; r.c.v1 = t[2]; r.d.v1 = t[3]; }
-    if D4C > 2u { t = pv4(array(r.a.v2 * alpha.x, r.b.v2 * alpha.y, r.c.v2 * alpha.z, r.d.v2 * alpha.w), p, v[vb + 2u]); r.a.v2 = t[0]; r.b.v2 = t[1]; r.c.v2 = t[2]; r.d.v2 = t[3]; }
-    if D4C > 3u { t = pv4(array(r.a.v3 * alpha.x, r.b.v3 * alpha.y, r.c.v3 * alpha.z, r.d.v3 * alpha.w), p, v[vb + 3u]); r.a.v3 = t[0]; r.b.v3 = t[1]; r.c.v3 = t[2]; r.d.v3 = t[3]; }
-    if D4C > 4u { t = pv4(array(r.a.v4 * alpha.x, r.b.v4 * alpha.y, r.c.v4 * alpha.z, r.d.v4 * alpha.w), p, v[vb + 4u]); r.a.v4 = t[0]; r.b.v4 = t[1]; r.c.v4 = t[2]; r.d.v4 = t[3]; }
-    if D4C > 5u { t = pv4(array(r.a.v5 * alpha.x, r.b.v5 * alpha.y, r.c.v5 * alpha.z, r.d.v5 * alpha.w), p, v[vb + 5u]); r.a.v5 = t[0]; r.b.v5 = t[1]; r.c.v5 = t[2]; r.d.v5 = t[3]; }
-    if D4C > 6u { t = pv4(array(r.a.v6 * alpha.x, r.b.v6 * alpha.y, r.c.v6 * alpha.z, r.d.v6 * alpha.w), p, v[vb + 6u]); r.a.v6 = t[0]; r.b.v6 = t[1]; r.c.v6 = t[2]; r.d.v6 = t[3]; }
-    if D4C > 7u { t = pv4(array(r.a.v7 * alpha.x, r.b.v7 * alpha.y, r.c.v7 * alpha.z, r.d.v7 * alpha.w), p, v[vb + 7u]); r.a.v7 = t[0]; r.b.v7 = t[1]; r.c.v7 = t[2]; r.d.v7 = t[3]; }
-    if D4C > 8u { t = pv4(array(r.a.v8 * alpha.x, r.b.v8 * alpha.y, r.c.v8 * alpha.z, r.d.v8 * alpha.w), p, v[vb + 8u]); r.a.v8 = t[0]; r.b.v8 = t[1]; r.c.v8 = t[2]; r.d.v8 = t[3]; }
-    if D4C > 9u { t = pv4(array(r.a.v9 * alpha.x, r.b.v9 * alpha.y, r.c.v9 * alpha.z, r.d.v9 * alpha.w), p, v[vb + 9u]); r.a.v9 = t[0]; r.b.v9 = t[1]; r.c.v9 = t[2]; r.d.v9 = t[3]; }
-    if D4C > 10u { t = pv4(array(r.a.v10 * alpha.x, r.b.v10 * alpha.y, r.c.v10 * alpha.z, r.d.v10 * alpha.w), p, v[vb + 10u]); r.a.v10 = t[0]; r.b.v10 = t[1]; r.c.v10 = t[2]; r.d.v10 = t[3]; }
-    if D4C > 11u { t = pv4(array(r.a.v11 * alpha.x, r.b.v11 * alpha.y, r.c.v11 * alpha.z, r.d.v11 * alpha.w), p, v[vb + 11u]); r.a.v11 = t[0]; r.b.v11 = t[1]; r.c.v11 = t[2]; r.d.v11 = t[3]; }
-    if D4C > 12u { t = pv4(array(r.a.v12 * alpha.x, r.b.v12 * alpha.y, r.c.v12 * alpha.z, r.d.v12 * alpha.w), p, v[vb + 12u]); r.a.v12 = t[0]; r.b.v12 = t[1]; r.c.v12 = t[2]; r.d.v12 = t[3]; }
-    if D4C > 13u { t = pv4(array(r.a.v13 * alpha.x, r.b.v13 * alpha.y, r.c.v13 * alpha.z, r.d.v13 * alpha.w), p, v[vb + 13u]); r.a.v13 = t[0]; r.b.v13 = t[1]; r.c.v13 = t[2]; r.d.v13 = t[3]; }
-    if D4C > 14u { t = pv4(array(r.a.v14 * alpha.x, r.b.v14 * alpha.y, r.c.v14 * alpha.z, r.d.v14 * alpha.w), p, v[vb + 14u]); r.a.v14 = t[0]; r.b.v14 = t[1]; r.c.v14 = t[2]; r.d.v14 = t[3]; }
-    if D4C > 15u { t = pv4(array(r.a.v15 * alpha.x, r.b.v15 * alpha.y, r.c.v15 * alpha.z, r.d.v15 * alpha.w), p, v[vb + 15u]); r.a.v15 = t[0]; r.b.v15 = t[1]; r.c.v15 = t[2]; r.d.v15 = t[3]; }
+    var t: array<vec4<f32>, 8>;
+    t = pv4(array(r.a.v0 * alpha[0], r.b.v0 * alpha[1], r.c.v0 * alpha[2], r.d.v0 * alpha[3], r.e.v0 * alpha[4], r.f.v0 * alpha[5], r.g.v0 * alpha[6], r.h.v0 * alpha[7]), p, v[vb + 0u]); r.a.v0 = t[0]; r.b.v0 = t[1]; r.c.v0 = t[2]; r.d.v0 = t[3]; r.e.v0 = t[4]; r.f.v0 = t[5]; r.g.v0 = t[6]; r.h.v0 = t[7];
+    if D4C > 1u { t = pv4(array(r.a.v1 * alpha[0], r.b.v1 * alpha[1], r.c.v1 * alpha[2], r.d.v1 * alpha[3], r.e.v1 * alpha[4], r.f.v1 * alpha[5], r.g.v1 * alpha[6], r.h.v1 * alpha[7]), p, v[vb + 1u]); r.a.v1 = t[0]; r.b.v1 = t[1]; r.c.v1 = t[2]; r.d.v1 = t[3]; r.e.v1 = t[4]; r.f.v1 = t[5]; r.g.v1 = t[6]; r.h.v1 = t[7]; }
+    if D4C > 2u { t = pv4(array(r.a.v2 * alpha[0], r.b.v2 * alpha[1], r.c.v2 * alpha[2], r.d.v2 * alpha[3], r.e.v2 * alpha[4], r.f.v2 * alpha[5], r.g.v2 * alpha[6], r.h.v2 * alpha[7]), p, v[vb + 2u]); r.a.v2 = t[0]; r.b.v2 = t[1]; r.c.v2 = t[2]; r.d.v2 = t[3]; r.e.v2 = t[4]; r.f.v2 = t[5]; r.g.v2 = t[6]; r.h.v2 = t[7]; }
+    if D4C > 3u { t = pv4(array(r.a.v3 * alpha[0], r.b.v3 * alpha[1], r.c.v3 * alpha[2], r.d.v3 * alpha[3], r.e.v3 * alpha[4], r.f.v3 * alpha[5], r.g.v3 * alpha[6], r.h.v3 * alpha[7]), p, v[vb + 3u]); r.a.v3 = t[0]; r.b.v3 = t[1]; r.c.v3 = t[2]; r.d.v3 = t[3]; r.e.v3 = t[4]; r.f.v3 = t[5]; r.g.v3 = t[6]; r.h.v3 = t[7]; }
+    if D4C > 4u { t = pv4(array(r.a.v4 * alpha[0], r.b.v4 * alpha[1], r.c.v4 * alpha[2], r.d.v4 * alpha[3], r.e.v4 * alpha[4], r.f.v4 * alpha[5], r.g.v4 * alpha[6], r.h.v4 * alpha[7]), p, v[vb + 4u]); r.a.v4 = t[0]; r.b.v4 = t[1]; r.c.v4 = t[2]; r.d.v4 = t[3]; r.e.v4 = t[4]; r.f.v4 = t[5]; r.g.v4 = t[6]; r.h.v4 = t[7]; }
+    if D4C > 5u { t = pv4(array(r.a.v5 * alpha[0], r.b.v5 * alpha[1], r.c.v5 * alpha[2], r.d.v5 * alpha[3], r.e.v5 * alpha[4], r.f.v5 * alpha[5], r.g.v5 * alpha[6], r.h.v5 * alpha[7]), p, v[vb + 5u]); r.a.v5 = t[0]; r.b.v5 = t[1]; r.c.v5 = t[2]; r.d.v5 = t[3]; r.e.v5 = t[4]; r.f.v5 = t[5]; r.g.v5 = t[6]; r.h.v5 = t[7]; }
+    if D4C > 6u { t = pv4(array(r.a.v6 * alpha[0], r.b.v6 * alpha[1], r.c.v6 * alpha[2], r.d.v6 * alpha[3], r.e.v6 * alpha[4], r.f.v6 * alpha[5], r.g.v6 * alpha[6], r.h.v6 * alpha[7]), p, v[vb + 6u]); r.a.v6 = t[0]; r.b.v6 = t[1]; r.c.v6 = t[2]; r.d.v6 = t[3]; r.e.v6 = t[4]; r.f.v6 = t[5]; r.g.v6 = t[6]; r.h.v6 = t[7]; }
+    if D4C > 7u { t = pv4(array(r.a.v7 * alpha[0], r.b.v7 * alpha[1], r.c.v7 * alpha[2], r.d.v7 * alpha[3], r.e.v7 * alpha[4], r.f.v7 * alpha[5], r.g.v7 * alpha[6], r.h.v7 * alpha[7]), p, v[vb + 7u]); r.a.v7 = t[0]; r.b.v7 = t[1]; r.c.v7 = t[2]; r.d.v7 = t[3]; r.e.v7 = t[4]; r.f.v7 = t[5]; r.g.v7 = t[6]; r.h.v7 = t[7]; }
+    if D4C > 8u { t = pv4(array(r.a.v8 * alpha[0], r.b.v8 * alpha[1], r.c.v8 * alpha[2], r.d.v8 * alpha[3], r.e.v8 * alpha[4], r.f.v8 * alpha[5], r.g.v8 * alpha[6], r.h.v8 * alpha[7]), p, v[vb + 8u]); r.a.v8 = t[0]; r.b.v8 = t[1]; r.c.v8 = t[2]; r.d.v8 = t[3]; r.e.v8 = t[4]; r.f.v8 = t[5]; r.g.v8 = t[6]; r.h.v8 = t[7]; }
+    if D4C > 9u { t = pv4(array(r.a.v9 * alpha[0], r.b.v9 * alpha[1], r.c.v9 * alpha[2], r.d.v9 * alpha[3], r.e.v9 * alpha[4], r.f.v9 * alpha[5], r.g.v9 * alpha[6], r.h.v9 * alpha[7]), p, v[vb + 9u]); r.a.v9 = t[0]; r.b.v9 = t[1]; r.c.v9 = t[2]; r.d.v9 = t[3]; r.e.v9 = t[4]; r.f.v9 = t[5]; r.g.v9 = t[6]; r.h.v9 = t[7]; }
+    if D4C > 10u { t = pv4(array(r.a.v10 * alpha[0], r.b.v10 * alpha[1], r.c.v10 * alpha[2], r.d.v10 * alpha[3], r.e.v10 * alpha[4], r.f.v10 * alpha[5], r.g.v10 * alpha[6], r.h.v10 * alpha[7]), p, v[vb + 10u]); r.a.v10 = t[0]; r.b.v10 = t[1]; r.c.v10 = t[2]; r.d.v10 = t[3]; r.e.v10 = t[4]; r.f.v10 = t[5]; r.g.v10 = t[6]; r.h.v10 = t[7]; }
+    if D4C > 11u { t = pv4(array(r.a.v11 * alpha[0], r.b.v11 * alpha[1], r.c.v11 * alpha[2], r.d.v11 * alpha[3], r.e.v11 * alpha[4], r.f.v11 * alpha[5], r.g.v11 * alpha[6], r.h.v11 * alpha[7]), p, v[vb + 11u]); r.a.v11 = t[0]; r.b.v11 = t[1]; r.c.v11 = t[2]; r.d.v11 = t[3]; r.e.v11 = t[4]; r.f.v11 = t[5]; r.g.v11 = t[6]; r.h.v11 = t[7]; }
+    if D4C > 12u { t = pv4(array(r.a.v12 * alpha[0], r.b.v12 * alpha[1], r.c.v12 * alpha[2], r.d.v12 * alpha[3], r.e.v12 * alpha[4], r.f.v12 * alpha[5], r.g.v12 * alpha[6], r.h.v12 * alpha[7]), p, v[vb + 12u]); r.a.v12 = t[0]; r.b.v12 = t[1]; r.c.v12 = t[2]; r.d.v12 = t[3]; r.e.v12 = t[4]; r.f.v12 = t[5]; r.g.v12 = t[6]; r.h.v12 = t[7]; }
+    if D4C > 13u { t = pv4(array(r.a.v13 * alpha[0], r.b.v13 * alpha[1], r.c.v13 * alpha[2], r.d.v13 * alpha[3], r.e.v13 * alpha[4], r.f.v13 * alpha[5], r.g.v13 * alpha[6], r.h.v13 * alpha[7]), p, v[vb + 13u]); r.a.v13 = t[0]; r.b.v13 = t[1]; r.c.v13 = t[2]; r.d.v13 = t[3]; r.e.v13 = t[4]; r.f.v13 = t[5]; r.g.v13 = t[6]; r.h.v13 = t[7]; }
+    if D4C > 14u { t = pv4(array(r.a.v14 * alpha[0], r.b.v14 * alpha[1], r.c.v14 * alpha[2], r.d.v14 * alpha[3], r.e.v14 * alpha[4], r.f.v14 * alpha[5], r.g.v14 * alpha[6], r.h.v14 * alpha[7]), p, v[vb + 14u]); r.a.v14 = t[0]; r.b.v14 = t[1]; r.c.v14 = t[2]; r.d.v14 = t[3]; r.e.v14 = t[4]; r.f.v14 = t[5]; r.g.v14 = t[6]; r.h.v14 = t[7]; }
+    if D4C > 15u { t = pv4(array(r.a.v15 * alpha[0], r.b.v15 * alpha[1], r.c.v15 * alpha[2], r.d.v15 * alpha[3], r.e.v15 * alpha[4], r.f.v15 * alpha[5], r.g.v15 * alpha[6], r.h.v15 * alpha[7]), p, v[vb + 15u]); r.a.v15 = t[0]; r.b.v15 = t[1]; r.c.v15 = t[2]; r.d.v15 = t[3]; r.e.v15 = t[4]; r.f.v15 = t[5]; r.g.v15 = t[6]; r.h.v15 = t[7]; }
     return r;
 }
 
@@ -247,83 +287,110 @@ fn main(
     @builtin(local_invocation_index) li: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    let q_blocks = (p.nq + 255u) / 256u;
+    let q_blocks = (p.nq + 511u) / 512u;
     let flat = flat_workgroup(wg, num);
     // Whole workgroups past the end leave together: the subgroups stay uniform.
     let h = flat / q_blocks;
     if h >= p.heads {
         return;
     }
-    // The lane's query rows a, b, c, d.
-    let r = vec4<u32>((flat % q_blocks) * 256u + li) + vec4<u32>(0u, 64u, 128u, 192u);
-    let clamped = min(r, vec4<u32>(p.nq - 1u));
     let d4 = p.d / 4u;
     let head = h * d4;
-    let q_row = clamped * p.row + vec4<u32>(head);
-    let st = ((vec4<u32>(p.q0) + clamped) * p.heads + vec4<u32>(h)) * p.chunks;
+    // The lane's query rows (clamped to the window for loads) and their state slots.
+    var rows: array<u32, 8>;
+    var q_row: array<u32, 8>;
+    var st: array<u32, 8>;
+    for (var i = 0u; i < 8u; i++) {
+        rows[i] = (flat % q_blocks) * 512u + li + 64u * i;
+        let clamped = min(rows[i], p.nq - 1u);
+        q_row[i] = clamped * p.row + head;
+        st[i] = ((p.q0 + clamped) * p.heads + h) * p.chunks;
+    }
     let first = (p.flags & 1u) != 0u;
     let last = (p.flags & 2u) != 0u;
     let lane_keys = vec4<u32>(0u, 1u, 2u, 3u);
-
     for (var c = 0u; c < p.chunks; c++) {
         let co = c * D4C;
-        var qa = load_chunk(q_row.x, p.scale);
-        var qb = load_chunk(q_row.y, p.scale);
-        var qc = load_chunk(q_row.z, p.scale);
-        var qd = load_chunk(q_row.w, p.scale);
+        var q = array(load_chunk(q_row[0], p.scale), load_chunk(q_row[1], p.scale), load_chunk(q_row[2], p.scale), load_chunk(q_row[3], p.scale), load_chunk(q_row[4], p.scale), load_chunk(q_row[5], p.scale), load_chunk(q_row[6], p.scale), load_chunk(q_row[7], p.scale));
         var o: Outputs;
-        var m = vec4<f32>(-3.0e38);
-        var l = vec4<f32>(0.0);
+        var m = array<f32, 8>(-3.0e38, -3.0e38, -3.0e38, -3.0e38, -3.0e38, -3.0e38, -3.0e38, -3.0e38);
+        var l = array<f32, 8>();
         if !first {
-            o = Outputs(load_out(q_row.x + co), load_out(q_row.y + co), load_out(q_row.z + co), load_out(q_row.w + co));
-            let s0 = state[st.x + c];
-            let s1 = state[st.y + c];
-            let s2 = state[st.z + c];
-            let s3 = state[st.w + c];
-            m = vec4<f32>(s0.x, s1.x, s2.x, s3.x);
-            l = vec4<f32>(s0.y, s1.y, s2.y, s3.y);
+            o = Outputs(load_out(q_row[0] + co), load_out(q_row[1] + co), load_out(q_row[2] + co), load_out(q_row[3] + co), load_out(q_row[4] + co), load_out(q_row[5] + co), load_out(q_row[6] + co), load_out(q_row[7] + co));
+            m[0] = state[st[0] + c].x;
+            l[0] = state[st[0] + c].y;
+            m[1] = state[st[1] + c].x;
+            l[1] = state[st[1] + c].y;
+            m[2] = state[st[2] + c].x;
+            l[2] = state[st[2] + c].y;
+            m[3] = state[st[3] + c].x;
+            l[3] = state[st[3] + c].y;
+            m[4] = state[st[4] + c].x;
+            l[4] = state[st[4] + c].y;
+            m[5] = state[st[5] + c].x;
+            l[5] = state[st[5] + c].y;
+            m[6] = state[st[6] + c].x;
+            l[6] = state[st[6] + c].y;
+            m[7] = state[st[7] + c].x;
+            l[7] = state[st[7] + c].y;
         }
         for (var j0 = 0u; j0 < p.nk; j0 += 8u) {
             let key = min(j0 + lane, p.nk - 1u) * p.row + head;
             let zero = Cols(vec4<f32>(), vec4<f32>());
-            var s = Scores(zero, zero, zero, zero);
+            var s = Scores(zero, zero, zero, zero, zero, zero, zero, zero);
             if !MULTI {
-                s = qk_chunk(s, qa, qb, qc, qd, key);
+                s = qk_chunk(s, q, key);
             } else {
                 for (var kc = 0u; kc < p.chunks; kc++) {
-                    qa = load_chunk(q_row.x + kc * D4C, p.scale);
-                    qb = load_chunk(q_row.y + kc * D4C, p.scale);
-                    qc = load_chunk(q_row.z + kc * D4C, p.scale);
-                    qd = load_chunk(q_row.w + kc * D4C, p.scale);
-                    s = qk_chunk(s, qa, qb, qc, qd, key + kc * D4C);
+                    q = array(load_chunk(q_row[0] + kc * D4C, p.scale), load_chunk(q_row[1] + kc * D4C, p.scale), load_chunk(q_row[2] + kc * D4C, p.scale), load_chunk(q_row[3] + kc * D4C, p.scale), load_chunk(q_row[4] + kc * D4C, p.scale), load_chunk(q_row[5] + kc * D4C, p.scale), load_chunk(q_row[6] + kc * D4C, p.scale), load_chunk(q_row[7] + kc * D4C, p.scale));
+                    s = qk_chunk(s, q, key + kc * D4C);
                 }
             }
             let valid = Cols(vec4<f32>(vec4<u32>(j0) + lane_keys < vec4<u32>(p.nk)), vec4<f32>(vec4<u32>(j0 + 4u) + lane_keys < vec4<u32>(p.nk)));
-            let sa = online(m.x, l.x, s.a, valid);
-            let sb = online(m.y, l.y, s.b, valid);
-            let sc = online(m.z, l.z, s.c, valid);
-            let sd = online(m.w, l.w, s.d, valid);
-            o = pv_chunk(o, vec4<f32>(sa.alpha, sb.alpha, sc.alpha, sd.alpha), Scores(sa.p, sb.p, sc.p, sd.p), key + co);
-            m = vec4<f32>(sa.m, sb.m, sc.m, sd.m);
-            l = vec4<f32>(sa.l, sb.l, sc.l, sd.l);
+            let sa = online(m[0], l[0], s.a, valid);
+            let sb = online(m[1], l[1], s.b, valid);
+            let sc = online(m[2], l[2], s.c, valid);
+            let sd = online(m[3], l[3], s.d, valid);
+            let se = online(m[4], l[4], s.e, valid);
+            let sf = online(m[5], l[5], s.f, valid);
+            let sg = online(m[6], l[6], s.g, valid);
+            let sh = online(m[7], l[7], s.h, valid);
+            o = pv_chunk(o, array(sa.alpha, sb.alpha, sc.alpha, sd.alpha, se.alpha, sf.alpha, sg.alpha, sh.alpha), Scores(sa.p, sb.p, sc.p, sd.p, se.p, sf.p, sg.p, sh.p), key + co);
+            m = array(sa.m, sb.m, sc.m, sd.m, se.m, sf.m, sg.m, sh.m);
+            l = array(sa.l, sb.l, sc.l, sd.l, se.l, sf.l, sg.l, sh.l);
         }
         // Rows past the window were computed on a clamped copy; only real rows store.
-        let scale = select(vec4<f32>(1.0), 1.0 / l, last);
-        if r.x < p.nq {
-            store_out(q_row.x + co, o.a, scale.x);
-            state[st.x + c] = vec2<f32>(m.x, l.x);
+        if rows[0] < p.nq {
+            store_out(q_row[0] + co, o.a, select(1.0, 1.0 / l[0], last));
+            state[st[0] + c] = vec2<f32>(m[0], l[0]);
         }
-        if r.y < p.nq {
-            store_out(q_row.y + co, o.b, scale.y);
-            state[st.y + c] = vec2<f32>(m.y, l.y);
+        if rows[1] < p.nq {
+            store_out(q_row[1] + co, o.b, select(1.0, 1.0 / l[1], last));
+            state[st[1] + c] = vec2<f32>(m[1], l[1]);
         }
-        if r.z < p.nq {
-            store_out(q_row.z + co, o.c, scale.z);
-            state[st.z + c] = vec2<f32>(m.z, l.z);
+        if rows[2] < p.nq {
+            store_out(q_row[2] + co, o.c, select(1.0, 1.0 / l[2], last));
+            state[st[2] + c] = vec2<f32>(m[2], l[2]);
         }
-        if r.w < p.nq {
-            store_out(q_row.w + co, o.d, scale.w);
-            state[st.w + c] = vec2<f32>(m.w, l.w);
+        if rows[3] < p.nq {
+            store_out(q_row[3] + co, o.d, select(1.0, 1.0 / l[3], last));
+            state[st[3] + c] = vec2<f32>(m[3], l[3]);
+        }
+        if rows[4] < p.nq {
+            store_out(q_row[4] + co, o.e, select(1.0, 1.0 / l[4], last));
+            state[st[4] + c] = vec2<f32>(m[4], l[4]);
+        }
+        if rows[5] < p.nq {
+            store_out(q_row[5] + co, o.f, select(1.0, 1.0 / l[5], last));
+            state[st[5] + c] = vec2<f32>(m[5], l[5]);
+        }
+        if rows[6] < p.nq {
+            store_out(q_row[6] + co, o.g, select(1.0, 1.0 / l[6], last));
+            state[st[6] + c] = vec2<f32>(m[6], l[6]);
+        }
+        if rows[7] < p.nq {
+            store_out(q_row[7] + co, o.h, select(1.0, 1.0 / l[7], last));
+            state[st[7] + c] = vec2<f32>(m[7], l[7]);
         }
     }
 }

@@ -173,8 +173,8 @@ pub fn flash(g: &mut Graph, q: Tensor, k: Tensor, v: Tensor, heads: usize) -> Re
     for qr in &q_runs {
         let (q_off, q_size) = (qr.start as u64 * row_bytes, qr.len() as u64 * row_bytes);
         let groups = if fast || tiled {
-            // The subgroup kernel: 64 lanes × 4 queries; the tiled one: 64 queries.
-            let queries_per_group = if fast { 256 } else { 64 };
+            // The subgroup kernel: 64 lanes × 8 queries; the tiled one: 64 queries.
+            let queries_per_group = if fast { 512 } else { 64 };
             heads as u64 * (qr.len() as u64).div_ceil(queries_per_group)
         } else {
             (qr.len() as u64 * heads as u64).div_ceil(64)
