@@ -78,6 +78,9 @@ fn attention_sd_heads() {
     // SD's 64-dim heads; 77 keys is cross-attention on the text embedding.
     check(130, 77, 2, 64, 1);
     check(70, 150, 5, 64, 2);
+    // A second workgroup of the subgroup kernel's 512 queries, cut mid-way through a
+    // lane's eight rows (li + 64i).
+    check(700, 33, 2, 64, 16);
 }
 
 #[test]
