@@ -22,7 +22,6 @@ struct Params {
     w_cin: u32,      // input channels of the whole weight
     oc_base: u32,    // first output channel of the window
     ic_base: u32,    // first input channel of the window
-    accumulate: u32, // add to y instead of starting from the bias
     activate: u32,   // last input window: apply ACT
 }
 
@@ -33,6 +32,9 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 override ACT: u32 = 0u; // 0 none, 1 ReLU, 2 SiLU
+// Add to what earlier input windows left in y instead of starting from the bias: every
+// window but the first of a convolution too large for one binding.
+override ACCUMULATE: bool = false;
 
 const OCT: u32 = 8u;
 const ROWS: u32 = 4u;
@@ -48,7 +50,7 @@ fn load_b(i: u32) -> f32 {
 // What output y[idx] of channel oc starts from: its bias, or past the first input window
 // what the earlier windows left. A branch, not a select, which would load both.
 fn start(oc: u32, idx: u32) -> f32 {
-    if p.accumulate != 0u {
+    if ACCUMULATE {
         return y[idx];
     }
     return load_b(p.oc_base + oc);

@@ -21,7 +21,6 @@ struct Params {
     w_cin: u32,      // input channels of the whole weight
     oc_base: u32,    // first output channel of the window
     ic_base: u32,    // first input channel of the window
-    accumulate: u32, // add to y instead of starting from the bias
     activate: u32,   // last input window: apply ACT
 }
 
@@ -38,6 +37,11 @@ override LANES: u32 = 64u;
 // Stride 1: stepping ky moves the lane's 4 input rows down by one, so each step loads
 // one new row instead of four. An override, as a CPU driver runs both sides of a branch.
 override STRIDE1: bool = false;
+// Add to what earlier input windows left in y instead of starting from the bias: every
+// window but the first of a convolution too large for one binding. An override, so that
+// the usual kernel carries no code for it: each load is a per-lane loop, and such loads
+// at every store made up much of the time Mesa takes to compile `main3` and `main3s2`.
+override ACCUMULATE: bool = false;
 
 fn load_w(i: u32) -> f32 {
     return widen(wt[word_of(i)], i);
@@ -47,13 +51,19 @@ fn load_b(i: u32) -> f32 {
     return widen(bias[word_of(i)], i);
 }
 
-// What output y[idx] of channel oc starts from: its bias, or past the first input window
-// what the earlier windows left. A branch, not a select, which would load both.
-fn start(oc: u32, idx: u32) -> f32 {
-    if p.accumulate != 0u {
+// What output y[idx] starts from: its channel's `bias`, or past the first input window
+// what the earlier windows left.
+fn start(idx: u32, bias: f32) -> f32 {
+    if ACCUMULATE {
         return y[idx];
     }
-    return load_b(p.oc_base + oc);
+    return bias;
+}
+
+// The biases of channels oc0..oc0 + 7 (lo: 0..3, hi: 4..7) for the stores: each lane
+// loads one and broadcasts it, where a load per store would cost a per-lane loop each.
+fn biases8(oc0: u32, lane: u32) -> Cols {
+    return bcast(load_b(p.oc_base + min(oc0 + lane, p.cout - 1u)));
 }
 
 fn activation(v: vec4<f32>) -> vec4<f32> {
@@ -105,14 +115,14 @@ fn tap_fma(t: ptr<function, Tile>, xv: vec4<f32>, w_lo: f32, w_hi: f32) {
     (*t).a15 = fma(xv, vec4<f32>(hi.hi[3]), (*t).a15);
 }
 
-fn store(oc: u32, oy0: u32, ox: u32, acc: vec4<f32>) {
+fn store(oc: u32, oy0: u32, ox: u32, acc: vec4<f32>, bias: f32) {
     if oc >= p.cout {
         return;
     }
     for (var r = 0u; r < 4u; r++) {
         if oy0 + r < p.oh {
             let idx = (oc * p.oh + oy0 + r) * p.ow + ox;
-            let base = vec4<f32>(start(oc, idx));
+            let base = vec4<f32>(start(idx, bias));
             var out = acc + base;
             if p.activate != 0u {
                 out = activation(out);
@@ -184,23 +194,25 @@ fn main(
             }
         }
     }
+    let b0 = biases8(oc0, lane);
+    let b1 = biases8(oc0 + 8u, lane);
     if tile < tiles {
-        store(oc0 + 0u, oy0, ox, t.a0);
-        store(oc0 + 1u, oy0, ox, t.a1);
-        store(oc0 + 2u, oy0, ox, t.a2);
-        store(oc0 + 3u, oy0, ox, t.a3);
-        store(oc0 + 4u, oy0, ox, t.a4);
-        store(oc0 + 5u, oy0, ox, t.a5);
-        store(oc0 + 6u, oy0, ox, t.a6);
-        store(oc0 + 7u, oy0, ox, t.a7);
-        store(oc0 + 8u, oy0, ox, t.a8);
-        store(oc0 + 9u, oy0, ox, t.a9);
-        store(oc0 + 10u, oy0, ox, t.a10);
-        store(oc0 + 11u, oy0, ox, t.a11);
-        store(oc0 + 12u, oy0, ox, t.a12);
-        store(oc0 + 13u, oy0, ox, t.a13);
-        store(oc0 + 14u, oy0, ox, t.a14);
-        store(oc0 + 15u, oy0, ox, t.a15);
+        store(oc0 + 0u, oy0, ox, t.a0, b0.lo[0]);
+        store(oc0 + 1u, oy0, ox, t.a1, b0.lo[1]);
+        store(oc0 + 2u, oy0, ox, t.a2, b0.lo[2]);
+        store(oc0 + 3u, oy0, ox, t.a3, b0.lo[3]);
+        store(oc0 + 4u, oy0, ox, t.a4, b0.hi[0]);
+        store(oc0 + 5u, oy0, ox, t.a5, b0.hi[1]);
+        store(oc0 + 6u, oy0, ox, t.a6, b0.hi[2]);
+        store(oc0 + 7u, oy0, ox, t.a7, b0.hi[3]);
+        store(oc0 + 8u, oy0, ox, t.a8, b1.lo[0]);
+        store(oc0 + 9u, oy0, ox, t.a9, b1.lo[1]);
+        store(oc0 + 10u, oy0, ox, t.a10, b1.lo[2]);
+        store(oc0 + 11u, oy0, ox, t.a11, b1.lo[3]);
+        store(oc0 + 12u, oy0, ox, t.a12, b1.hi[0]);
+        store(oc0 + 13u, oy0, ox, t.a13, b1.hi[1]);
+        store(oc0 + 14u, oy0, ox, t.a14, b1.hi[2]);
+        store(oc0 + 15u, oy0, ox, t.a15, b1.hi[3]);
     }
 }
 
@@ -397,14 +409,14 @@ fn group3(t0: ptr<function, Tile3>, t1: ptr<function, Tile3>, t2: ptr<function, 
     channel3(t0, t1, t2, t3, p0 + 3u * plane, iy0, cg, w4, taps_of(w0, 3u), taps_of(w1, 3u), taps_of(w2, 3u), taps_of(w3, 3u), stride2);
 }
 
-// Output vec4 `idx` of channel oc: acc plus the bias (or, past the first input window,
+// Output vec4 `idx`: acc plus its channel's `bias` (or, past the first input window,
 // plus what the earlier windows left), activated after the last window.
-fn write4(oc: u32, idx: u32, acc: vec4<f32>) {
+fn write4(idx: u32, acc: vec4<f32>, bias: f32) {
     var out = acc;
-    if p.accumulate != 0u {
+    if ACCUMULATE {
         out += y4[idx];
     } else {
-        out += vec4<f32>(load_b(p.oc_base + oc));
+        out += vec4<f32>(bias);
     }
     if p.activate != 0u {
         out = activation(out);
@@ -412,79 +424,79 @@ fn write4(oc: u32, idx: u32, acc: vec4<f32>) {
     y4[idx] = out;
 }
 
-fn store3(oc: u32, oy: u32, cg: u32, w4: u32, acc: vec4<f32>) {
+fn store3(oc: u32, oy: u32, cg: u32, w4: u32, acc: vec4<f32>, bias: f32) {
     if oc < p.cout && oy < p.oh {
-        write4(oc, (oc * p.oh + oy) * w4 + cg, acc);
+        write4((oc * p.oh + oy) * w4 + cg, acc, bias);
     }
 }
 
-// A lane's whole tile: channels oc0.. in t, oc0 + 8.. in u, 4 rows from oy0, column
-// group cg of rows w4 vec4s long.
-fn store_tile3(t: ptr<function, Tile3>, u: ptr<function, Tile3>, oc0: u32, oy0: u32, cg: u32, w4: u32) {
-    store3(oc0 + 0u, oy0 + 0u, cg, w4, (*t).a00);
-    store3(oc0 + 1u, oy0 + 0u, cg, w4, (*t).a01);
-    store3(oc0 + 2u, oy0 + 0u, cg, w4, (*t).a02);
-    store3(oc0 + 3u, oy0 + 0u, cg, w4, (*t).a03);
-    store3(oc0 + 4u, oy0 + 0u, cg, w4, (*t).a04);
-    store3(oc0 + 5u, oy0 + 0u, cg, w4, (*t).a05);
-    store3(oc0 + 6u, oy0 + 0u, cg, w4, (*t).a06);
-    store3(oc0 + 7u, oy0 + 0u, cg, w4, (*t).a07);
-    store3(oc0 + 0u, oy0 + 1u, cg, w4, (*t).a10);
-    store3(oc0 + 1u, oy0 + 1u, cg, w4, (*t).a11);
-    store3(oc0 + 2u, oy0 + 1u, cg, w4, (*t).a12);
-    store3(oc0 + 3u, oy0 + 1u, cg, w4, (*t).a13);
-    store3(oc0 + 4u, oy0 + 1u, cg, w4, (*t).a14);
-    store3(oc0 + 5u, oy0 + 1u, cg, w4, (*t).a15);
-    store3(oc0 + 6u, oy0 + 1u, cg, w4, (*t).a16);
-    store3(oc0 + 7u, oy0 + 1u, cg, w4, (*t).a17);
-    store3(oc0 + 0u, oy0 + 2u, cg, w4, (*t).a20);
-    store3(oc0 + 1u, oy0 + 2u, cg, w4, (*t).a21);
-    store3(oc0 + 2u, oy0 + 2u, cg, w4, (*t).a22);
-    store3(oc0 + 3u, oy0 + 2u, cg, w4, (*t).a23);
-    store3(oc0 + 4u, oy0 + 2u, cg, w4, (*t).a24);
-    store3(oc0 + 5u, oy0 + 2u, cg, w4, (*t).a25);
-    store3(oc0 + 6u, oy0 + 2u, cg, w4, (*t).a26);
-    store3(oc0 + 7u, oy0 + 2u, cg, w4, (*t).a27);
-    store3(oc0 + 0u, oy0 + 3u, cg, w4, (*t).a30);
-    store3(oc0 + 1u, oy0 + 3u, cg, w4, (*t).a31);
-    store3(oc0 + 2u, oy0 + 3u, cg, w4, (*t).a32);
-    store3(oc0 + 3u, oy0 + 3u, cg, w4, (*t).a33);
-    store3(oc0 + 4u, oy0 + 3u, cg, w4, (*t).a34);
-    store3(oc0 + 5u, oy0 + 3u, cg, w4, (*t).a35);
-    store3(oc0 + 6u, oy0 + 3u, cg, w4, (*t).a36);
-    store3(oc0 + 7u, oy0 + 3u, cg, w4, (*t).a37);
-    store3(oc0 + 8u, oy0 + 0u, cg, w4, (*u).a00);
-    store3(oc0 + 9u, oy0 + 0u, cg, w4, (*u).a01);
-    store3(oc0 + 10u, oy0 + 0u, cg, w4, (*u).a02);
-    store3(oc0 + 11u, oy0 + 0u, cg, w4, (*u).a03);
-    store3(oc0 + 12u, oy0 + 0u, cg, w4, (*u).a04);
-    store3(oc0 + 13u, oy0 + 0u, cg, w4, (*u).a05);
-    store3(oc0 + 14u, oy0 + 0u, cg, w4, (*u).a06);
-    store3(oc0 + 15u, oy0 + 0u, cg, w4, (*u).a07);
-    store3(oc0 + 8u, oy0 + 1u, cg, w4, (*u).a10);
-    store3(oc0 + 9u, oy0 + 1u, cg, w4, (*u).a11);
-    store3(oc0 + 10u, oy0 + 1u, cg, w4, (*u).a12);
-    store3(oc0 + 11u, oy0 + 1u, cg, w4, (*u).a13);
-    store3(oc0 + 12u, oy0 + 1u, cg, w4, (*u).a14);
-    store3(oc0 + 13u, oy0 + 1u, cg, w4, (*u).a15);
-    store3(oc0 + 14u, oy0 + 1u, cg, w4, (*u).a16);
-    store3(oc0 + 15u, oy0 + 1u, cg, w4, (*u).a17);
-    store3(oc0 + 8u, oy0 + 2u, cg, w4, (*u).a20);
-    store3(oc0 + 9u, oy0 + 2u, cg, w4, (*u).a21);
-    store3(oc0 + 10u, oy0 + 2u, cg, w4, (*u).a22);
-    store3(oc0 + 11u, oy0 + 2u, cg, w4, (*u).a23);
-    store3(oc0 + 12u, oy0 + 2u, cg, w4, (*u).a24);
-    store3(oc0 + 13u, oy0 + 2u, cg, w4, (*u).a25);
-    store3(oc0 + 14u, oy0 + 2u, cg, w4, (*u).a26);
-    store3(oc0 + 15u, oy0 + 2u, cg, w4, (*u).a27);
-    store3(oc0 + 8u, oy0 + 3u, cg, w4, (*u).a30);
-    store3(oc0 + 9u, oy0 + 3u, cg, w4, (*u).a31);
-    store3(oc0 + 10u, oy0 + 3u, cg, w4, (*u).a32);
-    store3(oc0 + 11u, oy0 + 3u, cg, w4, (*u).a33);
-    store3(oc0 + 12u, oy0 + 3u, cg, w4, (*u).a34);
-    store3(oc0 + 13u, oy0 + 3u, cg, w4, (*u).a35);
-    store3(oc0 + 14u, oy0 + 3u, cg, w4, (*u).a36);
-    store3(oc0 + 15u, oy0 + 3u, cg, w4, (*u).a37);
+// A lane's whole tile: channels oc0.. in t (biases bt), oc0 + 8.. in u (bu), 4 rows from
+// oy0, column group cg of rows w4 vec4s long.
+fn store_tile3(t: ptr<function, Tile3>, u: ptr<function, Tile3>, oc0: u32, oy0: u32, cg: u32, w4: u32, bt: Cols, bu: Cols) {
+    store3(oc0 + 0u, oy0 + 0u, cg, w4, (*t).a00, bt.lo[0]);
+    store3(oc0 + 1u, oy0 + 0u, cg, w4, (*t).a01, bt.lo[1]);
+    store3(oc0 + 2u, oy0 + 0u, cg, w4, (*t).a02, bt.lo[2]);
+    store3(oc0 + 3u, oy0 + 0u, cg, w4, (*t).a03, bt.lo[3]);
+    store3(oc0 + 4u, oy0 + 0u, cg, w4, (*t).a04, bt.hi[0]);
+    store3(oc0 + 5u, oy0 + 0u, cg, w4, (*t).a05, bt.hi[1]);
+    store3(oc0 + 6u, oy0 + 0u, cg, w4, (*t).a06, bt.hi[2]);
+    store3(oc0 + 7u, oy0 + 0u, cg, w4, (*t).a07, bt.hi[3]);
+    store3(oc0 + 0u, oy0 + 1u, cg, w4, (*t).a10, bt.lo[0]);
+    store3(oc0 + 1u, oy0 + 1u, cg, w4, (*t).a11, bt.lo[1]);
+    store3(oc0 + 2u, oy0 + 1u, cg, w4, (*t).a12, bt.lo[2]);
+    store3(oc0 + 3u, oy0 + 1u, cg, w4, (*t).a13, bt.lo[3]);
+    store3(oc0 + 4u, oy0 + 1u, cg, w4, (*t).a14, bt.hi[0]);
+    store3(oc0 + 5u, oy0 + 1u, cg, w4, (*t).a15, bt.hi[1]);
+    store3(oc0 + 6u, oy0 + 1u, cg, w4, (*t).a16, bt.hi[2]);
+    store3(oc0 + 7u, oy0 + 1u, cg, w4, (*t).a17, bt.hi[3]);
+    store3(oc0 + 0u, oy0 + 2u, cg, w4, (*t).a20, bt.lo[0]);
+    store3(oc0 + 1u, oy0 + 2u, cg, w4, (*t).a21, bt.lo[1]);
+    store3(oc0 + 2u, oy0 + 2u, cg, w4, (*t).a22, bt.lo[2]);
+    store3(oc0 + 3u, oy0 + 2u, cg, w4, (*t).a23, bt.lo[3]);
+    store3(oc0 + 4u, oy0 + 2u, cg, w4, (*t).a24, bt.hi[0]);
+    store3(oc0 + 5u, oy0 + 2u, cg, w4, (*t).a25, bt.hi[1]);
+    store3(oc0 + 6u, oy0 + 2u, cg, w4, (*t).a26, bt.hi[2]);
+    store3(oc0 + 7u, oy0 + 2u, cg, w4, (*t).a27, bt.hi[3]);
+    store3(oc0 + 0u, oy0 + 3u, cg, w4, (*t).a30, bt.lo[0]);
+    store3(oc0 + 1u, oy0 + 3u, cg, w4, (*t).a31, bt.lo[1]);
+    store3(oc0 + 2u, oy0 + 3u, cg, w4, (*t).a32, bt.lo[2]);
+    store3(oc0 + 3u, oy0 + 3u, cg, w4, (*t).a33, bt.lo[3]);
+    store3(oc0 + 4u, oy0 + 3u, cg, w4, (*t).a34, bt.hi[0]);
+    store3(oc0 + 5u, oy0 + 3u, cg, w4, (*t).a35, bt.hi[1]);
+    store3(oc0 + 6u, oy0 + 3u, cg, w4, (*t).a36, bt.hi[2]);
+    store3(oc0 + 7u, oy0 + 3u, cg, w4, (*t).a37, bt.hi[3]);
+    store3(oc0 + 8u, oy0 + 0u, cg, w4, (*u).a00, bu.lo[0]);
+    store3(oc0 + 9u, oy0 + 0u, cg, w4, (*u).a01, bu.lo[1]);
+    store3(oc0 + 10u, oy0 + 0u, cg, w4, (*u).a02, bu.lo[2]);
+    store3(oc0 + 11u, oy0 + 0u, cg, w4, (*u).a03, bu.lo[3]);
+    store3(oc0 + 12u, oy0 + 0u, cg, w4, (*u).a04, bu.hi[0]);
+    store3(oc0 + 13u, oy0 + 0u, cg, w4, (*u).a05, bu.hi[1]);
+    store3(oc0 + 14u, oy0 + 0u, cg, w4, (*u).a06, bu.hi[2]);
+    store3(oc0 + 15u, oy0 + 0u, cg, w4, (*u).a07, bu.hi[3]);
+    store3(oc0 + 8u, oy0 + 1u, cg, w4, (*u).a10, bu.lo[0]);
+    store3(oc0 + 9u, oy0 + 1u, cg, w4, (*u).a11, bu.lo[1]);
+    store3(oc0 + 10u, oy0 + 1u, cg, w4, (*u).a12, bu.lo[2]);
+    store3(oc0 + 11u, oy0 + 1u, cg, w4, (*u).a13, bu.lo[3]);
+    store3(oc0 + 12u, oy0 + 1u, cg, w4, (*u).a14, bu.hi[0]);
+    store3(oc0 + 13u, oy0 + 1u, cg, w4, (*u).a15, bu.hi[1]);
+    store3(oc0 + 14u, oy0 + 1u, cg, w4, (*u).a16, bu.hi[2]);
+    store3(oc0 + 15u, oy0 + 1u, cg, w4, (*u).a17, bu.hi[3]);
+    store3(oc0 + 8u, oy0 + 2u, cg, w4, (*u).a20, bu.lo[0]);
+    store3(oc0 + 9u, oy0 + 2u, cg, w4, (*u).a21, bu.lo[1]);
+    store3(oc0 + 10u, oy0 + 2u, cg, w4, (*u).a22, bu.lo[2]);
+    store3(oc0 + 11u, oy0 + 2u, cg, w4, (*u).a23, bu.lo[3]);
+    store3(oc0 + 12u, oy0 + 2u, cg, w4, (*u).a24, bu.hi[0]);
+    store3(oc0 + 13u, oy0 + 2u, cg, w4, (*u).a25, bu.hi[1]);
+    store3(oc0 + 14u, oy0 + 2u, cg, w4, (*u).a26, bu.hi[2]);
+    store3(oc0 + 15u, oy0 + 2u, cg, w4, (*u).a27, bu.hi[3]);
+    store3(oc0 + 8u, oy0 + 3u, cg, w4, (*u).a30, bu.lo[0]);
+    store3(oc0 + 9u, oy0 + 3u, cg, w4, (*u).a31, bu.lo[1]);
+    store3(oc0 + 10u, oy0 + 3u, cg, w4, (*u).a32, bu.lo[2]);
+    store3(oc0 + 11u, oy0 + 3u, cg, w4, (*u).a33, bu.lo[3]);
+    store3(oc0 + 12u, oy0 + 3u, cg, w4, (*u).a34, bu.hi[0]);
+    store3(oc0 + 13u, oy0 + 3u, cg, w4, (*u).a35, bu.hi[1]);
+    store3(oc0 + 14u, oy0 + 3u, cg, w4, (*u).a36, bu.hi[2]);
+    store3(oc0 + 15u, oy0 + 3u, cg, w4, (*u).a37, bu.hi[3]);
 }
 
 // Where channel oc's 3×3 weights for this dispatch's input channels start, in vec4s of
@@ -536,9 +548,13 @@ fn conv3(wg: vec3<u32>, num: vec3<u32>, li: u32, lane: u32, stride2: bool) {
             group3(&t0, &t1, &t2, &t3, 4u * q * plane, plane, iy0, cg, w4, w9_f32(r0 + q * 9u), w9_f32(r1 + q * 9u), w9_f32(r2 + q * 9u), w9_f32(r3 + q * 9u), stride2);
         }
     }
+    let b0 = biases8(oc0, lane);
+    let b1 = biases8(oc0 + 8u, lane);
+    let b2 = biases8(oc0 + 16u, lane);
+    let b3 = biases8(oc0 + 24u, lane);
     if tile < tiles {
-        store_tile3(&t0, &t1, oc0, oy0, cg, ow4);
-        store_tile3(&t2, &t3, oc0 + 16u, oy0, cg, ow4);
+        store_tile3(&t0, &t1, oc0, oy0, cg, ow4, b0, b1);
+        store_tile3(&t2, &t3, oc0 + 16u, oy0, cg, ow4, b2, b3);
     }
 }
 
@@ -608,9 +624,9 @@ fn accum1(t: ptr<function, Tile3>, xa: X4, xb: X4, xc: X4, xd: X4, wv: vec4<f32>
     (*t).a37 = fma(xd.q3, vec4<f32>(gd.hi[3]), fma(xc.q3, vec4<f32>(gc.hi[3]), fma(xb.q3, vec4<f32>(gb.hi[3]), fma(xa.q3, vec4<f32>(ga.hi[3]), (*t).a37))));
 }
 
-fn store1(oc: u32, quad: u32, quads: u32, acc: vec4<f32>) {
+fn store1(oc: u32, quad: u32, quads: u32, acc: vec4<f32>, bias: f32) {
     if oc < p.cout && quad < quads {
-        write4(oc, oc * quads + quad, acc);
+        write4(oc * quads + quad, acc, bias);
     }
 }
 
@@ -656,70 +672,72 @@ fn main1(
         accum1(&t, xa, xb, xc, xd, lo);
         accum1(&u, xa, xb, xc, xd, hi);
     }
-    store1(oc0 + 0u + 0u, quad0 + 0u, quads, t.a00);
-    store1(oc0 + 0u + 1u, quad0 + 0u, quads, t.a01);
-    store1(oc0 + 0u + 2u, quad0 + 0u, quads, t.a02);
-    store1(oc0 + 0u + 3u, quad0 + 0u, quads, t.a03);
-    store1(oc0 + 0u + 4u, quad0 + 0u, quads, t.a04);
-    store1(oc0 + 0u + 5u, quad0 + 0u, quads, t.a05);
-    store1(oc0 + 0u + 6u, quad0 + 0u, quads, t.a06);
-    store1(oc0 + 0u + 7u, quad0 + 0u, quads, t.a07);
-    store1(oc0 + 0u + 0u, quad0 + 1u, quads, t.a10);
-    store1(oc0 + 0u + 1u, quad0 + 1u, quads, t.a11);
-    store1(oc0 + 0u + 2u, quad0 + 1u, quads, t.a12);
-    store1(oc0 + 0u + 3u, quad0 + 1u, quads, t.a13);
-    store1(oc0 + 0u + 4u, quad0 + 1u, quads, t.a14);
-    store1(oc0 + 0u + 5u, quad0 + 1u, quads, t.a15);
-    store1(oc0 + 0u + 6u, quad0 + 1u, quads, t.a16);
-    store1(oc0 + 0u + 7u, quad0 + 1u, quads, t.a17);
-    store1(oc0 + 0u + 0u, quad0 + 2u, quads, t.a20);
-    store1(oc0 + 0u + 1u, quad0 + 2u, quads, t.a21);
-    store1(oc0 + 0u + 2u, quad0 + 2u, quads, t.a22);
-    store1(oc0 + 0u + 3u, quad0 + 2u, quads, t.a23);
-    store1(oc0 + 0u + 4u, quad0 + 2u, quads, t.a24);
-    store1(oc0 + 0u + 5u, quad0 + 2u, quads, t.a25);
-    store1(oc0 + 0u + 6u, quad0 + 2u, quads, t.a26);
-    store1(oc0 + 0u + 7u, quad0 + 2u, quads, t.a27);
-    store1(oc0 + 0u + 0u, quad0 + 3u, quads, t.a30);
-    store1(oc0 + 0u + 1u, quad0 + 3u, quads, t.a31);
-    store1(oc0 + 0u + 2u, quad0 + 3u, quads, t.a32);
-    store1(oc0 + 0u + 3u, quad0 + 3u, quads, t.a33);
-    store1(oc0 + 0u + 4u, quad0 + 3u, quads, t.a34);
-    store1(oc0 + 0u + 5u, quad0 + 3u, quads, t.a35);
-    store1(oc0 + 0u + 6u, quad0 + 3u, quads, t.a36);
-    store1(oc0 + 0u + 7u, quad0 + 3u, quads, t.a37);
-    store1(oc0 + 8u + 0u, quad0 + 0u, quads, u.a00);
-    store1(oc0 + 8u + 1u, quad0 + 0u, quads, u.a01);
-    store1(oc0 + 8u + 2u, quad0 + 0u, quads, u.a02);
-    store1(oc0 + 8u + 3u, quad0 + 0u, quads, u.a03);
-    store1(oc0 + 8u + 4u, quad0 + 0u, quads, u.a04);
-    store1(oc0 + 8u + 5u, quad0 + 0u, quads, u.a05);
-    store1(oc0 + 8u + 6u, quad0 + 0u, quads, u.a06);
-    store1(oc0 + 8u + 7u, quad0 + 0u, quads, u.a07);
-    store1(oc0 + 8u + 0u, quad0 + 1u, quads, u.a10);
-    store1(oc0 + 8u + 1u, quad0 + 1u, quads, u.a11);
-    store1(oc0 + 8u + 2u, quad0 + 1u, quads, u.a12);
-    store1(oc0 + 8u + 3u, quad0 + 1u, quads, u.a13);
-    store1(oc0 + 8u + 4u, quad0 + 1u, quads, u.a14);
-    store1(oc0 + 8u + 5u, quad0 + 1u, quads, u.a15);
-    store1(oc0 + 8u + 6u, quad0 + 1u, quads, u.a16);
-    store1(oc0 + 8u + 7u, quad0 + 1u, quads, u.a17);
-    store1(oc0 + 8u + 0u, quad0 + 2u, quads, u.a20);
-    store1(oc0 + 8u + 1u, quad0 + 2u, quads, u.a21);
-    store1(oc0 + 8u + 2u, quad0 + 2u, quads, u.a22);
-    store1(oc0 + 8u + 3u, quad0 + 2u, quads, u.a23);
-    store1(oc0 + 8u + 4u, quad0 + 2u, quads, u.a24);
-    store1(oc0 + 8u + 5u, quad0 + 2u, quads, u.a25);
-    store1(oc0 + 8u + 6u, quad0 + 2u, quads, u.a26);
-    store1(oc0 + 8u + 7u, quad0 + 2u, quads, u.a27);
-    store1(oc0 + 8u + 0u, quad0 + 3u, quads, u.a30);
-    store1(oc0 + 8u + 1u, quad0 + 3u, quads, u.a31);
-    store1(oc0 + 8u + 2u, quad0 + 3u, quads, u.a32);
-    store1(oc0 + 8u + 3u, quad0 + 3u, quads, u.a33);
-    store1(oc0 + 8u + 4u, quad0 + 3u, quads, u.a34);
-    store1(oc0 + 8u + 5u, quad0 + 3u, quads, u.a35);
-    store1(oc0 + 8u + 6u, quad0 + 3u, quads, u.a36);
-    store1(oc0 + 8u + 7u, quad0 + 3u, quads, u.a37);
+    let b0 = biases8(oc0, lane);
+    let b1 = biases8(oc0 + 8u, lane);
+    store1(oc0 + 0u + 0u, quad0 + 0u, quads, t.a00, b0.lo[0]);
+    store1(oc0 + 0u + 1u, quad0 + 0u, quads, t.a01, b0.lo[1]);
+    store1(oc0 + 0u + 2u, quad0 + 0u, quads, t.a02, b0.lo[2]);
+    store1(oc0 + 0u + 3u, quad0 + 0u, quads, t.a03, b0.lo[3]);
+    store1(oc0 + 0u + 4u, quad0 + 0u, quads, t.a04, b0.hi[0]);
+    store1(oc0 + 0u + 5u, quad0 + 0u, quads, t.a05, b0.hi[1]);
+    store1(oc0 + 0u + 6u, quad0 + 0u, quads, t.a06, b0.hi[2]);
+    store1(oc0 + 0u + 7u, quad0 + 0u, quads, t.a07, b0.hi[3]);
+    store1(oc0 + 0u + 0u, quad0 + 1u, quads, t.a10, b0.lo[0]);
+    store1(oc0 + 0u + 1u, quad0 + 1u, quads, t.a11, b0.lo[1]);
+    store1(oc0 + 0u + 2u, quad0 + 1u, quads, t.a12, b0.lo[2]);
+    store1(oc0 + 0u + 3u, quad0 + 1u, quads, t.a13, b0.lo[3]);
+    store1(oc0 + 0u + 4u, quad0 + 1u, quads, t.a14, b0.hi[0]);
+    store1(oc0 + 0u + 5u, quad0 + 1u, quads, t.a15, b0.hi[1]);
+    store1(oc0 + 0u + 6u, quad0 + 1u, quads, t.a16, b0.hi[2]);
+    store1(oc0 + 0u + 7u, quad0 + 1u, quads, t.a17, b0.hi[3]);
+    store1(oc0 + 0u + 0u, quad0 + 2u, quads, t.a20, b0.lo[0]);
+    store1(oc0 + 0u + 1u, quad0 + 2u, quads, t.a21, b0.lo[1]);
+    store1(oc0 + 0u + 2u, quad0 + 2u, quads, t.a22, b0.lo[2]);
+    store1(oc0 + 0u + 3u, quad0 + 2u, quads, t.a23, b0.lo[3]);
+    store1(oc0 + 0u + 4u, quad0 + 2u, quads, t.a24, b0.hi[0]);
+    store1(oc0 + 0u + 5u, quad0 + 2u, quads, t.a25, b0.hi[1]);
+    store1(oc0 + 0u + 6u, quad0 + 2u, quads, t.a26, b0.hi[2]);
+    store1(oc0 + 0u + 7u, quad0 + 2u, quads, t.a27, b0.hi[3]);
+    store1(oc0 + 0u + 0u, quad0 + 3u, quads, t.a30, b0.lo[0]);
+    store1(oc0 + 0u + 1u, quad0 + 3u, quads, t.a31, b0.lo[1]);
+    store1(oc0 + 0u + 2u, quad0 + 3u, quads, t.a32, b0.lo[2]);
+    store1(oc0 + 0u + 3u, quad0 + 3u, quads, t.a33, b0.lo[3]);
+    store1(oc0 + 0u + 4u, quad0 + 3u, quads, t.a34, b0.hi[0]);
+    store1(oc0 + 0u + 5u, quad0 + 3u, quads, t.a35, b0.hi[1]);
+    store1(oc0 + 0u + 6u, quad0 + 3u, quads, t.a36, b0.hi[2]);
+    store1(oc0 + 0u + 7u, quad0 + 3u, quads, t.a37, b0.hi[3]);
+    store1(oc0 + 8u + 0u, quad0 + 0u, quads, u.a00, b1.lo[0]);
+    store1(oc0 + 8u + 1u, quad0 + 0u, quads, u.a01, b1.lo[1]);
+    store1(oc0 + 8u + 2u, quad0 + 0u, quads, u.a02, b1.lo[2]);
+    store1(oc0 + 8u + 3u, quad0 + 0u, quads, u.a03, b1.lo[3]);
+    store1(oc0 + 8u + 4u, quad0 + 0u, quads, u.a04, b1.hi[0]);
+    store1(oc0 + 8u + 5u, quad0 + 0u, quads, u.a05, b1.hi[1]);
+    store1(oc0 + 8u + 6u, quad0 + 0u, quads, u.a06, b1.hi[2]);
+    store1(oc0 + 8u + 7u, quad0 + 0u, quads, u.a07, b1.hi[3]);
+    store1(oc0 + 8u + 0u, quad0 + 1u, quads, u.a10, b1.lo[0]);
+    store1(oc0 + 8u + 1u, quad0 + 1u, quads, u.a11, b1.lo[1]);
+    store1(oc0 + 8u + 2u, quad0 + 1u, quads, u.a12, b1.lo[2]);
+    store1(oc0 + 8u + 3u, quad0 + 1u, quads, u.a13, b1.lo[3]);
+    store1(oc0 + 8u + 4u, quad0 + 1u, quads, u.a14, b1.hi[0]);
+    store1(oc0 + 8u + 5u, quad0 + 1u, quads, u.a15, b1.hi[1]);
+    store1(oc0 + 8u + 6u, quad0 + 1u, quads, u.a16, b1.hi[2]);
+    store1(oc0 + 8u + 7u, quad0 + 1u, quads, u.a17, b1.hi[3]);
+    store1(oc0 + 8u + 0u, quad0 + 2u, quads, u.a20, b1.lo[0]);
+    store1(oc0 + 8u + 1u, quad0 + 2u, quads, u.a21, b1.lo[1]);
+    store1(oc0 + 8u + 2u, quad0 + 2u, quads, u.a22, b1.lo[2]);
+    store1(oc0 + 8u + 3u, quad0 + 2u, quads, u.a23, b1.lo[3]);
+    store1(oc0 + 8u + 4u, quad0 + 2u, quads, u.a24, b1.hi[0]);
+    store1(oc0 + 8u + 5u, quad0 + 2u, quads, u.a25, b1.hi[1]);
+    store1(oc0 + 8u + 6u, quad0 + 2u, quads, u.a26, b1.hi[2]);
+    store1(oc0 + 8u + 7u, quad0 + 2u, quads, u.a27, b1.hi[3]);
+    store1(oc0 + 8u + 0u, quad0 + 3u, quads, u.a30, b1.lo[0]);
+    store1(oc0 + 8u + 1u, quad0 + 3u, quads, u.a31, b1.lo[1]);
+    store1(oc0 + 8u + 2u, quad0 + 3u, quads, u.a32, b1.lo[2]);
+    store1(oc0 + 8u + 3u, quad0 + 3u, quads, u.a33, b1.lo[3]);
+    store1(oc0 + 8u + 4u, quad0 + 3u, quads, u.a34, b1.hi[0]);
+    store1(oc0 + 8u + 5u, quad0 + 3u, quads, u.a35, b1.hi[1]);
+    store1(oc0 + 8u + 6u, quad0 + 3u, quads, u.a36, b1.hi[2]);
+    store1(oc0 + 8u + 7u, quad0 + 3u, quads, u.a37, b1.hi[3]);
 }
 
 // ---- `main3s2`: 3×3, stride 2 (the downsamplers), left padding 0 or 1, input width a

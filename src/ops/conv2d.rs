@@ -97,7 +97,6 @@ struct Params {
     w_cin: u32,
     oc_base: u32,
     ic_base: u32,
-    accumulate: u32,
     activate: u32,
 }
 
@@ -273,7 +272,6 @@ pub fn conv2d(
                 w_cin: cin as u32,
                 oc_base: oc.start as u32,
                 ic_base: ic.start as u32,
-                accumulate: (i > 0) as u32,
                 activate: (i + 1 == in_chunks.len()) as u32,
             };
             let xv = g.window(
@@ -295,8 +293,14 @@ pub fn conv2d(
             };
             let grid = g.grid(groups)?;
             let flops = 2 * (oc.len() * ic.len() * kh * kw * oh * ow) as u64;
+            // Input windows after the first add to what the earlier ones left in y.
+            let key = if i > 0 {
+                key.clone().with("ACCUMULATE", 1.0)
+            } else {
+                key.clone()
+            };
             g.dispatch(
-                key.clone(),
+                key,
                 bytemuck::bytes_of(&params),
                 vec![xv, wv, bv, yv],
                 grid,
