@@ -167,15 +167,15 @@ fn origin(wg: vec3<u32>, num: vec3<u32>, li: u32, per_group: u32, cols: u32) -> 
         b * (p.x_batch / select(4u, 8u, X_F16)), b * (p.w_batch / select(4u, 8u, W_F16)), b * p.y_batch);
 }}
 
-// The biases of columns c..c+3 (bias_kind 1) and of row r (bias_kind 2), or zeros:
-// loaded once per column quad and per row, not once per output vec4 (every load is a
-// per-lane loop, and per output they cost a quarter of the FMAs at k = 320).
-fn column_bias(c: u32) -> vec4<f32> {{
+// The biases of columns c..c+7 (bias_kind 1; lo: c..c+3, hi: c+4..c+7) and of row r
+// (bias_kind 2), or zeros: loaded once per tile, not once per output vec4 (every load is
+// a per-lane loop, and per output they cost a quarter of the FMAs at k = 320). Lane l
+// loads column c + l's and broadcasts it, one load where each column quad took four.
+fn column_biases(c: u32, lane: u32) -> Cols {{
     if p.bias_kind != 1u {{
-        return vec4<f32>(0.0);
+        return Cols(vec4<f32>(0.0), vec4<f32>(0.0));
     }}
-    let last = p.m - 1u;
-    return vec4<f32>(load_b(min(c, last)), load_b(min(c + 1u, last)), load_b(min(c + 2u, last)), load_b(min(c + 3u, last)));
+    return bcast(load_b(min(c + lane, p.m - 1u)));
 }}
 
 fn row_bias(r: u32) -> f32 {{
@@ -240,13 +240,14 @@ fn r{rows}c{cols}(
             half = "lo" if j % 2 == 0 else "hi"
             out.append(f"        a{i}_{j} = chain(a{i}_{j}, xv{i}.lo, xv{i}.hi, g{j // 2}.{half});\n")
     out.append("    }\n")
-    for j in range(quads):
-        out.append(f"    let cb{j} = column_bias(o.c0 + {4 * j}u);\n")
+    for q in range(sets):
+        out.append(f"    let cb{q} = column_biases(o.c0 + {8 * q}u, lane);\n")
     for i in range(rows):
         out.append(f"    let rb{i} = row_bias(o.r0 + {LANES * i}u);\n")
     for i in range(rows):
         for j in range(quads):
-            out.append(f"    store4(o.yb, o.r0 + {LANES * i}u, o.c0 + {4 * j}u, a{i}_{j} + cb{j} + rb{i});\n")
+            half = "lo" if j % 2 == 0 else "hi"
+            out.append(f"    store4(o.yb, o.r0 + {LANES * i}u, o.c0 + {4 * j}u, a{i}_{j} + cb{j // 2}.{half} + rb{i});\n")
     out.append("}\n")
     return "".join(out)
 
