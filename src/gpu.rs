@@ -2,7 +2,8 @@
 //! the adapter's real limits: SD activations need storage bindings past the 128 MiB
 //! default, and f16 / subgroups / timestamps are enabled only where the adapter grants them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -272,6 +273,41 @@ impl Gpu {
         );
         modules.insert(shader, module.clone());
         Ok(module)
+    }
+
+    /// Compiles the pipelines of `keys` that are not cached yet, on as many threads as
+    /// there are cores. Drivers compile at pipeline creation (lavapipe spends most of a
+    /// warm decode's CPU time there, in its NIR passes), and pipelines compile
+    /// independently of each other, so a graph's kernels need not wait in line.
+    pub fn compile(&self, keys: &[&KernelKey]) -> Result<()> {
+        let missing: Vec<&KernelKey> = {
+            let cached = self.pipelines.lock().unwrap();
+            let mut seen = HashSet::new();
+            keys.iter()
+                .copied()
+                .filter(|k| !cached.contains_key(*k) && seen.insert(*k))
+                .collect()
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(missing.len());
+        if threads <= 1 {
+            return missing.iter().try_for_each(|k| self.pipeline(k).map(drop));
+        }
+        let next = AtomicUsize::new(0);
+        let compile_in_turn = || -> Result<()> {
+            while let Some(key) = missing.get(next.fetch_add(1, Ordering::Relaxed)) {
+                self.pipeline(key)?;
+            }
+            Ok(())
+        };
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads).map(|_| scope.spawn(compile_in_turn)).collect();
+            workers.into_iter().try_for_each(|w| {
+                w.join()
+                    .map_err(|_| Error::Gpu("a pipeline compile thread panicked".into()))?
+            })
+        })
     }
 
     /// The compute pipeline for `key`, compiled once per device.

@@ -11,6 +11,7 @@ use wgpu::util::DeviceExt;
 use super::plan::{plan, Plan};
 use super::{DType, Graph, Storage, Tensor};
 use crate::error::{Error, Result};
+use crate::gpu::KernelKey;
 
 /// An output read back to the host.
 #[derive(Clone, Debug)]
@@ -201,6 +202,8 @@ impl Graph<'_> {
             query_sets: Vec::new(),
             staging: Vec::with_capacity(outputs.len()),
         };
+        let kernels: Vec<&KernelKey> = self.dispatches.iter().map(|d| &d.kernel).collect();
+        gpu.compile(&kernels)?;
         for (d, &offset) in self.dispatches.iter().zip(&uniform_offsets) {
             let pipeline = gpu.pipeline(&d.kernel)?;
             let mut entries = vec![wgpu::BindGroupEntry {
