@@ -262,6 +262,15 @@ fn store_out(base: u32, c: Chunk, scale: f32) {
     if D4C > 15u { y[base + 15u] = c.v15 * scale; }
 }
 
+// Ends one query's chunk: its output (normalised after the last key window) and its
+// softmax state. Rows past the window were computed on a clamped copy and store nothing.
+fn finish(row: u32, base: u32, slot: u32, out: Chunk, m: f32, l: f32, last: bool) {
+    if row < p.nq {
+        store_out(base, out, select(1.0, 1.0 / l, last));
+        state[slot] = vec2<f32>(m, l);
+    }
+}
+
 // Running softmax state of one query: max and sum of exp(score - max).
 struct Softmax {
     m: f32,
@@ -317,22 +326,11 @@ fn main(
         var l = array<f32, 8>();
         if !first {
             o = Outputs(load_out(q_row[0] + co), load_out(q_row[1] + co), load_out(q_row[2] + co), load_out(q_row[3] + co), load_out(q_row[4] + co), load_out(q_row[5] + co), load_out(q_row[6] + co), load_out(q_row[7] + co));
-            m[0] = state[st[0] + c].x;
-            l[0] = state[st[0] + c].y;
-            m[1] = state[st[1] + c].x;
-            l[1] = state[st[1] + c].y;
-            m[2] = state[st[2] + c].x;
-            l[2] = state[st[2] + c].y;
-            m[3] = state[st[3] + c].x;
-            l[3] = state[st[3] + c].y;
-            m[4] = state[st[4] + c].x;
-            l[4] = state[st[4] + c].y;
-            m[5] = state[st[5] + c].x;
-            l[5] = state[st[5] + c].y;
-            m[6] = state[st[6] + c].x;
-            l[6] = state[st[6] + c].y;
-            m[7] = state[st[7] + c].x;
-            l[7] = state[st[7] + c].y;
+            for (var i = 0u; i < 8u; i++) {
+                let running = state[st[i] + c];
+                m[i] = running.x;
+                l[i] = running.y;
+            }
         }
         for (var j0 = 0u; j0 < p.nk; j0 += 8u) {
             let key = min(j0 + lane, p.nk - 1u) * p.row + head;
@@ -359,38 +357,13 @@ fn main(
             m = array(sa.m, sb.m, sc.m, sd.m, se.m, sf.m, sg.m, sh.m);
             l = array(sa.l, sb.l, sc.l, sd.l, se.l, sf.l, sg.l, sh.l);
         }
-        // Rows past the window were computed on a clamped copy; only real rows store.
-        if rows[0] < p.nq {
-            store_out(q_row[0] + co, o.a, select(1.0, 1.0 / l[0], last));
-            state[st[0] + c] = vec2<f32>(m[0], l[0]);
-        }
-        if rows[1] < p.nq {
-            store_out(q_row[1] + co, o.b, select(1.0, 1.0 / l[1], last));
-            state[st[1] + c] = vec2<f32>(m[1], l[1]);
-        }
-        if rows[2] < p.nq {
-            store_out(q_row[2] + co, o.c, select(1.0, 1.0 / l[2], last));
-            state[st[2] + c] = vec2<f32>(m[2], l[2]);
-        }
-        if rows[3] < p.nq {
-            store_out(q_row[3] + co, o.d, select(1.0, 1.0 / l[3], last));
-            state[st[3] + c] = vec2<f32>(m[3], l[3]);
-        }
-        if rows[4] < p.nq {
-            store_out(q_row[4] + co, o.e, select(1.0, 1.0 / l[4], last));
-            state[st[4] + c] = vec2<f32>(m[4], l[4]);
-        }
-        if rows[5] < p.nq {
-            store_out(q_row[5] + co, o.f, select(1.0, 1.0 / l[5], last));
-            state[st[5] + c] = vec2<f32>(m[5], l[5]);
-        }
-        if rows[6] < p.nq {
-            store_out(q_row[6] + co, o.g, select(1.0, 1.0 / l[6], last));
-            state[st[6] + c] = vec2<f32>(m[6], l[6]);
-        }
-        if rows[7] < p.nq {
-            store_out(q_row[7] + co, o.h, select(1.0, 1.0 / l[7], last));
-            state[st[7] + c] = vec2<f32>(m[7], l[7]);
-        }
+        finish(rows[0], q_row[0] + co, st[0] + c, o.a, m[0], l[0], last);
+        finish(rows[1], q_row[1] + co, st[1] + c, o.b, m[1], l[1], last);
+        finish(rows[2], q_row[2] + co, st[2] + c, o.c, m[2], l[2], last);
+        finish(rows[3], q_row[3] + co, st[3] + c, o.d, m[3], l[3], last);
+        finish(rows[4], q_row[4] + co, st[4] + c, o.e, m[4], l[4], last);
+        finish(rows[5], q_row[5] + co, st[5] + c, o.f, m[5], l[5], last);
+        finish(rows[6], q_row[6] + co, st[6] + c, o.g, m[6], l[6], last);
+        finish(rows[7], q_row[7] + co, st[7] + c, o.h, m[7], l[7], last);
     }
 }
