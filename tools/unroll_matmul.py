@@ -63,10 +63,13 @@ struct Params {{
 }}
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> wt: array<vec4<u32>>;
+// x, the weights and y as vec2<u64>: 16 bytes, like a vec4<f32>, in half the
+// per-lane trips (see subgroup.wgsl). y is bound twice: y1 takes Y_T's scalar stores.
+@group(0) @binding(1) var<storage, read> x: array<vec2<u64>>;
+@group(0) @binding(2) var<storage, read> wt: array<vec2<u64>>;
 @group(0) @binding(3) var<storage, read> bias: array<u32>;
-@group(0) @binding(4) var<storage, read_write> y4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> y4: array<vec2<u64>>;
+@group(0) @binding(5) var<storage, read_write> y1: array<f32>;
 
 // The bias has the dtype of the weights: w's, or x's when those are the weights.
 fn load_b(i: u32) -> f32 {{
@@ -115,17 +118,17 @@ fn halves8(w: vec4<u32>) -> W8 {{
 // Step s of weight row `row` (its first vec4<u32> word): one word of f16, two of f32.
 fn w8(row: u32, s: u32) -> W8 {{
     if W_F16 {{
-        return halves8(wt[row + s]);
+        return halves8(u32x4(wt[row + s]));
     }}
-    return W8(bitcast<vec4<f32>>(wt[row + 2u * s]), bitcast<vec4<f32>>(wt[row + 2u * s + 1u]));
+    return W8(f32x4(wt[row + 2u * s]), f32x4(wt[row + 2u * s + 1u]));
 }}
 
 // Step s of x row `row`, likewise.
 fn x_step(row: u32, s: u32) -> W8 {{
     if X_F16 {{
-        return halves8(x[row + s]);
+        return halves8(u32x4(x[row + s]));
     }}
-    return W8(bitcast<vec4<f32>>(x[row + 2u * s]), bitcast<vec4<f32>>(x[row + 2u * s + 1u]));
+    return W8(f32x4(x[row + 2u * s]), f32x4(x[row + 2u * s + 1u]));
 }}
 
 // The 8 columns from `col` (a multiple of 4) at k 8s..8s+7, on every lane. [m, k]
@@ -134,8 +137,8 @@ fn x_step(row: u32, s: u32) -> W8 {{
 fn weights8(wrow: u32, wb: u32, col: u32, s: u32, lane: u32) -> G8 {{
     if W_KMAJOR {{
         let row = wb + (8u * s + lane) * (p.m / 4u);
-        let lo = bitcast<vec4<f32>>(wt[row + min(col, p.m - 4u) / 4u]);
-        let hi = bitcast<vec4<f32>>(wt[row + min(col + 4u, p.m - 4u) / 4u]);
+        let lo = f32x4(wt[row + min(col, p.m - 4u) / 4u]);
+        let hi = f32x4(wt[row + min(col + 4u, p.m - 4u) / 4u]);
         return G8(array(subgroupBroadcast(lo, 0u), subgroupBroadcast(lo, 1u), subgroupBroadcast(lo, 2u), subgroupBroadcast(lo, 3u),
                 subgroupBroadcast(lo, 4u), subgroupBroadcast(lo, 5u), subgroupBroadcast(lo, 6u), subgroupBroadcast(lo, 7u)),
             array(subgroupBroadcast(hi, 0u), subgroupBroadcast(hi, 1u), subgroupBroadcast(hi, 2u), subgroupBroadcast(hi, 3u),
@@ -192,12 +195,11 @@ fn store4(yb: u32, r: u32, c: u32, v: vec4<f32>) {{
     }}
     if Y_T {{
         for (var j = 0u; j < min(4u, p.m - c); j++) {{
-            let i = yb + (c + j) * p.rows + r;
-            y4[i / 4u][i % 4u] = v[j];
+            y1[yb + (c + j) * p.rows + r] = v[j];
         }}
         return;
     }}
-    y4[(yb + r * p.m + c) / 4u] = v;
+    y4[(yb + r * p.m + c) / 4u] = u64x2(v);
 }}
 """
 

@@ -13,7 +13,7 @@ use bytemuck::{Pod, Zeroable};
 use super::{gcd, is_f16, subgroups_of_8, transpose, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, KernelKey};
-use crate::graph::{DType, Graph, Tensor};
+use crate::graph::{DType, Graph, Tensor, View};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -400,14 +400,22 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
         },
     };
     let limit = g.gpu.max_binding();
+    // The broadcast kernel binds y twice: as vec2<u64> for its stores of four columns
+    // and as f32 for the scalar stores of a transposed result.
+    let with_scalar_y = |mut views: Vec<View>| {
+        if broadcast {
+            views.push(views[3]);
+        }
+        views
+    };
     // The bias binding is read only when bias_kind is set; the weight stands in otherwise.
     let bias_of = |g: &Graph, w| match o.bias {
         Some(b) => g.view(b),
         None => Ok(w),
     };
     if g.bytes(o.x) <= limit && g.bytes(o.w) <= limit && g.bytes(o.y) <= limit {
-        let wv = g.view(o.w)?;
-        let views = vec![g.view(o.x)?, wv, bias_of(g, wv)?, g.view(o.y)?];
+        let (wv, yv) = (g.view(o.w)?, g.view(o.y)?);
+        let views = with_scalar_y(vec![g.view(o.x)?, wv, bias_of(g, wv)?, yv]);
         let groups = o.batches as u64
             * (o.rows as u64).div_ceil(rows_per_group)
             * (m as u64).div_ceil(cols_per_group);
@@ -446,7 +454,7 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
             let groups =
                 (run.len() as u64).div_ceil(rows_per_group) * (m as u64).div_ceil(cols_per_group);
             let grid = g.grid(groups)?;
-            let views = vec![xv, wv, bias_of(g, wv)?, yv];
+            let views = with_scalar_y(vec![xv, wv, bias_of(g, wv)?, yv]);
             g.dispatch(
                 key.clone(),
                 bytemuck::bytes_of(&params),

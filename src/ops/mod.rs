@@ -90,9 +90,11 @@ pub fn kernel_set(gpu: &crate::gpu::Gpu) -> &'static str {
 }
 
 /// Whether the adapter's subgroups are exactly 8 lanes (lavapipe), which the
-/// `*_subgroup` kernels' broadcasts assume.
+/// `*_subgroup` kernels' broadcasts assume, and it has 64-bit integers, their view of
+/// storage (see shaders/subgroup.wgsl).
 pub(crate) fn subgroups_of_8(gpu: &crate::gpu::Gpu) -> bool {
     gpu.has(wgpu::Features::SUBGROUP)
+        && gpu.has(wgpu::Features::SHADER_INT64)
         && gpu.info.subgroup_min_size == 8
         && gpu.info.subgroup_max_size == 8
 }
