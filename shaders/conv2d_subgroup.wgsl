@@ -226,9 +226,20 @@ fn main(
 // rather than 16 doubled the FMAs per input load: 45 → 50 % of the FMA probe). The
 // accumulators do not fit in registers, so each takes all 9 taps of an input channel in
 // one go (read and written once per channel, not once per tap).
-@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> wt4: array<vec4<u32>>;
-@group(0) @binding(4) var<storage, read_write> y4: array<vec4<f32>>;
+// Input, weights and output as vec2<u64>, the 16 bytes of a vec4<f32> in half the
+// per-lane trips (see subgroup.wgsl).
+@group(0) @binding(1) var<storage, read> x4: array<vec2<u64>>;
+@group(0) @binding(2) var<storage, read> wt4: array<vec2<u64>>;
+@group(0) @binding(4) var<storage, read_write> y4: array<vec2<u64>>;
+
+// Words 0 and 1 (low) or 2 and 3 (high) of a vec2<u64> component, as f32.
+fn lo32(v: u64) -> f32 {
+    return bitcast<f32>(u32(v & 0xfffffffflu));
+}
+
+fn hi32(v: u64) -> f32 {
+    return bitcast<f32>(u32(v >> 32u));
+}
 
 // An input row under a lane's 4 columns: the column left of them, theirs, the one right.
 struct Row {
@@ -240,9 +251,9 @@ struct Row {
 fn row3(plane4: u32, iy: i32, cg: u32, w4: u32) -> Row {
     let inside = iy >= 0 && iy < i32(p.h);
     let base = plane4 + u32(clamp(iy, 0, i32(p.h) - 1)) * w4;
-    let c = x4[base + cg];
-    let l = x4[base + max(cg, 1u) - 1u].w;
-    let r = x4[base + min(cg + 1u, w4 - 1u)].x;
+    let c = f32x4(x4[base + cg]);
+    let l = hi32(x4[base + max(cg, 1u) - 1u].y);
+    let r = lo32(x4[base + min(cg + 1u, w4 - 1u)].x);
     return Row(select(0.0, l, inside && cg > 0u), select(vec4<f32>(0.0), c, inside), select(0.0, r, inside && cg + 1u < w4));
 }
 
@@ -337,9 +348,8 @@ struct W9 {
 
 // f32 weights: 9 vec4 words from i on.
 fn w9_f32(i: u32) -> W9 {
-    return W9(bitcast<vec4<f32>>(wt4[i]), bitcast<vec4<f32>>(wt4[i + 1u]), bitcast<vec4<f32>>(wt4[i + 2u]),
-        bitcast<vec4<f32>>(wt4[i + 3u]), bitcast<vec4<f32>>(wt4[i + 4u]), bitcast<vec4<f32>>(wt4[i + 5u]),
-        bitcast<vec4<f32>>(wt4[i + 6u]), bitcast<vec4<f32>>(wt4[i + 7u]), bitcast<vec4<f32>>(wt4[i + 8u]));
+    return W9(f32x4(wt4[i]), f32x4(wt4[i + 1u]), f32x4(wt4[i + 2u]), f32x4(wt4[i + 3u]), f32x4(wt4[i + 4u]),
+        f32x4(wt4[i + 5u]), f32x4(wt4[i + 6u]), f32x4(wt4[i + 7u]), f32x4(wt4[i + 8u]));
 }
 
 fn hv(a: u32, b: u32) -> vec4<f32> {
@@ -353,15 +363,15 @@ struct W18 {
 }
 
 fn w18_f16(i: u32) -> W18 {
-    let u0 = wt4[i];
-    let u1 = wt4[i + 1u];
-    let u2 = wt4[i + 2u];
-    let u3 = wt4[i + 3u];
-    let u4 = wt4[i + 4u];
-    let u5 = wt4[i + 5u];
-    let u6 = wt4[i + 6u];
-    let u7 = wt4[i + 7u];
-    let u8 = wt4[i + 8u];
+    let u0 = u32x4(wt4[i]);
+    let u1 = u32x4(wt4[i + 1u]);
+    let u2 = u32x4(wt4[i + 2u]);
+    let u3 = u32x4(wt4[i + 3u]);
+    let u4 = u32x4(wt4[i + 4u]);
+    let u5 = u32x4(wt4[i + 5u]);
+    let u6 = u32x4(wt4[i + 6u]);
+    let u7 = u32x4(wt4[i + 7u]);
+    let u8 = u32x4(wt4[i + 8u]);
     return W18(
         W9(hv(u0.x, u0.y), hv(u0.z, u0.w), hv(u1.x, u1.y), hv(u1.z, u1.w), hv(u2.x, u2.y),
            hv(u2.z, u2.w), hv(u3.x, u3.y), hv(u3.z, u3.w), hv(u4.x, u4.y)),
@@ -414,14 +424,14 @@ fn group3(t0: ptr<function, Tile3>, t1: ptr<function, Tile3>, t2: ptr<function, 
 fn write4(idx: u32, acc: vec4<f32>, bias: f32) {
     var out = acc;
     if ACCUMULATE {
-        out += y4[idx];
+        out += f32x4(y4[idx]);
     } else {
         out += vec4<f32>(bias);
     }
     if p.activate != 0u {
         out = activation(out);
     }
-    y4[idx] = out;
+    y4[idx] = u64x2(out);
 }
 
 fn store3(oc: u32, oy: u32, cg: u32, w4: u32, acc: vec4<f32>, bias: f32) {
@@ -580,7 +590,7 @@ struct X4 {
 }
 
 fn pixels16(plane4: u32, quad0: u32, last: u32) -> X4 {
-    return X4(x4[plane4 + min(quad0, last)], x4[plane4 + min(quad0 + 1u, last)], x4[plane4 + min(quad0 + 2u, last)], x4[plane4 + min(quad0 + 3u, last)]);
+    return X4(f32x4(x4[plane4 + min(quad0, last)]), f32x4(x4[plane4 + min(quad0 + 1u, last)]), f32x4(x4[plane4 + min(quad0 + 2u, last)]), f32x4(x4[plane4 + min(quad0 + 3u, last)]));
 }
 
 // Four input channels a..d (pixels xa..xd, the lane's weights wv: one per channel)
@@ -660,14 +670,14 @@ fn main1(
         var hi: vec4<f32>;
         if W_F16 {
             // 8 input channels per word: this q's 4 are its first or second half.
-            let a = wt4[(wl + q) / 2u];
-            let b = wt4[(wh + q) / 2u];
+            let a = u32x4(wt4[(wl + q) / 2u]);
+            let b = u32x4(wt4[(wh + q) / 2u]);
             let second = (q & 1u) == 1u;
             lo = select(hv(a.x, a.y), hv(a.z, a.w), second);
             hi = select(hv(b.x, b.y), hv(b.z, b.w), second);
         } else {
-            lo = bitcast<vec4<f32>>(wt4[wl + q]);
-            hi = bitcast<vec4<f32>>(wt4[wh + q]);
+            lo = f32x4(wt4[wl + q]);
+            hi = f32x4(wt4[wh + q]);
         }
         accum1(&t, xa, xb, xc, xd, lo);
         accum1(&u, xa, xb, xc, xd, hi);
@@ -760,14 +770,14 @@ struct Taps {
 // Input columns 8·cg − pad_l + 2j + k for output column j and tap k; 0 in the padding.
 fn taps_s2(plane4: u32, iy: i32, cg: u32, w4: u32) -> Taps {
     let base = plane4 + u32(clamp(iy, 0, i32(p.h) - 1)) * w4;
-    let a = x4[base + 2u * cg];
-    let b = x4[base + 2u * cg + 1u];
+    let a = f32x4(x4[base + 2u * cg]);
+    let b = f32x4(x4[base + 2u * cg + 1u]);
     var r: Taps;
     if PAD_L1 {
-        let l = select(0.0, x4[base + max(2u * cg, 1u) - 1u].w, cg > 0u);
+        let l = select(0.0, hi32(x4[base + max(2u * cg, 1u) - 1u].y), cg > 0u);
         r = Taps(vec4<f32>(l, a.y, a.w, b.y), vec4<f32>(a.x, a.z, b.x, b.z), vec4<f32>(a.y, a.w, b.y, b.w));
     } else {
-        let c = select(0.0, x4[base + min(2u * cg + 2u, w4 - 1u)].x, 2u * cg + 2u < w4);
+        let c = select(0.0, lo32(x4[base + min(2u * cg + 2u, w4 - 1u)].x), 2u * cg + 2u < w4);
         r = Taps(vec4<f32>(a.x, a.z, b.x, b.z), vec4<f32>(a.y, a.w, b.y, b.w), vec4<f32>(a.z, b.x, b.z, c));
     }
     let inside = iy >= 0 && iy < i32(p.h);
