@@ -27,10 +27,12 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;
+// Queries, keys, values and output as vec2<u64>, the 16 bytes of a vec4<f32> in half
+// the per-lane trips (see subgroup.wgsl).
+@group(0) @binding(1) var<storage, read> q: array<vec2<u64>>;
+@group(0) @binding(2) var<storage, read> k: array<vec2<u64>>;
+@group(0) @binding(3) var<storage, read> v: array<vec2<u64>>;
+@group(0) @binding(4) var<storage, read_write> y: array<vec2<u64>>;
 @group(0) @binding(5) var<storage, read_write> state: array<vec2<f32>>;
 
 // vec4s per head-dim chunk: min(d / 4, 16).
@@ -145,22 +147,22 @@ fn qk4(s: Scores, qa: vec4<f32>, qb: vec4<f32>, qc: vec4<f32>, qd: vec4<f32>, qe
 // Scores of one head-dim chunk; kb: this lane's key row at the chunk.
 fn qk_chunk(s: Scores, q: array<Chunk, 8>, kb: u32) -> Scores {
     var r = s;
-    r = qk4(r, q[0].v0, q[1].v0, q[2].v0, q[3].v0, q[4].v0, q[5].v0, q[6].v0, q[7].v0, k[kb + 0u]);
-    if D4C > 1u { r = qk4(r, q[0].v1, q[1].v1, q[2].v1, q[3].v1, q[4].v1, q[5].v1, q[6].v1, q[7].v1, k[kb + 1u]); }
-    if D4C > 2u { r = qk4(r, q[0].v2, q[1].v2, q[2].v2, q[3].v2, q[4].v2, q[5].v2, q[6].v2, q[7].v2, k[kb + 2u]); }
-    if D4C > 3u { r = qk4(r, q[0].v3, q[1].v3, q[2].v3, q[3].v3, q[4].v3, q[5].v3, q[6].v3, q[7].v3, k[kb + 3u]); }
-    if D4C > 4u { r = qk4(r, q[0].v4, q[1].v4, q[2].v4, q[3].v4, q[4].v4, q[5].v4, q[6].v4, q[7].v4, k[kb + 4u]); }
-    if D4C > 5u { r = qk4(r, q[0].v5, q[1].v5, q[2].v5, q[3].v5, q[4].v5, q[5].v5, q[6].v5, q[7].v5, k[kb + 5u]); }
-    if D4C > 6u { r = qk4(r, q[0].v6, q[1].v6, q[2].v6, q[3].v6, q[4].v6, q[5].v6, q[6].v6, q[7].v6, k[kb + 6u]); }
-    if D4C > 7u { r = qk4(r, q[0].v7, q[1].v7, q[2].v7, q[3].v7, q[4].v7, q[5].v7, q[6].v7, q[7].v7, k[kb + 7u]); }
-    if D4C > 8u { r = qk4(r, q[0].v8, q[1].v8, q[2].v8, q[3].v8, q[4].v8, q[5].v8, q[6].v8, q[7].v8, k[kb + 8u]); }
-    if D4C > 9u { r = qk4(r, q[0].v9, q[1].v9, q[2].v9, q[3].v9, q[4].v9, q[5].v9, q[6].v9, q[7].v9, k[kb + 9u]); }
-    if D4C > 10u { r = qk4(r, q[0].v10, q[1].v10, q[2].v10, q[3].v10, q[4].v10, q[5].v10, q[6].v10, q[7].v10, k[kb + 10u]); }
-    if D4C > 11u { r = qk4(r, q[0].v11, q[1].v11, q[2].v11, q[3].v11, q[4].v11, q[5].v11, q[6].v11, q[7].v11, k[kb + 11u]); }
-    if D4C > 12u { r = qk4(r, q[0].v12, q[1].v12, q[2].v12, q[3].v12, q[4].v12, q[5].v12, q[6].v12, q[7].v12, k[kb + 12u]); }
-    if D4C > 13u { r = qk4(r, q[0].v13, q[1].v13, q[2].v13, q[3].v13, q[4].v13, q[5].v13, q[6].v13, q[7].v13, k[kb + 13u]); }
-    if D4C > 14u { r = qk4(r, q[0].v14, q[1].v14, q[2].v14, q[3].v14, q[4].v14, q[5].v14, q[6].v14, q[7].v14, k[kb + 14u]); }
-    if D4C > 15u { r = qk4(r, q[0].v15, q[1].v15, q[2].v15, q[3].v15, q[4].v15, q[5].v15, q[6].v15, q[7].v15, k[kb + 15u]); }
+    r = qk4(r, q[0].v0, q[1].v0, q[2].v0, q[3].v0, q[4].v0, q[5].v0, q[6].v0, q[7].v0, f32x4(k[kb + 0u]));
+    if D4C > 1u { r = qk4(r, q[0].v1, q[1].v1, q[2].v1, q[3].v1, q[4].v1, q[5].v1, q[6].v1, q[7].v1, f32x4(k[kb + 1u])); }
+    if D4C > 2u { r = qk4(r, q[0].v2, q[1].v2, q[2].v2, q[3].v2, q[4].v2, q[5].v2, q[6].v2, q[7].v2, f32x4(k[kb + 2u])); }
+    if D4C > 3u { r = qk4(r, q[0].v3, q[1].v3, q[2].v3, q[3].v3, q[4].v3, q[5].v3, q[6].v3, q[7].v3, f32x4(k[kb + 3u])); }
+    if D4C > 4u { r = qk4(r, q[0].v4, q[1].v4, q[2].v4, q[3].v4, q[4].v4, q[5].v4, q[6].v4, q[7].v4, f32x4(k[kb + 4u])); }
+    if D4C > 5u { r = qk4(r, q[0].v5, q[1].v5, q[2].v5, q[3].v5, q[4].v5, q[5].v5, q[6].v5, q[7].v5, f32x4(k[kb + 5u])); }
+    if D4C > 6u { r = qk4(r, q[0].v6, q[1].v6, q[2].v6, q[3].v6, q[4].v6, q[5].v6, q[6].v6, q[7].v6, f32x4(k[kb + 6u])); }
+    if D4C > 7u { r = qk4(r, q[0].v7, q[1].v7, q[2].v7, q[3].v7, q[4].v7, q[5].v7, q[6].v7, q[7].v7, f32x4(k[kb + 7u])); }
+    if D4C > 8u { r = qk4(r, q[0].v8, q[1].v8, q[2].v8, q[3].v8, q[4].v8, q[5].v8, q[6].v8, q[7].v8, f32x4(k[kb + 8u])); }
+    if D4C > 9u { r = qk4(r, q[0].v9, q[1].v9, q[2].v9, q[3].v9, q[4].v9, q[5].v9, q[6].v9, q[7].v9, f32x4(k[kb + 9u])); }
+    if D4C > 10u { r = qk4(r, q[0].v10, q[1].v10, q[2].v10, q[3].v10, q[4].v10, q[5].v10, q[6].v10, q[7].v10, f32x4(k[kb + 10u])); }
+    if D4C > 11u { r = qk4(r, q[0].v11, q[1].v11, q[2].v11, q[3].v11, q[4].v11, q[5].v11, q[6].v11, q[7].v11, f32x4(k[kb + 11u])); }
+    if D4C > 12u { r = qk4(r, q[0].v12, q[1].v12, q[2].v12, q[3].v12, q[4].v12, q[5].v12, q[6].v12, q[7].v12, f32x4(k[kb + 12u])); }
+    if D4C > 13u { r = qk4(r, q[0].v13, q[1].v13, q[2].v13, q[3].v13, q[4].v13, q[5].v13, q[6].v13, q[7].v13, f32x4(k[kb + 13u])); }
+    if D4C > 14u { r = qk4(r, q[0].v14, q[1].v14, q[2].v14, q[3].v14, q[4].v14, q[5].v14, q[6].v14, q[7].v14, f32x4(k[kb + 14u])); }
+    if D4C > 15u { r = qk4(r, q[0].v15, q[1].v15, q[2].v15, q[3].v15, q[4].v15, q[5].v15, q[6].v15, q[7].v15, f32x4(k[kb + 15u])); }
     return r;
 }
 
@@ -182,84 +184,84 @@ fn pv4(o: array<vec4<f32>, 8>, p: Scores, vv: vec4<f32>) -> array<vec4<f32>, 8> 
 fn pv_chunk(o: Outputs, alpha: array<f32, 8>, p: Scores, vb: u32) -> Outputs {
     var r = o;
     var t: array<vec4<f32>, 8>;
-    t = pv4(array(r.a.v0 * alpha[0], r.b.v0 * alpha[1], r.c.v0 * alpha[2], r.d.v0 * alpha[3], r.e.v0 * alpha[4], r.f.v0 * alpha[5], r.g.v0 * alpha[6], r.h.v0 * alpha[7]), p, v[vb + 0u]); r.a.v0 = t[0]; r.b.v0 = t[1]; r.c.v0 = t[2]; r.d.v0 = t[3]; r.e.v0 = t[4]; r.f.v0 = t[5]; r.g.v0 = t[6]; r.h.v0 = t[7];
-    if D4C > 1u { t = pv4(array(r.a.v1 * alpha[0], r.b.v1 * alpha[1], r.c.v1 * alpha[2], r.d.v1 * alpha[3], r.e.v1 * alpha[4], r.f.v1 * alpha[5], r.g.v1 * alpha[6], r.h.v1 * alpha[7]), p, v[vb + 1u]); r.a.v1 = t[0]; r.b.v1 = t[1]; r.c.v1 = t[2]; r.d.v1 = t[3]; r.e.v1 = t[4]; r.f.v1 = t[5]; r.g.v1 = t[6]; r.h.v1 = t[7]; }
-    if D4C > 2u { t = pv4(array(r.a.v2 * alpha[0], r.b.v2 * alpha[1], r.c.v2 * alpha[2], r.d.v2 * alpha[3], r.e.v2 * alpha[4], r.f.v2 * alpha[5], r.g.v2 * alpha[6], r.h.v2 * alpha[7]), p, v[vb + 2u]); r.a.v2 = t[0]; r.b.v2 = t[1]; r.c.v2 = t[2]; r.d.v2 = t[3]; r.e.v2 = t[4]; r.f.v2 = t[5]; r.g.v2 = t[6]; r.h.v2 = t[7]; }
-    if D4C > 3u { t = pv4(array(r.a.v3 * alpha[0], r.b.v3 * alpha[1], r.c.v3 * alpha[2], r.d.v3 * alpha[3], r.e.v3 * alpha[4], r.f.v3 * alpha[5], r.g.v3 * alpha[6], r.h.v3 * alpha[7]), p, v[vb + 3u]); r.a.v3 = t[0]; r.b.v3 = t[1]; r.c.v3 = t[2]; r.d.v3 = t[3]; r.e.v3 = t[4]; r.f.v3 = t[5]; r.g.v3 = t[6]; r.h.v3 = t[7]; }
-    if D4C > 4u { t = pv4(array(r.a.v4 * alpha[0], r.b.v4 * alpha[1], r.c.v4 * alpha[2], r.d.v4 * alpha[3], r.e.v4 * alpha[4], r.f.v4 * alpha[5], r.g.v4 * alpha[6], r.h.v4 * alpha[7]), p, v[vb + 4u]); r.a.v4 = t[0]; r.b.v4 = t[1]; r.c.v4 = t[2]; r.d.v4 = t[3]; r.e.v4 = t[4]; r.f.v4 = t[5]; r.g.v4 = t[6]; r.h.v4 = t[7]; }
-    if D4C > 5u { t = pv4(array(r.a.v5 * alpha[0], r.b.v5 * alpha[1], r.c.v5 * alpha[2], r.d.v5 * alpha[3], r.e.v5 * alpha[4], r.f.v5 * alpha[5], r.g.v5 * alpha[6], r.h.v5 * alpha[7]), p, v[vb + 5u]); r.a.v5 = t[0]; r.b.v5 = t[1]; r.c.v5 = t[2]; r.d.v5 = t[3]; r.e.v5 = t[4]; r.f.v5 = t[5]; r.g.v5 = t[6]; r.h.v5 = t[7]; }
-    if D4C > 6u { t = pv4(array(r.a.v6 * alpha[0], r.b.v6 * alpha[1], r.c.v6 * alpha[2], r.d.v6 * alpha[3], r.e.v6 * alpha[4], r.f.v6 * alpha[5], r.g.v6 * alpha[6], r.h.v6 * alpha[7]), p, v[vb + 6u]); r.a.v6 = t[0]; r.b.v6 = t[1]; r.c.v6 = t[2]; r.d.v6 = t[3]; r.e.v6 = t[4]; r.f.v6 = t[5]; r.g.v6 = t[6]; r.h.v6 = t[7]; }
-    if D4C > 7u { t = pv4(array(r.a.v7 * alpha[0], r.b.v7 * alpha[1], r.c.v7 * alpha[2], r.d.v7 * alpha[3], r.e.v7 * alpha[4], r.f.v7 * alpha[5], r.g.v7 * alpha[6], r.h.v7 * alpha[7]), p, v[vb + 7u]); r.a.v7 = t[0]; r.b.v7 = t[1]; r.c.v7 = t[2]; r.d.v7 = t[3]; r.e.v7 = t[4]; r.f.v7 = t[5]; r.g.v7 = t[6]; r.h.v7 = t[7]; }
-    if D4C > 8u { t = pv4(array(r.a.v8 * alpha[0], r.b.v8 * alpha[1], r.c.v8 * alpha[2], r.d.v8 * alpha[3], r.e.v8 * alpha[4], r.f.v8 * alpha[5], r.g.v8 * alpha[6], r.h.v8 * alpha[7]), p, v[vb + 8u]); r.a.v8 = t[0]; r.b.v8 = t[1]; r.c.v8 = t[2]; r.d.v8 = t[3]; r.e.v8 = t[4]; r.f.v8 = t[5]; r.g.v8 = t[6]; r.h.v8 = t[7]; }
-    if D4C > 9u { t = pv4(array(r.a.v9 * alpha[0], r.b.v9 * alpha[1], r.c.v9 * alpha[2], r.d.v9 * alpha[3], r.e.v9 * alpha[4], r.f.v9 * alpha[5], r.g.v9 * alpha[6], r.h.v9 * alpha[7]), p, v[vb + 9u]); r.a.v9 = t[0]; r.b.v9 = t[1]; r.c.v9 = t[2]; r.d.v9 = t[3]; r.e.v9 = t[4]; r.f.v9 = t[5]; r.g.v9 = t[6]; r.h.v9 = t[7]; }
-    if D4C > 10u { t = pv4(array(r.a.v10 * alpha[0], r.b.v10 * alpha[1], r.c.v10 * alpha[2], r.d.v10 * alpha[3], r.e.v10 * alpha[4], r.f.v10 * alpha[5], r.g.v10 * alpha[6], r.h.v10 * alpha[7]), p, v[vb + 10u]); r.a.v10 = t[0]; r.b.v10 = t[1]; r.c.v10 = t[2]; r.d.v10 = t[3]; r.e.v10 = t[4]; r.f.v10 = t[5]; r.g.v10 = t[6]; r.h.v10 = t[7]; }
-    if D4C > 11u { t = pv4(array(r.a.v11 * alpha[0], r.b.v11 * alpha[1], r.c.v11 * alpha[2], r.d.v11 * alpha[3], r.e.v11 * alpha[4], r.f.v11 * alpha[5], r.g.v11 * alpha[6], r.h.v11 * alpha[7]), p, v[vb + 11u]); r.a.v11 = t[0]; r.b.v11 = t[1]; r.c.v11 = t[2]; r.d.v11 = t[3]; r.e.v11 = t[4]; r.f.v11 = t[5]; r.g.v11 = t[6]; r.h.v11 = t[7]; }
-    if D4C > 12u { t = pv4(array(r.a.v12 * alpha[0], r.b.v12 * alpha[1], r.c.v12 * alpha[2], r.d.v12 * alpha[3], r.e.v12 * alpha[4], r.f.v12 * alpha[5], r.g.v12 * alpha[6], r.h.v12 * alpha[7]), p, v[vb + 12u]); r.a.v12 = t[0]; r.b.v12 = t[1]; r.c.v12 = t[2]; r.d.v12 = t[3]; r.e.v12 = t[4]; r.f.v12 = t[5]; r.g.v12 = t[6]; r.h.v12 = t[7]; }
-    if D4C > 13u { t = pv4(array(r.a.v13 * alpha[0], r.b.v13 * alpha[1], r.c.v13 * alpha[2], r.d.v13 * alpha[3], r.e.v13 * alpha[4], r.f.v13 * alpha[5], r.g.v13 * alpha[6], r.h.v13 * alpha[7]), p, v[vb + 13u]); r.a.v13 = t[0]; r.b.v13 = t[1]; r.c.v13 = t[2]; r.d.v13 = t[3]; r.e.v13 = t[4]; r.f.v13 = t[5]; r.g.v13 = t[6]; r.h.v13 = t[7]; }
-    if D4C > 14u { t = pv4(array(r.a.v14 * alpha[0], r.b.v14 * alpha[1], r.c.v14 * alpha[2], r.d.v14 * alpha[3], r.e.v14 * alpha[4], r.f.v14 * alpha[5], r.g.v14 * alpha[6], r.h.v14 * alpha[7]), p, v[vb + 14u]); r.a.v14 = t[0]; r.b.v14 = t[1]; r.c.v14 = t[2]; r.d.v14 = t[3]; r.e.v14 = t[4]; r.f.v14 = t[5]; r.g.v14 = t[6]; r.h.v14 = t[7]; }
-    if D4C > 15u { t = pv4(array(r.a.v15 * alpha[0], r.b.v15 * alpha[1], r.c.v15 * alpha[2], r.d.v15 * alpha[3], r.e.v15 * alpha[4], r.f.v15 * alpha[5], r.g.v15 * alpha[6], r.h.v15 * alpha[7]), p, v[vb + 15u]); r.a.v15 = t[0]; r.b.v15 = t[1]; r.c.v15 = t[2]; r.d.v15 = t[3]; r.e.v15 = t[4]; r.f.v15 = t[5]; r.g.v15 = t[6]; r.h.v15 = t[7]; }
+    t = pv4(array(r.a.v0 * alpha[0], r.b.v0 * alpha[1], r.c.v0 * alpha[2], r.d.v0 * alpha[3], r.e.v0 * alpha[4], r.f.v0 * alpha[5], r.g.v0 * alpha[6], r.h.v0 * alpha[7]), p, f32x4(v[vb + 0u])); r.a.v0 = t[0]; r.b.v0 = t[1]; r.c.v0 = t[2]; r.d.v0 = t[3]; r.e.v0 = t[4]; r.f.v0 = t[5]; r.g.v0 = t[6]; r.h.v0 = t[7];
+    if D4C > 1u { t = pv4(array(r.a.v1 * alpha[0], r.b.v1 * alpha[1], r.c.v1 * alpha[2], r.d.v1 * alpha[3], r.e.v1 * alpha[4], r.f.v1 * alpha[5], r.g.v1 * alpha[6], r.h.v1 * alpha[7]), p, f32x4(v[vb + 1u])); r.a.v1 = t[0]; r.b.v1 = t[1]; r.c.v1 = t[2]; r.d.v1 = t[3]; r.e.v1 = t[4]; r.f.v1 = t[5]; r.g.v1 = t[6]; r.h.v1 = t[7]; }
+    if D4C > 2u { t = pv4(array(r.a.v2 * alpha[0], r.b.v2 * alpha[1], r.c.v2 * alpha[2], r.d.v2 * alpha[3], r.e.v2 * alpha[4], r.f.v2 * alpha[5], r.g.v2 * alpha[6], r.h.v2 * alpha[7]), p, f32x4(v[vb + 2u])); r.a.v2 = t[0]; r.b.v2 = t[1]; r.c.v2 = t[2]; r.d.v2 = t[3]; r.e.v2 = t[4]; r.f.v2 = t[5]; r.g.v2 = t[6]; r.h.v2 = t[7]; }
+    if D4C > 3u { t = pv4(array(r.a.v3 * alpha[0], r.b.v3 * alpha[1], r.c.v3 * alpha[2], r.d.v3 * alpha[3], r.e.v3 * alpha[4], r.f.v3 * alpha[5], r.g.v3 * alpha[6], r.h.v3 * alpha[7]), p, f32x4(v[vb + 3u])); r.a.v3 = t[0]; r.b.v3 = t[1]; r.c.v3 = t[2]; r.d.v3 = t[3]; r.e.v3 = t[4]; r.f.v3 = t[5]; r.g.v3 = t[6]; r.h.v3 = t[7]; }
+    if D4C > 4u { t = pv4(array(r.a.v4 * alpha[0], r.b.v4 * alpha[1], r.c.v4 * alpha[2], r.d.v4 * alpha[3], r.e.v4 * alpha[4], r.f.v4 * alpha[5], r.g.v4 * alpha[6], r.h.v4 * alpha[7]), p, f32x4(v[vb + 4u])); r.a.v4 = t[0]; r.b.v4 = t[1]; r.c.v4 = t[2]; r.d.v4 = t[3]; r.e.v4 = t[4]; r.f.v4 = t[5]; r.g.v4 = t[6]; r.h.v4 = t[7]; }
+    if D4C > 5u { t = pv4(array(r.a.v5 * alpha[0], r.b.v5 * alpha[1], r.c.v5 * alpha[2], r.d.v5 * alpha[3], r.e.v5 * alpha[4], r.f.v5 * alpha[5], r.g.v5 * alpha[6], r.h.v5 * alpha[7]), p, f32x4(v[vb + 5u])); r.a.v5 = t[0]; r.b.v5 = t[1]; r.c.v5 = t[2]; r.d.v5 = t[3]; r.e.v5 = t[4]; r.f.v5 = t[5]; r.g.v5 = t[6]; r.h.v5 = t[7]; }
+    if D4C > 6u { t = pv4(array(r.a.v6 * alpha[0], r.b.v6 * alpha[1], r.c.v6 * alpha[2], r.d.v6 * alpha[3], r.e.v6 * alpha[4], r.f.v6 * alpha[5], r.g.v6 * alpha[6], r.h.v6 * alpha[7]), p, f32x4(v[vb + 6u])); r.a.v6 = t[0]; r.b.v6 = t[1]; r.c.v6 = t[2]; r.d.v6 = t[3]; r.e.v6 = t[4]; r.f.v6 = t[5]; r.g.v6 = t[6]; r.h.v6 = t[7]; }
+    if D4C > 7u { t = pv4(array(r.a.v7 * alpha[0], r.b.v7 * alpha[1], r.c.v7 * alpha[2], r.d.v7 * alpha[3], r.e.v7 * alpha[4], r.f.v7 * alpha[5], r.g.v7 * alpha[6], r.h.v7 * alpha[7]), p, f32x4(v[vb + 7u])); r.a.v7 = t[0]; r.b.v7 = t[1]; r.c.v7 = t[2]; r.d.v7 = t[3]; r.e.v7 = t[4]; r.f.v7 = t[5]; r.g.v7 = t[6]; r.h.v7 = t[7]; }
+    if D4C > 8u { t = pv4(array(r.a.v8 * alpha[0], r.b.v8 * alpha[1], r.c.v8 * alpha[2], r.d.v8 * alpha[3], r.e.v8 * alpha[4], r.f.v8 * alpha[5], r.g.v8 * alpha[6], r.h.v8 * alpha[7]), p, f32x4(v[vb + 8u])); r.a.v8 = t[0]; r.b.v8 = t[1]; r.c.v8 = t[2]; r.d.v8 = t[3]; r.e.v8 = t[4]; r.f.v8 = t[5]; r.g.v8 = t[6]; r.h.v8 = t[7]; }
+    if D4C > 9u { t = pv4(array(r.a.v9 * alpha[0], r.b.v9 * alpha[1], r.c.v9 * alpha[2], r.d.v9 * alpha[3], r.e.v9 * alpha[4], r.f.v9 * alpha[5], r.g.v9 * alpha[6], r.h.v9 * alpha[7]), p, f32x4(v[vb + 9u])); r.a.v9 = t[0]; r.b.v9 = t[1]; r.c.v9 = t[2]; r.d.v9 = t[3]; r.e.v9 = t[4]; r.f.v9 = t[5]; r.g.v9 = t[6]; r.h.v9 = t[7]; }
+    if D4C > 10u { t = pv4(array(r.a.v10 * alpha[0], r.b.v10 * alpha[1], r.c.v10 * alpha[2], r.d.v10 * alpha[3], r.e.v10 * alpha[4], r.f.v10 * alpha[5], r.g.v10 * alpha[6], r.h.v10 * alpha[7]), p, f32x4(v[vb + 10u])); r.a.v10 = t[0]; r.b.v10 = t[1]; r.c.v10 = t[2]; r.d.v10 = t[3]; r.e.v10 = t[4]; r.f.v10 = t[5]; r.g.v10 = t[6]; r.h.v10 = t[7]; }
+    if D4C > 11u { t = pv4(array(r.a.v11 * alpha[0], r.b.v11 * alpha[1], r.c.v11 * alpha[2], r.d.v11 * alpha[3], r.e.v11 * alpha[4], r.f.v11 * alpha[5], r.g.v11 * alpha[6], r.h.v11 * alpha[7]), p, f32x4(v[vb + 11u])); r.a.v11 = t[0]; r.b.v11 = t[1]; r.c.v11 = t[2]; r.d.v11 = t[3]; r.e.v11 = t[4]; r.f.v11 = t[5]; r.g.v11 = t[6]; r.h.v11 = t[7]; }
+    if D4C > 12u { t = pv4(array(r.a.v12 * alpha[0], r.b.v12 * alpha[1], r.c.v12 * alpha[2], r.d.v12 * alpha[3], r.e.v12 * alpha[4], r.f.v12 * alpha[5], r.g.v12 * alpha[6], r.h.v12 * alpha[7]), p, f32x4(v[vb + 12u])); r.a.v12 = t[0]; r.b.v12 = t[1]; r.c.v12 = t[2]; r.d.v12 = t[3]; r.e.v12 = t[4]; r.f.v12 = t[5]; r.g.v12 = t[6]; r.h.v12 = t[7]; }
+    if D4C > 13u { t = pv4(array(r.a.v13 * alpha[0], r.b.v13 * alpha[1], r.c.v13 * alpha[2], r.d.v13 * alpha[3], r.e.v13 * alpha[4], r.f.v13 * alpha[5], r.g.v13 * alpha[6], r.h.v13 * alpha[7]), p, f32x4(v[vb + 13u])); r.a.v13 = t[0]; r.b.v13 = t[1]; r.c.v13 = t[2]; r.d.v13 = t[3]; r.e.v13 = t[4]; r.f.v13 = t[5]; r.g.v13 = t[6]; r.h.v13 = t[7]; }
+    if D4C > 14u { t = pv4(array(r.a.v14 * alpha[0], r.b.v14 * alpha[1], r.c.v14 * alpha[2], r.d.v14 * alpha[3], r.e.v14 * alpha[4], r.f.v14 * alpha[5], r.g.v14 * alpha[6], r.h.v14 * alpha[7]), p, f32x4(v[vb + 14u])); r.a.v14 = t[0]; r.b.v14 = t[1]; r.c.v14 = t[2]; r.d.v14 = t[3]; r.e.v14 = t[4]; r.f.v14 = t[5]; r.g.v14 = t[6]; r.h.v14 = t[7]; }
+    if D4C > 15u { t = pv4(array(r.a.v15 * alpha[0], r.b.v15 * alpha[1], r.c.v15 * alpha[2], r.d.v15 * alpha[3], r.e.v15 * alpha[4], r.f.v15 * alpha[5], r.g.v15 * alpha[6], r.h.v15 * alpha[7]), p, f32x4(v[vb + 15u])); r.a.v15 = t[0]; r.b.v15 = t[1]; r.c.v15 = t[2]; r.d.v15 = t[3]; r.e.v15 = t[4]; r.f.v15 = t[5]; r.g.v15 = t[6]; r.h.v15 = t[7]; }
     return r;
 }
 
 fn load_chunk(base: u32, scale: f32) -> Chunk {
     var c: Chunk;
-    c.v0 = q[base + 0u] * scale;
-    if D4C > 1u { c.v1 = q[base + 1u] * scale; }
-    if D4C > 2u { c.v2 = q[base + 2u] * scale; }
-    if D4C > 3u { c.v3 = q[base + 3u] * scale; }
-    if D4C > 4u { c.v4 = q[base + 4u] * scale; }
-    if D4C > 5u { c.v5 = q[base + 5u] * scale; }
-    if D4C > 6u { c.v6 = q[base + 6u] * scale; }
-    if D4C > 7u { c.v7 = q[base + 7u] * scale; }
-    if D4C > 8u { c.v8 = q[base + 8u] * scale; }
-    if D4C > 9u { c.v9 = q[base + 9u] * scale; }
-    if D4C > 10u { c.v10 = q[base + 10u] * scale; }
-    if D4C > 11u { c.v11 = q[base + 11u] * scale; }
-    if D4C > 12u { c.v12 = q[base + 12u] * scale; }
-    if D4C > 13u { c.v13 = q[base + 13u] * scale; }
-    if D4C > 14u { c.v14 = q[base + 14u] * scale; }
-    if D4C > 15u { c.v15 = q[base + 15u] * scale; }
+    c.v0 = f32x4(q[base + 0u]) * scale;
+    if D4C > 1u { c.v1 = f32x4(q[base + 1u]) * scale; }
+    if D4C > 2u { c.v2 = f32x4(q[base + 2u]) * scale; }
+    if D4C > 3u { c.v3 = f32x4(q[base + 3u]) * scale; }
+    if D4C > 4u { c.v4 = f32x4(q[base + 4u]) * scale; }
+    if D4C > 5u { c.v5 = f32x4(q[base + 5u]) * scale; }
+    if D4C > 6u { c.v6 = f32x4(q[base + 6u]) * scale; }
+    if D4C > 7u { c.v7 = f32x4(q[base + 7u]) * scale; }
+    if D4C > 8u { c.v8 = f32x4(q[base + 8u]) * scale; }
+    if D4C > 9u { c.v9 = f32x4(q[base + 9u]) * scale; }
+    if D4C > 10u { c.v10 = f32x4(q[base + 10u]) * scale; }
+    if D4C > 11u { c.v11 = f32x4(q[base + 11u]) * scale; }
+    if D4C > 12u { c.v12 = f32x4(q[base + 12u]) * scale; }
+    if D4C > 13u { c.v13 = f32x4(q[base + 13u]) * scale; }
+    if D4C > 14u { c.v14 = f32x4(q[base + 14u]) * scale; }
+    if D4C > 15u { c.v15 = f32x4(q[base + 15u]) * scale; }
     return c;
 }
 
 fn load_out(base: u32) -> Chunk {
     var c: Chunk;
-    c.v0 = y[base + 0u];
-    if D4C > 1u { c.v1 = y[base + 1u]; }
-    if D4C > 2u { c.v2 = y[base + 2u]; }
-    if D4C > 3u { c.v3 = y[base + 3u]; }
-    if D4C > 4u { c.v4 = y[base + 4u]; }
-    if D4C > 5u { c.v5 = y[base + 5u]; }
-    if D4C > 6u { c.v6 = y[base + 6u]; }
-    if D4C > 7u { c.v7 = y[base + 7u]; }
-    if D4C > 8u { c.v8 = y[base + 8u]; }
-    if D4C > 9u { c.v9 = y[base + 9u]; }
-    if D4C > 10u { c.v10 = y[base + 10u]; }
-    if D4C > 11u { c.v11 = y[base + 11u]; }
-    if D4C > 12u { c.v12 = y[base + 12u]; }
-    if D4C > 13u { c.v13 = y[base + 13u]; }
-    if D4C > 14u { c.v14 = y[base + 14u]; }
-    if D4C > 15u { c.v15 = y[base + 15u]; }
+    c.v0 = f32x4(y[base + 0u]);
+    if D4C > 1u { c.v1 = f32x4(y[base + 1u]); }
+    if D4C > 2u { c.v2 = f32x4(y[base + 2u]); }
+    if D4C > 3u { c.v3 = f32x4(y[base + 3u]); }
+    if D4C > 4u { c.v4 = f32x4(y[base + 4u]); }
+    if D4C > 5u { c.v5 = f32x4(y[base + 5u]); }
+    if D4C > 6u { c.v6 = f32x4(y[base + 6u]); }
+    if D4C > 7u { c.v7 = f32x4(y[base + 7u]); }
+    if D4C > 8u { c.v8 = f32x4(y[base + 8u]); }
+    if D4C > 9u { c.v9 = f32x4(y[base + 9u]); }
+    if D4C > 10u { c.v10 = f32x4(y[base + 10u]); }
+    if D4C > 11u { c.v11 = f32x4(y[base + 11u]); }
+    if D4C > 12u { c.v12 = f32x4(y[base + 12u]); }
+    if D4C > 13u { c.v13 = f32x4(y[base + 13u]); }
+    if D4C > 14u { c.v14 = f32x4(y[base + 14u]); }
+    if D4C > 15u { c.v15 = f32x4(y[base + 15u]); }
     return c;
 }
 
 fn store_out(base: u32, c: Chunk, scale: f32) {
-    y[base + 0u] = c.v0 * scale;
-    if D4C > 1u { y[base + 1u] = c.v1 * scale; }
-    if D4C > 2u { y[base + 2u] = c.v2 * scale; }
-    if D4C > 3u { y[base + 3u] = c.v3 * scale; }
-    if D4C > 4u { y[base + 4u] = c.v4 * scale; }
-    if D4C > 5u { y[base + 5u] = c.v5 * scale; }
-    if D4C > 6u { y[base + 6u] = c.v6 * scale; }
-    if D4C > 7u { y[base + 7u] = c.v7 * scale; }
-    if D4C > 8u { y[base + 8u] = c.v8 * scale; }
-    if D4C > 9u { y[base + 9u] = c.v9 * scale; }
-    if D4C > 10u { y[base + 10u] = c.v10 * scale; }
-    if D4C > 11u { y[base + 11u] = c.v11 * scale; }
-    if D4C > 12u { y[base + 12u] = c.v12 * scale; }
-    if D4C > 13u { y[base + 13u] = c.v13 * scale; }
-    if D4C > 14u { y[base + 14u] = c.v14 * scale; }
-    if D4C > 15u { y[base + 15u] = c.v15 * scale; }
+    y[base + 0u] = u64x2(c.v0 * scale);
+    if D4C > 1u { y[base + 1u] = u64x2(c.v1 * scale); }
+    if D4C > 2u { y[base + 2u] = u64x2(c.v2 * scale); }
+    if D4C > 3u { y[base + 3u] = u64x2(c.v3 * scale); }
+    if D4C > 4u { y[base + 4u] = u64x2(c.v4 * scale); }
+    if D4C > 5u { y[base + 5u] = u64x2(c.v5 * scale); }
+    if D4C > 6u { y[base + 6u] = u64x2(c.v6 * scale); }
+    if D4C > 7u { y[base + 7u] = u64x2(c.v7 * scale); }
+    if D4C > 8u { y[base + 8u] = u64x2(c.v8 * scale); }
+    if D4C > 9u { y[base + 9u] = u64x2(c.v9 * scale); }
+    if D4C > 10u { y[base + 10u] = u64x2(c.v10 * scale); }
+    if D4C > 11u { y[base + 11u] = u64x2(c.v11 * scale); }
+    if D4C > 12u { y[base + 12u] = u64x2(c.v12 * scale); }
+    if D4C > 13u { y[base + 13u] = u64x2(c.v13 * scale); }
+    if D4C > 14u { y[base + 14u] = u64x2(c.v14 * scale); }
+    if D4C > 15u { y[base + 15u] = u64x2(c.v15 * scale); }
 }
 
 // Ends one query's chunk: its output (normalised after the last key window) and its
