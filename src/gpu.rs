@@ -52,6 +52,8 @@ pub struct AdapterSummary {
     pub max_workgroup_storage: u32,
     pub shader_f16: bool,
     pub subgroups: bool,
+    /// 64-bit integers, which the 8-lane-subgroup kernels need besides the subgroups.
+    pub shader_int64: bool,
     pub timestamps: bool,
 }
 
@@ -73,6 +75,7 @@ impl AdapterSummary {
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
+            shader_int64: features.contains(wgpu::Features::SHADER_INT64),
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
         }
     }

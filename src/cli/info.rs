@@ -33,8 +33,8 @@ pub fn adapters(gpu: &GpuOptions, json: bool) -> Result<()> {
             a.max_workgroup_storage >> 10
         );
         println!(
-            "    shader-f16: {}, subgroups: {}, timestamps: {}",
-            a.shader_f16, a.subgroups, a.timestamps
+            "    shader-f16: {}, subgroups: {}, int64: {}, timestamps: {}",
+            a.shader_f16, a.subgroups, a.shader_int64, a.timestamps
         );
     }
     Ok(())
