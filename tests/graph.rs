@@ -4,10 +4,12 @@
 mod common;
 
 use common::{assert_close, gpu};
+use oscar_wgpu::gpu::{Gpu, GpuOptions, KernelKey};
 use oscar_wgpu::graph::Graph;
 use oscar_wgpu::ops::elementwise::{add, unary, Unary};
 use oscar_wgpu::rng::Rng;
 use oscar_wgpu::weights::{ModelFile, Precision, Weights};
+use oscar_wgpu::Error;
 
 #[test]
 fn a_chain_reuses_buffers() {
@@ -195,4 +197,28 @@ fn segments_compute_the_whole_graph() {
             .f32();
         assert_close(&got, &want, 0.0, "segmented graph");
     }
+}
+
+/// Pipelines compile on several threads at once; a kernel that does not exist, or an
+/// entry point its shader lacks, is an error from whichever thread met it, and the
+/// device stays usable. (A device of its own: a validation error is collected per
+/// device, and must not surface in another test's run.)
+#[test]
+fn a_bad_kernel_fails_the_parallel_compile_cleanly() {
+    let gpu = Gpu::new(&GpuOptions::default()).unwrap();
+    let keys = [
+        KernelKey::new("elementwise", "unary").with("OP", 0.0),
+        KernelKey::new("no_such_shader", "main"),
+        KernelKey::new("elementwise", "no_such_entry"),
+        KernelKey::new("elementwise", "unary").with("OP", 4.0),
+    ];
+    let err = gpu.compile(&keys.iter().collect::<Vec<_>>()).unwrap_err();
+    assert!(matches!(err, Error::Gpu(_)), "{err:?}");
+    let x = Rng::new(4).vec(1000, 1.0);
+    let mut g = Graph::new(&gpu);
+    let t = g.input_f32(&[1000], &x).unwrap();
+    let y = unary(&mut g, t, Unary::Affine(2.0, 1.0)).unwrap();
+    let (out, _) = g.run(&[y]).unwrap();
+    let want: Vec<f32> = x.iter().map(|v| 2.0 * v + 1.0).collect();
+    assert_close(&out[0].f32(), &want, 1e-6, "affine after a failed compile");
 }
