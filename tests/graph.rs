@@ -7,6 +7,7 @@ use common::{assert_close, gpu};
 use oscar_wgpu::gpu::{Gpu, GpuOptions, KernelKey};
 use oscar_wgpu::graph::Graph;
 use oscar_wgpu::ops::elementwise::{add, unary, Unary};
+use oscar_wgpu::ops::kernel_set;
 use oscar_wgpu::rng::Rng;
 use oscar_wgpu::weights::{ModelFile, Precision, Weights};
 use oscar_wgpu::Error;
@@ -221,4 +222,15 @@ fn a_bad_kernel_fails_the_parallel_compile_cleanly() {
     let (out, _) = g.run(&[y]).unwrap();
     let want: Vec<f32> = x.iter().map(|v| 2.0 * v + 1.0).collect();
     assert_close(&out[0].f32(), &want, 1e-6, "affine after a failed compile");
+}
+
+/// lavapipe runs the 8-lane kernels, so they are what CI tests. Should its Mesa lack
+/// something they need (8-lane subgroups, 64-bit integers), every op test would quietly
+/// test the portable kernels instead: that is a failure here, not a silent pass.
+#[test]
+fn lavapipe_takes_the_eight_lane_kernels() {
+    let gpu = gpu();
+    if gpu.info.name.contains("llvmpipe") && gpu.summary.backend == "vulkan" {
+        assert_eq!(kernel_set(gpu), "subgroup8", "{:?}", gpu.summary);
+    }
 }
