@@ -295,9 +295,6 @@ impl Gpu {
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(missing.len());
-        if threads <= 1 {
-            return missing.iter().try_for_each(|k| self.pipeline(k).map(drop));
-        }
         let next = AtomicUsize::new(0);
         let compile_in_turn = || -> Result<()> {
             while let Some(key) = missing.get(next.fetch_add(1, Ordering::Relaxed)) {

@@ -402,9 +402,10 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
     let limit = g.gpu.max_binding();
     // The broadcast kernel binds y twice: as vec2<u64> for its stores of four columns
     // and as f32 for the scalar stores of a transposed result.
-    let with_scalar_y = |mut views: Vec<View>| {
+    let bindings = |x: View, w: View, bias: View, y: View| {
+        let mut views = vec![x, w, bias, y];
         if broadcast {
-            views.push(views[3]);
+            views.push(y);
         }
         views
     };
@@ -415,7 +416,7 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
     };
     if g.bytes(o.x) <= limit && g.bytes(o.w) <= limit && g.bytes(o.y) <= limit {
         let (wv, yv) = (g.view(o.w)?, g.view(o.y)?);
-        let views = with_scalar_y(vec![g.view(o.x)?, wv, bias_of(g, wv)?, yv]);
+        let views = bindings(g.view(o.x)?, wv, bias_of(g, wv)?, yv);
         let groups = o.batches as u64
             * (o.rows as u64).div_ceil(rows_per_group)
             * (m as u64).div_ceil(cols_per_group);
@@ -454,7 +455,7 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
             let groups =
                 (run.len() as u64).div_ceil(rows_per_group) * (m as u64).div_ceil(cols_per_group);
             let grid = g.grid(groups)?;
-            let views = with_scalar_y(vec![xv, wv, bias_of(g, wv)?, yv]);
+            let views = bindings(xv, wv, bias_of(g, wv)?, yv);
             g.dispatch(
                 key.clone(),
                 bytemuck::bytes_of(&params),
