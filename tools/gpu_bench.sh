@@ -46,12 +46,14 @@ mkdir -p "$out"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 
 failed=0
-# step NAME FILE CMD...: CMD's stdout into OUT_DIR/FILE, its stderr into OUT_DIR/NAME.log.
+# step NAME FILE CMD...: CMD's stdout into OUT_DIR/FILE, its stderr (progress, warnings,
+# errors) into OUT_DIR/log.txt under a `== NAME ==` line.
 step() {
     local name=$1 file=$2
     shift 2
     local start=$SECONDS
-    timeout "$step_timeout" "$@" >"$out/$file" 2>"$out/$name.log"
+    echo "== $name ==" >>"$out/log.txt"
+    timeout "$step_timeout" "$@" >"$out/$file" 2>>"$out/log.txt"
     local rc=$?
     printf '%-14s rc %-3s %4ss  %s\n' "$name" "$rc" "$((SECONDS - start))" "$*" | tee -a "$out/steps.txt"
     [[ $rc -eq 0 ]] || failed=$((failed + 1))
@@ -67,7 +69,7 @@ step() {
 step adapters adapters.txt "$bin" adapters
 step kernels kernels.txt "$bin" bench --kernels --backend "$backend"
 step kernels-json kernels.json "$bin" bench --kernels --backend "$backend" --json
-# -v: each size's GPU time kernel by kernel goes to e2e.log.
+# -v: each size's GPU time kernel by kernel goes to log.txt.
 step e2e e2e.json "$bin" bench --synthetic --backend "$backend" --sizes "$sizes" --levels 5 --json -v
 
 if [[ $torch == 0 ]]; then
