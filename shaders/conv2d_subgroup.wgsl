@@ -5,51 +5,14 @@
 // weight of output channels oc0 + l and oc0 + 8 + l only, and subgroupBroadcast hands
 // every lane all 16 channels' weights at register cost: per tap, 4 input and 2 weight
 // loads feed 64 FMAs. A workgroup covers LANES such tiles of the same 16 channels.
+// The parameters, bindings, ACT, ACCUMULATE and the weight loads: conv2d_interface.wgsl.
 
-struct Params {
-    cin: u32,        // input channels in this window
-    h: u32,
-    w: u32,
-    cout: u32,       // output channels in this window
-    oh: u32,
-    ow: u32,
-    kh: u32,
-    kw: u32,
-    stride: u32,
-    pad_t: u32,
-    pad_l: u32,
-    w_cin: u32,      // input channels of the whole weight
-    oc_base: u32,    // first output channel of the window
-    ic_base: u32,    // first input channel of the window
-    activate: u32,   // last input window: apply ACT
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<u32>;
-@group(0) @binding(3) var<storage, read> bias: array<u32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-
-override ACT: u32 = 0u; // 0 none, 1 ReLU, 2 SiLU
 // Tiles per workgroup: 64, or one subgroup's 8 where there are few tiles (the UNet's
 // deep levels: 8×8 pixels are 4 tiles of `main3`), so that lanes do not idle.
 override LANES: u32 = 64u;
 // Stride 1: stepping ky moves the lane's 4 input rows down by one, so each step loads
 // one new row instead of four. An override, as a CPU driver runs both sides of a branch.
 override STRIDE1: bool = false;
-// Add to what earlier input windows left in y instead of starting from the bias: every
-// window but the first of a convolution too large for one binding. An override, so that
-// the usual kernel carries no code for it: each load is a per-lane loop, and such loads
-// at every store made up much of the time Mesa takes to compile `main3` and `main3s2`.
-override ACCUMULATE: bool = false;
-
-fn load_w(i: u32) -> f32 {
-    return widen(wt[word_of(i)], i);
-}
-
-fn load_b(i: u32) -> f32 {
-    return widen(bias[word_of(i)], i);
-}
 
 // What output y[idx] starts from: its channel's `bias`, or past the first input window
 // what the earlier windows left.
@@ -64,14 +27,6 @@ fn start(idx: u32, bias: f32) -> f32 {
 // loads one and broadcasts it, where a load per store would cost a per-lane loop each.
 fn biases8(oc0: u32, lane: u32) -> Cols {
     return bcast(load_b(p.oc_base + min(oc0 + lane, p.cout - 1u)));
-}
-
-fn activation(v: vec4<f32>) -> vec4<f32> {
-    switch ACT {
-        case 1u: { return max(v, vec4<f32>(0.0)); }
-        case 2u: { return v / (vec4<f32>(1.0) + exp(-v)); }
-        default: { return v; }
-    }
 }
 
 // Input value at (row iy, column ix) of a plane, or 0 in the padding; the index is

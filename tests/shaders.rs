@@ -1,7 +1,7 @@
 //! Every registered shader (with the common prelude) parses and validates in naga,
 //! without a device.
 
-use oscar_wgpu::ops::{shader_source, SHADERS};
+use oscar_wgpu::ops::{shader_source, PRELUDES, SHADERS};
 
 #[test]
 fn every_shader_validates() {
@@ -24,7 +24,7 @@ fn every_wgsl_file_is_registered() {
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders")).unwrap() {
         let path = entry.unwrap().path();
         let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
-        if stem != "common" && stem != "subgroup" {
+        if PRELUDES.iter().all(|p| p.stem != stem) {
             assert!(
                 SHADERS.iter().any(|(n, _)| *n == stem),
                 "shaders/{stem}.wgsl is not registered in ops::SHADERS"

@@ -51,22 +51,45 @@ register_shaders![
     "im2col",
 ];
 
-const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
-/// Helpers of the 8-wide-subgroup kernels, prepended to shaders named `*_subgroup`
-/// only: other shaders must not need the subgroup feature.
-const SUBGROUP_PRELUDE: &str = include_str!("../../shaders/subgroup.wgsl");
+/// WGSL prepended to registered shaders, in this order: the file's stem in `shaders/`,
+/// its source, and which shaders take it.
+pub struct Prelude {
+    pub stem: &'static str,
+    source: &'static str,
+    takes: fn(&str) -> bool,
+}
+
+pub const PRELUDES: &[Prelude] = &[
+    Prelude {
+        stem: "common",
+        source: include_str!("../../shaders/common.wgsl"),
+        takes: |_| true,
+    },
+    // Helpers of the 8-wide-subgroup kernels: other shaders must not need the subgroup
+    // feature.
+    Prelude {
+        stem: "subgroup",
+        source: include_str!("../../shaders/subgroup.wgsl"),
+        takes: |name| name.ends_with("_subgroup"),
+    },
+    // The host interface of both 2-D convolution kernels, one struct in conv2d.rs.
+    Prelude {
+        stem: "conv2d_interface",
+        source: include_str!("../../shaders/conv2d_interface.wgsl"),
+        takes: |name| matches!(name, "conv2d" | "conv2d_subgroup"),
+    },
+];
 
 /// A registered shader with its preludes prepended.
 pub fn shader_source(name: &str) -> Option<String> {
-    let extra = if name.ends_with("_subgroup") {
-        SUBGROUP_PRELUDE
-    } else {
-        ""
-    };
-    SHADERS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, src)| format!("{PRELUDE}\n{extra}\n{src}"))
+    let (_, source) = SHADERS.iter().find(|(n, _)| *n == name)?;
+    let mut full = String::new();
+    for prelude in PRELUDES.iter().filter(|p| (p.takes)(name)) {
+        full += prelude.source;
+        full.push('\n');
+    }
+    full += source;
+    Some(full)
 }
 
 /// The `W_F16` override for shaders that read weights of either storage type.
