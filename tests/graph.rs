@@ -234,3 +234,15 @@ fn lavapipe_takes_the_eight_lane_kernels() {
         assert_eq!(kernel_set(gpu), "subgroup8", "{:?}", gpu.summary);
     }
 }
+
+#[test]
+fn a_slab_is_a_range_of_the_first_dimension() {
+    let mut g = Graph::new(gpu());
+    // 6 channels of 4 × 16 floats (256 bytes each: storage-offset aligned).
+    let x = g.input_f32(&[6, 4, 16], &vec![0.0; 6 * 64]).unwrap();
+    let v = g.slab(x, &(2..5)).unwrap();
+    assert_eq!((v.tensor, v.offset, v.size), (x, 2 * 256, 3 * 256));
+    assert!(matches!(g.slab(x, &(4..7)), Err(Error::Shape(_))));
+    let empty = g.intermediate(&[0, 4], oscar_wgpu::graph::DType::F32);
+    assert!(matches!(g.slab(empty, &(0..0)), Err(Error::Shape(_))));
+}

@@ -7,6 +7,7 @@ pub mod exec;
 pub mod plan;
 pub mod segment;
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -224,6 +225,23 @@ impl<'g> Graph<'g> {
     /// The whole tensor as one binding; fails if it exceeds the device's binding limit.
     pub fn view(&self, t: Tensor) -> Result<View> {
         self.window(t, 0, self.bytes(t))
+    }
+
+    /// Entries `range` of `t`'s first dimension — channels of a [c, h, w] tensor, rows
+    /// of an [n, c] one — as one binding: the windows an op too large for one binding is
+    /// split into.
+    pub fn slab(&self, t: Tensor, range: &Range<usize>) -> Result<View> {
+        let entries = match self.shape(t).first() {
+            Some(&n) if n > 0 => n as u64,
+            _ => {
+                return Err(Error::Shape(format!(
+                    "no entries to take {range:?} of in a {:?} tensor",
+                    self.shape(t)
+                )))
+            }
+        };
+        let entry = self.bytes(t) / entries;
+        self.window(t, range.start as u64 * entry, range.len() as u64 * entry)
     }
 
     /// Bytes `[offset, offset + size)` of `t` as one binding.

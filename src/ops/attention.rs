@@ -171,7 +171,6 @@ pub fn flash(g: &mut Graph, q: Tensor, k: Tensor, v: Tensor, heads: usize) -> Re
         })
         .collect();
     for qr in &q_runs {
-        let (q_off, q_size) = (qr.start as u64 * row_bytes, qr.len() as u64 * row_bytes);
         let groups = if fast || tiled {
             // The subgroup kernel: 64 lanes × 8 queries; the tiled one: 64 queries.
             let queries_per_group = if fast { 512 } else { 64 };
@@ -194,12 +193,11 @@ pub fn flash(g: &mut Graph, q: Tensor, k: Tensor, v: Tensor, heads: usize) -> Re
                 flags,
                 scale: 1.0 / (d as f32).sqrt(),
             };
-            let (k_off, k_size) = (kr.start as u64 * row_bytes, kr.len() as u64 * row_bytes);
             let views = vec![
-                g.window(q, q_off, q_size)?,
-                g.window(k, k_off, k_size)?,
-                g.window(v, k_off, k_size)?,
-                g.window(y, q_off, q_size)?,
+                g.slab(q, qr)?,
+                g.slab(k, kr)?,
+                g.slab(v, kr)?,
+                g.slab(y, qr)?,
                 state_view,
             ];
             let flops = 4 * (qr.len() * kr.len() * c) as u64;

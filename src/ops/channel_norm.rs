@@ -44,7 +44,7 @@ pub fn channel_l2_norms(g: &mut Graph, x: Tensor) -> Result<Tensor> {
             c_base: win.start as u32,
             n: 0,
         };
-        let xv = g.window(x, win.start as u64 * plane, win.len() as u64 * plane)?;
+        let xv = g.slab(x, &win)?;
         let grid = g.grid(win.len() as u64)?;
         g.dispatch(
             KernelKey::new("channel_norm", "norms"),
@@ -80,8 +80,7 @@ pub fn rescale_channels(g: &mut Graph, x: Tensor, target: Tensor) -> Result<Tens
             c_base: win.start as u32,
             n: u32_of(n, "rescale window")?,
         };
-        let (off, size) = (win.start as u64 * plane, win.len() as u64 * plane);
-        let views = vec![g.window(x, off, size)?, nv, tv, g.window(y, off, size)?];
+        let views = vec![g.slab(x, &win)?, nv, tv, g.slab(y, &win)?];
         let grid = g.grid((n as u64).div_ceil(WORKGROUP))?;
         g.dispatch(
             KernelKey::new("channel_norm", "rescale"),

@@ -274,16 +274,8 @@ pub fn conv2d(
                 ic_base: ic.start as u32,
                 activate: (i + 1 == in_chunks.len()) as u32,
             };
-            let xv = g.window(
-                x,
-                (ic.start * h * w * 4) as u64,
-                (ic.len() * h * w * 4) as u64,
-            )?;
-            let yv = g.window(
-                y,
-                (oc.start * oh * ow * 4) as u64,
-                (oc.len() * oh * ow * 4) as u64,
-            )?;
+            let xv = g.slab(x, ic)?;
+            let yv = g.slab(y, oc)?;
             let groups = if subgroup {
                 (oc.len() as u64).div_ceil(oc_tile) * tiles.div_ceil(lanes)
             } else if tiled {

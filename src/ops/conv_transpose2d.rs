@@ -118,16 +118,8 @@ pub fn conv_transpose2d(
                 x_tiles: x_tiles as u32,
                 _pad: 0,
             };
-            let xv = g.window(
-                x,
-                (ic.start * h * w * 4) as u64,
-                (ic.len() * h * w * 4) as u64,
-            )?;
-            let yv = g.window(
-                y,
-                (oc.start * oh * ow * 4) as u64,
-                (oc.len() * oh * ow * 4) as u64,
-            )?;
+            let xv = g.slab(x, ic)?;
+            let yv = g.slab(y, oc)?;
             let invocations = (oc.len().div_ceil(OC_TILE) * oh * stride * x_tiles) as u64;
             let grid = g.grid(invocations.div_ceil(WORKGROUP))?;
             let flops = 2 * (oc.len() * ic.len() * kh * kw * h * w) as u64;

@@ -60,8 +60,7 @@ pub fn layer_norm(
             eps,
             _pad: 0,
         };
-        let (off, size) = (run.start as u64 * row_bytes, run.len() as u64 * row_bytes);
-        let views = vec![g.window(x, off, size)?, gv, bv, g.window(y, off, size)?];
+        let views = vec![g.slab(x, &run)?, gv, bv, g.slab(y, &run)?];
         let grid = g.grid((run.len() as u64).div_ceil(WORKGROUP))?;
         g.dispatch(
             key.clone(),

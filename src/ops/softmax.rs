@@ -42,8 +42,7 @@ pub fn softmax(g: &mut Graph, x: Tensor, scale: f32) -> Result<Tensor> {
             scale,
             _pad: 0,
         };
-        let (off, size) = (run.start as u64 * row_bytes, run.len() as u64 * row_bytes);
-        let views = vec![g.window(x, off, size)?, g.window(y, off, size)?];
+        let views = vec![g.slab(x, &run)?, g.slab(y, &run)?];
         let grid = g.grid(run.len() as u64)?;
         // max, subtract and scale, exp, sum, divide
         g.dispatch(
