@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use wgpu::util::DeviceExt;
 
-use super::{median_run_ms, probe};
+use super::{median, probe, timed_runs};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::graph::{DType, Graph, Tensor};
@@ -16,17 +16,21 @@ use crate::rng::Rng;
 pub struct KernelResult {
     pub name: String,
     pub shape: String,
+    /// Median of the timed runs.
     pub ms: f64,
     pub gflops: f64,
-    /// Of the probed FMA peak.
+    /// The FMA probe read beside the runs (GFLOP/s): for each run the faster of the
+    /// readings just before and just after it, the median over the runs.
+    pub probe_gflops: f64,
+    /// Of the FMA probe read beside each run (the median over the runs).
     pub peak_fraction: f64,
     /// Bytes a run must move at least: its inputs and weights read once, its output
     /// written once.
     pub bytes: u64,
     /// FLOPs per byte moved (arithmetic intensity).
     pub flops_per_byte: f64,
-    /// Of the roofline: the probed FMA peak, or what the probed bandwidth can feed at
-    /// this kernel's FLOPs per byte where that is lower (a memory-bound shape).
+    /// Of the roofline: the FMA probe beside each run, or what the probed bandwidth can
+    /// feed at this kernel's FLOPs per byte where that is lower (a memory-bound shape).
     pub roofline_fraction: f64,
 }
 
@@ -34,33 +38,54 @@ pub struct KernelResult {
 const RUNS: usize = 5;
 
 /// The probes (FMA peak in GFLOP/s, copy bandwidth in GB/s) and every kernel whose name
-/// or shape contains `only` (all when empty: "linear", "@ 8×8", "[64,"); `quick` leaves out the VAE's full-resolution
-/// convolution. The FMA probe runs before and after the kernels and the better reading
-/// counts: a peak is what the device can do, and a busy moment only ever lowers it.
+/// or shape contains `only` (all when empty: "linear", "@ 8×8", "[64,"); `quick` leaves
+/// out the VAE's full-resolution convolution. The reported FMA peak is the best reading
+/// before and after the kernels. Each kernel run, though, is measured against the probe
+/// read just before and just after it: a shared machine (a VM beside busy neighbours, a
+/// GPU changing clocks) can change speed by half within a minute, which a fraction of a
+/// reading taken at another moment would count as the kernel's.
 pub fn run_kernel_bench(
     gpu: &Gpu,
     quick: bool,
     only: &str,
 ) -> Result<(f64, f64, Vec<KernelResult>)> {
-    let first_peak = probe::fma_peak(gpu)?;
+    let fma = probe::FmaProbe::new(gpu)?;
+    let first_peak = fma.peak(gpu)?;
     let bw = probe::bandwidth(gpu)?;
     let mut rng = Rng::new(7);
     let mut results = Vec::new();
     // `moved`: the tensors a run reads (inputs, weights) and writes (its output).
     let mut record = |name: &str, shape: String, g: Graph, moved: &[Tensor]| -> Result<()> {
-        let (ms, flops) = median_run_ms(gpu, &g, RUNS)?;
-        let gflops = flops as f64 / ms / 1e6;
+        let mut readings = Vec::new();
+        let (times, flops) = timed_runs(gpu, &g, RUNS, || {
+            readings.push(fma.reading(gpu)?);
+            Ok(())
+        })?;
         let bytes: u64 = moved.iter().map(|&t| g.bytes(t)).sum();
         let flops_per_byte = flops as f64 / bytes.max(1) as f64;
+        // Each run against the faster of the readings on its two sides.
+        let beside: Vec<f64> = readings.windows(2).map(|w| w[0].max(w[1])).collect();
+        let run_gflops: Vec<f64> = times.iter().map(|ms| flops as f64 / ms / 1e6).collect();
+        let of = |ceiling: &dyn Fn(f64) -> f64| {
+            median(
+                run_gflops
+                    .iter()
+                    .zip(&beside)
+                    .map(|(g, &p)| g / ceiling(p))
+                    .collect(),
+            )
+        };
+        let ms = median(times);
         results.push(KernelResult {
             name: name.into(),
             shape,
             ms,
-            gflops,
-            peak_fraction: 0.0,
+            gflops: flops as f64 / ms / 1e6,
+            probe_gflops: median(beside.clone()),
+            peak_fraction: of(&|p| p),
             bytes,
             flops_per_byte,
-            roofline_fraction: 0.0,
+            roofline_fraction: of(&|p| roofline(p, bw, flops_per_byte)),
         });
         Ok(())
     };
@@ -176,11 +201,7 @@ pub fn run_kernel_bench(
         let o = attention::attention(&mut g, q, k, v, heads)?;
         record("attention", shape, g, &[q, k, v, o])?;
     }
-    let peak = first_peak.max(probe::fma_peak(gpu)?);
-    for r in &mut results {
-        r.peak_fraction = r.gflops / peak;
-        r.roofline_fraction = r.gflops / roofline(peak, bw, r.flops_per_byte);
-    }
+    let peak = first_peak.max(fma.peak(gpu)?);
     Ok((peak, bw, results))
 }
 
@@ -188,16 +209,17 @@ pub fn run_kernel_bench(
 /// `cargo bench --bench kernels` print.
 pub fn table(results: &[KernelResult]) -> String {
     let mut t = format!(
-        "{:<12} {:<36} {:>10} {:>10} {:>8} {:>10}\n",
-        "kernel", "shape", "ms", "GFLOP/s", "% peak", "% roofline"
+        "{:<12} {:<36} {:>10} {:>10} {:>8} {:>8} {:>10}\n",
+        "kernel", "shape", "ms", "GFLOP/s", "probe", "% peak", "% roofline"
     );
     for r in results {
         t += &format!(
-            "{:<12} {:<36} {:>10.2} {:>10.1} {:>7.1}% {:>9.1}%\n",
+            "{:<12} {:<36} {:>10.2} {:>10.1} {:>8.1} {:>7.1}% {:>9.1}%\n",
             r.name,
             r.shape,
             r.ms,
             r.gflops,
+            r.probe_gflops,
             100.0 * r.peak_fraction,
             100.0 * r.roofline_fraction
         );

@@ -2,6 +2,7 @@
 //! buffers made once (no graph: uploads and read-backs would dilute the numbers).
 
 use std::num::NonZeroU64;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytemuck::{Pod, Zeroable};
@@ -23,67 +24,95 @@ const WORKGROUP: u64 = 64;
 /// Trials after the warm-up; the best one is reported.
 const TRIALS: usize = 5;
 
-/// Best seconds of `TRIALS` runs of one dispatch of `entry` over `buffers` (bound at 1..).
-fn time_dispatch(
-    gpu: &Gpu,
-    entry: &'static str,
-    params: Params,
-    buffers: &[&wgpu::Buffer],
-    groups: u64,
-) -> Result<f64> {
-    let pipeline = gpu.pipeline(&KernelKey::new("probe", entry))?;
-    let uniform = gpu
-        .device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("probe params"),
-            contents: bytemuck::bytes_of(&params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-    fn binding(i: u32, b: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
-        wgpu::BindGroupEntry {
-            binding: i,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: b,
-                offset: 0,
-                size: NonZeroU64::new(b.size()),
-            }),
+/// One dispatch of a probe entry point, made once so that it can be timed again and
+/// again (between a kernel's runs, for the kernel bench).
+struct Dispatch {
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind_group: wgpu::BindGroup,
+    grid: [u32; 3],
+    label: &'static str,
+}
+
+impl Dispatch {
+    /// `entry` over `buffers`, bound at 1.. after its parameters.
+    fn new(
+        gpu: &Gpu,
+        entry: &'static str,
+        params: Params,
+        buffers: &[&wgpu::Buffer],
+        groups: u64,
+    ) -> Result<Self> {
+        let pipeline = gpu.pipeline(&KernelKey::new("probe", entry))?;
+        let uniform = gpu
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("probe params"),
+                contents: bytemuck::bytes_of(&params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        fn binding(i: u32, b: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+            wgpu::BindGroupEntry {
+                binding: i,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: b,
+                    offset: 0,
+                    size: NonZeroU64::new(b.size()),
+                }),
+            }
         }
+        let entries: Vec<_> = std::iter::once(&uniform)
+            .chain(buffers.iter().copied())
+            .enumerate()
+            .map(|(i, b)| binding(i as u32, b))
+            .collect();
+        let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(entry),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let grid =
+            crate::graph::fold_grid(groups, gpu.limits.max_compute_workgroups_per_dimension)?;
+        Ok(Self {
+            pipeline,
+            bind_group,
+            grid,
+            label: entry,
+        })
     }
-    let entries: Vec<_> = std::iter::once(&uniform)
-        .chain(buffers.iter().copied())
-        .enumerate()
-        .map(|(i, b)| binding(i as u32, b))
-        .collect();
-    let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some(entry),
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &entries,
-    });
-    let [x, y, z] =
-        crate::graph::fold_grid(groups, gpu.limits.max_compute_workgroups_per_dimension)?;
-    let mut best = f64::INFINITY;
-    for trial in 0..=TRIALS {
+
+    /// Wall seconds of one submitted-and-waited dispatch.
+    fn seconds(&self, gpu: &Gpu) -> Result<f64> {
         let mut encoder = gpu
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(entry) });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some(self.label),
+            });
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(entry),
+                label: Some(self.label),
                 timestamp_writes: None,
             });
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
+            pass.set_pipeline(&self.pipeline);
+            pass.set_bind_group(0, &self.bind_group, &[]);
+            let [x, y, z] = self.grid;
             pass.dispatch_workgroups(x, y, z);
         }
         let start = Instant::now();
         gpu.queue.submit([encoder.finish()]);
         gpu.wait()?;
-        // Trial 0 is the warm-up: first-touch of the buffers, thread start-up.
-        if trial > 0 {
-            best = best.min(start.elapsed().as_secs_f64());
-        }
+        Ok(start.elapsed().as_secs_f64())
     }
-    Ok(best)
+
+    /// Best seconds of `TRIALS` dispatches after a warm-up (first touch of the
+    /// buffers, thread start-up).
+    fn best_seconds(&self, gpu: &Gpu) -> Result<f64> {
+        self.seconds(gpu)?;
+        let mut best = f64::INFINITY;
+        for _ in 0..TRIALS {
+            best = best.min(self.seconds(gpu)?);
+        }
+        Ok(best)
+    }
 }
 
 fn storage(gpu: &Gpu, size: u64) -> wgpu::Buffer {
@@ -97,21 +126,47 @@ fn storage(gpu: &Gpu, size: u64) -> wgpu::Buffer {
 
 /// Arithmetic peak in GFLOP/s: independent FMA chains (2 FLOPs each) on enough
 /// invocations to keep every core busy.
+pub struct FmaProbe {
+    dispatch: Dispatch,
+    flops: f64,
+    _dst: wgpu::Buffer,
+}
+
+impl FmaProbe {
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        const GROUPS: u64 = 1024;
+        const ITERS: u32 = 2048;
+        // 12 vec4 FMAs per trip, see probe.wgsl.
+        const FLOPS_PER_TRIP: u64 = 12 * 4 * 2;
+        let invocations = GROUPS * WORKGROUP;
+        let dst = storage(gpu, 16 * invocations);
+        let params = Params {
+            iters: ITERS,
+            seed: 0.999,
+            _p0: 0,
+            _p1: 0,
+        };
+        Ok(Self {
+            dispatch: Dispatch::new(gpu, "fma_peak", params, &[&dst], GROUPS)?,
+            flops: (invocations * ITERS as u64 * FLOPS_PER_TRIP) as f64,
+            _dst: dst,
+        })
+    }
+
+    /// GFLOP/s of one dispatch: what the device gives at this moment.
+    pub fn reading(&self, gpu: &Gpu) -> Result<f64> {
+        Ok(self.flops / self.dispatch.seconds(gpu)? / 1e9)
+    }
+
+    /// GFLOP/s of the best of `TRIALS` dispatches after a warm-up.
+    pub fn peak(&self, gpu: &Gpu) -> Result<f64> {
+        Ok(self.flops / self.dispatch.best_seconds(gpu)? / 1e9)
+    }
+}
+
+/// The FMA probe's peak, read once.
 pub fn fma_peak(gpu: &Gpu) -> Result<f64> {
-    const GROUPS: u64 = 1024;
-    const ITERS: u32 = 2048;
-    // 12 vec4 FMAs per trip, see probe.wgsl.
-    const FLOPS_PER_TRIP: u64 = 12 * 4 * 2;
-    let invocations = GROUPS * WORKGROUP;
-    let dst = storage(gpu, 16 * invocations);
-    let params = Params {
-        iters: ITERS,
-        seed: 0.999,
-        _p0: 0,
-        _p1: 0,
-    };
-    let secs = time_dispatch(gpu, "fma_peak", params, &[&dst], GROUPS)?;
-    Ok((invocations * ITERS as u64 * FLOPS_PER_TRIP) as f64 / secs / 1e9)
+    FmaProbe::new(gpu)?.peak(gpu)
 }
 
 /// Copy bandwidth in GB/s (bytes read plus bytes written) over a buffer far larger
@@ -127,12 +182,13 @@ pub fn bandwidth(gpu: &Gpu) -> Result<f64> {
         _p0: 0,
         _p1: 0,
     };
-    let secs = time_dispatch(
+    let secs = Dispatch::new(
         gpu,
         "copy",
         params,
         &[&dst, &src],
         vec4s.div_ceil(WORKGROUP),
-    )?;
+    )?
+    .best_seconds(gpu)?;
     Ok(2.0 * bytes as f64 / secs / 1e9)
 }
