@@ -34,8 +34,9 @@ pub struct KernelResult {
     pub roofline_fraction: f64,
 }
 
-/// Timed runs per kernel at most (after a warm-up).
-const RUNS: usize = 5;
+/// Timed runs per kernel at most (after a warm-up): each has its own probe readings, and
+/// on a shared machine the median of nine pairs moves less than that of five.
+const RUNS: usize = 9;
 
 /// The probes (FMA peak in GFLOP/s, copy bandwidth in GB/s) and every kernel whose name
 /// or shape contains `only` (all when empty: "linear", "@ 8×8", "[64,"); `quick` leaves
