@@ -54,7 +54,8 @@ pub struct BenchArgs {
     /// Every adapter, one after the other.
     #[arg(long)]
     all_adapters: bool,
-    /// The kernel benchmark (conv, matmul, attention at SD shapes) instead.
+    /// The kernel benchmark (conv, matmul, attention at SD shapes) instead: each as a
+    /// fraction of the FMA probe read just before and after its runs.
     #[arg(long)]
     kernels: bool,
     /// Kernel benchmark without the largest shapes.
