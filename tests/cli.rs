@@ -514,5 +514,12 @@ fn kernel_bench_selects_by_shape_and_reports_the_roofline() {
     assert!(report["bandwidth_gbs"].as_f64().unwrap() > 0.0);
     assert!(field("gflops") > 0.0 && field("bytes") > 0.0 && field("flops_per_byte") > 0.0);
     assert!(field("probe_gflops") > 0.0 && field("peak_fraction") > 0.0);
+    // Every run has a probe reading on either side.
+    let runs = k["run_ms"].as_array().expect("run_ms").len();
+    let readings = k["probe_readings"]
+        .as_array()
+        .expect("probe_readings")
+        .len();
+    assert!(runs >= 1 && readings == runs + 1, "{k}");
     assert!(field("roofline_fraction") >= field("peak_fraction"), "{k}");
 }

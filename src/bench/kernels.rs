@@ -32,6 +32,11 @@ pub struct KernelResult {
     /// Of the roofline: the FMA probe beside each run, or what the probed bandwidth can
     /// feed at this kernel's FLOPs per byte where that is lower (a memory-bound shape).
     pub roofline_fraction: f64,
+    /// Every timed run in order (ms), and the FMA probe readings around them (GFLOP/s):
+    /// one before the first run and one after each, so run i lies between readings i
+    /// and i + 1.
+    pub run_ms: Vec<f64>,
+    pub probe_readings: Vec<f64>,
 }
 
 /// Timed runs per kernel at most (after a warm-up): each has its own probe readings, and
@@ -76,7 +81,7 @@ pub fn run_kernel_bench(
                     .collect(),
             )
         };
-        let ms = median(times);
+        let ms = median(times.clone());
         results.push(KernelResult {
             name: name.into(),
             shape,
@@ -87,6 +92,8 @@ pub fn run_kernel_bench(
             bytes,
             flops_per_byte,
             roofline_fraction: of(&|p| roofline(p, bw, flops_per_byte)),
+            run_ms: times,
+            probe_readings: readings,
         });
         Ok(())
     };
