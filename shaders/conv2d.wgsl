@@ -124,20 +124,32 @@ fn main(
 
 const TILE: u32 = 64u;
 const STEP: u32 = 16u;
+// The weight tile's rows (one per K) in vec4s: 16 of channels and one of padding. The
+// 16 invocations staging one channel write 16 K of it; unpadded, those lie 64 floats
+// apart, all in one bank of a GPU's workgroup memory (32 banks of 4 bytes), and the
+// writes serialise 16-fold. 68 floats apart they fall in 8 banks, 2 to a bank.
+const W_ROW4: u32 = 17u;
 
-// One step, K-major: ws[kk * 16 + q] holds channels 4q..4q+3 of the tile at K kk, xs
-// pixels 4q..4q+3.
-var<workgroup> ws: array<vec4<f32>, 256>;
+// The kernel's size, for `tiled`: as constants, splitting K into (input channel, ky, kx)
+// for every staged patch value is multiplies and shifts, where divisions by a uniform
+// (GPUs have no integer divider) would cost more than the step's FMAs.
+override KH: u32 = 1u;
+override KW: u32 = 1u;
+
+// One step, K-major: ws[kk * W_ROW4 + q] holds channels 4q..4q+3 of the tile at K kk,
+// xs[kk * 16 + q] pixels 4q..4q+3.
+var<workgroup> ws: array<vec4<f32>, 272>;
 var<workgroup> xs: array<vec4<f32>, 256>;
 
-// Patch value K of output pixel `pixel` (0 in the padding or past the last K, which
-// zeroes the products of the clamped weights there).
-fn patch_at(k: u32, taps: u32, pixel: u32) -> f32 {
-    let ic = k / taps;
-    let t = k % taps;
-    let iy = i32((pixel / p.ow) * p.stride + t / p.kw) - i32(p.pad_t);
-    let ix = i32((pixel % p.ow) * p.stride + t % p.kw) - i32(p.pad_l);
-    let inside = k < p.cin * taps && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
+// Patch value K of the output pixel whose first tap is input (iy0, ix0) (0 in the
+// padding or past the last K, which zeroes the products of the clamped weights there).
+fn patch_at(k: u32, iy0: i32, ix0: i32) -> f32 {
+    let ic = k / (KH * KW);
+    let t = k - ic * (KH * KW);
+    let ky = t / KW;
+    let iy = iy0 + i32(ky);
+    let ix = ix0 + i32(t - ky * KW);
+    let inside = k < p.cin * KH * KW && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
     let i = (min(ic, p.cin - 1u) * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w + u32(clamp(ix, 0, i32(p.w) - 1));
     return select(0.0, x[i], inside);
 }
@@ -145,8 +157,9 @@ fn patch_at(k: u32, taps: u32, pixel: u32) -> f32 {
 // Workgroup: 256 invocations on 64 channels × 64 pixels; invocation li takes channels
 // 4·(li / 16).. and pixels 4·(li % 16).. of them. Staging: invocation li loads K
 // k0 + li % 16 of the weight rows li / 16 + 16j, and pixel li % 64 of the patch rows
-// li / 64 + 4j (j < 4), so neighbours read neighbouring memory. Channel tiles vary
-// fastest, as in `conv2d_subgroup.wgsl`. Workgroups past the end leave together.
+// li / 64 + 4j (j < 4), so neighbours read neighbouring memory; its pixel's position is
+// worked out once. Channel tiles vary fastest, as in `conv2d_subgroup.wgsl`. Workgroups
+// past the end leave together.
 @compute @workgroup_size(256)
 fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let pixels = p.oh * p.ow;
@@ -157,12 +170,17 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
     }
     let oc0 = (flat % oc_tiles) * TILE;
     let px0 = (flat / oc_tiles) * TILE;
-    let taps = p.kh * p.kw;
+    let taps = KH * KW;
     let k_len = p.cin * taps;
     let w_row = p.w_cin * taps;
     let w_first = p.ic_base * taps;
     let q_oc = li / 16u;
     let q_px = li % 16u;
+    // The staged pixel (clamped: pixels past the end compute junk, never stored).
+    let xp = li % TILE;
+    let px = min(px0 + xp, pixels - 1u);
+    let iy0 = i32((px / p.ow) * p.stride) - i32(p.pad_t);
+    let ix0 = i32((px % p.ow) * p.stride) - i32(p.pad_l);
     // acc{i}: channel oc0 + 4·q_oc + i, pixels px0 + 4·q_px...
     var acc0 = vec4<f32>();
     var acc1 = vec4<f32>();
@@ -170,17 +188,16 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
     var acc3 = vec4<f32>();
     for (var k0 = 0u; k0 < k_len; k0 += STEP) {
         let wk = k0 + li % STEP;
-        let xp = li % TILE;
         for (var j = 0u; j < 4u; j++) {
             let oc = li / STEP + 16u * j;
             let w = load_w((p.oc_base + min(oc0 + oc, p.cout - 1u)) * w_row + w_first + min(wk, k_len - 1u));
-            ws[(wk - k0) * 16u + oc / 4u][oc % 4u] = w;
+            ws[(wk - k0) * W_ROW4 + oc / 4u][oc % 4u] = w;
             let xk = li / TILE + 4u * j;
-            xs[xk * 16u + xp / 4u][xp % 4u] = patch_at(k0 + xk, taps, min(px0 + xp, pixels - 1u));
+            xs[xk * 16u + xp / 4u][xp % 4u] = patch_at(k0 + xk, iy0, ix0);
         }
         workgroupBarrier();
         for (var s = 0u; s < STEP; s++) {
-            let wv = ws[s * 16u + q_oc];
+            let wv = ws[s * W_ROW4 + q_oc];
             let xv = xs[s * 16u + q_px];
             acc0 = fma(vec4<f32>(wv.x), xv, acc0);
             acc1 = fma(vec4<f32>(wv.y), xv, acc1);

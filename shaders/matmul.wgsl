@@ -34,11 +34,16 @@ fn load_b(i: u32) -> f32 {
 // Rows and columns of y per workgroup, and k per staging step.
 const TILE: u32 = 64u;
 const STEP: u32 = 16u;
+// A staged k's row in vec4s: 16 of tile rows and one of padding. The 16 invocations
+// staging one x (or w) row write 16 k of it; unpadded, those lie 64 floats apart, all in
+// one bank of a GPU's workgroup memory (32 banks of 4 bytes), and the writes serialise
+// 16-fold. 68 floats apart they fall in 8 banks, 2 to a bank.
+const ROW4: u32 = 17u;
 
-// One step of the tiles, k-major: xs[kk * 16 + q] holds x rows 4q..4q+3 of the tile at
-// k kk, ws likewise w rows (columns of y), so the inner loop reads one vec4 of each.
-var<workgroup> xs: array<vec4<f32>, 256>;
-var<workgroup> ws: array<vec4<f32>, 256>;
+// One step of the tiles, k-major: xs[kk * ROW4 + q] holds x rows 4q..4q+3 of the tile
+// at k kk, ws likewise w rows (columns of y), so the inner loop reads one vec4 of each.
+var<workgroup> xs: array<vec4<f32>, 272>;
+var<workgroup> ws: array<vec4<f32>, 272>;
 
 // Workgroup: 16 × 16 invocations on a 64 × 64 tile of y; invocation li takes rows
 // 4·(li / 16).. and columns 4·(li % 16).. of it. For staging, invocation li loads k
@@ -76,13 +81,13 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
             let r = lr + 16u * j;
             let xv = x[xb + min(row0 + r, p.rows - 1u) * p.k + kc];
             let wv = load_w(wb + min(col0 + r, p.m - 1u) * p.k + kc);
-            xs[lk * 16u + r / 4u][r % 4u] = select(0.0, xv, inside);
-            ws[lk * 16u + r / 4u][r % 4u] = wv;
+            xs[lk * ROW4 + r / 4u][r % 4u] = select(0.0, xv, inside);
+            ws[lk * ROW4 + r / 4u][r % 4u] = wv;
         }
         workgroupBarrier();
         for (var s = 0u; s < STEP; s++) {
-            let a = xs[s * 16u + q_rows];
-            let w = ws[s * 16u + q_cols];
+            let a = xs[s * ROW4 + q_rows];
+            let w = ws[s * ROW4 + q_cols];
             acc0 = fma(vec4<f32>(a.x), w, acc0);
             acc1 = fma(vec4<f32>(a.y), w, acc1);
             acc2 = fma(vec4<f32>(a.z), w, acc2);

@@ -229,6 +229,8 @@ pub fn conv2d(
     };
     if three_s2 {
         key = key.with("PAD_L1", cfg.pad[2] as f64);
+    } else if tiled {
+        key = key.with("KH", kh as f64).with("KW", kw as f64);
     } else if subgroup && !three && !one {
         key = key.with("STRIDE1", (cfg.stride == 1) as u32 as f64);
     }
