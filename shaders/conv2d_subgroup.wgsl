@@ -203,12 +203,42 @@ struct Row {
     r: f32,
 }
 
+// Whether lane - 1 (lane + 1) of the subgroup holds the tile left (right) of this lane's,
+// set by `conv3`. Neighbouring lanes take neighbouring tiles, so the input column just
+// left of a lane's own is then the last of lane - 1's and the one just right the first of
+// lane + 1's: shuffled across, they need a load in the subgroup's first and last lanes
+// only, and a load is a per-lane loop that skips inactive lanes (3–5 % of `main3`'s and
+// `main3s2`'s time). Where the tiles wrap to another row the column is padding and
+// `row3` / `taps_s2` put 0 there.
+var<private> left_is_neighbour: bool;
+var<private> right_is_neighbour: bool;
+
+// The input column left of a lane's: lane - 1's `last_of_left`, or the high float of
+// input word `word`.
+fn left_column(last_of_left: f32, word: u32) -> f32 {
+    let shuffled = subgroupShuffleUp(last_of_left, 1u);
+    if left_is_neighbour {
+        return shuffled;
+    }
+    return hi32(x4[word].y);
+}
+
+// The input column right of a lane's: lane + 1's `first_of_right`, or the low float of
+// input word `word`.
+fn right_column(first_of_right: f32, word: u32) -> f32 {
+    let shuffled = subgroupShuffleDown(first_of_right, 1u);
+    if right_is_neighbour {
+        return shuffled;
+    }
+    return lo32(x4[word].x);
+}
+
 fn row3(plane4: u32, iy: i32, cg: u32, w4: u32) -> Row {
     let inside = iy >= 0 && iy < i32(p.h);
     let base = plane4 + u32(clamp(iy, 0, i32(p.h) - 1)) * w4;
     let c = f32x4(x4[base + cg]);
-    let l = hi32(x4[base + max(cg, 1u) - 1u].y);
-    let r = lo32(x4[base + min(cg + 1u, w4 - 1u)].x);
+    let l = left_column(c.w, base + max(cg, 1u) - 1u);
+    let r = right_column(c.x, base + min(cg + 1u, w4 - 1u));
     return Row(select(0.0, l, inside && cg > 0u), select(vec4<f32>(0.0), c, inside), select(0.0, r, inside && cg + 1u < w4));
 }
 
@@ -485,6 +515,9 @@ fn conv3(wg: vec3<u32>, num: vec3<u32>, li: u32, lane: u32, stride2: bool) {
     let oc0 = at.oc0;
     let tile = at.tile;
     let cg = tile % ow4;
+    // Compared, not assumed from `li`: no API promises which invocations share a subgroup.
+    left_is_neighbour = lane > 0u && subgroupShuffleUp(tile, 1u) + 1u == tile;
+    right_is_neighbour = lane < 7u && subgroupShuffleDown(tile, 1u) == tile + 1u;
     let oy0 = min(tile / ow4, (p.oh - 1u) / 4u) * 4u;
     // The weight rows this lane loads (channels oc0 + 8k + lane), in vec4s of 4 f32 taps.
     let r0 = weight_row3(oc0 + lane);
@@ -729,10 +762,10 @@ fn taps_s2(plane4: u32, iy: i32, cg: u32, w4: u32) -> Taps {
     let b = f32x4(x4[base + 2u * cg + 1u]);
     var r: Taps;
     if PAD_L1 {
-        let l = select(0.0, hi32(x4[base + max(2u * cg, 1u) - 1u].y), cg > 0u);
+        let l = select(0.0, left_column(b.w, base + max(2u * cg, 1u) - 1u), cg > 0u);
         r = Taps(vec4<f32>(l, a.y, a.w, b.y), vec4<f32>(a.x, a.z, b.x, b.z), vec4<f32>(a.y, a.w, b.y, b.w));
     } else {
-        let c = select(0.0, lo32(x4[base + min(2u * cg + 2u, w4 - 1u)].x), 2u * cg + 2u < w4);
+        let c = select(0.0, right_column(a.x, base + min(2u * cg + 2u, w4 - 1u)), 2u * cg + 2u < w4);
         r = Taps(vec4<f32>(a.x, a.z, b.x, b.z), vec4<f32>(a.y, a.w, b.y, b.w), vec4<f32>(a.z, b.x, b.z, c));
     }
     let inside = iy >= 0 && iy < i32(p.h);
