@@ -177,8 +177,9 @@ fn main(
 // 32 channels; lane l loads vec4s of consecutive (ic, tap) weights of channels
 // oc0 + 8k + l, k = 0..3 (in the [cout, cin, 3, 3] layout, 4 input channels' 36 taps are
 // 9 aligned vec4s) and subgroupBroadcast hands them to all lanes. Per 4 input channels:
-// 36 weight and 4 · 6 · 3 input loads feed 4 · 9 · 512 FMAs per lane (32 channels
-// rather than 16 doubled the FMAs per input load: 45 → 50 % of the FMA probe). The
+// 36 weight and 4 · 6 input loads (the columns beside a lane's come from its
+// neighbours, see `left_column`) feed 4 · 9 · 512 FMAs per lane (32 channels rather
+// than 16 doubled the FMAs per input load: 45 → 50 % of the FMA probe). The
 // accumulators do not fit in registers, so each takes all 9 taps of an input channel in
 // one go (read and written once per channel, not once per tap).
 // Input, weights and output as vec2<u64>, the 16 bytes of a vec4<f32> in half the
@@ -205,11 +206,11 @@ struct Row {
 
 // Whether lane - 1 (lane + 1) of the subgroup holds the tile left (right) of this lane's,
 // set by `conv3`. Neighbouring lanes take neighbouring tiles, so the input column just
-// left of a lane's own is then the last of lane - 1's and the one just right the first of
-// lane + 1's: shuffled across, they need a load in the subgroup's first and last lanes
-// only, and a load is a per-lane loop that skips inactive lanes (3–5 % of `main3`'s and
-// `main3s2`'s time). Where the tiles wrap to another row the column is padding and
-// `row3` / `taps_s2` put 0 there.
+// left of a lane's own is then the last of lane - 1's and the one just right the first
+// of lane + 1's: shuffled across, they need a load in the subgroup's first and last
+// lanes only, and a load is a per-lane loop that skips inactive lanes (on lavapipe about
+// 3 % of `main3`'s and `main3s2`'s time). Where the tiles wrap to another row the column
+// is padding, and `row3` / `taps_s2` put 0 there.
 var<private> left_is_neighbour: bool;
 var<private> right_is_neighbour: bool;
 
