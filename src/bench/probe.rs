@@ -3,11 +3,12 @@
 
 use std::num::NonZeroU64;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
+use super::repeats_for;
 use crate::error::Result;
 use crate::gpu::{Gpu, KernelKey};
 
@@ -21,15 +22,17 @@ struct Params {
 }
 
 const WORKGROUP: u64 = 64;
-/// Trials after the warm-up; the best one is reported.
+/// Timings of a probe for its peak: the best one is reported.
 const TRIALS: usize = 5;
 
 /// One dispatch of a probe entry point, made once so that it can be timed again and
-/// again (between a kernel's runs, for the kernel bench).
+/// again (between a kernel's runs, for the kernel bench). Where one dispatch is shorter
+/// than `MIN_SAMPLE` (any GPU), a timing covers `repeats` of them in one pass.
 struct Dispatch {
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     grid: [u32; 3],
+    repeats: u32,
     label: &'static str,
 }
 
@@ -72,15 +75,22 @@ impl Dispatch {
         });
         let grid =
             crate::graph::fold_grid(groups, gpu.limits.max_compute_workgroups_per_dimension)?;
-        Ok(Self {
+        let mut dispatch = Self {
             pipeline,
             bind_group,
             grid,
+            repeats: 1,
             label: entry,
-        })
+        };
+        // A first dispatch touches the buffers and starts the threads; the second says
+        // how long one takes.
+        dispatch.seconds(gpu)?;
+        dispatch.repeats = repeats_for(Duration::from_secs_f64(dispatch.seconds(gpu)?));
+        Ok(dispatch)
     }
 
-    /// Wall seconds of one submitted-and-waited dispatch.
+    /// Wall seconds of one dispatch: `repeats` of them submitted together and waited for,
+    /// the time divided among them.
     fn seconds(&self, gpu: &Gpu) -> Result<f64> {
         let mut encoder = gpu
             .device
@@ -95,18 +105,18 @@ impl Dispatch {
             pass.set_pipeline(&self.pipeline);
             pass.set_bind_group(0, &self.bind_group, &[]);
             let [x, y, z] = self.grid;
-            pass.dispatch_workgroups(x, y, z);
+            for _ in 0..self.repeats {
+                pass.dispatch_workgroups(x, y, z);
+            }
         }
         let start = Instant::now();
         gpu.queue.submit([encoder.finish()]);
         gpu.wait()?;
-        Ok(start.elapsed().as_secs_f64())
+        Ok(start.elapsed().as_secs_f64() / self.repeats as f64)
     }
 
-    /// Best seconds of `TRIALS` dispatches after a warm-up (first touch of the
-    /// buffers, thread start-up).
+    /// Best seconds of `TRIALS` timings.
     fn best_seconds(&self, gpu: &Gpu) -> Result<f64> {
-        self.seconds(gpu)?;
         let mut best = f64::INFINITY;
         for _ in 0..TRIALS {
             best = best.min(self.seconds(gpu)?);
@@ -158,7 +168,7 @@ impl FmaProbe {
         Ok(self.flops / self.dispatch.seconds(gpu)? / 1e9)
     }
 
-    /// GFLOP/s of the best of `TRIALS` dispatches after a warm-up.
+    /// GFLOP/s of the best of `TRIALS` timings.
     pub fn peak(&self, gpu: &Gpu) -> Result<f64> {
         Ok(self.flops / self.dispatch.best_seconds(gpu)? / 1e9)
     }
