@@ -139,7 +139,6 @@ fn storage(gpu: &Gpu, size: u64) -> wgpu::Buffer {
 pub struct FmaProbe {
     dispatch: Dispatch,
     flops: f64,
-    _dst: wgpu::Buffer,
 }
 
 impl FmaProbe {
@@ -159,11 +158,10 @@ impl FmaProbe {
         Ok(Self {
             dispatch: Dispatch::new(gpu, "fma_peak", params, &[&dst], GROUPS)?,
             flops: (invocations * ITERS as u64 * FLOPS_PER_TRIP) as f64,
-            _dst: dst,
         })
     }
 
-    /// GFLOP/s of one dispatch: what the device gives at this moment.
+    /// GFLOP/s of one timing (see `Dispatch`): what the device gives at this moment.
     pub fn reading(&self, gpu: &Gpu) -> Result<f64> {
         Ok(self.flops / self.dispatch.seconds(gpu)? / 1e9)
     }
