@@ -18,16 +18,16 @@ fn check(
     cfg: Conv2d,
     seed: u64,
 ) -> Vec<String> {
-    check_on(gpu(), [cin, h, w], cout, k, cfg, seed, false)
+    check_on(gpu(), [cin, h, w], cout, [k, k], cfg, seed, false)
 }
 
-/// One convolution on `gpu` against the reference, its weights and bias f32 or packed
-/// f16 (the reference then takes the f16-rounded values).
+/// One convolution (a kh × kw kernel) on `gpu` against the reference, its weights and
+/// bias f32 or packed f16 (the reference then takes the f16-rounded values).
 fn check_on(
     gpu: &'static Gpu,
     [cin, h, w]: [usize; 3],
     cout: usize,
-    k: usize,
+    [kh, kw]: [usize; 2],
     cfg: Conv2d,
     seed: u64,
     f16: bool,
@@ -41,7 +41,7 @@ fn check_on(
             v
         }
     };
-    let wt = round(rng.vec(cout * cin * k * k, 0.5));
+    let wt = round(rng.vec(cout * cin * kh * kw, 0.5));
     let b = round(rng.vec(cout, 0.5));
     let mut g = Graph::new(gpu);
     let weight = |g: &mut Graph, shape: &[usize], v: &[f32]| {
@@ -60,16 +60,16 @@ fn check_on(
         g.resident(shape, DType::F16, std::sync::Arc::new(buf))
     };
     let xt = g.input_f32(&[cin, h, w], &x).unwrap();
-    let wt_t = weight(&mut g, &[cout, cin, k, k], &wt);
+    let wt_t = weight(&mut g, &[cout, cin, kh, kw], &wt);
     let bt = weight(&mut g, &[cout], &b);
     let y = conv2d::conv2d(&mut g, xt, wt_t, bt, cfg).unwrap();
     let (out, report) = g.run_profiled(&[y]).unwrap();
-    let want = conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, k, k], &b, cfg);
+    let want = conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, kh, kw], &b, cfg);
     assert_close(
         &out[0].f32(),
         &want,
         1e-5,
-        &format!("conv {cin}→{cout} {k}×{k} on {h}×{w} {cfg:?}, f16 weights {f16}"),
+        &format!("conv {cin}→{cout} {kh}×{kw} on {h}×{w} {cfg:?}, f16 weights {f16}"),
     );
     report.kernels.into_keys().collect()
 }
@@ -112,7 +112,7 @@ fn check_f16(
     cfg: Conv2d,
     seed: u64,
 ) -> Vec<String> {
-    check_on(gpu(), [cin, h, w], cout, k, cfg, seed, true)
+    check_on(gpu(), [cin, h, w], cout, [k, k], cfg, seed, true)
 }
 
 #[test]
@@ -375,9 +375,24 @@ fn portable_kernels() {
         ),
         (16, 12, 12, 20, 3, Conv2d::same(1), 74, "conv2d.main"),
     ] {
-        let ran = check_on(gpu, [cin, h, w], cout, k, cfg, seed, false);
+        let ran = check_on(gpu, [cin, h, w], cout, [k, k], cfg, seed, false);
         assert!(ran.is_empty() || ran == [kernel], "{ran:?}, not {kernel}");
     }
-    let ran = check_on(gpu, [12, 9, 10], 48, 3, Conv2d::same(1), 75, true);
+    let ran = check_on(gpu, [12, 9, 10], 48, [3, 3], Conv2d::same(1), 75, true);
     assert!(ran.is_empty() || ran == ["conv2d.tiled"], "{ran:?}");
+}
+
+/// Kernels of unequal height and width, on the portable `tiled` kernel (which takes
+/// them as constants, splitting each K into channel, row and column) and on lavapipe's.
+#[test]
+fn non_square_kernels() {
+    for (kh, kw, cfg, seed) in [
+        (1, 3, Conv2d::strided(1, [0, 0, 1, 1]), 76),
+        (3, 1, Conv2d::strided(1, [1, 1, 0, 0]), 77),
+        (2, 5, Conv2d::strided(2, [0, 1, 2, 1]), 78),
+    ] {
+        let ran = check_on(portable_gpu(), [6, 11, 9], 36, [kh, kw], cfg, seed, false);
+        assert!(ran.is_empty() || ran == ["conv2d.tiled"], "{ran:?}");
+        check_on(gpu(), [6, 11, 9], 36, [kh, kw], cfg, seed, false);
+    }
 }
