@@ -69,18 +69,8 @@ pub fn run_kernel_bench(
         })?;
         let bytes: u64 = moved.iter().map(|&t| g.bytes(t)).sum();
         let flops_per_byte = flops as f64 / bytes.max(1) as f64;
-        // Each run against the faster of the readings on its two sides.
-        let beside: Vec<f64> = readings.windows(2).map(|w| w[0].max(w[1])).collect();
+        let beside = probe_beside(&readings);
         let run_gflops: Vec<f64> = times.iter().map(|ms| flops as f64 / ms / 1e6).collect();
-        let of = |ceiling: &dyn Fn(f64) -> f64| {
-            median(
-                run_gflops
-                    .iter()
-                    .zip(&beside)
-                    .map(|(g, &p)| g / ceiling(p))
-                    .collect(),
-            )
-        };
         let ms = median(times.clone());
         results.push(KernelResult {
             name: name.into(),
@@ -88,10 +78,12 @@ pub fn run_kernel_bench(
             ms,
             gflops: flops as f64 / ms / 1e6,
             probe_gflops: median(beside.clone()),
-            peak_fraction: of(&|p| p),
+            peak_fraction: fraction_of(&run_gflops, &beside, |p| p),
             bytes,
             flops_per_byte,
-            roofline_fraction: of(&|p| roofline(p, bw, flops_per_byte)),
+            roofline_fraction: fraction_of(&run_gflops, &beside, |p| {
+                roofline(p, bw, flops_per_byte)
+            }),
             run_ms: times,
             probe_readings: readings,
         });
@@ -235,6 +227,23 @@ pub fn table(results: &[KernelResult]) -> String {
     t
 }
 
+/// The probe each run is measured against, from the readings taken before the first run
+/// and after each: the faster of the two on the run's sides.
+fn probe_beside(readings: &[f64]) -> Vec<f64> {
+    readings.windows(2).map(|w| w[0].max(w[1])).collect()
+}
+
+/// The median over runs of a run's GFLOP/s over its `ceiling` at the probe beside it.
+fn fraction_of(run_gflops: &[f64], beside: &[f64], ceiling: impl Fn(f64) -> f64) -> f64 {
+    median(
+        run_gflops
+            .iter()
+            .zip(beside)
+            .map(|(g, &p)| g / ceiling(p))
+            .collect(),
+    )
+}
+
 /// The GFLOP/s a kernel of `flops_per_byte` can reach on a device of `peak` GFLOP/s
 /// and `bandwidth` GB/s: the lower of its compute and memory ceilings.
 fn roofline(peak: f64, bandwidth: f64, flops_per_byte: f64) -> f64 {
@@ -265,7 +274,24 @@ fn half_weight(g: &mut Graph, rng: &mut Rng, shape: &[usize]) -> Tensor {
 
 #[cfg(test)]
 mod tests {
-    use super::roofline;
+    use super::{fraction_of, probe_beside, roofline};
+
+    #[test]
+    fn each_run_is_measured_against_the_probe_on_its_sides() {
+        // The machine runs at half speed for the second and third runs: each run is half
+        // of the probe beside it, though those two are half as fast as the others.
+        let runs = [50.0, 25.0, 25.0, 50.0];
+        let readings = [100.0, 100.0, 50.0, 50.0, 100.0];
+        // Where a change falls between a run's two readings, the faster one counts: a
+        // dip the probe caught on one side only does not flatter the kernel.
+        assert_eq!(probe_beside(&readings), [100.0, 100.0, 50.0, 100.0]);
+        assert_eq!(fraction_of(&runs, &[100.0, 50.0, 50.0, 100.0], |p| p), 0.5);
+        assert_eq!(
+            fraction_of(&[50.0, 50.0], &probe_beside(&[100.0, 50.0, 100.0]), |p| p),
+            0.5
+        );
+        assert_eq!(fraction_of(&[30.0], &[60.0], |p| p / 2.0), 1.0);
+    }
 
     #[test]
     fn roofline_is_the_lower_ceiling() {
