@@ -1,10 +1,12 @@
 // y[b, r, c] = Σ_k x[b, r, k] · w[b, c, k] (+ bias[c]): a Linear layer (w [m, k] in
 // PyTorch layout, f32 or packed f16) or, with per-batch strides, a batched matmul whose
-// right operand was transposed to [m, k]. The portable kernel, for GPUs: a workgroup
-// stages 16 k of a 64-row x tile and a 64-column w tile in workgroup memory per step and
-// each invocation accumulates a 4 × 4 block of y from it in registers, so that every
-// value loaded from memory feeds 64 FMAs. `matmul_subgroup.wgsl` is the fast path on
-// adapters with 8-wide subgroups (lavapipe), where barriers are costly.
+// right operand was transposed to [m, k]. The portable kernels, for GPUs: a workgroup
+// stages a run of k of an x tile and a w tile in workgroup memory per step and each
+// invocation accumulates a block of y from it in registers: 4 × 4 of a 64 × 64 tile
+// (`tiled`), or 8 × 8 of a 128 × 128 one (`tiled128`), whose every value read from
+// workgroup memory feeds twice the FMAs, for products with enough tiles to fill a GPU.
+// `matmul_subgroup.wgsl` is the fast path on adapters with 8-wide subgroups (lavapipe),
+// where barriers are costly.
 
 struct Params {
     rows: u32,      // rows of x (and y) per batch in this window
@@ -109,4 +111,157 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
             }
         }
     }
+}
+
+// ---- `tiled128`: 128 × 128 tiles, 8 k per step, 8 × 8 outputs per invocation. Per k an
+// invocation reads four vec4s of workgroup memory for 64 FMAs (`tiled`: two for 16),
+// so that workgroup memory no longer bounds the FMAs; the next step's values are loaded
+// into registers before this step's FMAs, so their latency hides behind them.
+
+const WIDE: u32 = 128u;
+const WIDE_STEP: u32 = 8u;
+// A staged k's row in vec4s: 32 of tile rows and one of padding. The 32 invocations of a
+// GPU subgroup stage 8 k of 4 rows; 132 floats apart, k's rows start 4 banks apart, so
+// those 32 writes fall in 32 banks.
+const WIDE_ROW4: u32 = 33u;
+
+var<workgroup> xw: array<vec4<f32>, 264>;
+var<workgroup> ww: array<vec4<f32>, 264>;
+
+// The four values invocation li stages per step, of tile rows li / 8 + 32j at k
+// k0 + li % 8 (0 past the last k for x, which zeroes those products).
+struct Staged {
+    x: vec4<f32>,
+    w: vec4<f32>,
+}
+
+fn stage_wide(xb: u32, wb: u32, row0: u32, col0: u32, k0: u32, li: u32) -> Staged {
+    let kk = k0 + li % WIDE_STEP;
+    let inside = kk < p.k;
+    let kc = min(kk, p.k - 1u);
+    var s: Staged;
+    for (var j = 0u; j < 4u; j++) {
+        let r = li / WIDE_STEP + 32u * j;
+        let xv = x[xb + min(row0 + r, p.rows - 1u) * p.k + kc];
+        s.x[j] = select(0.0, xv, inside);
+        s.w[j] = load_w(wb + min(col0 + r, p.m - 1u) * p.k + kc);
+    }
+    return s;
+}
+
+fn store_wide(r: u32, c: u32, yb: u32, v: vec4<f32>, bias4: vec4<f32>) {
+    for (var j = 0u; j < 4u; j++) {
+        if r < p.rows && c + j < p.m {
+            y[yb + r * p.m + c + j] = v[j] + bias4[j];
+        }
+    }
+}
+
+fn bias_wide(c: u32) -> vec4<f32> {
+    var b = vec4<f32>();
+    if p.bias_kind != 0u {
+        for (var j = 0u; j < 4u; j++) {
+            b[j] = load_b(min(c + j, p.m - 1u));
+        }
+    }
+    return b;
+}
+
+// Workgroup: 16 × 16 invocations; invocation li takes rows 4·(li / 16) + {0..3} and the
+// same 64 further, and columns 4·(li % 16) + {0..3} and 64 further: each of its reads
+// of a staged k is one vec4, and a GPU subgroup's reads are broadcasts (x) or
+// consecutive vec4s (w). Workgroups past the last batch leave together.
+@compute @workgroup_size(256)
+fn tiled128(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let col_blocks = (p.m + WIDE - 1u) / WIDE;
+    let row_blocks = (p.rows + WIDE - 1u) / WIDE;
+    let flat = flat_workgroup(wg, num);
+    let b = flat / (row_blocks * col_blocks);
+    if b >= p.batches {
+        return;
+    }
+    let rest = flat % (row_blocks * col_blocks);
+    let row0 = (rest / col_blocks) * WIDE;
+    let col0 = (rest % col_blocks) * WIDE;
+    let xb = b * p.x_batch;
+    let wb = b * p.w_batch;
+    let qr = li / 16u;
+    let qc = li % 16u;
+    // Where li's staged values go: k li % 8, rows li / 8 + 32j, so vec4 (li / 8) / 4 + 8j.
+    let slot = (li % WIDE_STEP) * WIDE_ROW4 + li / 32u;
+    let lane = (li / WIDE_STEP) % 4u;
+    // a{i}{h}: row 4·qr + i (+ 64 with h = 1), columns 4·qc.. and 64 + 4·qc..
+    var a00 = vec4<f32>();
+    var a01 = vec4<f32>();
+    var a10 = vec4<f32>();
+    var a11 = vec4<f32>();
+    var a20 = vec4<f32>();
+    var a21 = vec4<f32>();
+    var a30 = vec4<f32>();
+    var a31 = vec4<f32>();
+    var a40 = vec4<f32>();
+    var a41 = vec4<f32>();
+    var a50 = vec4<f32>();
+    var a51 = vec4<f32>();
+    var a60 = vec4<f32>();
+    var a61 = vec4<f32>();
+    var a70 = vec4<f32>();
+    var a71 = vec4<f32>();
+    var next = stage_wide(xb, wb, row0, col0, 0u, li);
+    for (var k0 = 0u; k0 < p.k; k0 += WIDE_STEP) {
+        for (var j = 0u; j < 4u; j++) {
+            xw[slot + 8u * j][lane] = next.x[j];
+            ww[slot + 8u * j][lane] = next.w[j];
+        }
+        workgroupBarrier();
+        if k0 + WIDE_STEP < p.k {
+            next = stage_wide(xb, wb, row0, col0, k0 + WIDE_STEP, li);
+        }
+        for (var s = 0u; s < WIDE_STEP; s++) {
+            let xlo = xw[s * WIDE_ROW4 + qr];
+            let xhi = xw[s * WIDE_ROW4 + 16u + qr];
+            let wlo = ww[s * WIDE_ROW4 + qc];
+            let whi = ww[s * WIDE_ROW4 + 16u + qc];
+            a00 = fma(vec4<f32>(xlo.x), wlo, a00);
+            a01 = fma(vec4<f32>(xlo.x), whi, a01);
+            a10 = fma(vec4<f32>(xlo.y), wlo, a10);
+            a11 = fma(vec4<f32>(xlo.y), whi, a11);
+            a20 = fma(vec4<f32>(xlo.z), wlo, a20);
+            a21 = fma(vec4<f32>(xlo.z), whi, a21);
+            a30 = fma(vec4<f32>(xlo.w), wlo, a30);
+            a31 = fma(vec4<f32>(xlo.w), whi, a31);
+            a40 = fma(vec4<f32>(xhi.x), wlo, a40);
+            a41 = fma(vec4<f32>(xhi.x), whi, a41);
+            a50 = fma(vec4<f32>(xhi.y), wlo, a50);
+            a51 = fma(vec4<f32>(xhi.y), whi, a51);
+            a60 = fma(vec4<f32>(xhi.z), wlo, a60);
+            a61 = fma(vec4<f32>(xhi.z), whi, a61);
+            a70 = fma(vec4<f32>(xhi.w), wlo, a70);
+            a71 = fma(vec4<f32>(xhi.w), whi, a71);
+        }
+        workgroupBarrier();
+    }
+    let yb = b * p.y_batch;
+    let r0 = row0 + 4u * qr;
+    let r1 = row0 + 64u + 4u * qr;
+    let c0 = col0 + 4u * qc;
+    let c1 = col0 + 64u + 4u * qc;
+    let b0 = bias_wide(c0);
+    let b1 = bias_wide(c1);
+    store_wide(r0, c0, yb, a00, b0);
+    store_wide(r0, c1, yb, a01, b1);
+    store_wide(r0 + 1u, c0, yb, a10, b0);
+    store_wide(r0 + 1u, c1, yb, a11, b1);
+    store_wide(r0 + 2u, c0, yb, a20, b0);
+    store_wide(r0 + 2u, c1, yb, a21, b1);
+    store_wide(r0 + 3u, c0, yb, a30, b0);
+    store_wide(r0 + 3u, c1, yb, a31, b1);
+    store_wide(r1, c0, yb, a40, b0);
+    store_wide(r1, c1, yb, a41, b1);
+    store_wide(r1 + 1u, c0, yb, a50, b0);
+    store_wide(r1 + 1u, c1, yb, a51, b1);
+    store_wide(r1 + 2u, c0, yb, a60, b0);
+    store_wide(r1 + 2u, c1, yb, a61, b1);
+    store_wide(r1 + 3u, c0, yb, a70, b0);
+    store_wide(r1 + 3u, c1, yb, a71, b1);
 }

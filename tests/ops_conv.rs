@@ -382,6 +382,23 @@ fn portable_kernels() {
     assert!(ran.is_empty() || ran == ["conv2d.tiled"], "{ran:?}");
 }
 
+/// The portable `tiled128` kernel (128 channels × 128 pixels per workgroup, 8 K per
+/// step), which convolutions of at least 256 such tiles take: partial channel and pixel
+/// tiles, K not a multiple of the step, stride 2 with a fused SiLU, f16 weights.
+#[test]
+fn portable_wide_tiles() {
+    let gpu = portable_gpu();
+    let down = Conv2d::strided(2, [0, 1, 0, 1]).with(Activation::Silu);
+    for (input, cout, k, cfg, seed, f16) in [
+        ([3, 131, 127], 130, 3, Conv2d::same(1), 79, false),
+        ([2, 262, 254], 136, 3, down, 80, false),
+        ([4, 129, 130], 132, 1, Conv2d::same(0), 81, true),
+    ] {
+        let ran = check_on(gpu, input, cout, [k, k], cfg, seed, f16);
+        assert!(ran.is_empty() || ran == ["conv2d.tiled128"], "{ran:?}");
+    }
+}
+
 /// Kernels of unequal height and width, on the portable `tiled` kernel (which takes
 /// them as constants, splitting each K into channel, row and column) and on lavapipe's.
 #[test]

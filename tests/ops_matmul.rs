@@ -326,3 +326,19 @@ fn portable_kernel() {
     check_matmul_on(gpu, 3, 1030, 16, 20, 45);
     check_matmul_on(gpu, 4, 70, 64, 77, 46);
 }
+
+/// The portable kernel's 128 × 128 tiles (8 × 8 outputs per invocation, 8 k per step),
+/// which products of at least 256 such tiles take: partial row and column tiles, k not
+/// a multiple of the step (nor of 4), f16 weights and a bias, batches; and one tile row
+/// short of 256, the 64 × 64 kernel.
+#[test]
+fn portable_wide_tiles() {
+    let gpu = portable_gpu();
+    let ran = check_linear_on(gpu, 2100, 21, 1930, true, true, 47);
+    assert!(ran.is_empty() || ran == ["matmul.tiled128"], "{ran:?}");
+    let ran = check_linear_on(gpu, 2048, 19, 2048, false, false, 48);
+    assert!(ran.is_empty() || ran == ["matmul.tiled128"], "{ran:?}");
+    let ran = check_linear_on(gpu, 2048, 19, 1920, false, false, 49);
+    assert!(ran.is_empty() || ran == ["matmul.tiled"], "{ran:?}");
+    check_matmul_on(gpu, 16, 260, 12, 650, 50);
+}

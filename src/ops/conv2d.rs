@@ -109,8 +109,6 @@ const VEC3_OC_TILE: u64 = 32;
 const SUBGROUP_OC_TILE: u64 = 16;
 const ROW_TILE: u64 = 4;
 const WORKGROUP: u64 = 64;
-/// The portable `tiled` kernel's channels and pixels per workgroup.
-const TILE: u64 = 64;
 /// Output channels from which adapters without 8-lane subgroups take `tiled`: under
 /// half a tile its workgroups would mostly idle, and `main` does better (a VAE's 3
 /// output channels).
@@ -208,6 +206,7 @@ pub fn conv2d(
         "conv2d"
     };
     let tiled = !sub8 && cout >= TILED_FROM;
+    let (tiled_entry, tile) = matmul::portable_tile(1, cout, oh * ow);
     let entry = if three {
         "main3"
     } else if three_s2 {
@@ -215,7 +214,7 @@ pub fn conv2d(
     } else if one {
         "main1"
     } else if tiled {
-        "tiled"
+        tiled_entry
     } else {
         "main"
     };
@@ -281,7 +280,7 @@ pub fn conv2d(
             let groups = if subgroup {
                 (oc.len() as u64).div_ceil(oc_tile) * tiles.div_ceil(lanes)
             } else if tiled {
-                (oc.len() as u64).div_ceil(TILE) * ((oh * ow) as u64).div_ceil(TILE)
+                (oc.len() as u64).div_ceil(tile) * ((oh * ow) as u64).div_ceil(tile)
             } else {
                 ((oc.len() as u64).div_ceil(OC_TILE) * tiles).div_ceil(WORKGROUP)
             };

@@ -2,7 +2,8 @@
 //! weights) and `matmul` (batched product of two activations, whose right operand is
 //! transposed to the same [m, k] layout first, except on the broadcast kernel, which
 //! reads it as it is). Adapters with 8-lane subgroups (lavapipe) get the broadcast kernel
-//! of `matmul_subgroup.wgsl`, others the portable register-tiled one; there a Linear
+//! of `matmul_subgroup.wgsl`, others the portable register-tiled ones (64 × 64 or, for
+//! large products, 128 × 128 tiles: see `portable_tile`); on the former a Linear
 //! layer of few tokens runs transposed (w · xᵀ, stored as yᵀ), see `few_tokens`. Rows
 //! past the binding limit are split into windows.
 
@@ -334,6 +335,24 @@ fn broadcast_tile(rows: usize, m: usize) -> (&'static str, u64, u64) {
     }
 }
 
+/// Tiles of 128 × 128 from which the portable kernel takes them (`tiled128`, 8 × 8
+/// outputs per invocation) rather than 64 × 64 ones (`tiled`, 4 × 4): the larger tile
+/// needs half the workgroup-memory reads per FMA, but a quarter as many workgroups, and
+/// a GPU of 100-odd compute units holds two or three of its workgroups at a time on
+/// each, so a smaller grid would leave units idle (the UNet's 320 channels at 64 × 64,
+/// 96 such tiles, stay on `tiled`; the VAE's 512 at 128 × 128, 512 tiles, take it).
+const WIDE_FROM_TILES: u64 = 256;
+
+/// The portable kernel's entry and tile side for `batches` products of `rows` × `m`.
+pub(crate) fn portable_tile(batches: usize, rows: usize, m: usize) -> (&'static str, u64) {
+    let wide_tiles = batches as u64 * (rows as u64).div_ceil(128) * (m as u64).div_ceil(128);
+    if wide_tiles >= WIDE_FROM_TILES {
+        ("tiled128", 128)
+    } else {
+        ("tiled", 64)
+    }
+}
+
 /// Whether the subgroup-broadcast kernel applies: it assumes subgroups of exactly 8
 /// lanes, reads x and the weight rows 8 k at a time and writes y in vec4s.
 fn broadcast_kernel(gpu: &Gpu, k: usize, m: usize) -> bool {
@@ -366,7 +385,8 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
         let (entry, rows, cols) = broadcast_tile(o.rows, o.m);
         (KernelKey::new("matmul_subgroup", entry), rows, cols)
     } else {
-        (KernelKey::new("matmul", "tiled"), 64, 64)
+        let (entry, side) = portable_tile(o.batches, o.rows, o.m);
+        (KernelKey::new("matmul", entry), side, side)
     };
     let mut key = key.with("W_F16", is_f16(wdt));
     if o.w_kmajor {
