@@ -155,6 +155,29 @@ fn patch_at(k: u32, iy0: i32, ix0: i32) -> f32 {
     return select(0.0, x[i], inside);
 }
 
+// Four outputs of channel oc from pixel px on (those past the last skipped): `tiled`'s
+// and `tiled128`'s (tiled128.wgsl).
+fn store_quad(oc: u32, px: u32, acc: vec4<f32>) {
+    let pixels = p.oh * p.ow;
+    if oc >= p.cout {
+        return;
+    }
+    var out = acc;
+    for (var j = 0u; j < 4u; j++) {
+        if px + j < pixels {
+            out[j] += start(oc, oc * pixels + px + j);
+        }
+    }
+    if p.activate != 0u {
+        out = activation(out);
+    }
+    for (var j = 0u; j < 4u; j++) {
+        if px + j < pixels {
+            y[oc * pixels + px + j] = out[j];
+        }
+    }
+}
+
 // Workgroup: 256 invocations on 64 channels × 64 pixels; invocation li takes channels
 // 4·(li / 16).. and pixels 4·(li % 16).. of them. Staging: invocation li loads K
 // k0 + li % 16 of the weight rows li / 16 + 16j, and pixel li % 64 of the patch rows
@@ -207,25 +230,10 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
         }
         workgroupBarrier();
     }
-    let acc = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
-    for (var i = 0u; i < 4u; i++) {
-        let oc = oc0 + 4u * q_oc + i;
-        if oc >= p.cout {
-            continue;
-        }
-        for (var j = 0u; j < 4u; j++) {
-            let px = px0 + 4u * q_px + j;
-            if px < pixels {
-                let idx = oc * pixels + px;
-                let base = start(oc, idx);
-                var out = vec4<f32>(acc[i][j] + base);
-                if p.activate != 0u {
-                    out = activation(out);
-                }
-                y[idx] = out.x;
-            }
-        }
-    }
+    store_quad(oc0 + 4u * q_oc, px0 + 4u * q_px, acc0);
+    store_quad(oc0 + 4u * q_oc + 1u, px0 + 4u * q_px, acc1);
+    store_quad(oc0 + 4u * q_oc + 2u, px0 + 4u * q_px, acc2);
+    store_quad(oc0 + 4u * q_oc + 3u, px0 + 4u * q_px, acc3);
 }
 
 // ---- `tiled128`: 128 channels × 128 pixels per workgroup, 8 K per step, 8 × 8 outputs
@@ -233,8 +241,6 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
 // (`tiled`: two for 16), and the next step's values are loaded into registers before
 // this step's FMAs, so their latency hides behind them.
 
-const WIDE: u32 = 128u;
-const WIDE_STEP: u32 = 8u;
 // The weight tile's rows (one per K) in vec4s: 32 of channels and one of padding. The 32
 // invocations of a GPU subgroup stage 8 K of 4 channels; 132 floats apart, K's rows
 // start 4 banks apart, so those writes fall in 32 banks. Patch rows are written along
@@ -245,44 +251,18 @@ var<workgroup> ww: array<vec4<f32>, 264>;
 var<workgroup> xw: array<vec4<f32>, 256>;
 
 // What invocation li stages per step: K k0 + li % 8 of channels li / 8 + 32j, and
-// K k0 + li / 128 + 2j of its pixel (j < 4).
-struct Staged {
-    w: vec4<f32>,
-    x: vec4<f32>,
-}
-
+// K k0 + li / 128 + 2j of its pixel (j < 4): the weights as rows, the patch values as
+// columns.
 fn stage_wide(w_rows: u32, oc0: u32, k0: u32, li: u32, iy0: i32, ix0: i32) -> Staged {
     let k_len = p.cin * KH * KW;
     let wk = min(k0 + li % WIDE_STEP, k_len - 1u);
     var s: Staged;
     for (var j = 0u; j < 4u; j++) {
         let oc = p.oc_base + min(oc0 + li / WIDE_STEP + 32u * j, p.cout - 1u);
-        s.w[j] = load_w(oc * p.w_cin * KH * KW + w_rows + wk);
-        s.x[j] = patch_at(k0 + li / WIDE + 2u * j, iy0, ix0);
+        s.rows[j] = load_w(oc * p.w_cin * KH * KW + w_rows + wk);
+        s.cols[j] = patch_at(k0 + li / WIDE + 2u * j, iy0, ix0);
     }
     return s;
-}
-
-// Four outputs of channel oc from pixel px on (those past the last skipped).
-fn store_px4(oc: u32, px: u32, acc: vec4<f32>) {
-    let pixels = p.oh * p.ow;
-    if oc >= p.cout {
-        return;
-    }
-    var out = acc;
-    for (var j = 0u; j < 4u; j++) {
-        if px + j < pixels {
-            out[j] += start(oc, oc * pixels + px + j);
-        }
-    }
-    if p.activate != 0u {
-        out = activation(out);
-    }
-    for (var j = 0u; j < 4u; j++) {
-        if px + j < pixels {
-            y[oc * pixels + px + j] = out[j];
-        }
-    }
 }
 
 // Workgroup: 16 × 16 invocations; invocation li takes channels 4·(li / 16) + {0..3} and
@@ -312,75 +292,23 @@ fn tiled128(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: 
     let w_slot = (li % WIDE_STEP) * WIDE_W_ROW4 + li / 32u;
     let w_lane = (li / WIDE_STEP) % 4u;
     let x_slot = (li / WIDE) * 32u + xp / 4u;
-    // a{i}{h}: channel oc0 + 4·qr + i (+ 64 with i ≥ 4), pixels px0 + 4·qc.. (+ 64 with h = 1).
-    var a00 = vec4<f32>();
-    var a01 = vec4<f32>();
-    var a10 = vec4<f32>();
-    var a11 = vec4<f32>();
-    var a20 = vec4<f32>();
-    var a21 = vec4<f32>();
-    var a30 = vec4<f32>();
-    var a31 = vec4<f32>();
-    var a40 = vec4<f32>();
-    var a41 = vec4<f32>();
-    var a50 = vec4<f32>();
-    var a51 = vec4<f32>();
-    var a60 = vec4<f32>();
-    var a61 = vec4<f32>();
-    var a70 = vec4<f32>();
-    var a71 = vec4<f32>();
+    // Channels 4·qr.. and 64 + 4·qr.., pixels 4·qc.. and 64 + 4·qc.. (tiled128.wgsl).
+    var acc = Block8x8();
     var next = stage_wide(w_rows, oc0, 0u, li, iy0, ix0);
     for (var k0 = 0u; k0 < k_len; k0 += WIDE_STEP) {
         for (var j = 0u; j < 4u; j++) {
-            ww[w_slot + 8u * j][w_lane] = next.w[j];
-            xw[x_slot + 64u * j][xp % 4u] = next.x[j];
+            ww[w_slot + 8u * j][w_lane] = next.rows[j];
+            xw[x_slot + 64u * j][xp % 4u] = next.cols[j];
         }
         workgroupBarrier();
         if k0 + WIDE_STEP < k_len {
             next = stage_wide(w_rows, oc0, k0 + WIDE_STEP, li, iy0, ix0);
         }
         for (var s = 0u; s < WIDE_STEP; s++) {
-            let wlo = ww[s * WIDE_W_ROW4 + qr];
-            let whi = ww[s * WIDE_W_ROW4 + 16u + qr];
-            let xlo = xw[s * 32u + qc];
-            let xhi = xw[s * 32u + 16u + qc];
-            a00 = fma(vec4<f32>(wlo.x), xlo, a00);
-            a01 = fma(vec4<f32>(wlo.x), xhi, a01);
-            a10 = fma(vec4<f32>(wlo.y), xlo, a10);
-            a11 = fma(vec4<f32>(wlo.y), xhi, a11);
-            a20 = fma(vec4<f32>(wlo.z), xlo, a20);
-            a21 = fma(vec4<f32>(wlo.z), xhi, a21);
-            a30 = fma(vec4<f32>(wlo.w), xlo, a30);
-            a31 = fma(vec4<f32>(wlo.w), xhi, a31);
-            a40 = fma(vec4<f32>(whi.x), xlo, a40);
-            a41 = fma(vec4<f32>(whi.x), xhi, a41);
-            a50 = fma(vec4<f32>(whi.y), xlo, a50);
-            a51 = fma(vec4<f32>(whi.y), xhi, a51);
-            a60 = fma(vec4<f32>(whi.z), xlo, a60);
-            a61 = fma(vec4<f32>(whi.z), xhi, a61);
-            a70 = fma(vec4<f32>(whi.w), xlo, a70);
-            a71 = fma(vec4<f32>(whi.w), xhi, a71);
+            let w_k = s * WIDE_W_ROW4;
+            acc = block_fma(acc, ww[w_k + qr], ww[w_k + 16u + qr], xw[s * 32u + qc], xw[s * 32u + 16u + qc]);
         }
         workgroupBarrier();
     }
-    let c0 = oc0 + 4u * qr;
-    let c1 = oc0 + 64u + 4u * qr;
-    let p0 = px0 + 4u * qc;
-    let p1 = px0 + 64u + 4u * qc;
-    store_px4(c0, p0, a00);
-    store_px4(c0, p1, a01);
-    store_px4(c0 + 1u, p0, a10);
-    store_px4(c0 + 1u, p1, a11);
-    store_px4(c0 + 2u, p0, a20);
-    store_px4(c0 + 2u, p1, a21);
-    store_px4(c0 + 3u, p0, a30);
-    store_px4(c0 + 3u, p1, a31);
-    store_px4(c1, p0, a40);
-    store_px4(c1, p1, a41);
-    store_px4(c1 + 1u, p0, a50);
-    store_px4(c1 + 1u, p1, a51);
-    store_px4(c1 + 2u, p0, a60);
-    store_px4(c1 + 2u, p1, a61);
-    store_px4(c1 + 3u, p0, a70);
-    store_px4(c1 + 3u, p1, a71);
+    block_store(acc, oc0 + 4u * qr, px0 + 4u * qc);
 }

@@ -47,6 +47,23 @@ const ROW4: u32 = 17u;
 var<workgroup> xs: array<vec4<f32>, 272>;
 var<workgroup> ws: array<vec4<f32>, 272>;
 
+// y's batch of this invocation, for `store_quad`.
+var<private> y_base: u32;
+
+// Row r, columns c..c + 3 of y (those past the end skipped), plus their biases:
+// `tiled`'s and `tiled128`'s (tiled128.wgsl).
+fn store_quad(r: u32, c: u32, v: vec4<f32>) {
+    for (var j = 0u; j < 4u; j++) {
+        if r < p.rows && c + j < p.m {
+            var out = v[j];
+            if p.bias_kind != 0u {
+                out += load_b(c + j);
+            }
+            y[y_base + r * p.m + c + j] = out;
+        }
+    }
+}
+
 // Workgroup: 16 × 16 invocations on a 64 × 64 tile of y; invocation li takes rows
 // 4·(li / 16).. and columns 4·(li % 16).. of it. For staging, invocation li loads k
 // k0 + li % 16 of tile rows li / 16 + 16j (j < 4): neighbours read neighbouring k of a
@@ -97,20 +114,13 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
         }
         workgroupBarrier();
     }
-    let acc = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
-    for (var i = 0u; i < 4u; i++) {
-        let r = row0 + 4u * q_rows + i;
-        for (var j = 0u; j < 4u; j++) {
-            let c = col0 + 4u * q_cols + j;
-            if r < p.rows && c < p.m {
-                var v = acc[i][j];
-                if p.bias_kind != 0u {
-                    v += load_b(c);
-                }
-                y[b * p.y_batch + r * p.m + c] = v;
-            }
-        }
-    }
+    y_base = b * p.y_batch;
+    let r = row0 + 4u * q_rows;
+    let c = col0 + 4u * q_cols;
+    store_quad(r, c, acc0);
+    store_quad(r + 1u, c, acc1);
+    store_quad(r + 2u, c, acc2);
+    store_quad(r + 3u, c, acc3);
 }
 
 // ---- `tiled128`: 128 × 128 tiles, 8 k per step, 8 × 8 outputs per invocation. Per k an
@@ -118,8 +128,6 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
 // so that workgroup memory no longer bounds the FMAs; the next step's values are loaded
 // into registers before this step's FMAs, so their latency hides behind them.
 
-const WIDE: u32 = 128u;
-const WIDE_STEP: u32 = 8u;
 // A staged k's row in vec4s: 32 of tile rows and one of padding. The 32 invocations of a
 // GPU subgroup stage 8 k of 4 rows; 132 floats apart, k's rows start 4 banks apart, so
 // those 32 writes fall in 32 banks.
@@ -129,12 +137,8 @@ var<workgroup> xw: array<vec4<f32>, 264>;
 var<workgroup> ww: array<vec4<f32>, 264>;
 
 // The four values invocation li stages per step, of tile rows li / 8 + 32j at k
-// k0 + li % 8 (0 past the last k for x, which zeroes those products).
-struct Staged {
-    x: vec4<f32>,
-    w: vec4<f32>,
-}
-
+// k0 + li % 8 (0 past the last k for x, which zeroes those products): x's as rows,
+// w's as columns.
 fn stage_wide(xb: u32, wb: u32, row0: u32, col0: u32, k0: u32, li: u32) -> Staged {
     let kk = k0 + li % WIDE_STEP;
     let inside = kk < p.k;
@@ -143,28 +147,10 @@ fn stage_wide(xb: u32, wb: u32, row0: u32, col0: u32, k0: u32, li: u32) -> Stage
     for (var j = 0u; j < 4u; j++) {
         let r = li / WIDE_STEP + 32u * j;
         let xv = x[xb + min(row0 + r, p.rows - 1u) * p.k + kc];
-        s.x[j] = select(0.0, xv, inside);
-        s.w[j] = load_w(wb + min(col0 + r, p.m - 1u) * p.k + kc);
+        s.rows[j] = select(0.0, xv, inside);
+        s.cols[j] = load_w(wb + min(col0 + r, p.m - 1u) * p.k + kc);
     }
     return s;
-}
-
-fn store_wide(r: u32, c: u32, yb: u32, v: vec4<f32>, bias4: vec4<f32>) {
-    for (var j = 0u; j < 4u; j++) {
-        if r < p.rows && c + j < p.m {
-            y[yb + r * p.m + c + j] = v[j] + bias4[j];
-        }
-    }
-}
-
-fn bias_wide(c: u32) -> vec4<f32> {
-    var b = vec4<f32>();
-    if p.bias_kind != 0u {
-        for (var j = 0u; j < 4u; j++) {
-            b[j] = load_b(min(c + j, p.m - 1u));
-        }
-    }
-    return b;
 }
 
 // Workgroup: 16 × 16 invocations; invocation li takes rows 4·(li / 16) + {0..3} and the
@@ -190,78 +176,24 @@ fn tiled128(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: 
     // Where li's staged values go: k li % 8, rows li / 8 + 32j, so vec4 (li / 8) / 4 + 8j.
     let slot = (li % WIDE_STEP) * WIDE_ROW4 + li / 32u;
     let lane = (li / WIDE_STEP) % 4u;
-    // a{i}{h}: row 4·qr + i (+ 64 with h = 1), columns 4·qc.. and 64 + 4·qc..
-    var a00 = vec4<f32>();
-    var a01 = vec4<f32>();
-    var a10 = vec4<f32>();
-    var a11 = vec4<f32>();
-    var a20 = vec4<f32>();
-    var a21 = vec4<f32>();
-    var a30 = vec4<f32>();
-    var a31 = vec4<f32>();
-    var a40 = vec4<f32>();
-    var a41 = vec4<f32>();
-    var a50 = vec4<f32>();
-    var a51 = vec4<f32>();
-    var a60 = vec4<f32>();
-    var a61 = vec4<f32>();
-    var a70 = vec4<f32>();
-    var a71 = vec4<f32>();
+    // Rows 4·qr.. and 64 + 4·qr.., columns 4·qc.. and 64 + 4·qc.. (tiled128.wgsl).
+    var acc = Block8x8();
     var next = stage_wide(xb, wb, row0, col0, 0u, li);
     for (var k0 = 0u; k0 < p.k; k0 += WIDE_STEP) {
         for (var j = 0u; j < 4u; j++) {
-            xw[slot + 8u * j][lane] = next.x[j];
-            ww[slot + 8u * j][lane] = next.w[j];
+            xw[slot + 8u * j][lane] = next.rows[j];
+            ww[slot + 8u * j][lane] = next.cols[j];
         }
         workgroupBarrier();
         if k0 + WIDE_STEP < p.k {
             next = stage_wide(xb, wb, row0, col0, k0 + WIDE_STEP, li);
         }
         for (var s = 0u; s < WIDE_STEP; s++) {
-            let xlo = xw[s * WIDE_ROW4 + qr];
-            let xhi = xw[s * WIDE_ROW4 + 16u + qr];
-            let wlo = ww[s * WIDE_ROW4 + qc];
-            let whi = ww[s * WIDE_ROW4 + 16u + qc];
-            a00 = fma(vec4<f32>(xlo.x), wlo, a00);
-            a01 = fma(vec4<f32>(xlo.x), whi, a01);
-            a10 = fma(vec4<f32>(xlo.y), wlo, a10);
-            a11 = fma(vec4<f32>(xlo.y), whi, a11);
-            a20 = fma(vec4<f32>(xlo.z), wlo, a20);
-            a21 = fma(vec4<f32>(xlo.z), whi, a21);
-            a30 = fma(vec4<f32>(xlo.w), wlo, a30);
-            a31 = fma(vec4<f32>(xlo.w), whi, a31);
-            a40 = fma(vec4<f32>(xhi.x), wlo, a40);
-            a41 = fma(vec4<f32>(xhi.x), whi, a41);
-            a50 = fma(vec4<f32>(xhi.y), wlo, a50);
-            a51 = fma(vec4<f32>(xhi.y), whi, a51);
-            a60 = fma(vec4<f32>(xhi.z), wlo, a60);
-            a61 = fma(vec4<f32>(xhi.z), whi, a61);
-            a70 = fma(vec4<f32>(xhi.w), wlo, a70);
-            a71 = fma(vec4<f32>(xhi.w), whi, a71);
+            let k_row = s * WIDE_ROW4;
+            acc = block_fma(acc, xw[k_row + qr], xw[k_row + 16u + qr], ww[k_row + qc], ww[k_row + 16u + qc]);
         }
         workgroupBarrier();
     }
-    let yb = b * p.y_batch;
-    let r0 = row0 + 4u * qr;
-    let r1 = row0 + 64u + 4u * qr;
-    let c0 = col0 + 4u * qc;
-    let c1 = col0 + 64u + 4u * qc;
-    let b0 = bias_wide(c0);
-    let b1 = bias_wide(c1);
-    store_wide(r0, c0, yb, a00, b0);
-    store_wide(r0, c1, yb, a01, b1);
-    store_wide(r0 + 1u, c0, yb, a10, b0);
-    store_wide(r0 + 1u, c1, yb, a11, b1);
-    store_wide(r0 + 2u, c0, yb, a20, b0);
-    store_wide(r0 + 2u, c1, yb, a21, b1);
-    store_wide(r0 + 3u, c0, yb, a30, b0);
-    store_wide(r0 + 3u, c1, yb, a31, b1);
-    store_wide(r1, c0, yb, a40, b0);
-    store_wide(r1, c1, yb, a41, b1);
-    store_wide(r1 + 1u, c0, yb, a50, b0);
-    store_wide(r1 + 1u, c1, yb, a51, b1);
-    store_wide(r1 + 2u, c0, yb, a60, b0);
-    store_wide(r1 + 2u, c1, yb, a61, b1);
-    store_wide(r1 + 3u, c0, yb, a70, b0);
-    store_wide(r1 + 3u, c1, yb, a71, b1);
+    y_base = b * p.y_batch;
+    block_store(acc, row0 + 4u * qr, col0 + 4u * qc);
 }

@@ -72,6 +72,12 @@ pub const PRELUDES: &[Prelude] = &[
         source: include_str!("../../shaders/subgroup.wgsl"),
         takes: |name| name.ends_with("_subgroup"),
     },
+    // What the portable `tiled128` kernels share.
+    Prelude {
+        stem: "tiled128",
+        source: include_str!("../../shaders/tiled128.wgsl"),
+        takes: |name| matches!(name, "conv2d" | "matmul"),
+    },
     // The host interface of both 2-D convolution kernels, one struct in conv2d.rs.
     Prelude {
         stem: "conv2d_interface",
