@@ -343,10 +343,15 @@ fn broadcast_tile(rows: usize, m: usize) -> (&'static str, u64, u64) {
 /// 96 such tiles, stay on `tiled`; the VAE's 512 at 128 × 128, 512 tiles, take it).
 const WIDE_FROM_TILES: u64 = 256;
 
-/// The portable kernel's entry and tile side for `batches` products of `rows` × `m`.
+/// The portable kernel's entry and tile side for `batches` products of `rows` × `m`:
+/// `tiled128` for at least [`WIDE_FROM_TILES`] tiles, unless its tiles' padding would
+/// add more than a quarter to the work of 64 × 64 ones (32 channels would take 4 times
+/// their FMAs; SD's channel counts are multiples of 128 or of 320).
 pub(crate) fn portable_tile(batches: usize, rows: usize, m: usize) -> (&'static str, u64) {
-    let wide_tiles = batches as u64 * (rows as u64).div_ceil(128) * (m as u64).div_ceil(128);
-    if wide_tiles >= WIDE_FROM_TILES {
+    let (rows, m) = (rows as u64, m as u64);
+    let padded = |side: u64| rows.div_ceil(side) * side * m.div_ceil(side) * side;
+    let wide_tiles = batches as u64 * rows.div_ceil(128) * m.div_ceil(128);
+    if wide_tiles >= WIDE_FROM_TILES && 4 * padded(128) <= 5 * padded(64) {
         ("tiled128", 128)
     } else {
         ("tiled", 64)
