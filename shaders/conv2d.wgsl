@@ -156,7 +156,7 @@ fn patch_at(k: u32, iy0: i32, ix0: i32) -> f32 {
 }
 
 // Four outputs of channel oc from pixel px on (those past the last skipped): `tiled`'s
-// and `tiled128`'s (tiled128.wgsl).
+// and `tiled128`'s (tiled.wgsl).
 fn store_quad(oc: u32, px: u32, acc: vec4<f32>) {
     let pixels = p.oh * p.ow;
     if oc >= p.cout {
@@ -178,12 +178,29 @@ fn store_quad(oc: u32, px: u32, acc: vec4<f32>) {
     }
 }
 
+// What an invocation stages per step, of both kernels: K wk of the tile's channels
+// oc + stride·j (j < 4, as rows), and K pk + pk_stride·j of the output pixel whose first
+// tap is input (iy0, ix0) (as columns). Channels and K past the end are clamped, and
+// patch values past the last K are 0, which zeroes those products.
+fn stage(oc0: u32, wk: u32, oc: u32, stride: u32, pk: u32, pk_stride: u32, iy0: i32, ix0: i32) -> Staged {
+    let k_len = p.cin * KH * KW;
+    let w_first = p.ic_base * KH * KW + min(wk, k_len - 1u);
+    var s: Staged;
+    for (var j = 0u; j < 4u; j++) {
+        let c = p.oc_base + min(oc0 + oc + stride * j, p.cout - 1u);
+        s.rows[j] = load_w(c * p.w_cin * KH * KW + w_first);
+        s.cols[j] = patch_at(pk + pk_stride * j, iy0, ix0);
+    }
+    return s;
+}
+
 // Workgroup: 256 invocations on 64 channels × 64 pixels; invocation li takes channels
 // 4·(li / 16).. and pixels 4·(li % 16).. of them. Staging: invocation li loads K
 // k0 + li % 16 of the weight rows li / 16 + 16j, and pixel li % 64 of the patch rows
 // li / 64 + 4j (j < 4), so neighbours read neighbouring memory; its pixel's position is
-// worked out once. Channel tiles vary fastest, as in `conv2d_subgroup.wgsl`. Workgroups
-// past the end leave together.
+// worked out once, and it loads the next step's values before this step's FMAs, so
+// their latency hides behind them. Channel tiles vary fastest, as in
+// `conv2d_subgroup.wgsl`. Workgroups past the end leave together.
 @compute @workgroup_size(256)
 fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let pixels = p.oh * p.ow;
@@ -194,10 +211,7 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
     }
     let oc0 = (flat % oc_tiles) * TILE;
     let px0 = (flat / oc_tiles) * TILE;
-    let taps = KH * KW;
-    let k_len = p.cin * taps;
-    let w_row = p.w_cin * taps;
-    let w_first = p.ic_base * taps;
+    let k_len = p.cin * KH * KW;
     let q_oc = li / 16u;
     let q_px = li % 16u;
     // The staged pixel (clamped: pixels past the end compute junk, never stored).
@@ -205,21 +219,28 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
     let px = min(px0 + xp, pixels - 1u);
     let iy0 = i32((px / p.ow) * p.stride) - i32(p.pad_t);
     let ix0 = i32((px % p.ow) * p.stride) - i32(p.pad_l);
+    // Where li's staged values go: weights at K li % 16, channels li / 16 + 16j (vec4
+    // li / 64 + 4j); its pixel at K rows li / 64 + 4j.
+    let lk = li % STEP;
+    let w_slot = lk * W_ROW4 + li / 64u;
+    let w_lane = (li / STEP) % 4u;
+    let x_slot = (li / TILE) * 16u + xp / 4u;
     // acc{i}: channel oc0 + 4·q_oc + i, pixels px0 + 4·q_px...
     var acc0 = vec4<f32>();
     var acc1 = vec4<f32>();
     var acc2 = vec4<f32>();
     var acc3 = vec4<f32>();
+    var next = stage(oc0, lk, li / STEP, 16u, li / TILE, 4u, iy0, ix0);
     for (var k0 = 0u; k0 < k_len; k0 += STEP) {
-        let wk = k0 + li % STEP;
         for (var j = 0u; j < 4u; j++) {
-            let oc = li / STEP + 16u * j;
-            let w = load_w((p.oc_base + min(oc0 + oc, p.cout - 1u)) * w_row + w_first + min(wk, k_len - 1u));
-            ws[(wk - k0) * W_ROW4 + oc / 4u][oc % 4u] = w;
-            let xk = li / TILE + 4u * j;
-            xs[xk * 16u + xp / 4u][xp % 4u] = patch_at(k0 + xk, iy0, ix0);
+            ws[w_slot + 4u * j][w_lane] = next.rows[j];
+            xs[x_slot + 64u * j][xp % 4u] = next.cols[j];
         }
         workgroupBarrier();
+        let k1 = k0 + STEP;
+        if k1 < k_len {
+            next = stage(oc0, k1 + lk, li / STEP, 16u, k1 + li / TILE, 4u, iy0, ix0);
+        }
         for (var s = 0u; s < STEP; s++) {
             let wv = ws[s * W_ROW4 + q_oc];
             let xv = xs[s * 16u + q_px];
@@ -250,21 +271,6 @@ const WIDE_W_ROW4: u32 = 33u;
 var<workgroup> ww: array<vec4<f32>, 264>;
 var<workgroup> xw: array<vec4<f32>, 256>;
 
-// What invocation li stages per step: K k0 + li % 8 of channels li / 8 + 32j, and
-// K k0 + li / 128 + 2j of its pixel (j < 4): the weights as rows, the patch values as
-// columns.
-fn stage_wide(w_rows: u32, oc0: u32, k0: u32, li: u32, iy0: i32, ix0: i32) -> Staged {
-    let k_len = p.cin * KH * KW;
-    let wk = min(k0 + li % WIDE_STEP, k_len - 1u);
-    var s: Staged;
-    for (var j = 0u; j < 4u; j++) {
-        let oc = p.oc_base + min(oc0 + li / WIDE_STEP + 32u * j, p.cout - 1u);
-        s.rows[j] = load_w(oc * p.w_cin * KH * KW + w_rows + wk);
-        s.cols[j] = patch_at(k0 + li / WIDE + 2u * j, iy0, ix0);
-    }
-    return s;
-}
-
 // Workgroup: 16 × 16 invocations; invocation li takes channels 4·(li / 16) + {0..3} and
 // the same 64 further, and pixels 4·(li % 16) + {0..3} and 64 further. Channel tiles
 // vary fastest; workgroups past the end leave together.
@@ -279,7 +285,6 @@ fn tiled128(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: 
     let oc0 = (flat % oc_tiles) * WIDE;
     let px0 = (flat / oc_tiles) * WIDE;
     let k_len = p.cin * KH * KW;
-    let w_rows = p.ic_base * KH * KW;
     let qr = li / 16u;
     let qc = li % 16u;
     // The staged pixel (clamped: pixels past the end compute junk, never stored).
@@ -292,17 +297,18 @@ fn tiled128(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: 
     let w_slot = (li % WIDE_STEP) * WIDE_W_ROW4 + li / 32u;
     let w_lane = (li / WIDE_STEP) % 4u;
     let x_slot = (li / WIDE) * 32u + xp / 4u;
-    // Channels 4·qr.. and 64 + 4·qr.., pixels 4·qc.. and 64 + 4·qc.. (tiled128.wgsl).
+    // Channels 4·qr.. and 64 + 4·qr.., pixels 4·qc.. and 64 + 4·qc.. (tiled.wgsl).
     var acc = Block8x8();
-    var next = stage_wide(w_rows, oc0, 0u, li, iy0, ix0);
+    var next = stage(oc0, li % WIDE_STEP, li / WIDE_STEP, 32u, li / WIDE, 2u, iy0, ix0);
     for (var k0 = 0u; k0 < k_len; k0 += WIDE_STEP) {
         for (var j = 0u; j < 4u; j++) {
             ww[w_slot + 8u * j][w_lane] = next.rows[j];
             xw[x_slot + 64u * j][xp % 4u] = next.cols[j];
         }
         workgroupBarrier();
-        if k0 + WIDE_STEP < k_len {
-            next = stage_wide(w_rows, oc0, k0 + WIDE_STEP, li, iy0, ix0);
+        let k1 = k0 + WIDE_STEP;
+        if k1 < k_len {
+            next = stage(oc0, k1 + li % WIDE_STEP, li / WIDE_STEP, 32u, k1 + li / WIDE, 2u, iy0, ix0);
         }
         for (var s = 0u; s < WIDE_STEP; s++) {
             let w_k = s * WIDE_W_ROW4;

@@ -51,7 +51,7 @@ var<workgroup> ws: array<vec4<f32>, 272>;
 var<private> y_base: u32;
 
 // Row r, columns c..c + 3 of y (those past the end skipped), plus their biases:
-// `tiled`'s and `tiled128`'s (tiled128.wgsl).
+// `tiled`'s and `tiled128`'s (tiled.wgsl).
 fn store_quad(r: u32, c: u32, v: vec4<f32>) {
     for (var j = 0u; j < 4u; j++) {
         if r < p.rows && c + j < p.m {
@@ -64,11 +64,28 @@ fn store_quad(r: u32, c: u32, v: vec4<f32>) {
     }
 }
 
+// What an invocation stages per step, of both kernels: k k of tile rows r + stride·j
+// (j < 4) of x (as rows) and of w (as columns). x reads 0 past the last k, which zeroes
+// those products; rows and k past the end are clamped.
+fn stage(xb: u32, wb: u32, row0: u32, col0: u32, k: u32, r: u32, stride: u32) -> Staged {
+    let inside = k < p.k;
+    let kc = min(k, p.k - 1u);
+    var s: Staged;
+    for (var j = 0u; j < 4u; j++) {
+        let row = r + stride * j;
+        let xv = x[xb + min(row0 + row, p.rows - 1u) * p.k + kc];
+        s.rows[j] = select(0.0, xv, inside);
+        s.cols[j] = load_w(wb + min(col0 + row, p.m - 1u) * p.k + kc);
+    }
+    return s;
+}
+
 // Workgroup: 16 × 16 invocations on a 64 × 64 tile of y; invocation li takes rows
 // 4·(li / 16).. and columns 4·(li % 16).. of it. For staging, invocation li loads k
 // k0 + li % 16 of tile rows li / 16 + 16j (j < 4): neighbours read neighbouring k of a
-// row. Rows, columns and k past the end are clamped on load and skipped on store; x
-// reads 0 past the last k, which zeroes those products. Workgroups past the last batch leave together, before any barrier.
+// row; it loads the next step's before this step's FMAs, so their latency hides behind
+// them. Rows, columns and k past the end are skipped on store. Workgroups past the
+// last batch leave together, before any barrier.
 @compute @workgroup_size(256)
 fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let col_blocks = (p.m + TILE - 1u) / TILE;
@@ -87,23 +104,23 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
     let lr = li / STEP;
     let q_rows = li / 16u;
     let q_cols = li % 16u;
+    // Where li's staged values go: k lk, rows lr + 16j, so vec4 lr / 4 + 4j.
+    let slot = lk * ROW4 + lr / 4u;
     // acc{i}: row 4·q_rows + i, columns 4·q_cols.. of the tile.
     var acc0 = vec4<f32>();
     var acc1 = vec4<f32>();
     var acc2 = vec4<f32>();
     var acc3 = vec4<f32>();
+    var next = stage(xb, wb, row0, col0, lk, lr, 16u);
     for (var k0 = 0u; k0 < p.k; k0 += STEP) {
-        let kk = k0 + lk;
-        let inside = kk < p.k;
-        let kc = min(kk, p.k - 1u);
         for (var j = 0u; j < 4u; j++) {
-            let r = lr + 16u * j;
-            let xv = x[xb + min(row0 + r, p.rows - 1u) * p.k + kc];
-            let wv = load_w(wb + min(col0 + r, p.m - 1u) * p.k + kc);
-            xs[lk * ROW4 + r / 4u][r % 4u] = select(0.0, xv, inside);
-            ws[lk * ROW4 + r / 4u][r % 4u] = wv;
+            xs[slot + 4u * j][lr % 4u] = next.rows[j];
+            ws[slot + 4u * j][lr % 4u] = next.cols[j];
         }
         workgroupBarrier();
+        if k0 + STEP < p.k {
+            next = stage(xb, wb, row0, col0, k0 + STEP + lk, lr, 16u);
+        }
         for (var s = 0u; s < STEP; s++) {
             let a = xs[s * ROW4 + q_rows];
             let w = ws[s * ROW4 + q_cols];
@@ -136,23 +153,6 @@ const WIDE_ROW4: u32 = 33u;
 var<workgroup> xw: array<vec4<f32>, 264>;
 var<workgroup> ww: array<vec4<f32>, 264>;
 
-// The four values invocation li stages per step, of tile rows li / 8 + 32j at k
-// k0 + li % 8 (0 past the last k for x, which zeroes those products): x's as rows,
-// w's as columns.
-fn stage_wide(xb: u32, wb: u32, row0: u32, col0: u32, k0: u32, li: u32) -> Staged {
-    let kk = k0 + li % WIDE_STEP;
-    let inside = kk < p.k;
-    let kc = min(kk, p.k - 1u);
-    var s: Staged;
-    for (var j = 0u; j < 4u; j++) {
-        let r = li / WIDE_STEP + 32u * j;
-        let xv = x[xb + min(row0 + r, p.rows - 1u) * p.k + kc];
-        s.rows[j] = select(0.0, xv, inside);
-        s.cols[j] = load_w(wb + min(col0 + r, p.m - 1u) * p.k + kc);
-    }
-    return s;
-}
-
 // Workgroup: 16 × 16 invocations; invocation li takes rows 4·(li / 16) + {0..3} and the
 // same 64 further, and columns 4·(li % 16) + {0..3} and 64 further: each of its reads
 // of a staged k is one vec4, and a GPU subgroup's reads are broadcasts (x) or
@@ -176,9 +176,9 @@ fn tiled128(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: 
     // Where li's staged values go: k li % 8, rows li / 8 + 32j, so vec4 (li / 8) / 4 + 8j.
     let slot = (li % WIDE_STEP) * WIDE_ROW4 + li / 32u;
     let lane = (li / WIDE_STEP) % 4u;
-    // Rows 4·qr.. and 64 + 4·qr.., columns 4·qc.. and 64 + 4·qc.. (tiled128.wgsl).
+    // Rows 4·qr.. and 64 + 4·qr.., columns 4·qc.. and 64 + 4·qc.. (tiled.wgsl).
     var acc = Block8x8();
-    var next = stage_wide(xb, wb, row0, col0, 0u, li);
+    var next = stage(xb, wb, row0, col0, li % WIDE_STEP, li / WIDE_STEP, 32u);
     for (var k0 = 0u; k0 < p.k; k0 += WIDE_STEP) {
         for (var j = 0u; j < 4u; j++) {
             xw[slot + 8u * j][lane] = next.rows[j];
@@ -186,7 +186,7 @@ fn tiled128(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: 
         }
         workgroupBarrier();
         if k0 + WIDE_STEP < p.k {
-            next = stage_wide(xb, wb, row0, col0, k0 + WIDE_STEP, li);
+            next = stage(xb, wb, row0, col0, k0 + WIDE_STEP + li % WIDE_STEP, li / WIDE_STEP, 32u);
         }
         for (var s = 0u; s < WIDE_STEP; s++) {
             let k_row = s * WIDE_ROW4;

@@ -72,10 +72,10 @@ pub const PRELUDES: &[Prelude] = &[
         source: include_str!("../../shaders/subgroup.wgsl"),
         takes: |name| name.ends_with("_subgroup"),
     },
-    // What the portable `tiled128` kernels share.
+    // What the portable tiled kernels of both share.
     Prelude {
-        stem: "tiled128",
-        source: include_str!("../../shaders/tiled128.wgsl"),
+        stem: "tiled",
+        source: include_str!("../../shaders/tiled.wgsl"),
         takes: |name| matches!(name, "conv2d" | "matmul"),
     },
     // The host interface of both 2-D convolution kernels, one struct in conv2d.rs.

@@ -1,5 +1,6 @@
-// What the portable `tiled128` kernels (`conv2d.wgsl`, `matmul.wgsl`) share: their
-// tile and step, the values an invocation stages per step, and its 8 × 8 outputs.
+// What the portable kernels `tiled` and `tiled128` of `conv2d.wgsl` and `matmul.wgsl`
+// share: `tiled128`'s tile and step, the values an invocation stages per step, and
+// `tiled128`'s 8 × 8 outputs per invocation.
 
 const WIDE: u32 = 128u;
 const WIDE_STEP: u32 = 8u;
@@ -11,7 +12,7 @@ struct Staged {
     cols: vec4<f32>,
 }
 
-// The 8 × 8 outputs of one invocation: rows r, r + 1, r + 2, r + 3 and the same 64
+// The 8 × 8 outputs of one `tiled128` invocation: rows r, r + 1, r + 2, r + 3 and the same 64
 // further (a{i}{h}: row i, i ≥ 4 the further ones), each at 4 columns c.. (h = 0) and 4
 // columns 64 further (h = 1). Named registers, not an indexed array, which a compiler
 // may leave in memory.
