@@ -346,7 +346,7 @@ const WIDE_FROM_TILES: u64 = 256;
 /// The portable kernel's entry and tile side for `batches` products of `rows` × `m`:
 /// `tiled128` for at least [`WIDE_FROM_TILES`] tiles, unless its tiles' padding would
 /// add more than a quarter to the work of 64 × 64 ones (32 channels would take 4 times
-/// their FMAs; SD's channel counts are multiples of 128 or of 320).
+/// their FMAs; SD's channel counts, multiples of 128 or of 320, at most a fifth).
 pub(crate) fn portable_tile(batches: usize, rows: usize, m: usize) -> (&'static str, u64) {
     let (rows, m) = (rows as u64, m as u64);
     let padded = |side: u64| rows.div_ceil(side) * side * m.div_ceil(side) * side;
