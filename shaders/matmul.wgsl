@@ -84,8 +84,8 @@ fn stage(xb: u32, wb: u32, row0: u32, col0: u32, k: u32, r: u32, stride: u32) ->
 // 4·(li / 16).. and columns 4·(li % 16).. of it. For staging, invocation li loads k
 // k0 + li % 16 of tile rows li / 16 + 16j (j < 4): neighbours read neighbouring k of a
 // row; it loads the next step's before this step's FMAs, so their latency hides behind
-// them. Rows, columns and k past the end are skipped on store. Workgroups past the
-// last batch leave together, before any barrier.
+// them. Rows and columns past the end are skipped on store. Workgroups past the last
+// batch leave together, before any barrier.
 @compute @workgroup_size(256)
 fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let col_blocks = (p.m + TILE - 1u) / TILE;
