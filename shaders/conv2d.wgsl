@@ -142,14 +142,21 @@ override KW: u32 = 1u;
 var<workgroup> ws: array<vec4<f32>, 272>;
 var<workgroup> xs: array<vec4<f32>, 256>;
 
-// Patch value K of the output pixel whose first tap is input (iy0, ix0) (0 in the
+// Input (row, column) of the first tap of output pixel px, clamped to the last pixel
+// (pixels past the end compute junk, never stored): what `tiled` and `tiled128` stage.
+fn first_tap(px: u32) -> vec2<i32> {
+    let q = min(px, p.oh * p.ow - 1u);
+    return vec2<i32>(i32((q / p.ow) * p.stride) - i32(p.pad_t), i32((q % p.ow) * p.stride) - i32(p.pad_l));
+}
+
+// Patch value K of the output pixel whose first tap is input tap0 (0 in the
 // padding or past the last K, which zeroes the products of the clamped weights there).
-fn patch_at(k: u32, iy0: i32, ix0: i32) -> f32 {
+fn patch_at(k: u32, tap0: vec2<i32>) -> f32 {
     let ic = k / (KH * KW);
     let t = k - ic * (KH * KW);
     let ky = t / KW;
-    let iy = iy0 + i32(ky);
-    let ix = ix0 + i32(t - ky * KW);
+    let iy = tap0.x + i32(ky);
+    let ix = tap0.y + i32(t - ky * KW);
     let inside = k < p.cin * KH * KW && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
     let i = (min(ic, p.cin - 1u) * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w + u32(clamp(ix, 0, i32(p.w) - 1));
     return select(0.0, x[i], inside);
@@ -180,16 +187,16 @@ fn store_quad(oc: u32, px: u32, acc: vec4<f32>) {
 
 // What an invocation stages per step, of both kernels: K wk of the tile's channels
 // oc + stride·j (j < 4, as rows), and K pk + pk_stride·j of the output pixel whose first
-// tap is input (iy0, ix0) (as columns). Channels and K past the end are clamped, and
+// tap is input tap0 (as columns). Channels and K past the end are clamped, and
 // patch values past the last K are 0, which zeroes those products.
-fn stage(oc0: u32, wk: u32, oc: u32, stride: u32, pk: u32, pk_stride: u32, iy0: i32, ix0: i32) -> Staged {
+fn stage(oc0: u32, wk: u32, oc: u32, stride: u32, pk: u32, pk_stride: u32, tap0: vec2<i32>) -> Staged {
     let k_len = p.cin * KH * KW;
     let w_first = p.ic_base * KH * KW + min(wk, k_len - 1u);
     var s: Staged;
     for (var j = 0u; j < 4u; j++) {
         let c = p.oc_base + min(oc0 + oc + stride * j, p.cout - 1u);
         s.rows[j] = load_w(c * p.w_cin * KH * KW + w_first);
-        s.cols[j] = patch_at(pk + pk_stride * j, iy0, ix0);
+        s.cols[j] = patch_at(pk + pk_stride * j, tap0);
     }
     return s;
 }
@@ -214,11 +221,9 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
     let k_len = p.cin * KH * KW;
     let q_oc = li / 16u;
     let q_px = li % 16u;
-    // The staged pixel (clamped: pixels past the end compute junk, never stored).
+    // The staged pixel's first tap.
     let xp = li % TILE;
-    let px = min(px0 + xp, pixels - 1u);
-    let iy0 = i32((px / p.ow) * p.stride) - i32(p.pad_t);
-    let ix0 = i32((px % p.ow) * p.stride) - i32(p.pad_l);
+    let tap0 = first_tap(px0 + xp);
     // Where li's staged values go: weights at K li % 16, channels li / 16 + 16j (vec4
     // li / 64 + 4j); its pixel at K rows li / 64 + 4j.
     let lk = li % STEP;
@@ -230,7 +235,7 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
     var acc1 = vec4<f32>();
     var acc2 = vec4<f32>();
     var acc3 = vec4<f32>();
-    var next = stage(oc0, lk, li / STEP, 16u, li / TILE, 4u, iy0, ix0);
+    var next = stage(oc0, lk, li / STEP, 16u, li / TILE, 4u, tap0);
     for (var k0 = 0u; k0 < k_len; k0 += STEP) {
         for (var j = 0u; j < 4u; j++) {
             ws[w_slot + 4u * j][w_lane] = next.rows[j];
@@ -239,7 +244,7 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
         workgroupBarrier();
         let k1 = k0 + STEP;
         if k1 < k_len {
-            next = stage(oc0, k1 + lk, li / STEP, 16u, k1 + li / TILE, 4u, iy0, ix0);
+            next = stage(oc0, k1 + lk, li / STEP, 16u, k1 + li / TILE, 4u, tap0);
         }
         for (var s = 0u; s < STEP; s++) {
             let wv = ws[s * W_ROW4 + q_oc];
@@ -287,11 +292,9 @@ fn tiled128(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: 
     let k_len = p.cin * KH * KW;
     let qr = li / 16u;
     let qc = li % 16u;
-    // The staged pixel (clamped: pixels past the end compute junk, never stored).
+    // The staged pixel's first tap.
     let xp = li % WIDE;
-    let px = min(px0 + xp, pixels - 1u);
-    let iy0 = i32((px / p.ow) * p.stride) - i32(p.pad_t);
-    let ix0 = i32((px % p.ow) * p.stride) - i32(p.pad_l);
+    let tap0 = first_tap(px0 + xp);
     // Where li's staged values go: weights at K li % 8, channels li / 8 + 32j (vec4
     // li / 32 + 8j); its pixel at K rows li / 128 + 2j.
     let w_slot = (li % WIDE_STEP) * WIDE_W_ROW4 + li / 32u;
@@ -299,7 +302,7 @@ fn tiled128(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: 
     let x_slot = (li / WIDE) * 32u + xp / 4u;
     // Channels 4·qr.. and 64 + 4·qr.., pixels 4·qc.. and 64 + 4·qc.. (tiled.wgsl).
     var acc = Block8x8();
-    var next = stage(oc0, li % WIDE_STEP, li / WIDE_STEP, 32u, li / WIDE, 2u, iy0, ix0);
+    var next = stage(oc0, li % WIDE_STEP, li / WIDE_STEP, 32u, li / WIDE, 2u, tap0);
     for (var k0 = 0u; k0 < k_len; k0 += WIDE_STEP) {
         for (var j = 0u; j < 4u; j++) {
             ww[w_slot + 8u * j][w_lane] = next.rows[j];
@@ -308,7 +311,7 @@ fn tiled128(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: 
         workgroupBarrier();
         let k1 = k0 + WIDE_STEP;
         if k1 < k_len {
-            next = stage(oc0, k1 + li % WIDE_STEP, li / WIDE_STEP, 32u, k1 + li / WIDE, 2u, iy0, ix0);
+            next = stage(oc0, k1 + li % WIDE_STEP, li / WIDE_STEP, 32u, k1 + li / WIDE, 2u, tap0);
         }
         for (var s = 0u; s < WIDE_STEP; s++) {
             let w_k = s * WIDE_W_ROW4;
