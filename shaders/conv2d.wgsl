@@ -162,11 +162,22 @@ fn patch_at(k: u32, tap0: vec2<i32>) -> f32 {
     return select(0.0, x[i], inside);
 }
 
+// Where a split-K `tiled` workgroup's slice of y starts, for `store_quad`.
+var<private> slice_base: u32;
+
 // Four outputs of channel oc from pixel px on (those past the last skipped): `tiled`'s
-// and `tiled128`'s (tiled.wgsl).
+// and `tiled128`'s (tiled.wgsl). Split-K slices take the raw sums.
 fn store_quad(oc: u32, px: u32, acc: vec4<f32>) {
     let pixels = p.oh * p.ow;
     if oc >= p.cout {
+        return;
+    }
+    if SPLIT_K {
+        for (var j = 0u; j < 4u; j++) {
+            if px + j < pixels {
+                y[slice_base + oc * pixels + px + j] = acc[j];
+            }
+        }
         return;
     }
     var out = acc;
@@ -207,18 +218,24 @@ fn stage(oc0: u32, wk: u32, oc: u32, stride: u32, pk: u32, pk_stride: u32, tap0:
 // li / 64 + 4j (j < 4), so neighbours read neighbouring memory; its pixel's position is
 // worked out once, and it loads the next step's values before this step's FMAs, so
 // their latency hides behind them. Channel tiles vary fastest, as in
-// `conv2d_subgroup.wgsl`. Workgroups past the end leave together.
+// `conv2d_subgroup.wgsl`. Split-K (SPLIT_K): the grid holds every tile once per split,
+// and the workgroups of split s sum K s·k_split.. only (k_split is all of K otherwise).
+// Workgroups past the end leave together.
 @compute @workgroup_size(256)
 fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let pixels = p.oh * p.ow;
     let oc_tiles = (p.cout + TILE - 1u) / TILE;
+    let tiles = oc_tiles * ((pixels + TILE - 1u) / TILE);
     let flat = flat_workgroup(wg, num);
-    if flat / oc_tiles >= (pixels + TILE - 1u) / TILE {
+    let k_len = p.cin * KH * KW;
+    let split = flat / tiles;
+    let k_begin = split * p.k_split;
+    if k_begin >= k_len {
         return;
     }
-    let oc0 = (flat % oc_tiles) * TILE;
-    let px0 = (flat / oc_tiles) * TILE;
-    let k_len = p.cin * KH * KW;
+    let k_end = min(k_begin + p.k_split, k_len);
+    let oc0 = (flat % tiles % oc_tiles) * TILE;
+    let px0 = (flat % tiles / oc_tiles) * TILE;
     let q_oc = li / 16u;
     let q_px = li % 16u;
     // The staged pixel's first tap.
@@ -235,15 +252,15 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
     var acc1 = vec4<f32>();
     var acc2 = vec4<f32>();
     var acc3 = vec4<f32>();
-    var next = stage(oc0, lk, li / STEP, 16u, li / TILE, 4u, tap0);
-    for (var k0 = 0u; k0 < k_len; k0 += STEP) {
+    var next = stage(oc0, k_begin + lk, li / STEP, 16u, k_begin + li / TILE, 4u, tap0);
+    for (var k0 = k_begin; k0 < k_end; k0 += STEP) {
         for (var j = 0u; j < 4u; j++) {
             ws[w_slot + 4u * j][w_lane] = next.rows[j];
             xs[x_slot + 64u * j][xp % 4u] = next.cols[j];
         }
         workgroupBarrier();
         let k1 = k0 + STEP;
-        if k1 < k_len {
+        if k1 < k_end {
             next = stage(oc0, k1 + lk, li / STEP, 16u, k1 + li / TILE, 4u, tap0);
         }
         for (var s = 0u; s < STEP; s++) {
@@ -256,6 +273,7 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
         }
         workgroupBarrier();
     }
+    slice_base = split * p.cout * pixels;
     store_quad(oc0 + 4u * q_oc, px0 + 4u * q_px, acc0);
     store_quad(oc0 + 4u * q_oc + 1u, px0 + 4u * q_px, acc1);
     store_quad(oc0 + 4u * q_oc + 2u, px0 + 4u * q_px, acc2);
@@ -265,7 +283,8 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
 // ---- `tiled128`: 128 channels × 128 pixels per workgroup, 8 K per step, 8 × 8 outputs
 // per invocation: per K an invocation reads four vec4s of workgroup memory for 64 FMAs
 // (`tiled`: two for 16), and the next step's values are loaded into registers before
-// this step's FMAs, so their latency hides behind them.
+// this step's FMAs, so their latency hides behind them. Never split: the host takes it
+// only for grids that fill a GPU on their own.
 
 // The weight tile's rows (one per K) in vec4s: 32 of channels and one of padding. The 32
 // invocations of a GPU subgroup stage 8 K of 4 channels; 132 floats apart, K's rows

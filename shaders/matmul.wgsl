@@ -17,6 +17,7 @@ struct Params {
     w_batch: u32,
     y_batch: u32,
     bias_kind: u32,
+    k_split: u32,   // k per split of a split-K `tiled` (else all of k)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -84,17 +85,24 @@ fn stage(xb: u32, wb: u32, row0: u32, col0: u32, k: u32, r: u32, stride: u32) ->
 // 4·(li / 16).. and columns 4·(li % 16).. of it. For staging, invocation li loads k
 // k0 + li % 16 of tile rows li / 16 + 16j (j < 4): neighbours read neighbouring k of a
 // row; it loads the next step's before this step's FMAs, so their latency hides behind
-// them. Rows and columns past the end are skipped on store. Workgroups past the last
-// batch leave together, before any barrier.
+// them. Rows and columns past the end are skipped on store. Split-K: the grid holds
+// every batch's tiles once per split, the workgroups of split s sum k s·k_split.. only
+// (k_split is all of k otherwise) and store their raw sums as slice s of y, which the
+// host binds to a [splits, batches, rows, m] buffer with no bias (split_k.wgsl adds
+// up). Workgroups past the last split leave together, before any barrier.
 @compute @workgroup_size(256)
 fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let col_blocks = (p.m + TILE - 1u) / TILE;
     let row_blocks = (p.rows + TILE - 1u) / TILE;
     let flat = flat_workgroup(wg, num);
-    let b = flat / (row_blocks * col_blocks);
-    if b >= p.batches {
+    let batch = flat / (row_blocks * col_blocks);
+    let split = batch / p.batches;
+    let k_begin = split * p.k_split;
+    if k_begin >= p.k {
         return;
     }
+    let k_end = min(k_begin + p.k_split, p.k);
+    let b = batch % p.batches;
     let rest = flat % (row_blocks * col_blocks);
     let row0 = (rest / col_blocks) * TILE;
     let col0 = (rest % col_blocks) * TILE;
@@ -111,14 +119,14 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
     var acc1 = vec4<f32>();
     var acc2 = vec4<f32>();
     var acc3 = vec4<f32>();
-    var next = stage(xb, wb, row0, col0, lk, lr, 16u);
-    for (var k0 = 0u; k0 < p.k; k0 += STEP) {
+    var next = stage(xb, wb, row0, col0, k_begin + lk, lr, 16u);
+    for (var k0 = k_begin; k0 < k_end; k0 += STEP) {
         for (var j = 0u; j < 4u; j++) {
             xs[slot + 4u * j][lr % 4u] = next.rows[j];
             ws[slot + 4u * j][lr % 4u] = next.cols[j];
         }
         workgroupBarrier();
-        if k0 + STEP < p.k {
+        if k0 + STEP < k_end {
             next = stage(xb, wb, row0, col0, k0 + STEP + lk, lr, 16u);
         }
         for (var s = 0u; s < STEP; s++) {
@@ -131,7 +139,7 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
         }
         workgroupBarrier();
     }
-    y_base = b * p.y_batch;
+    y_base = batch * p.y_batch;
     let r = row0 + 4u * q_rows;
     let c = col0 + 4u * q_cols;
     store_quad(r, c, acc0);
@@ -143,7 +151,8 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
 // ---- `tiled128`: 128 × 128 tiles, 8 k per step, 8 × 8 outputs per invocation. Per k an
 // invocation reads four vec4s of workgroup memory for 64 FMAs (`tiled`: two for 16),
 // so that workgroup memory no longer bounds the FMAs; the next step's values are loaded
-// into registers before this step's FMAs, so their latency hides behind them.
+// into registers before this step's FMAs, so their latency hides behind them. Never
+// split: the host takes it only for grids that fill a GPU on their own.
 
 // A staged k's row in vec4s: 32 of tile rows and one of padding. The 32 invocations of a
 // GPU subgroup stage 8 k of 4 rows; 132 floats apart, k's rows start 4 banks apart, so

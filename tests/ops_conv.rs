@@ -414,6 +414,27 @@ fn portable_wide_tiles() {
     }
 }
 
+/// Split-K on the portable `tiled` kernel: convolutions whose few tiles would leave a
+/// GPU idle (the UNet's 8×8 and 4×4 levels) sum runs of K in separate workgroups, and
+/// `split_k.sum` adds them, the bias and the activation. A last run shorter than the
+/// others, f16 weights, SiLU and ReLU, a stride-2 convolution down to 4×4, partial
+/// channel and pixel tiles. A wrong run boundary counts K twice or not at all.
+#[test]
+fn portable_split_k() {
+    let gpu = portable_gpu();
+    let split = ["conv2d.tiled", "split_k.sum"];
+    let silu = Conv2d::same(1).with(Activation::Silu);
+    let down = Conv2d::strided(2, [0, 1, 0, 1]).with(Activation::Relu);
+    for (input, cout, cfg, seed, f16) in [
+        ([200, 5, 5], 70, silu, 83, true),
+        ([320, 8, 8], 96, Conv2d::same(1), 84, false),
+        ([300, 8, 8], 40, down, 85, false),
+    ] {
+        let ran = check_on(gpu, input, cout, [3, 3], cfg, seed, f16);
+        assert!(ran.is_empty() || ran == split, "{ran:?}");
+    }
+}
+
 /// Kernels of unequal height and width, on the portable `tiled` kernel (which takes
 /// them as constants, splitting each K into channel, row and column) and on lavapipe's.
 #[test]

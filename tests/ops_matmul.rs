@@ -336,6 +336,24 @@ fn portable_kernel() {
     check_matmul_on(gpu, 4, 70, 64, 77, 46);
 }
 
+/// Split-K on the portable `tiled` kernel: products of few tiles and long k (the UNet's
+/// Linear layers at 64 tokens) sum runs of k in separate workgroups, and `split_k.sum`
+/// adds them and the bias: f16 weights, a last run shorter than the others, batches.
+#[test]
+fn portable_split_k() {
+    let gpu = portable_gpu();
+    let split = ["matmul.tiled", "split_k.sum"];
+    let ran = check_linear_on(gpu, 64, 1800, 70, true, true, 52);
+    assert!(ran.is_empty() || ran == split, "{ran:?}");
+    let ran = check_linear_on(gpu, 37, 1000, 100, false, false, 53);
+    assert!(ran.is_empty() || ran == split, "{ran:?}");
+    let ran = check_matmul_on(gpu, 3, 20, 700, 30, 54);
+    assert!(
+        ran.is_empty() || ran.iter().any(|k| k == "split_k.sum"),
+        "{ran:?}"
+    );
+}
+
 /// The portable kernel's 128 × 128 tiles (8 × 8 outputs per invocation, 8 k per step),
 /// which products of at least 256 such tiles take: partial row and column tiles, k not
 /// a multiple of the step (nor of 4), f16 weights and a bias, batches (the right operand

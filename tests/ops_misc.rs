@@ -5,7 +5,10 @@ mod common;
 
 use common::{assert_close, assert_only_kernel, gpu};
 use oscar_wgpu::graph::{Graph, Tensor};
-use oscar_wgpu::ops::{channel_norm, concat, conv_transpose2d, group_norm, resize, timestep, vq};
+use oscar_wgpu::ops::conv2d::Activation;
+use oscar_wgpu::ops::{
+    channel_norm, concat, conv_transpose2d, group_norm, resize, split_k, timestep, vq,
+};
 use oscar_wgpu::rng::Rng;
 use oscar_wgpu::weights::{Precision, Weights};
 
@@ -443,4 +446,46 @@ fn conv_many_input_channels() {
         1e-5,
         "conv 2560→5",
     );
+}
+
+/// One split-K sum against its reference: `splits` slices of [c, n] (odd n: the last
+/// invocation's quad is partial), a bias per channel (`inner` n) or per column (1).
+fn check_split_sum(
+    splits: usize,
+    c: usize,
+    n: usize,
+    bias: Option<(usize, bool)>,
+    act: Activation,
+    seed: u64,
+) {
+    let mut rng = Rng::new(seed);
+    let part = rng.vec(splits * c * n, 1.0);
+    let mut g = Graph::new(gpu());
+    let part_t = g.input_f32(&[splits, c, n], &part).unwrap();
+    let y = g.intermediate(&[c, n], oscar_wgpu::graph::DType::F32);
+    let bias = bias.map(|(inner, f16)| {
+        let count = if inner == 1 { n } else { c };
+        let (t, values) = weight(&mut g, &[count], &rng.vec(count, 0.5), f16);
+        (t, values, inner)
+    });
+    let bias_t = bias.as_ref().map(|(t, _, inner)| (*t, *inner));
+    split_k::sum_into(&mut g, part_t, bias_t, act, y).unwrap();
+    let (out, report) = g.run_profiled(&[y]).unwrap();
+    let bias_ref = bias.as_ref().map(|(_, v, inner)| (&v[..], *inner));
+    let want = split_k::reference(&part, splits, bias_ref, act);
+    let what = format!(
+        "split-K sum of {splits} × [{c}, {n}], bias {:?}",
+        bias_t.map(|b| b.1)
+    );
+    assert_close(&out[0].f32(), &want, 1e-6, &what);
+    assert_only_kernel(&report, "split_k.sum", &what);
+}
+
+#[test]
+fn split_k_sum() {
+    check_split_sum(12, 7, 65, Some((65, true)), Activation::Silu, 20);
+    check_split_sum(3, 5, 9, Some((1, false)), Activation::None, 21);
+    check_split_sum(2, 1, 3, None, Activation::Relu, 22);
+    // More than 256 · 4 outputs: several workgroups.
+    check_split_sum(5, 64, 70, Some((70, false)), Activation::Relu, 23);
 }

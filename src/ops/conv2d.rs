@@ -5,7 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{
-    channel_chunks, channel_chunks_within, im2col, is_f16, matmul, subgroups_of_8, u32_of,
+    channel_chunks, channel_chunks_within, im2col, is_f16, matmul, split_k, subgroups_of_8, u32_of,
 };
 use crate::error::{Error, Result};
 use crate::gpu::KernelKey;
@@ -20,7 +20,8 @@ pub enum Activation {
 }
 
 impl Activation {
-    fn code(self) -> f64 {
+    /// The `ACT` override of shaders/activation.wgsl.
+    pub(crate) fn code(self) -> f64 {
         match self {
             Activation::None => 0.0,
             Activation::Relu => 1.0,
@@ -98,6 +99,7 @@ struct Params {
     oc_base: u32,
     ic_base: u32,
     activate: u32,
+    k_split: u32,
 }
 
 /// Output channels × output rows one invocation computes (see shaders/conv2d.wgsl).
@@ -117,6 +119,8 @@ const TILED_FROM: usize = 32;
 /// matmul kernel applies (see `conv2d`).
 const SMALL_PICTURE: usize = 64;
 const SUBGROUP_LANES: u64 = 8;
+/// K per staging step of `tiled`, of which a split-K run is a multiple.
+const TILED_STEP: usize = 16;
 
 /// `x` [cin, h, w], `weight` [cout, cin, kh, kw], `bias` \[cout\] → [cout, oh, ow].
 pub fn conv2d(
@@ -255,6 +259,18 @@ pub fn conv2d(
         key = key.with("LANES", lanes as f64);
     }
     let out_chunks = channel_chunks(g.gpu, cout, 4 * (oh * ow) as u64)?;
+    // Split-K (src/ops/split_k.rs) where `tiled`'s tiles alone would leave a GPU's
+    // units idle: one window each way, so that a split's K is the convolution's.
+    let (splits, k_split) = if entry == "tiled" && in_chunks.len() == 1 && out_chunks.len() == 1 {
+        let tiles = (cout as u64).div_ceil(tile) * ((oh * ow) as u64).div_ceil(tile);
+        split_k::plan(tiles, k_len, TILED_STEP)
+    } else {
+        (1, k_len)
+    };
+    let slices = (splits > 1).then(|| g.intermediate(&[splits, cout, oh, ow], DType::F32));
+    if slices.is_some() {
+        key = key.with("SPLIT_K", 1.0);
+    }
     let (wv, bv) = (g.view(weight)?, g.view(bias)?);
     for oc in &out_chunks {
         for (i, ic) in in_chunks.iter().enumerate() {
@@ -274,13 +290,21 @@ pub fn conv2d(
                 oc_base: oc.start as u32,
                 ic_base: ic.start as u32,
                 activate: (i + 1 == in_chunks.len()) as u32,
+                k_split: if splits > 1 {
+                    k_split as u32
+                } else {
+                    u32_of(ic.len() * kh * kw, "conv2d K")?
+                },
             };
             let xv = g.slab(x, ic)?;
-            let yv = g.slab(y, oc)?;
+            let yv = match slices {
+                Some(slices) => g.view(slices)?,
+                None => g.slab(y, oc)?,
+            };
             let groups = if subgroup {
                 (oc.len() as u64).div_ceil(oc_tile) * tiles.div_ceil(lanes)
             } else if tiled {
-                (oc.len() as u64).div_ceil(tile) * ((oh * ow) as u64).div_ceil(tile)
+                (oc.len() as u64).div_ceil(tile) * ((oh * ow) as u64).div_ceil(tile) * splits as u64
             } else {
                 ((oc.len() as u64).div_ceil(OC_TILE) * tiles).div_ceil(WORKGROUP)
             };
@@ -300,6 +324,9 @@ pub fn conv2d(
                 flops,
             );
         }
+    }
+    if let Some(slices) = slices {
+        split_k::sum_into(g, slices, Some((bias, oh * ow)), cfg.act, y)?;
     }
     Ok(y)
 }

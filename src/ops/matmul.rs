@@ -11,7 +11,8 @@ use std::ops::Range;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{gcd, is_f16, subgroups_of_8, transpose, u32_of};
+use super::conv2d::Activation;
+use super::{gcd, is_f16, split_k, subgroups_of_8, transpose, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, KernelKey};
 use crate::graph::{DType, Graph, Tensor, View};
@@ -28,6 +29,8 @@ struct Params {
     y_batch: u32,
     /// 0: none, 1: one per column, 2: one per row (broadcast kernel only).
     bias_kind: u32,
+    /// k per split of a split-K `tiled` (portable kernel only), else k.
+    k_split: u32,
 }
 
 /// `x` [n, k] f32, `weight` [m, k] f32 or f16, `bias` \[m\] of the weight's dtype → [n, m].
@@ -341,7 +344,9 @@ fn broadcast_tile(rows: usize, m: usize) -> (&'static str, u64, u64) {
 /// a GPU of 100-odd compute units holds two or three of its workgroups at a time on
 /// each, so a smaller grid would leave units idle (the UNet's 320 channels at 64 × 64,
 /// 96 such tiles, stay on `tiled`; the VAE's 512 at 128 × 128, 512 tiles, take it).
-const WIDE_FROM_TILES: u64 = 256;
+const WIDE_FROM_TILES: u64 = split_k::FILL_WORKGROUPS;
+/// k per staging step of `tiled`, of which a split-K run is a multiple.
+const TILED_STEP: usize = 16;
 
 /// The portable kernel's entry and tile side for `batches` products of `rows` × `m`:
 /// `tiled128` for at least [`WIDE_FROM_TILES`] tiles, unless its tiles' padding would
@@ -423,6 +428,7 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
             (Some(_), false) => 1,
             (Some(_), true) => 2,
         },
+        k_split: u32_of(k, "matmul k")?,
     };
     let limit = g.gpu.max_binding();
     // The broadcast kernel binds y twice: as vec2<u64> for its stores of four columns
@@ -440,12 +446,25 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
         None => Ok(w),
     };
     if g.bytes(o.x) <= limit && g.bytes(o.w) <= limit && g.bytes(o.y) <= limit {
-        let (wv, yv) = (g.view(o.w)?, g.view(o.y)?);
-        let views = bindings(g.view(o.x)?, wv, bias_of(g, wv)?, yv);
-        let groups = o.batches as u64
+        let tiles = o.batches as u64
             * (o.rows as u64).div_ceil(rows_per_group)
             * (m as u64).div_ceil(cols_per_group);
-        let grid = g.grid(groups)?;
+        // Split-K (src/ops/split_k.rs) where `tiled`'s tiles alone would leave a GPU's
+        // units idle: the slices take the sums, the bias waits for their sum.
+        let (splits, k_split) = if key.entry == "tiled" {
+            split_k::plan(tiles, k, TILED_STEP)
+        } else {
+            (1, k)
+        };
+        let slices = (splits > 1).then(|| g.intermediate(&[splits, g.len(o.y)], DType::F32));
+        if slices.is_some() {
+            params.k_split = k_split as u32;
+            params.bias_kind = 0;
+        }
+        let wv = g.view(o.w)?;
+        let yv = g.view(slices.unwrap_or(o.y))?;
+        let views = bindings(g.view(o.x)?, wv, bias_of(g, wv)?, yv);
+        let grid = g.grid(tiles * splits as u64)?;
         g.dispatch(
             key,
             bytemuck::bytes_of(&params),
@@ -453,6 +472,9 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
             grid,
             o.batches as u64 * o.rows as u64 * flops_per_row,
         );
+        if let Some(slices) = slices {
+            split_k::sum_into(g, slices, o.bias.map(|b| (b, 1)), Activation::None, o.y)?;
+        }
         return Ok(());
     }
     // Too large for one binding: one batch and one run of rows per dispatch.

@@ -14,6 +14,7 @@ pub mod matmul;
 pub mod rans_decode;
 pub mod resize;
 pub mod softmax;
+pub mod split_k;
 pub mod timestep;
 pub mod transpose;
 pub mod vq;
@@ -49,6 +50,7 @@ register_shaders![
     "conv2d_subgroup",
     "softmax",
     "im2col",
+    "split_k",
 ];
 
 /// WGSL prepended to registered shaders, in this order: the file's stem in `shaders/`,
@@ -77,6 +79,12 @@ pub const PRELUDES: &[Prelude] = &[
         stem: "tiled",
         source: include_str!("../../shaders/tiled.wgsl"),
         takes: |name| matches!(name, "conv2d" | "matmul"),
+    },
+    // The activation fused into the convolutions' stores and split-K's sums.
+    Prelude {
+        stem: "activation",
+        source: include_str!("../../shaders/activation.wgsl"),
+        takes: |name| matches!(name, "conv2d" | "conv2d_subgroup" | "split_k"),
     },
     // The host interface of both 2-D convolution kernels, one struct in conv2d.rs.
     Prelude {
