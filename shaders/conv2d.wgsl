@@ -247,11 +247,8 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
     let w_slot = lk * W_ROW4 + li / 64u;
     let w_lane = (li / STEP) % 4u;
     let x_slot = (li / TILE) * 16u + xp / 4u;
-    // acc{i}: channel oc0 + 4·q_oc + i, pixels px0 + 4·q_px...
-    var acc0 = vec4<f32>();
-    var acc1 = vec4<f32>();
-    var acc2 = vec4<f32>();
-    var acc3 = vec4<f32>();
+    // Channels oc0 + 4·q_oc.., pixels px0 + 4·q_px.. (tiled.wgsl).
+    var acc = Block4x4();
     var next = stage(oc0, k_begin + lk, li / STEP, 16u, k_begin + li / TILE, 4u, tap0);
     for (var k0 = k_begin; k0 < k_end; k0 += STEP) {
         for (var j = 0u; j < 4u; j++) {
@@ -264,20 +261,12 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
             next = stage(oc0, k1 + lk, li / STEP, 16u, k1 + li / TILE, 4u, tap0);
         }
         for (var s = 0u; s < STEP; s++) {
-            let wv = ws[s * W_ROW4 + q_oc];
-            let xv = xs[s * 16u + q_px];
-            acc0 = fma(vec4<f32>(wv.x), xv, acc0);
-            acc1 = fma(vec4<f32>(wv.y), xv, acc1);
-            acc2 = fma(vec4<f32>(wv.z), xv, acc2);
-            acc3 = fma(vec4<f32>(wv.w), xv, acc3);
+            acc = block4_fma(acc, ws[s * W_ROW4 + q_oc], xs[s * 16u + q_px]);
         }
         workgroupBarrier();
     }
     slice_base = split * p.cout * pixels;
-    store_quad(oc0 + 4u * q_oc, px0 + 4u * q_px, acc0);
-    store_quad(oc0 + 4u * q_oc + 1u, px0 + 4u * q_px, acc1);
-    store_quad(oc0 + 4u * q_oc + 2u, px0 + 4u * q_px, acc2);
-    store_quad(oc0 + 4u * q_oc + 3u, px0 + 4u * q_px, acc3);
+    block4_store(acc, oc0 + 4u * q_oc, px0 + 4u * q_px);
 }
 
 // ---- `tiled128`: 128 channels × 128 pixels per workgroup, 8 K per step, 8 × 8 outputs

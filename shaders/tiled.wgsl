@@ -1,6 +1,7 @@
 // What the portable kernels `tiled` and `tiled128` of `conv2d.wgsl` and `matmul.wgsl`
-// share: `tiled128`'s tile and step, the values an invocation stages per step, and
-// `tiled128`'s 8 × 8 outputs per invocation.
+// share: `tiled128`'s tile and step, the values an invocation stages per step, and the
+// blocks of outputs an invocation accumulates: 4 × 4 (`tiled`, matmul's `narrow`) or
+// 8 × 8 (`tiled128`).
 
 const WIDE: u32 = 128u;
 const WIDE_STEP: u32 = 8u;
@@ -10,6 +11,33 @@ const WIDE_STEP: u32 = 8u;
 struct Staged {
     rows: vec4<f32>,
     cols: vec4<f32>,
+}
+
+// The 4 × 4 outputs of one `tiled` (or matmul's `narrow`) invocation: rows r + i (a{i}),
+// each at 4 columns c... Named registers, as below.
+struct Block4x4 {
+    a0: vec4<f32>,
+    a1: vec4<f32>,
+    a2: vec4<f32>,
+    a3: vec4<f32>,
+}
+
+// One k of the product: its values of the 4 rows times those of the 4 columns, added to b.
+fn block4_fma(b: Block4x4, rows: vec4<f32>, cols: vec4<f32>) -> Block4x4 {
+    return Block4x4(
+        fma(vec4<f32>(rows.x), cols, b.a0),
+        fma(vec4<f32>(rows.y), cols, b.a1),
+        fma(vec4<f32>(rows.z), cols, b.a2),
+        fma(vec4<f32>(rows.w), cols, b.a3)
+    );
+}
+
+// Hands every row's column quad to the kernel's `store_quad(row, column, values)`.
+fn block4_store(b: Block4x4, r: u32, c: u32) {
+    store_quad(r, c, b.a0);
+    store_quad(r + 1u, c, b.a1);
+    store_quad(r + 2u, c, b.a2);
+    store_quad(r + 3u, c, b.a3);
 }
 
 // The 8 × 8 outputs of one `tiled128` invocation: rows r, r + 1, r + 2, r + 3 and the same 64

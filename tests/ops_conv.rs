@@ -435,6 +435,42 @@ fn portable_split_k() {
     }
 }
 
+/// On the portable kernels, pictures of so few pixels that `tiled`'s 64-pixel tiles would
+/// do twice the work run as im2col products on `narrow`'s 16-row tiles: 4×4 with 3×3
+/// and 1×1 kernels, f16 weights, split-K, a stride-2 convolution down to 3×3; with a
+/// fused activation, `tiled` instead.
+#[test]
+fn portable_narrow_pictures() {
+    let gpu = portable_gpu();
+    let down = Conv2d::strided(2, [0, 1, 0, 1]);
+    for (input, cout, k, cfg, seed, f16, split) in [
+        ([40, 4, 4], 100, 3, Conv2d::same(1), 86, false, false),
+        ([300, 4, 4], 520, 3, Conv2d::same(1), 87, true, true),
+        ([64, 5, 5], 200, 3, down, 88, false, true),
+        ([96, 4, 4], 300, 1, Conv2d::same(0), 89, false, false),
+    ] {
+        let ran = check_on(gpu, input, cout, [k, k], cfg, seed, f16);
+        let has = |name: &str| ran.iter().any(|k| k == name);
+        assert!(
+            ran.is_empty()
+                || has("matmul.narrow")
+                    && has("split_k.sum") == split
+                    && !ran.iter().any(|k| k.starts_with("conv2d")),
+            "{ran:?}"
+        );
+    }
+    let ran = check_on(
+        gpu,
+        [40, 4, 4],
+        100,
+        [3, 3],
+        Conv2d::same(1).with(Activation::Silu),
+        90,
+        false,
+    );
+    assert!(ran.is_empty() || ran == ["conv2d.tiled"], "{ran:?}");
+}
+
 /// Kernels of unequal height and width, on the portable `tiled` kernel (which takes
 /// them as constants, splitting each K into channel, row and column) and on lavapipe's.
 #[test]

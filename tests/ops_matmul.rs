@@ -354,6 +354,35 @@ fn portable_split_k() {
     );
 }
 
+/// The portable kernel's 16 × 256 tiles, which products of so few rows that 64-row
+/// tiles would do twice the work take: 16 rows, 25 (a partial row tile), one row with
+/// split-K, partial column tiles, k not a multiple of the step, f16 weights and a bias,
+/// batches (with and without split-K); 64 rows stay on `tiled`.
+#[test]
+fn portable_narrow_tiles() {
+    let gpu = portable_gpu();
+    let narrow = "matmul.narrow";
+    let ran = check_linear_on(gpu, 16, 300, 520, true, true, 55);
+    assert!(ran.is_empty() || ran == [narrow], "{ran:?}");
+    let ran = check_linear_on(gpu, 25, 77, 1000, true, false, 56);
+    assert!(ran.is_empty() || ran == [narrow], "{ran:?}");
+    let ran = check_linear_on(gpu, 1, 2000, 300, true, false, 57);
+    assert!(ran.is_empty() || ran == [narrow, "split_k.sum"], "{ran:?}");
+    let ran = check_matmul_on(gpu, 3, 10, 40, 600, 58);
+    assert!(
+        ran.is_empty() || ran.contains(&narrow.to_string()),
+        "{ran:?}"
+    );
+    let ran = check_matmul_on(gpu, 2, 5, 600, 300, 59);
+    assert!(
+        ran.is_empty()
+            || ran.iter().any(|k| k == "split_k.sum") && ran.contains(&narrow.to_string()),
+        "{ran:?}"
+    );
+    let ran = check_linear_on(gpu, 64, 40, 1024, false, false, 60);
+    assert!(ran.is_empty() || ran == ["matmul.tiled"], "{ran:?}");
+}
+
 /// The portable kernel's 128 × 128 tiles (8 × 8 outputs per invocation, 8 k per step),
 /// which products of at least 256 such tiles take: partial row and column tiles, k not
 /// a multiple of the step (nor of 4), f16 weights and a bias, batches (the right operand

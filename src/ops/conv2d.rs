@@ -5,7 +5,8 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{
-    channel_chunks, channel_chunks_within, im2col, is_f16, matmul, split_k, subgroups_of_8, u32_of,
+    channel_chunks, channel_chunks_within, im2col, is_f16, matmul, split_k, subgroups_of_8,
+    transpose, u32_of,
 };
 use crate::error::{Error, Result};
 use crate::gpu::KernelKey;
@@ -159,13 +160,22 @@ pub fn conv2d(
     // levels keep 2 or 1 of 8 lanes busy), whose patches im2col gathers.
     let (k_len, pixels) = (cin * kh * kw, oh * ow);
     let one_by_one = (kh, kw, cfg.stride, cfg.pad) == (1, 1, 1, [0; 4]);
+    // On the portable kernels, a picture of so few pixels that `tiled`'s 64-pixel tiles
+    // would do at least twice the work (the UNet's 4×4 level) runs as the Linear layer
+    // patchesᵀ · weightᵀ + bias on `narrow`'s 16-row tiles, transposed back.
     let largest = g
         .bytes(x)
         .max(g.bytes(weight))
         .max(4 * (cout.max(k_len) * pixels) as u64);
+    let sub8 = subgroups_of_8(g.gpu);
+    let narrow = !sub8
+        && cout >= TILED_FROM
+        && matmul::narrow_tile(pixels, cout)
+        && largest <= g.gpu.max_binding();
     if cfg.act == Activation::None
-        && (one_by_one || pixels <= SMALL_PICTURE)
-        && matmul::broadcast_supported(g.gpu, k_len, pixels, largest)
+        && (narrow
+            || (one_by_one || pixels <= SMALL_PICTURE)
+                && matmul::broadcast_supported(g.gpu, k_len, pixels, largest))
     {
         let patches = if one_by_one {
             g.reshape(x, &[cin, pixels])?
@@ -173,11 +183,16 @@ pub fn conv2d(
             im2col::im2col(g, x, (kh, kw), cfg)?
         };
         let w2 = g.reshape(weight, &[cout, k_len])?;
-        let y = matmul::matmul_row_bias(g, w2, patches, bias)?;
+        let y = if narrow {
+            let rows = transpose::transpose(g, patches)?;
+            let y = matmul::linear(g, rows, w2, Some(bias))?;
+            transpose::transpose(g, y)?
+        } else {
+            matmul::matmul_row_bias(g, w2, patches, bias)?
+        };
         return g.reshape(y, &[cout, oh, ow]);
     }
     let y = g.intermediate(&[cout, oh, ow], DType::F32);
-    let sub8 = subgroups_of_8(g.gpu);
     let in_chunks = channel_chunks_within(g.gpu, cin, 4 * (h * w) as u64, 1 + kh * (1 + kw))?;
     // The vector kernels of shaders/conv2d_subgroup.wgsl, where their vec4 loads line
     // up: input channels in groups of 4 (f32 weights) or 8 (f16), and for `main3`

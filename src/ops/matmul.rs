@@ -3,9 +3,10 @@
 //! transposed to the same [m, k] layout first, except on the broadcast kernel, which
 //! reads it as it is). Adapters with 8-lane subgroups (lavapipe) get the broadcast kernel
 //! of `matmul_subgroup.wgsl`, others the portable register-tiled ones (64 × 64 or, for
-//! large products, 128 × 128 tiles: see `portable_tile`); on the former a Linear
-//! layer of few tokens runs transposed (w · xᵀ, stored as yᵀ), see `few_tokens`. Rows
-//! past the binding limit are split into windows.
+//! large products, 128 × 128 tiles: see `portable_tile`; 16 × 256 for very few rows:
+//! see `narrow_tile`; K split across workgroups where the tiles are few: see
+//! `split_k`); on the former a Linear layer of few tokens runs transposed (w · xᵀ,
+//! stored as yᵀ), see `few_tokens`. Rows past the binding limit are split into windows.
 
 use std::ops::Range;
 
@@ -345,8 +346,9 @@ fn broadcast_tile(rows: usize, m: usize) -> (&'static str, u64, u64) {
 /// each, so a smaller grid would leave units idle (the UNet's 320 channels at 64 × 64,
 /// 96 such tiles, stay on `tiled`; the VAE's 512 at 128 × 128, 512 tiles, take it).
 const WIDE_FROM_TILES: u64 = split_k::FILL_WORKGROUPS;
-/// k per staging step of `tiled`, of which a split-K run is a multiple.
+/// k per staging step of `tiled` and of `narrow`, of which a split-K run is a multiple.
 const TILED_STEP: usize = 16;
+const NARROW_STEP: usize = 8;
 
 /// The portable kernel's entry and tile side for `batches` products of `rows` × `m`:
 /// `tiled128` for at least [`WIDE_FROM_TILES`] tiles, unless its tiles' padding would
@@ -361,6 +363,16 @@ pub(crate) fn portable_tile(batches: usize, rows: usize, m: usize) -> (&'static 
     } else {
         ("tiled", 64)
     }
+}
+
+/// Whether the portable kernel takes `narrow` (16 × 256 tiles) for a product of `rows`
+/// × `m`: where 64 × 64 tiles would do at least twice its padded work (16 tokens or
+/// pixels at the UNet's 4×4 level, one-row time-embedding projections). Not for more
+/// rows: per FMA it loads twice what a 64 × 64 tile does.
+pub(crate) fn narrow_tile(rows: usize, m: usize) -> bool {
+    let (rows, m) = (rows as u64, m as u64);
+    let padded = |r: u64, c: u64| rows.div_ceil(r) * r * m.div_ceil(c) * c;
+    2 * padded(16, 256) <= padded(64, 64)
 }
 
 /// Whether the subgroup-broadcast kernel applies: it assumes subgroups of exactly 8
@@ -394,6 +406,8 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
     let (key, rows_per_group, cols_per_group) = if broadcast {
         let (entry, rows, cols) = broadcast_tile(o.rows, o.m);
         (KernelKey::new("matmul_subgroup", entry), rows, cols)
+    } else if narrow_tile(o.rows, o.m) {
+        (KernelKey::new("matmul", "narrow"), 16, 256)
     } else {
         let (entry, side) = portable_tile(o.batches, o.rows, o.m);
         (KernelKey::new("matmul", entry), side, side)
@@ -449,12 +463,12 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
         let tiles = o.batches as u64
             * (o.rows as u64).div_ceil(rows_per_group)
             * (m as u64).div_ceil(cols_per_group);
-        // Split-K (src/ops/split_k.rs) where `tiled`'s tiles alone would leave a GPU's
-        // units idle: the slices take the sums, the bias waits for their sum.
-        let (splits, k_split) = if key.entry == "tiled" {
-            split_k::plan(tiles, k, TILED_STEP)
-        } else {
-            (1, k)
+        // Split-K (src/ops/split_k.rs) where the portable kernel's tiles alone would
+        // leave a GPU's units idle: the slices take the sums, the bias waits for their sum.
+        let (splits, k_split) = match key.entry {
+            "tiled" => split_k::plan(tiles, k, TILED_STEP),
+            "narrow" => split_k::plan(tiles, k, NARROW_STEP),
+            _ => (1, k),
         };
         let slices = (splits > 1).then(|| g.intermediate(&[splits, g.len(o.y)], DType::F32));
         if slices.is_some() {

@@ -1,4 +1,5 @@
-//! Split-K for the portable `tiled` kernels: a product with too few output tiles to fill
+//! Split-K for the portable `tiled` and `narrow` kernels: a product with too few output
+//! tiles to fill
 //! a GPU (the UNet's 8×8 and 4×4 levels: a 1280-channel convolution is 20 tiles of
 //! 64 × 64, on a GPU of 100-odd compute units) has each tile's K cut into runs, one
 //! workgroup per tile and run, each storing its partial sums as one slice of a
