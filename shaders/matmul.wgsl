@@ -19,7 +19,7 @@ struct Params {
     w_batch: u32,
     y_batch: u32,
     bias_kind: u32,
-    k_split: u32,   // k per split of a split-K `tiled` (else all of k)
+    k_split: u32,   // k per split of a split-K product (else all of k; see tile_at)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

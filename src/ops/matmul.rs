@@ -30,7 +30,7 @@ struct Params {
     y_batch: u32,
     /// 0: none, 1: one per column, 2: one per row (broadcast kernel only).
     bias_kind: u32,
-    /// k per split of a split-K `tiled` (portable kernel only), else k.
+    /// k per split of a split-K `tiled` or `narrow` (portable kernels only), else k.
     k_split: u32,
 }
 
