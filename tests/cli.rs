@@ -84,9 +84,16 @@ fn model_tag() -> ModelTag {
     ModelTag::from_hex(file.meta("content_hash").unwrap()).unwrap()
 }
 
+/// A path in this binary's scratch folder under the target directory, emptied once per
+/// run: a folder per run in the system's temp dir left 24 MB behind every time.
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("oscar-wgpu-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    });
     dir.join(name)
 }
 

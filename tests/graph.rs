@@ -103,8 +103,7 @@ fn weights_load_from_f32_f16_and_bf16_files() {
             safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, vec![5], &bf16).unwrap(),
         ),
     ];
-    let path =
-        std::env::temp_dir().join(format!("oscar-weights-{}.safetensors", std::process::id()));
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("weights.safetensors");
     safetensors::serialize_to_file(views, None, &path).unwrap();
     let file = ModelFile::open(&path).unwrap();
     for precision in [Precision::F32, Precision::F16] {
