@@ -6,7 +6,9 @@
 //! large products, 128 × 128 tiles: see `portable_tile`; 16 × 256 for very few rows:
 //! see `narrow_tile`; K split across workgroups where the tiles are few: see
 //! `split_k`); on the former a Linear layer of few tokens runs transposed (w · xᵀ,
-//! stored as yᵀ), see `few_tokens`. Rows past the binding limit are split into windows.
+//! stored as yᵀ), see `few_tokens`, and products of [k, m] weights with small k run on
+//! a tile whose lanes split the columns, see `column_tile`. Rows past the binding limit
+//! are split into windows.
 
 use std::ops::Range;
 
@@ -339,6 +341,23 @@ fn broadcast_tile(rows: usize, m: usize) -> (&'static str, u64, u64) {
     }
 }
 
+/// The broadcast kernel's tile that splits columns between the lanes (entry
+/// `cols_r64c32`: 64 rows shared by the 8 lanes, 32 columns each): its entry, rows and
+/// columns per workgroup.
+const COLUMN_TILE: (&str, u64, u64) = ("cols_r64c32", 64, 256);
+
+/// Whether a product takes [`COLUMN_TILE`] rather than [`broadcast_tile`]'s: [k, m]
+/// weights (a batched matmul, a 1×1 convolution) stored in rows, k at most 256, and the
+/// tile filled. A row tile's vec4 store writes one column quad of 8 rows, which lavapipe
+/// takes at about 2.4 ns a float, the column tile's 8 adjacent quads of one row at about
+/// 1; with a stored float costing about 40 FMAs there, that matters at small k. Four
+/// alternating runs (BENCHMARKS.md): 8 × [1024, 64] · [64, 1024] 29–35 → 42–46 % of the
+/// FMA probe, the 1×1 convolution 256 → 128 over 256 × 256 pixels 40–47 → 49–52 %; at
+/// k = 512 (512 → 256) the two tiles ran alike, 40–51 and 40–48 % in six.
+fn column_tile(o: &Operands) -> bool {
+    o.w_kmajor && !o.y_transposed && o.k <= 256 && o.rows >= 64 && o.m >= 256
+}
+
 /// Tiles of 128 × 128 from which the portable kernel takes them (`tiled128`, 8 × 8
 /// outputs per invocation) rather than 64 × 64 ones (`tiled`, 4 × 4): the larger tile
 /// needs half the workgroup-memory reads per FMA, but a quarter as many workgroups, and
@@ -404,7 +423,11 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
         ));
     }
     let (key, rows_per_group, cols_per_group) = if broadcast {
-        let (entry, rows, cols) = broadcast_tile(o.rows, o.m);
+        let (entry, rows, cols) = if column_tile(&o) {
+            COLUMN_TILE
+        } else {
+            broadcast_tile(o.rows, o.m)
+        };
         (KernelKey::new("matmul_subgroup", entry), rows, cols)
     } else if narrow_tile(o.rows, o.m) {
         (KernelKey::new("matmul", "narrow"), 16, 256)
