@@ -92,13 +92,15 @@ pub fn run_kernel_bench(
 
     let wanted = |name: &str, shape: &str| name.contains(only) || shape.contains(only);
     // (input channels, output channels, kernel size, picture side): the UNet's first and
-    // deepest levels at 512² (and at 256², its 8×8 and 4×4 levels), a VAE 1×1 shortcut.
+    // deepest levels at 512² (and at 256², its 8×8 and 4×4 levels), two 1×1 shortcuts of the
+    // VAE decoder at 256² (the second, k = 256, on lavapipe's column tile: see ops::matmul).
     let mut convs = vec![
         (320, 320, 3, 64),
         (640, 640, 3, 32),
         (1280, 1280, 3, 8),
         (1280, 1280, 3, 4),
         (512, 256, 1, 128),
+        (256, 128, 1, 256),
     ];
     if !quick {
         convs.push((512, 512, 3, 256));
