@@ -350,10 +350,11 @@ const COLUMN_TILE: (&str, u64, u64) = ("cols_r64c32", 64, 256);
 /// weights (a batched matmul, a 1×1 convolution) stored in rows, k at most 256, and the
 /// tile filled. A row tile's vec4 store writes one column quad of 8 rows, which lavapipe
 /// takes at about 2.4 ns a float, the column tile's 8 adjacent quads of one row at about
-/// 1; with a stored float costing about 40 FMAs there, that matters at small k. Four
-/// alternating runs (BENCHMARKS.md): 8 × [1024, 64] · [64, 1024] 29–35 → 42–46 % of the
-/// FMA probe, the 1×1 convolution 256 → 128 over 256 × 256 pixels 40–47 → 49–52 %; at
-/// k = 512 (512 → 256) the two tiles ran alike, 40–51 and 40–48 % in six.
+/// 1; with a stored float costing about 40 FMAs there, that matters at small k. In
+/// alternating runs (BENCHMARKS.md) 8 × [1024, 64] · [64, 1024] went from 29–35 to 42–46 %
+/// of the FMA probe while the machine was fast, from 26–34 to 29–36 % while it was slow,
+/// and the 1×1 convolution 256 → 128 over 256 × 256 pixels from 40–47 to 49–52 %; at
+/// k = 512 (512 → 256) the two tiles ran alike.
 fn column_tile(o: &Operands) -> bool {
     o.w_kmajor && !o.y_transposed && o.k <= 256 && o.rows >= 64 && o.m >= 256
 }
