@@ -93,7 +93,7 @@ pub fn run_kernel_bench(
     let wanted = |name: &str, shape: &str| name.contains(only) || shape.contains(only);
     // (input channels, output channels, kernel size, picture side): the UNet's first and
     // deepest levels at 512² (and at 256², its 8×8 and 4×4 levels), two 1×1 shortcuts of the
-    // VAE decoder at 256² (the second, k = 256, on lavapipe's column tile: see ops::matmul).
+    // VAE decoder at 256².
     let mut convs = vec![
         (320, 320, 3, 64),
         (640, 640, 3, 32),

@@ -6,9 +6,9 @@
 //! large products, 128 × 128 tiles: see `portable_tile`; 16 × 256 for very few rows:
 //! see `narrow_tile`; K split across workgroups where the tiles are few: see
 //! `split_k`); on the former a Linear layer of few tokens runs transposed (w · xᵀ,
-//! stored as yᵀ), see `few_tokens`, and products of [k, m] weights with small k run on
-//! a tile whose lanes split the columns, see `column_tile`. Rows past the binding limit
-//! are split into windows.
+//! stored as yᵀ), see `few_tokens`, and a batched matmul of small k on a tile whose lanes
+//! split the columns, see `column_tile`. Rows past the binding limit are split into
+//! windows.
 
 use std::ops::Range;
 
@@ -341,22 +341,24 @@ fn broadcast_tile(rows: usize, m: usize) -> (&'static str, u64, u64) {
     }
 }
 
-/// The broadcast kernel's tile that splits columns between the lanes (entry
-/// `cols_r64c32`: 64 rows shared by the 8 lanes, 32 columns each): its entry, rows and
-/// columns per workgroup.
+/// The batched matmul's tile whose lanes split the columns (entry `cols_r64c32` of
+/// shaders/matmul_columns_subgroup.wgsl: 64 rows shared by the 8 lanes, 32 columns
+/// each): its entry, rows and columns per workgroup.
 const COLUMN_TILE: (&str, u64, u64) = ("cols_r64c32", 64, 256);
 
-/// Whether a product takes [`COLUMN_TILE`] rather than [`broadcast_tile`]'s: [k, m]
-/// weights (a batched matmul, a 1×1 convolution) stored in rows, k at most 256, and the
-/// tile filled. A row tile's vec4 store writes one column quad of 8 rows, which lavapipe
-/// takes at about 2.4 ns a float, the column tile's 8 adjacent quads of one row at about
-/// 1; with a stored float costing about 40 FMAs there, that matters at small k. In
+/// Whether a product takes [`COLUMN_TILE`] rather than [`broadcast_tile`]'s: a batched
+/// matmul read as it lies ([k, m] right operand, no bias) with k at most 256, whose tile
+/// fills. A row tile's vec4 store writes one column quad of 8 rows, which lavapipe takes
+/// at about 2.4 ns a float, the column tile's 8 adjacent quads of one row at about 1;
+/// with a stored float costing about 40 FMAs there, that matters at small k. In
 /// alternating runs (BENCHMARKS.md) 8 × [1024, 64] · [64, 1024] went from 29–35 to 42–46 %
-/// of the FMA probe while the machine was fast, from 26–34 to 29–36 % while it was slow,
-/// and the 1×1 convolution 256 → 128 over 256 × 256 pixels from 40–47 to 49–52 %; at
-/// k = 512 (512 → 256) the two tiles ran alike.
+/// of the FMA probe while the machine was fast, from 26–34 to 29–36 % while it was slow.
+/// The 1×1 convolutions' products of small k gained too (256 → 128 over 256 × 256
+/// pixels: 40–47 → 49–52 %) but stay on the row tiles: the column tile's 512
+/// accumulators per lane take lavapipe about half a minute to compile on a cold cache,
+/// far more than such a convolution saves in a picture (about 20 ms a run at 256²).
 fn column_tile(o: &Operands) -> bool {
-    o.w_kmajor && !o.y_transposed && o.k <= 256 && o.rows >= 64 && o.m >= 256
+    o.w_batched && o.w_kmajor && o.bias.is_none() && o.k <= 256 && o.rows >= 64 && o.m >= 256
 }
 
 /// Tiles of 128 × 128 from which the portable kernel takes them (`tiled128`, 8 × 8
@@ -423,12 +425,12 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
                 .into(),
         ));
     }
-    let (key, rows_per_group, cols_per_group) = if broadcast {
-        let (entry, rows, cols) = if column_tile(&o) {
-            COLUMN_TILE
-        } else {
-            broadcast_tile(o.rows, o.m)
-        };
+    let columns = broadcast && column_tile(&o);
+    let (key, rows_per_group, cols_per_group) = if columns {
+        let (entry, rows, cols) = COLUMN_TILE;
+        (KernelKey::new("matmul_columns_subgroup", entry), rows, cols)
+    } else if broadcast {
+        let (entry, rows, cols) = broadcast_tile(o.rows, o.m);
         (KernelKey::new("matmul_subgroup", entry), rows, cols)
     } else if narrow_tile(o.rows, o.m) {
         (KernelKey::new("matmul", "narrow"), 16, 256)
@@ -437,7 +439,7 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
         (KernelKey::new("matmul", entry), side, side)
     };
     let mut key = key.with("W_F16", is_f16(wdt));
-    if o.w_kmajor {
+    if o.w_kmajor && !columns {
         key = key.with("W_KMAJOR", 1.0);
     }
     if o.y_transposed {
@@ -470,8 +472,11 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
     };
     let limit = g.gpu.max_binding();
     // The broadcast kernel binds y twice: as vec2<u64> for its stores of four columns
-    // and as f32 for the scalar stores of a transposed result.
+    // and as f32 for the scalar stores of a transposed result. The column tile has no bias.
     let bindings = |x: View, w: View, bias: View, y: View| {
+        if columns {
+            return vec![x, w, y];
+        }
         let mut views = vec![x, w, bias, y];
         if broadcast {
             views.push(y);

@@ -43,6 +43,7 @@ register_shaders![
     "probe",
     "matmul",
     "matmul_subgroup",
+    "matmul_columns_subgroup",
     "transpose",
     "layer_norm",
     "attention",
