@@ -13,7 +13,7 @@
 // holding it makes each of its pipelines slower to create.
 // The host guarantees k % 8 == 0 and m % 4 == 0; f32 operands, no bias.
 
-// The first fields of the host's matmul parameters (src/ops/matmul.rs).
+// The host's matmul parameters (src/ops/matmul.rs); this tile has no bias.
 struct Params {
     rows: u32,
     k: u32,
@@ -22,6 +22,8 @@ struct Params {
     x_batch: u32,
     w_batch: u32,
     y_batch: u32,
+    // 0: none, 1: one per column (Linear), 2: one per row (a 1×1 convolution's channels).
+    bias_kind: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -20,6 +20,31 @@ K_STEP = 8
 LANES = 8
 
 
+# Both files' parameters (src/ops/matmul.rs's `Params`, less its last field, k_split, which
+# only the portable kernels read) and tile origin.
+PARAMS = """struct Params {
+    rows: u32,
+    k: u32,
+    m: u32,
+    batches: u32,
+    x_batch: u32,
+    w_batch: u32,
+    y_batch: u32,
+    // 0: none, 1: one per column (Linear), 2: one per row (a 1×1 convolution's channels).
+    bias_kind: u32,
+}
+"""
+
+ORIGIN = """struct Origin {
+    valid: bool,
+    r0: u32,
+    c0: u32,
+    xb: u32,
+    wb: u32,
+    yb: u32,
+}
+"""
+
 # Both files' accumulate step.
 CHAIN = """// Eight k of one column quad: acc + Σ x[k] · g[k] in one chain (x: xa then xb).
 fn chain(acc: vec4<f32>, xa: vec4<f32>, xb: vec4<f32>, g: array<vec4<f32>, 8>) -> vec4<f32> {
@@ -70,18 +95,7 @@ override Y_T: bool = false;
 // x (and the bias) packed f16: the weight rows of such a transposed Linear layer.
 override X_F16: bool = false;
 
-struct Params {{
-    rows: u32,
-    k: u32,
-    m: u32,
-    batches: u32,
-    x_batch: u32,
-    w_batch: u32,
-    y_batch: u32,
-    // 0: none, 1: one per column (Linear), 2: one per row (a 1×1 convolution's channels).
-    bias_kind: u32,
-}}
-
+{PARAMS}
 @group(0) @binding(0) var<uniform> p: Params;
 // x, the weights and y as vec2<u64>: 16 bytes, like a vec4<f32>, in half the
 // per-lane trips (see subgroup.wgsl). y is bound twice: y1 takes Y_T's scalar stores.
@@ -160,15 +174,7 @@ fn weights8(wrow: u32, wb: u32, col: u32, s: u32, lane: u32) -> G8 {{
 // c0 in batch b, whose x, weights and y begin at xb, wb (in vec4s) and yb. `valid` is
 // false for workgroups past the last batch: whole workgroups leave together, so the
 // subgroup stays uniform.
-struct Origin {{
-    valid: bool,
-    r0: u32,
-    c0: u32,
-    xb: u32,
-    wb: u32,
-    yb: u32,
-}}
-
+{ORIGIN}
 fn origin(wg: vec3<u32>, num: vec3<u32>, li: u32, per_group: u32, cols: u32) -> Origin {{
     let col_blocks = (p.m + cols - 1u) / cols;
     let row_blocks = (p.rows + per_group - 1u) / per_group;
@@ -280,17 +286,8 @@ def columns_header(tiles: list[tuple[int, int]]) -> str:
 // holding it makes each of its pipelines slower to create.
 // The host guarantees k % 8 == 0 and m % 4 == 0; f32 operands, no bias.
 
-// The first fields of the host's matmul parameters (src/ops/matmul.rs).
-struct Params {{
-    rows: u32,
-    k: u32,
-    m: u32,
-    batches: u32,
-    x_batch: u32,
-    w_batch: u32,
-    y_batch: u32,
-}}
-
+// The host's matmul parameters (src/ops/matmul.rs); this tile has no bias.
+{PARAMS}
 @group(0) @binding(0) var<uniform> p: Params;
 // vec2<u64>: 16 bytes, like a vec4<f32>, in half the per-lane trips (see subgroup.wgsl).
 @group(0) @binding(1) var<storage, read> x: array<vec2<u64>>;
@@ -319,15 +316,7 @@ fn quad8(q: u32, s: u32) -> array<vec4<f32>, 8> {{
 // Where a workgroup's tile starts: its first row r0 and column c0 in batch b, whose x,
 // weights (in vec4s) and y begin at xb, wb and yb. `valid` is false for workgroups past
 // the last batch: whole workgroups leave together, so the subgroup stays uniform.
-struct Origin {{
-    valid: bool,
-    r0: u32,
-    c0: u32,
-    xb: u32,
-    wb: u32,
-    yb: u32,
-}}
-
+{ORIGIN}
 fn origin(wg: vec3<u32>, num: vec3<u32>, rows: u32, cols: u32) -> Origin {{
     let col_blocks = (p.m + cols - 1u) / cols;
     let row_blocks = (p.rows + rows - 1u) / rows;
