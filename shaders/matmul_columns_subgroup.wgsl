@@ -13,36 +13,13 @@
 // holding it makes each of its pipelines slower to create.
 // The host guarantees k % 8 == 0 and m % 4 == 0; f32 operands, no bias.
 
-// The host's matmul parameters (src/ops/matmul.rs); this tile has no bias.
-struct Params {
-    rows: u32,
-    k: u32,
-    m: u32,
-    batches: u32,
-    x_batch: u32,
-    w_batch: u32,
-    y_batch: u32,
-    // 0: none, 1: one per column (Linear), 2: one per row (a 1×1 convolution's channels).
-    bias_kind: u32,
-}
+// The parameters, `chain` and `origin` are in the prelude matmul_broadcast.wgsl; this
+// tile reads no bias.
 
-@group(0) @binding(0) var<uniform> p: Params;
 // vec2<u64>: 16 bytes, like a vec4<f32>, in half the per-lane trips (see subgroup.wgsl).
 @group(0) @binding(1) var<storage, read> x: array<vec2<u64>>;
 @group(0) @binding(2) var<storage, read> wt: array<vec2<u64>>;
 @group(0) @binding(3) var<storage, read_write> y: array<vec2<u64>>;
-
-// Eight k of one column quad: acc + Σ x[k] · g[k] in one chain (x: xa then xb).
-fn chain(acc: vec4<f32>, xa: vec4<f32>, xb: vec4<f32>, g: array<vec4<f32>, 8>) -> vec4<f32> {
-    var a = fma(vec4<f32>(xa.x), g[0], acc);
-    a = fma(vec4<f32>(xa.y), g[1], a);
-    a = fma(vec4<f32>(xa.z), g[2], a);
-    a = fma(vec4<f32>(xa.w), g[3], a);
-    a = fma(vec4<f32>(xb.x), g[4], a);
-    a = fma(vec4<f32>(xb.y), g[5], a);
-    a = fma(vec4<f32>(xb.z), g[6], a);
-    return fma(vec4<f32>(xb.w), g[7], a);
-}
 
 // x row `row` (its first vec4) at k 8s..8s+7: k 0..3 in lo, 4..7 in hi.
 struct X8 {
@@ -62,28 +39,6 @@ fn quad8(q: u32, s: u32) -> array<vec4<f32>, 8> {
         f32x4(wt[at + 4u * m4]), f32x4(wt[at + 5u * m4]), f32x4(wt[at + 6u * m4]), f32x4(wt[at + 7u * m4]));
 }
 
-// Where a workgroup's tile starts: its first row r0 and column c0 in batch b, whose x,
-// weights (in vec4s) and y begin at xb, wb and yb. `valid` is false for workgroups past
-// the last batch: whole workgroups leave together, so the subgroup stays uniform.
-struct Origin {
-    valid: bool,
-    r0: u32,
-    c0: u32,
-    xb: u32,
-    wb: u32,
-    yb: u32,
-}
-
-fn origin(wg: vec3<u32>, num: vec3<u32>, rows: u32, cols: u32) -> Origin {
-    let col_blocks = (p.m + cols - 1u) / cols;
-    let row_blocks = (p.rows + rows - 1u) / rows;
-    let flat = flat_workgroup(wg, num);
-    let b = flat / (row_blocks * col_blocks);
-    let rest = flat % (row_blocks * col_blocks);
-    return Origin(b < p.batches, (rest / col_blocks) * rows, (rest % col_blocks) * cols,
-        b * (p.x_batch / 4u), b * (p.w_batch / 4u), b * p.y_batch);
-}
-
 // Columns c..c+3 of row r; nothing past the last row or column.
 fn store4(yb: u32, r: u32, c: u32, v: vec4<f32>) {
     if r < p.rows && c < p.m {
@@ -97,7 +52,7 @@ fn cols_r64c32(
     @builtin(num_workgroups) num: vec3<u32>,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    let o = origin(wg, num, 64u, 256u);
+    let o = origin(wg, num, 0u, 64u, 256u);
     if !o.valid {
         return;
     }

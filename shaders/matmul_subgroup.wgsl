@@ -23,22 +23,9 @@ override W_KMAJOR: bool = false;
 // weight rows as this kernel's rows and its tokens as columns, so that a full-height
 // tile serves it; each output is then a scalar store, and m need not be a multiple of 4.
 override Y_T: bool = false;
-// x (and the bias) packed f16: the weight rows of such a transposed Linear layer.
-override X_F16: bool = false;
+// X_F16 (x and the bias packed f16, for such a transposed Linear layer), the parameters,
+// `chain` and `origin` are in the prelude matmul_broadcast.wgsl.
 
-struct Params {
-    rows: u32,
-    k: u32,
-    m: u32,
-    batches: u32,
-    x_batch: u32,
-    w_batch: u32,
-    y_batch: u32,
-    // 0: none, 1: one per column (Linear), 2: one per row (a 1×1 convolution's channels).
-    bias_kind: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 // x, the weights and y as vec2<u64>: 16 bytes, like a vec4<f32>, in half the
 // per-lane trips (see subgroup.wgsl). y is bound twice: y1 takes Y_T's scalar stores.
 @group(0) @binding(1) var<storage, read> x: array<vec2<u64>>;
@@ -54,18 +41,6 @@ fn load_b(i: u32) -> f32 {
         return select(pair.x, pair.y, (i & 1u) == 1u);
     }
     return bitcast<f32>(bias[i]);
-}
-
-// Eight k of one column quad: acc + Σ x[k] · g[k] in one chain (x: xa then xb).
-fn chain(acc: vec4<f32>, xa: vec4<f32>, xb: vec4<f32>, g: array<vec4<f32>, 8>) -> vec4<f32> {
-    var a = fma(vec4<f32>(xa.x), g[0], acc);
-    a = fma(vec4<f32>(xa.y), g[1], a);
-    a = fma(vec4<f32>(xa.z), g[2], a);
-    a = fma(vec4<f32>(xa.w), g[3], a);
-    a = fma(vec4<f32>(xb.x), g[4], a);
-    a = fma(vec4<f32>(xb.y), g[5], a);
-    a = fma(vec4<f32>(xb.z), g[6], a);
-    return fma(vec4<f32>(xb.w), g[7], a);
 }
 
 // One lane's weights at 8 k: k 0..3 in lo, 4..7 in hi.
@@ -121,29 +96,6 @@ fn weights8(wrow: u32, wb: u32, col: u32, s: u32, lane: u32) -> G8 {
                 subgroupBroadcast(hi, 4u), subgroupBroadcast(hi, 5u), subgroupBroadcast(hi, 6u), subgroupBroadcast(hi, 7u)));
     }
     return bcast8(w8(wrow, s));
-}
-
-// Where a workgroup's tile starts: the lane's first row r0 and the tile's first column
-// c0 in batch b, whose x, weights and y begin at xb, wb (in vec4s) and yb. `valid` is
-// false for workgroups past the last batch: whole workgroups leave together, so the
-// subgroup stays uniform.
-struct Origin {
-    valid: bool,
-    r0: u32,
-    c0: u32,
-    xb: u32,
-    wb: u32,
-    yb: u32,
-}
-
-fn origin(wg: vec3<u32>, num: vec3<u32>, li: u32, per_group: u32, cols: u32) -> Origin {
-    let col_blocks = (p.m + cols - 1u) / cols;
-    let row_blocks = (p.rows + per_group - 1u) / per_group;
-    let flat = flat_workgroup(wg, num);
-    let b = flat / (row_blocks * col_blocks);
-    let rest = flat % (row_blocks * col_blocks);
-    return Origin(b < p.batches, (rest / col_blocks) * per_group + li, (rest % col_blocks) * cols,
-        b * (p.x_batch / select(4u, 8u, X_F16)), b * (p.w_batch / select(4u, 8u, W_F16)), b * p.y_batch);
 }
 
 // The biases of columns c..c+7 (bias_kind 1; lo: c..c+3, hi: c+4..c+7) and of row r

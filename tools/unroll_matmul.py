@@ -2,6 +2,8 @@
 subgroups are 8 lanes wide (lavapipe), unrolled for tiles of R rows × C columns per lane,
 one entry point `r{R}c{C}` per tile; and shaders/matmul_columns_subgroup.wgsl, the batched
 matmul's tiles whose lanes split the columns, one entry point `cols_r{R}c{C}` per tile.
+Both take the hand-written prelude shaders/matmul_broadcast.wgsl (their parameters,
+accumulate step and tile origin).
 WGSL has no macros and the kernels' speed depends on every accumulator being a named
 variable updated in straight-line code, so the bodies are generated; the .wgsl files are
 committed and validated by naga like any other shader. Re-run after changing the tiles
@@ -18,46 +20,6 @@ K_STEP = 8
 # Lanes per workgroup: one subgroup, so that a workgroup covers 8 · rows rows and short
 # inputs (the UNet's deep levels: 64 tokens at 8×8) leave few lanes idle.
 LANES = 8
-
-
-# Both files' parameters (src/ops/matmul.rs's `Params`, less its last field, k_split, which
-# only the portable kernels read) and tile origin.
-PARAMS = """struct Params {
-    rows: u32,
-    k: u32,
-    m: u32,
-    batches: u32,
-    x_batch: u32,
-    w_batch: u32,
-    y_batch: u32,
-    // 0: none, 1: one per column (Linear), 2: one per row (a 1×1 convolution's channels).
-    bias_kind: u32,
-}
-"""
-
-ORIGIN = """struct Origin {
-    valid: bool,
-    r0: u32,
-    c0: u32,
-    xb: u32,
-    wb: u32,
-    yb: u32,
-}
-"""
-
-# Both files' accumulate step.
-CHAIN = """// Eight k of one column quad: acc + Σ x[k] · g[k] in one chain (x: xa then xb).
-fn chain(acc: vec4<f32>, xa: vec4<f32>, xb: vec4<f32>, g: array<vec4<f32>, 8>) -> vec4<f32> {
-    var a = fma(vec4<f32>(xa.x), g[0], acc);
-    a = fma(vec4<f32>(xa.y), g[1], a);
-    a = fma(vec4<f32>(xa.z), g[2], a);
-    a = fma(vec4<f32>(xa.w), g[3], a);
-    a = fma(vec4<f32>(xb.x), g[4], a);
-    a = fma(vec4<f32>(xb.y), g[5], a);
-    a = fma(vec4<f32>(xb.z), g[6], a);
-    return fma(vec4<f32>(xb.w), g[7], a);
-}
-"""
 
 
 def listing(tiles: list[tuple[int, int]]) -> str:
@@ -92,11 +54,9 @@ override W_KMAJOR: bool = false;
 // weight rows as this kernel's rows and its tokens as columns, so that a full-height
 // tile serves it; each output is then a scalar store, and m need not be a multiple of 4.
 override Y_T: bool = false;
-// x (and the bias) packed f16: the weight rows of such a transposed Linear layer.
-override X_F16: bool = false;
+// X_F16 (x and the bias packed f16, for such a transposed Linear layer), the parameters,
+// `chain` and `origin` are in the prelude matmul_broadcast.wgsl.
 
-{PARAMS}
-@group(0) @binding(0) var<uniform> p: Params;
 // x, the weights and y as vec2<u64>: 16 bytes, like a vec4<f32>, in half the
 // per-lane trips (see subgroup.wgsl). y is bound twice: y1 takes Y_T's scalar stores.
 @group(0) @binding(1) var<storage, read> x: array<vec2<u64>>;
@@ -114,7 +74,6 @@ fn load_b(i: u32) -> f32 {{
     return bitcast<f32>(bias[i]);
 }}
 
-{CHAIN}
 // One lane's weights at 8 k: k 0..3 in lo, 4..7 in hi.
 struct W8 {{
     lo: vec4<f32>,
@@ -168,21 +127,6 @@ fn weights8(wrow: u32, wb: u32, col: u32, s: u32, lane: u32) -> G8 {{
                 subgroupBroadcast(hi, 4u), subgroupBroadcast(hi, 5u), subgroupBroadcast(hi, 6u), subgroupBroadcast(hi, 7u)));
     }}
     return bcast8(w8(wrow, s));
-}}
-
-// Where a workgroup's tile starts: the lane's first row r0 and the tile's first column
-// c0 in batch b, whose x, weights and y begin at xb, wb (in vec4s) and yb. `valid` is
-// false for workgroups past the last batch: whole workgroups leave together, so the
-// subgroup stays uniform.
-{ORIGIN}
-fn origin(wg: vec3<u32>, num: vec3<u32>, li: u32, per_group: u32, cols: u32) -> Origin {{
-    let col_blocks = (p.m + cols - 1u) / cols;
-    let row_blocks = (p.rows + per_group - 1u) / per_group;
-    let flat = flat_workgroup(wg, num);
-    let b = flat / (row_blocks * col_blocks);
-    let rest = flat % (row_blocks * col_blocks);
-    return Origin(b < p.batches, (rest / col_blocks) * per_group + li, (rest % col_blocks) * cols,
-        b * (p.x_batch / select(4u, 8u, X_F16)), b * (p.w_batch / select(4u, 8u, W_F16)), b * p.y_batch);
 }}
 
 // The biases of columns c..c+7 (bias_kind 1; lo: c..c+3, hi: c+4..c+7) and of row r
@@ -286,15 +230,14 @@ def columns_header(tiles: list[tuple[int, int]]) -> str:
 // holding it makes each of its pipelines slower to create.
 // The host guarantees k % 8 == 0 and m % 4 == 0; f32 operands, no bias.
 
-// The host's matmul parameters (src/ops/matmul.rs); this tile has no bias.
-{PARAMS}
-@group(0) @binding(0) var<uniform> p: Params;
+// The parameters, `chain` and `origin` are in the prelude matmul_broadcast.wgsl; this
+// tile reads no bias.
+
 // vec2<u64>: 16 bytes, like a vec4<f32>, in half the per-lane trips (see subgroup.wgsl).
 @group(0) @binding(1) var<storage, read> x: array<vec2<u64>>;
 @group(0) @binding(2) var<storage, read> wt: array<vec2<u64>>;
 @group(0) @binding(3) var<storage, read_write> y: array<vec2<u64>>;
 
-{CHAIN}
 // x row `row` (its first vec4) at k 8s..8s+7: k 0..3 in lo, 4..7 in hi.
 struct X8 {{
     lo: vec4<f32>,
@@ -311,20 +254,6 @@ fn quad8(q: u32, s: u32) -> array<vec4<f32>, 8> {{
     let at = q + 8u * s * m4;
     return array(f32x4(wt[at]), f32x4(wt[at + m4]), f32x4(wt[at + 2u * m4]), f32x4(wt[at + 3u * m4]),
         f32x4(wt[at + 4u * m4]), f32x4(wt[at + 5u * m4]), f32x4(wt[at + 6u * m4]), f32x4(wt[at + 7u * m4]));
-}}
-
-// Where a workgroup's tile starts: its first row r0 and column c0 in batch b, whose x,
-// weights (in vec4s) and y begin at xb, wb and yb. `valid` is false for workgroups past
-// the last batch: whole workgroups leave together, so the subgroup stays uniform.
-{ORIGIN}
-fn origin(wg: vec3<u32>, num: vec3<u32>, rows: u32, cols: u32) -> Origin {{
-    let col_blocks = (p.m + cols - 1u) / cols;
-    let row_blocks = (p.rows + rows - 1u) / rows;
-    let flat = flat_workgroup(wg, num);
-    let b = flat / (row_blocks * col_blocks);
-    let rest = flat % (row_blocks * col_blocks);
-    return Origin(b < p.batches, (rest / col_blocks) * rows, (rest % col_blocks) * cols,
-        b * (p.x_batch / 4u), b * (p.w_batch / 4u), b * p.y_batch);
 }}
 
 // Columns c..c+3 of row r; nothing past the last row or column.
@@ -345,7 +274,7 @@ fn cols_r{rows}c{cols}(
     @builtin(num_workgroups) num: vec3<u32>,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {{
-    let o = origin(wg, num, {rows}u, {LANES * cols}u);
+    let o = origin(wg, num, 0u, {rows}u, {LANES * cols}u);
     if !o.valid {{
         return;
     }}
