@@ -91,32 +91,33 @@ pub fn run_kernel_bench(
     };
 
     let wanted = |name: &str, shape: &str| name.contains(only) || shape.contains(only);
-    // (input channels, output channels, kernel size, picture side): the UNet's first and
-    // deepest levels at 512² (and at 256², its 8×8 and 4×4 levels), two 1×1 shortcuts of the
-    // VAE decoder at 256².
+    // (input channels, output channels, kernel size, picture side, packed f16 weights):
+    // the UNet's first and deepest levels at 512² (and at 256², its 8×8 and 4×4 levels;
+    // the first once more with f16 weights, as `--f16` runs it), two 1×1 shortcuts of
+    // the VAE decoder at 256².
     let mut convs = vec![
-        (320, 320, 3, 64),
-        (640, 640, 3, 32),
-        (1280, 1280, 3, 8),
-        (1280, 1280, 3, 4),
-        (512, 256, 1, 128),
-        (256, 128, 1, 256),
+        (320, 320, 3, 64, false),
+        (320, 320, 3, 64, true),
+        (640, 640, 3, 32, false),
+        (1280, 1280, 3, 8, false),
+        (1280, 1280, 3, 4, false),
+        (512, 256, 1, 128, false),
+        (256, 128, 1, 256, false),
     ];
     if !quick {
-        convs.push((512, 512, 3, 256));
+        convs.push((512, 512, 3, 256, false));
     }
-    for (cin, cout, k, hw) in convs {
+    for (cin, cout, k, hw, f16) in convs {
         let (name, shape) = (
             format!("conv2d {k}×{k}"),
-            format!("{cin}→{cout} @ {hw}×{hw}"),
+            format!("{cin}→{cout} @ {hw}×{hw}{}", if f16 { " f16" } else { "" }),
         );
         if !wanted(&name, &shape) {
             continue;
         }
         let mut g = Graph::new(gpu);
         let x = input(&mut g, &mut rng, &[cin, hw, hw])?;
-        let w = input(&mut g, &mut rng, &[cout, cin, k, k])?;
-        let b = input(&mut g, &mut rng, &[cout])?;
+        let (w, b) = weight_and_bias(&mut g, &mut rng, &[cout, cin, k, k], f16)?;
         let y = conv2d::conv2d(&mut g, x, w, b, conv2d::Conv2d::same(k / 2))?;
         record(&name, shape, g, &[x, w, b, y])?;
     }
@@ -147,17 +148,7 @@ pub fn run_kernel_bench(
         }
         let mut g = Graph::new(gpu);
         let x = input(&mut g, &mut rng, &[n, k])?;
-        let (w, b) = if f16 {
-            (
-                half_weight(&mut g, &mut rng, &[m, k]),
-                half_weight(&mut g, &mut rng, &[m]),
-            )
-        } else {
-            (
-                input(&mut g, &mut rng, &[m, k])?,
-                input(&mut g, &mut rng, &[m])?,
-            )
-        };
+        let (w, b) = weight_and_bias(&mut g, &mut rng, &[m, k], f16)?;
         let y = matmul::linear(&mut g, x, w, Some(b))?;
         record("linear", shape, g, &[x, w, b, y])?;
     }
@@ -258,6 +249,21 @@ fn input(g: &mut Graph, rng: &mut Rng, shape: &[usize]) -> Result<Tensor> {
 }
 
 /// A resident f16 weight, as the model loader makes them.
+/// A weight of `shape` and the bias of its rows (`shape[0]`): f32, or packed f16 as
+/// `--f16` keeps a model's decode-side weights.
+fn weight_and_bias(
+    g: &mut Graph,
+    rng: &mut Rng,
+    shape: &[usize],
+    f16: bool,
+) -> Result<(Tensor, Tensor)> {
+    Ok(if f16 {
+        (half_weight(g, rng, shape), half_weight(g, rng, &shape[..1]))
+    } else {
+        (input(g, rng, shape)?, input(g, rng, &shape[..1])?)
+    })
+}
+
 fn half_weight(g: &mut Graph, rng: &mut Rng, shape: &[usize]) -> Tensor {
     let len: usize = shape.iter().product();
     let halves: Vec<u16> = (0..len.next_multiple_of(2))
