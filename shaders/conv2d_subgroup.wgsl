@@ -342,28 +342,30 @@ fn hv(a: u32, b: u32) -> vec4<f32> {
     return vec4<f32>(unpack2x16float(a), unpack2x16float(b));
 }
 
-// Packed f16 weights: 8 input channels' 72 in 9 vec4 words, as two W9s.
-struct W18 {
-    a: W9,
-    b: W9,
+// Packed f16 weights: 8 input channels' 72 in 9 vec4 words from i on, of which the
+// first 4 channels' 36 (or, `second`, the last 4's, from the middle of word 4 on).
+fn w9_f16(i: u32, second: bool) -> W9 {
+    let at = i + select(0u, 4u, second);
+    let u0 = u32x4(wt4[at]);
+    let u1 = u32x4(wt4[at + 1u]);
+    let u2 = u32x4(wt4[at + 2u]);
+    let u3 = u32x4(wt4[at + 3u]);
+    let u4 = u32x4(wt4[at + 4u]);
+    if second {
+        return W9(hv(u0.z, u0.w), hv(u1.x, u1.y), hv(u1.z, u1.w), hv(u2.x, u2.y), hv(u2.z, u2.w),
+            hv(u3.x, u3.y), hv(u3.z, u3.w), hv(u4.x, u4.y), hv(u4.z, u4.w));
+    }
+    return W9(hv(u0.x, u0.y), hv(u0.z, u0.w), hv(u1.x, u1.y), hv(u1.z, u1.w), hv(u2.x, u2.y),
+        hv(u2.z, u2.w), hv(u3.x, u3.y), hv(u3.z, u3.w), hv(u4.x, u4.y));
 }
 
-fn w18_f16(i: u32) -> W18 {
-    let u0 = u32x4(wt4[i]);
-    let u1 = u32x4(wt4[i + 1u]);
-    let u2 = u32x4(wt4[i + 2u]);
-    let u3 = u32x4(wt4[i + 3u]);
-    let u4 = u32x4(wt4[i + 4u]);
-    let u5 = u32x4(wt4[i + 5u]);
-    let u6 = u32x4(wt4[i + 6u]);
-    let u7 = u32x4(wt4[i + 7u]);
-    let u8 = u32x4(wt4[i + 8u]);
-    return W18(
-        W9(hv(u0.x, u0.y), hv(u0.z, u0.w), hv(u1.x, u1.y), hv(u1.z, u1.w), hv(u2.x, u2.y),
-           hv(u2.z, u2.w), hv(u3.x, u3.y), hv(u3.z, u3.w), hv(u4.x, u4.y)),
-        W9(hv(u4.z, u4.w), hv(u5.x, u5.y), hv(u5.z, u5.w), hv(u6.x, u6.y), hv(u6.z, u6.w),
-           hv(u7.x, u7.y), hv(u7.z, u7.w), hv(u8.x, u8.y), hv(u8.z, u8.w)),
-    );
+// The 36 weights of input channels 4q..4q + 3 for the output channel whose row starts at
+// word `row` (in words of 4 f32 taps; packed f16 rows are half as long).
+fn w9(row: u32, q: u32) -> W9 {
+    if W_F16 {
+        return w9_f16(row / 2u + q / 2u * 9u, (q & 1u) == 1u);
+    }
+    return w9_f32(row + q * 9u);
 }
 
 // One input channel (plane p0) of a lane's tile, at stride 1 or 2: its 9 taps' weights
@@ -532,20 +534,11 @@ fn conv3(wg: vec3<u32>, num: vec3<u32>, li: u32, lane: u32, stride2: bool) {
     var t1: Tile3;
     var t2: Tile3;
     var t3: Tile3;
-    if W_F16 {
-        // 9 words per 8 input channels; r0..r3 count words of 4 f32 weights.
-        for (var q = 0u; q < p.cin / 8u; q++) {
-            let w0 = w18_f16(r0 / 2u + q * 9u);
-            let w1 = w18_f16(r1 / 2u + q * 9u);
-            let w2 = w18_f16(r2 / 2u + q * 9u);
-            let w3 = w18_f16(r3 / 2u + q * 9u);
-            group3(&t0, &t1, &t2, &t3, 8u * q * plane, plane, iy0, cg, w4, w0.a, w1.a, w2.a, w3.a, stride2);
-            group3(&t0, &t1, &t2, &t3, (8u * q + 4u) * plane, plane, iy0, cg, w4, w0.b, w1.b, w2.b, w3.b, stride2);
-        }
-    } else {
-        for (var q = 0u; q < p.cin / 4u; q++) {
-            group3(&t0, &t1, &t2, &t3, 4u * q * plane, plane, iy0, cg, w4, w9_f32(r0 + q * 9u), w9_f32(r1 + q * 9u), w9_f32(r2 + q * 9u), w9_f32(r3 + q * 9u), stride2);
-        }
+    // Input channels 4 at a time whatever the weights' format: one loop per format made
+    // Mesa compile both (it drops the override's dead side only after inlining), half
+    // of the time it took to create a `main3` pipeline.
+    for (var q = 0u; q < p.cin / 4u; q++) {
+        group3(&t0, &t1, &t2, &t3, 4u * q * plane, plane, iy0, cg, w4, w9(r0, q), w9(r1, q), w9(r2, q), w9(r3, q), stride2);
     }
     let b0 = biases8(oc0, lane);
     let b1 = biases8(oc0 + 8u, lane);
