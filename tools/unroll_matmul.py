@@ -163,6 +163,12 @@ fn store4(yb: u32, r: u32, c: u32, v: vec4<f32>) {{
 """
 
 
+def accumulators_and_loop(rows: int, quads: int) -> str:
+    """A tile's accumulators a{i}_{j} (rows × column quads) and the opening of its k loop."""
+    lines = ["    " + " ".join(f"var a{i}_{j}: vec4<f32>;" for j in range(quads)) + "\n" for i in range(rows)]
+    return "".join(lines) + f"    for (var s = 0u; s < p.k / {K_STEP}u; s++) {{\n"
+
+
 def main_fn(rows: int, cols: int) -> str:
     quads, sets = cols // 4, cols // 8
     per_group = LANES * rows
@@ -190,9 +196,7 @@ fn r{rows}c{cols}(
     for q in range(sets):
         out.append(f"    let w{q} = o.wb + min(o.c0 + {8 * q}u + lane, p.m - 1u) * w_row;\n")
     out.append(f"    // Row i, columns 4j..4j+3 in a{{i}}_{{j}}.\n")
-    for i in range(rows):
-        out.append("    " + " ".join(f"var a{i}_{j}: vec4<f32>;" for j in range(quads)) + "\n")
-    out.append(f"    for (var s = 0u; s < p.k / {K_STEP}u; s++) {{\n")
+    out.append(accumulators_and_loop(rows, quads))
     for q in range(sets):
         out.append(f"        let g{q} = weights8(w{q}, o.wb, o.c0 + {8 * q}u, s, lane);\n")
     for i in range(rows):
@@ -289,9 +293,7 @@ fn cols_r{rows}c{cols}(
         out.append(f"    let c{j} = o.c0 + 4u * lane + {4 * LANES * j}u;\n")
         out.append(f"    let q{j} = o.wb + min(c{j}, p.m - 4u) / 4u;\n")
     out.append("    // Row i, quad j in a{i}_{j}.\n")
-    for i in range(rows):
-        out.append("    " + " ".join(f"var a{i}_{j}: vec4<f32>;" for j in range(quads)) + "\n")
-    out.append(f"    for (var s = 0u; s < p.k / {K_STEP}u; s++) {{\n")
+    out.append(accumulators_and_loop(rows, quads))
     for j in range(quads):
         out.append(f"        let w{j} = quad8(q{j}, s);\n")
     for t in range(sets):
