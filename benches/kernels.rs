@@ -19,7 +19,7 @@ fn main() -> anyhow::Result<()> {
         gpu.info.name, gpu.info.backend, gpu.info.driver_info
     );
     let (peak, bw, results) = run_kernel_bench(&gpu, quick, only)?;
-    println!("FMA peak probe: {peak:.1} GFLOP/s   copy bandwidth probe: {bw:.1} GB/s\n");
+    println!("FMA peak probe: {peak:.1} GFLOP/s   bandwidth probe: {bw:.1} GB/s\n");
     print!("{}", table(&results));
     Ok(())
 }

@@ -1,9 +1,9 @@
 // Device probes for the kernel benchmark: `fma_peak` runs long chains of independent
-// FMAs (the arithmetic ceiling kernels are measured against), `copy` streams a large
-// buffer (the memory ceiling).
+// FMAs (the arithmetic ceiling kernels are measured against), `copy` and `read_stream`
+// stream a large buffer (the memory ceiling: the faster of the two).
 
 struct Params {
-    iters: u32,  // fma_peak: loop trips; copy: vec4 elements
+    iters: u32,  // fma_peak: loop trips; copy, read_stream: vec4 elements
     seed: f32,   // multiplier, from the host so the chains cannot be folded
     _p0: u32,
     _p1: u32,
@@ -46,5 +46,23 @@ fn copy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3
     let i = flat_workgroup(wg, num) * 64u + li;
     if i < p.iters {
         dst[i] = src[i];
+    }
+}
+
+// Reads without writing back (as kernels that stream weights do, where a copy's stores
+// can cost more than its loads): invocation i sums vec4s i, i + n, … of 16 runs of n
+// and writes one vec4, so that each run is read in order across invocations.
+const READ_RUNS: u32 = 16u;
+
+@compute @workgroup_size(64)
+fn read_stream(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let i = flat_workgroup(wg, num) * 64u + li;
+    let n = p.iters / READ_RUNS;
+    if i < n {
+        var sum = vec4<f32>(0.0);
+        for (var r = 0u; r < READ_RUNS; r++) {
+            sum += src[i + r * n];
+        }
+        dst[i] = sum;
     }
 }

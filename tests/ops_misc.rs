@@ -1,10 +1,11 @@
 //! GroupNorm, transposed conv, upsampling, concat, timestep embedding, channel norms and
-//! VQ against their CPU references on small odd shapes.
+//! VQ against their CPU references on small odd shapes; the kernel bench's memory probes.
 
 mod common;
 
 use common::{assert_close, assert_only_kernel, gpu};
-use oscar_wgpu::graph::{Graph, Tensor};
+use oscar_wgpu::gpu::KernelKey;
+use oscar_wgpu::graph::{DType, Graph, Tensor};
 use oscar_wgpu::ops::conv2d::Activation;
 use oscar_wgpu::ops::{
     channel_norm, concat, conv_transpose2d, group_norm, resize, split_k, timestep, vq,
@@ -462,7 +463,7 @@ fn check_split_sum(
     let part = rng.vec(splits * c * n, 1.0);
     let mut g = Graph::new(gpu());
     let part_t = g.input_f32(&[splits, c, n], &part).unwrap();
-    let y = g.intermediate(&[c, n], oscar_wgpu::graph::DType::F32);
+    let y = g.intermediate(&[c, n], DType::F32);
     let bias = bias.map(|(inner, f16)| {
         let count = if inner == 1 { n } else { c };
         let (t, values) = weight(&mut g, &[count], &rng.vec(count, 0.5), f16);
@@ -488,4 +489,36 @@ fn split_k_sum() {
     check_split_sum(2, 1, 3, None, Activation::Relu, 22);
     // More than 256 · 4 outputs: several workgroups.
     check_split_sum(5, 64, 70, Some((70, false)), Activation::Relu, 23);
+}
+
+/// The kernel bench's memory probes (shaders/probe.wgsl) move what they are credited
+/// with: `copy` every vec4, `read_stream` every vec4 of its 16 runs, summed, so that a
+/// faster reading cannot come from reading less. 64 · 3 + 5 invocations: a partial
+/// workgroup.
+#[test]
+fn bandwidth_probes_read_every_element() {
+    let n = 64 * 3 + 5;
+    let src = Rng::new(30).vec(16 * n * 4, 1.0);
+    // The probes' parameters: vec4 elements, then three words they do not read here.
+    let params: Vec<u8> = [(16 * n) as u32, 0, 0, 0]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+    for (entry, outputs, invocations) in [("copy", 16 * n, 16 * n), ("read_stream", n, n)] {
+        let mut g = Graph::new(gpu());
+        let x = g.input_f32(&[src.len()], &src).unwrap();
+        let y = g.intermediate(&[outputs * 4], DType::F32);
+        let views = vec![g.view(y).unwrap(), g.view(x).unwrap()];
+        let grid = g.grid(invocations.div_ceil(64) as u64).unwrap();
+        g.dispatch(KernelKey::new("probe", entry), &params, views, grid, 0);
+        let out = g.run(&[y]).unwrap().0[0].f32();
+        let want: Vec<f32> = if entry == "copy" {
+            src.clone()
+        } else {
+            (0..n * 4)
+                .map(|i| (0..16).map(|r| src[i + r * n * 4]).sum())
+                .collect()
+        };
+        assert_close(&out, &want, 1e-6, entry);
+    }
 }

@@ -43,7 +43,7 @@ pub struct KernelResult {
 /// on a shared machine the median of nine pairs moves less than that of five.
 const RUNS: usize = 9;
 
-/// The probes (FMA peak in GFLOP/s, copy bandwidth in GB/s) and every kernel whose name
+/// The probes (FMA peak in GFLOP/s, memory bandwidth in GB/s) and every kernel whose name
 /// or shape contains `only` (all when empty: "linear", "@ 8×8", "[64,"); `quick` leaves
 /// out the VAE's full-resolution convolution. The reported FMA peak is the best reading
 /// before and after the kernels. Each kernel run, though, is measured against the probe

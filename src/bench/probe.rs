@@ -22,6 +22,8 @@ struct Params {
 }
 
 const WORKGROUP: u64 = 64;
+/// Runs of the buffer that each invocation of `read_stream` reads (READ_RUNS in probe.wgsl).
+const READ_RUNS: u64 = 16;
 /// Timings of a probe for its peak: the best one is reported.
 const TRIALS: usize = 5;
 
@@ -177,10 +179,14 @@ pub fn fma_peak(gpu: &Gpu) -> Result<f64> {
     FmaProbe::new(gpu)?.peak(gpu)
 }
 
-/// Copy bandwidth in GB/s (bytes read plus bytes written) over a buffer far larger
-/// than any cache.
+/// Memory bandwidth in GB/s over a buffer far larger than any cache: the faster of a
+/// copy (bytes read plus bytes written) and a read-only stream (bytes read, and the
+/// sixteenth of them written back). Kernels that stream weights read far more than they
+/// write, and on lavapipe a read-only stream has run at 1.1–1.7 times the copy's rate
+/// (BENCHMARKS.md), so a copy alone would understate their ceiling.
 pub fn bandwidth(gpu: &Gpu) -> Result<f64> {
-    let bytes = (256u64 << 20).min(gpu.max_binding()) / 16 * 16;
+    // A multiple of READ_RUNS (probe.wgsl) vec4s.
+    let bytes = (256u64 << 20).min(gpu.max_binding()) / 256 * 256;
     let vec4s = bytes / 16;
     let src = storage(gpu, bytes);
     let dst = storage(gpu, bytes);
@@ -190,13 +196,17 @@ pub fn bandwidth(gpu: &Gpu) -> Result<f64> {
         _p0: 0,
         _p1: 0,
     };
-    let secs = Dispatch::new(
-        gpu,
-        "copy",
-        params,
-        &[&dst, &src],
-        vec4s.div_ceil(WORKGROUP),
-    )?
-    .best_seconds(gpu)?;
-    Ok(2.0 * bytes as f64 / secs / 1e9)
+    let timed = |entry, invocations: u64| {
+        Dispatch::new(
+            gpu,
+            entry,
+            params,
+            &[&dst, &src],
+            invocations.div_ceil(WORKGROUP),
+        )?
+        .best_seconds(gpu)
+    };
+    let copy = 2.0 * bytes as f64 / timed("copy", vec4s)?;
+    let read = (bytes + bytes / READ_RUNS) as f64 / timed("read_stream", vec4s / READ_RUNS)?;
+    Ok(copy.max(read) / 1e9)
 }
