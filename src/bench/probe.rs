@@ -182,7 +182,7 @@ pub fn fma_peak(gpu: &Gpu) -> Result<f64> {
 /// Memory bandwidth in GB/s over a buffer far larger than any cache: the faster of a
 /// copy (bytes read plus bytes written) and a read-only stream (bytes read, and the
 /// sixteenth of them written back). Kernels that stream weights read far more than they
-/// write, and on lavapipe a read-only stream has run at 1.1–1.7 times the copy's rate
+/// write, and on lavapipe a read-only stream has run at 1.04–1.65 times the copy's rate
 /// (BENCHMARKS.md), so a copy alone would understate their ceiling.
 pub fn bandwidth(gpu: &Gpu) -> Result<f64> {
     // A multiple of READ_RUNS (probe.wgsl) vec4s.
