@@ -74,12 +74,34 @@ fn w8(row: u32, s: u32) -> W8 {
     return W8(f32x4(wt[row + 2u * s]), f32x4(wt[row + 2u * s + 1u]));
 }
 
-// Step s of x row `row`, likewise.
-fn x_step(row: u32, s: u32) -> W8 {
-    if X_F16 {
-        return halves8(u32x4(x[row + s]));
+// x in blocks of ROW_BLOCK rows, each block's rows side by side 8 k at a time (weights
+// uploaded in src/graph's `Layout::RowBlocked` for a product that runs them as rows):
+// the 8 lanes' loads of one step then read one run of the buffer, where on plain rows
+// they take a piece of each of 128 rows kilobytes apart (on lavapipe, 1.3 to 1.6 times
+// as fast at the UNet's deepest levels). Batched products keep x plain.
+override X_BLOCKED: bool = false;
+const ROW_BLOCK: u32 = 128u;
+
+// vec4<u32> words of one x row per step: one of f16, two of f32.
+fn x_words() -> u32 {
+    return select(2u, 1u, X_F16);
+}
+
+// Where x row r (of rows x_row words long) starts: its step 0.
+fn x_start(r: u32, x_row: u32) -> u32 {
+    if X_BLOCKED {
+        return (r / ROW_BLOCK) * ROW_BLOCK * x_row + (r % ROW_BLOCK) * x_words();
     }
-    return W8(f32x4(x[row + 2u * s]), f32x4(x[row + 2u * s + 1u]));
+    return r * x_row;
+}
+
+// Step s of the x row starting at `row`, likewise.
+fn x_step(row: u32, s: u32) -> W8 {
+    let at = row + s * select(x_words(), ROW_BLOCK * x_words(), X_BLOCKED);
+    if X_F16 {
+        return halves8(u32x4(x[at]));
+    }
+    return W8(f32x4(x[at]), f32x4(x[at + 1u]));
 }
 
 // The 8 columns from `col` (a multiple of 4) at k 8s..8s+7, on every lane. [m, k]
@@ -147,22 +169,22 @@ fn r16c64(
     let w_row = select(k4, p.k / 8u, W_F16);
     let x_row = select(k4, p.k / 8u, X_F16);
     // The lane's x rows and [m, k] weight rows (clamped: out-of-range ones are never stored).
-    let x0 = o.xb + min(o.r0 + 0u, last) * x_row;
-    let x1 = o.xb + min(o.r0 + 8u, last) * x_row;
-    let x2 = o.xb + min(o.r0 + 16u, last) * x_row;
-    let x3 = o.xb + min(o.r0 + 24u, last) * x_row;
-    let x4 = o.xb + min(o.r0 + 32u, last) * x_row;
-    let x5 = o.xb + min(o.r0 + 40u, last) * x_row;
-    let x6 = o.xb + min(o.r0 + 48u, last) * x_row;
-    let x7 = o.xb + min(o.r0 + 56u, last) * x_row;
-    let x8 = o.xb + min(o.r0 + 64u, last) * x_row;
-    let x9 = o.xb + min(o.r0 + 72u, last) * x_row;
-    let x10 = o.xb + min(o.r0 + 80u, last) * x_row;
-    let x11 = o.xb + min(o.r0 + 88u, last) * x_row;
-    let x12 = o.xb + min(o.r0 + 96u, last) * x_row;
-    let x13 = o.xb + min(o.r0 + 104u, last) * x_row;
-    let x14 = o.xb + min(o.r0 + 112u, last) * x_row;
-    let x15 = o.xb + min(o.r0 + 120u, last) * x_row;
+    let x0 = o.xb + x_start(min(o.r0 + 0u, last), x_row);
+    let x1 = o.xb + x_start(min(o.r0 + 8u, last), x_row);
+    let x2 = o.xb + x_start(min(o.r0 + 16u, last), x_row);
+    let x3 = o.xb + x_start(min(o.r0 + 24u, last), x_row);
+    let x4 = o.xb + x_start(min(o.r0 + 32u, last), x_row);
+    let x5 = o.xb + x_start(min(o.r0 + 40u, last), x_row);
+    let x6 = o.xb + x_start(min(o.r0 + 48u, last), x_row);
+    let x7 = o.xb + x_start(min(o.r0 + 56u, last), x_row);
+    let x8 = o.xb + x_start(min(o.r0 + 64u, last), x_row);
+    let x9 = o.xb + x_start(min(o.r0 + 72u, last), x_row);
+    let x10 = o.xb + x_start(min(o.r0 + 80u, last), x_row);
+    let x11 = o.xb + x_start(min(o.r0 + 88u, last), x_row);
+    let x12 = o.xb + x_start(min(o.r0 + 96u, last), x_row);
+    let x13 = o.xb + x_start(min(o.r0 + 104u, last), x_row);
+    let x14 = o.xb + x_start(min(o.r0 + 112u, last), x_row);
+    let x15 = o.xb + x_start(min(o.r0 + 120u, last), x_row);
     let w0 = o.wb + min(o.c0 + 0u + lane, p.m - 1u) * w_row;
     let w1 = o.wb + min(o.c0 + 8u + lane, p.m - 1u) * w_row;
     let w2 = o.wb + min(o.c0 + 16u + lane, p.m - 1u) * w_row;
@@ -769,14 +791,14 @@ fn r8c64(
     let w_row = select(k4, p.k / 8u, W_F16);
     let x_row = select(k4, p.k / 8u, X_F16);
     // The lane's x rows and [m, k] weight rows (clamped: out-of-range ones are never stored).
-    let x0 = o.xb + min(o.r0 + 0u, last) * x_row;
-    let x1 = o.xb + min(o.r0 + 8u, last) * x_row;
-    let x2 = o.xb + min(o.r0 + 16u, last) * x_row;
-    let x3 = o.xb + min(o.r0 + 24u, last) * x_row;
-    let x4 = o.xb + min(o.r0 + 32u, last) * x_row;
-    let x5 = o.xb + min(o.r0 + 40u, last) * x_row;
-    let x6 = o.xb + min(o.r0 + 48u, last) * x_row;
-    let x7 = o.xb + min(o.r0 + 56u, last) * x_row;
+    let x0 = o.xb + x_start(min(o.r0 + 0u, last), x_row);
+    let x1 = o.xb + x_start(min(o.r0 + 8u, last), x_row);
+    let x2 = o.xb + x_start(min(o.r0 + 16u, last), x_row);
+    let x3 = o.xb + x_start(min(o.r0 + 24u, last), x_row);
+    let x4 = o.xb + x_start(min(o.r0 + 32u, last), x_row);
+    let x5 = o.xb + x_start(min(o.r0 + 40u, last), x_row);
+    let x6 = o.xb + x_start(min(o.r0 + 48u, last), x_row);
+    let x7 = o.xb + x_start(min(o.r0 + 56u, last), x_row);
     let w0 = o.wb + min(o.c0 + 0u + lane, p.m - 1u) * w_row;
     let w1 = o.wb + min(o.c0 + 8u + lane, p.m - 1u) * w_row;
     let w2 = o.wb + min(o.c0 + 16u + lane, p.m - 1u) * w_row;
@@ -1103,10 +1125,10 @@ fn r4c64(
     let w_row = select(k4, p.k / 8u, W_F16);
     let x_row = select(k4, p.k / 8u, X_F16);
     // The lane's x rows and [m, k] weight rows (clamped: out-of-range ones are never stored).
-    let x0 = o.xb + min(o.r0 + 0u, last) * x_row;
-    let x1 = o.xb + min(o.r0 + 8u, last) * x_row;
-    let x2 = o.xb + min(o.r0 + 16u, last) * x_row;
-    let x3 = o.xb + min(o.r0 + 24u, last) * x_row;
+    let x0 = o.xb + x_start(min(o.r0 + 0u, last), x_row);
+    let x1 = o.xb + x_start(min(o.r0 + 8u, last), x_row);
+    let x2 = o.xb + x_start(min(o.r0 + 16u, last), x_row);
+    let x3 = o.xb + x_start(min(o.r0 + 24u, last), x_row);
     let w0 = o.wb + min(o.c0 + 0u + lane, p.m - 1u) * w_row;
     let w1 = o.wb + min(o.c0 + 8u + lane, p.m - 1u) * w_row;
     let w2 = o.wb + min(o.c0 + 16u + lane, p.m - 1u) * w_row;
@@ -1293,8 +1315,8 @@ fn r2c64(
     let w_row = select(k4, p.k / 8u, W_F16);
     let x_row = select(k4, p.k / 8u, X_F16);
     // The lane's x rows and [m, k] weight rows (clamped: out-of-range ones are never stored).
-    let x0 = o.xb + min(o.r0 + 0u, last) * x_row;
-    let x1 = o.xb + min(o.r0 + 8u, last) * x_row;
+    let x0 = o.xb + x_start(min(o.r0 + 0u, last), x_row);
+    let x1 = o.xb + x_start(min(o.r0 + 8u, last), x_row);
     let w0 = o.wb + min(o.c0 + 0u + lane, p.m - 1u) * w_row;
     let w1 = o.wb + min(o.c0 + 8u + lane, p.m - 1u) * w_row;
     let w2 = o.wb + min(o.c0 + 16u + lane, p.m - 1u) * w_row;
@@ -1411,7 +1433,7 @@ fn r1c64(
     let w_row = select(k4, p.k / 8u, W_F16);
     let x_row = select(k4, p.k / 8u, X_F16);
     // The lane's x rows and [m, k] weight rows (clamped: out-of-range ones are never stored).
-    let x0 = o.xb + min(o.r0 + 0u, last) * x_row;
+    let x0 = o.xb + x_start(min(o.r0 + 0u, last), x_row);
     let w0 = o.wb + min(o.c0 + 0u + lane, p.m - 1u) * w_row;
     let w1 = o.wb + min(o.c0 + 8u + lane, p.m - 1u) * w_row;
     let w2 = o.wb + min(o.c0 + 16u + lane, p.m - 1u) * w_row;
@@ -1493,22 +1515,22 @@ fn r16c16(
     let w_row = select(k4, p.k / 8u, W_F16);
     let x_row = select(k4, p.k / 8u, X_F16);
     // The lane's x rows and [m, k] weight rows (clamped: out-of-range ones are never stored).
-    let x0 = o.xb + min(o.r0 + 0u, last) * x_row;
-    let x1 = o.xb + min(o.r0 + 8u, last) * x_row;
-    let x2 = o.xb + min(o.r0 + 16u, last) * x_row;
-    let x3 = o.xb + min(o.r0 + 24u, last) * x_row;
-    let x4 = o.xb + min(o.r0 + 32u, last) * x_row;
-    let x5 = o.xb + min(o.r0 + 40u, last) * x_row;
-    let x6 = o.xb + min(o.r0 + 48u, last) * x_row;
-    let x7 = o.xb + min(o.r0 + 56u, last) * x_row;
-    let x8 = o.xb + min(o.r0 + 64u, last) * x_row;
-    let x9 = o.xb + min(o.r0 + 72u, last) * x_row;
-    let x10 = o.xb + min(o.r0 + 80u, last) * x_row;
-    let x11 = o.xb + min(o.r0 + 88u, last) * x_row;
-    let x12 = o.xb + min(o.r0 + 96u, last) * x_row;
-    let x13 = o.xb + min(o.r0 + 104u, last) * x_row;
-    let x14 = o.xb + min(o.r0 + 112u, last) * x_row;
-    let x15 = o.xb + min(o.r0 + 120u, last) * x_row;
+    let x0 = o.xb + x_start(min(o.r0 + 0u, last), x_row);
+    let x1 = o.xb + x_start(min(o.r0 + 8u, last), x_row);
+    let x2 = o.xb + x_start(min(o.r0 + 16u, last), x_row);
+    let x3 = o.xb + x_start(min(o.r0 + 24u, last), x_row);
+    let x4 = o.xb + x_start(min(o.r0 + 32u, last), x_row);
+    let x5 = o.xb + x_start(min(o.r0 + 40u, last), x_row);
+    let x6 = o.xb + x_start(min(o.r0 + 48u, last), x_row);
+    let x7 = o.xb + x_start(min(o.r0 + 56u, last), x_row);
+    let x8 = o.xb + x_start(min(o.r0 + 64u, last), x_row);
+    let x9 = o.xb + x_start(min(o.r0 + 72u, last), x_row);
+    let x10 = o.xb + x_start(min(o.r0 + 80u, last), x_row);
+    let x11 = o.xb + x_start(min(o.r0 + 88u, last), x_row);
+    let x12 = o.xb + x_start(min(o.r0 + 96u, last), x_row);
+    let x13 = o.xb + x_start(min(o.r0 + 104u, last), x_row);
+    let x14 = o.xb + x_start(min(o.r0 + 112u, last), x_row);
+    let x15 = o.xb + x_start(min(o.r0 + 120u, last), x_row);
     let w0 = o.wb + min(o.c0 + 0u + lane, p.m - 1u) * w_row;
     let w1 = o.wb + min(o.c0 + 8u + lane, p.m - 1u) * w_row;
     // Row i, columns 4j..4j+3 in a{i}_{j}.

@@ -1,10 +1,12 @@
 //! Model files (safetensors) mapped into memory and weights uploaded to the GPU
-//! straight from the mapping: the file is never copied whole. Each weight lives on the
-//! GPU as f32 or as packed f16 (two halves per word); shaders compute in f32 either way.
+//! straight from the mapping, each when a graph first asks for it and in the layout its
+//! op reads: the file is never copied whole. Each weight lives on the GPU as f32 or as
+//! packed f16 (two halves per word); shaders compute in f32 either way.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use safetensors::tensor::{Dtype, Metadata};
 use sha2::{Digest, Sha256};
@@ -12,7 +14,7 @@ use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::graph::{DType, Graph, Tensor};
+use crate::graph::{DType, Graph, Layout, Tensor, BLOCK_K, ROW_BLOCK};
 
 /// A safetensors file, memory-mapped.
 pub struct ModelFile {
@@ -190,88 +192,78 @@ impl Precision {
     }
 }
 
-/// A weight resident on the GPU.
-#[derive(Clone)]
-pub struct Weight {
-    pub buffer: Arc<wgpu::Buffer>,
-    pub shape: Vec<usize>,
-    pub dtype: DType,
+/// Where a weight's bytes come from, whenever it is uploaded.
+enum Source {
+    /// The model file (widened or packed to the weight's dtype as it is uploaded).
+    File(Arc<ModelFile>),
+    /// Bytes in the weight's dtype, built on the host.
+    Host(Vec<u8>),
+    /// No data: a planning-only model's weights share one dummy buffer.
+    Dummy(Arc<wgpu::Buffer>),
 }
 
-/// Named weights on the GPU, uploaded once and shared by every graph.
+/// One weight: its shape and dtype, and its buffer once a graph has asked for it.
+struct Slot {
+    shape: Vec<usize>,
+    dtype: DType,
+    source: Source,
+    /// The layout it was last uploaded in: a graph that asks for the other one gets a
+    /// new upload, which replaces it (graphs holding the old buffer keep it alive).
+    resident: Mutex<Option<(Layout, Arc<wgpu::Buffer>)>>,
+}
+
+/// Named weights of one model, shared by every graph. Each is uploaded when a graph
+/// first asks for it, in the layout that graph's op reads best (see
+/// [`Weights::tensor_in`]): the one convolution weight runs as the rows of a product at
+/// the UNet's deepest levels of a small picture and through `main3` at a large one, and
+/// uploading it where the layout is known costs nothing over uploading it at load.
 pub struct Weights {
-    map: HashMap<String, Weight>,
+    map: HashMap<String, Slot>,
+    /// Bytes on the GPU once every weight has been asked for.
     pub bytes: u64,
     /// Shapes only, all sharing one dummy buffer: graphs can be built and planned, not run.
     pub planning_only: bool,
 }
 
 impl Weights {
-    /// Uploads every tensor whose name passes `keep`.
+    /// The tensors of `file` whose names pass `keep`, checked now (dtype, bounds, size)
+    /// and uploaded as graphs ask for them.
     pub fn upload(
         gpu: &Gpu,
-        file: &ModelFile,
+        file: ModelFile,
         precision: Precision,
         keep: impl Fn(&str) -> bool,
     ) -> Result<Weights> {
-        let mut weights = Weights {
-            map: HashMap::new(),
-            bytes: 0,
-            planning_only: false,
-        };
-        let names: Vec<String> = file.names().into_iter().filter(|n| keep(n)).collect();
-        for name in names {
+        let file = Arc::new(file);
+        let mut weights = Weights::empty(false);
+        for name in file.names().into_iter().filter(|n| keep(n)) {
             let (dtype, raw) = file.raw(&name)?;
-            let shape = file.shape(&name).unwrap_or_default().to_vec();
-            let storage = precision.storage(&name);
-            let bytes: std::borrow::Cow<[u8]> = match (dtype, storage) {
-                (Dtype::F32, DType::F32) => raw.into(),
-                (Dtype::F16, DType::F16) => {
-                    let mut b = raw.to_vec();
-                    b.resize(b.len().next_multiple_of(4), 0);
-                    b.into()
-                }
-                (Dtype::I32 | Dtype::U32, _) => raw.into(),
+            let storage = match dtype {
+                Dtype::I32 | Dtype::U32 => DType::U32,
+                Dtype::F32 | Dtype::F16 | Dtype::BF16 => precision.storage(&name),
                 _ => {
-                    let values = to_f32(dtype, raw).ok_or_else(|| {
-                        Error::BadModel(format!("tensor '{name}' has unsupported dtype {dtype:?}"))
-                    })?;
-                    match storage {
-                        DType::F16 => pack_f16(&values).into(),
-                        _ => bytemuck::cast_slice::<f32, u8>(&values).to_vec().into(),
-                    }
+                    return Err(Error::BadModel(format!(
+                        "tensor '{name}' has unsupported dtype {dtype:?}"
+                    )))
                 }
             };
-            let storage = if matches!(dtype, Dtype::I32 | Dtype::U32) {
-                DType::U32
-            } else {
-                storage
-            };
-            if bytes.len() as u64 > gpu.max_binding() {
-                return Err(Error::TooLarge {
-                    what: format!("weight '{name}'"),
-                    needed: bytes.len() as u64,
-                    limit: gpu.max_binding(),
-                });
+            let shape = file.shape(&name).unwrap_or_default().to_vec();
+            if raw.len() != shape.iter().product::<usize>() * dtype.bitsize() / 8 {
+                return Err(Error::BadModel(format!(
+                    "tensor '{name}' holds {} bytes, not a {shape:?} {dtype:?}",
+                    raw.len()
+                )));
             }
-            let buffer = gpu
-                .device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(&name),
-                    contents: if bytes.is_empty() { &[0; 4] } else { &bytes },
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                });
-            weights.bytes += bytes.len() as u64;
-            weights.map.insert(
+            let elements = shape.iter().product();
+            weights.add(
+                gpu,
                 name,
-                Weight {
-                    buffer: Arc::new(buffer),
-                    shape,
-                    dtype: storage,
-                },
-            );
+                shape,
+                storage,
+                elements,
+                Source::File(file.clone()),
+            )?;
         }
-        gpu.check()?;
         Ok(weights)
     }
 
@@ -281,35 +273,15 @@ impl Weights {
         tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
         precision: Precision,
     ) -> Result<Weights> {
-        let mut weights = Weights {
-            map: HashMap::new(),
-            bytes: 0,
-            planning_only: false,
-        };
+        let mut weights = Weights::empty(false);
         for (name, shape, values) in tensors {
             let storage = precision.storage(&name);
             let bytes = match storage {
                 DType::F16 => pack_f16(&values),
                 _ => bytemuck::cast_slice::<f32, u8>(&values).to_vec(),
             };
-            let buffer = gpu
-                .device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(&name),
-                    contents: &bytes,
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                });
-            weights.bytes += bytes.len() as u64;
-            weights.map.insert(
-                name,
-                Weight {
-                    buffer: Arc::new(buffer),
-                    shape,
-                    dtype: storage,
-                },
-            );
+            weights.add(gpu, name, shape, storage, values.len(), Source::Host(bytes))?;
         }
-        gpu.check()?;
         Ok(weights)
     }
 
@@ -326,27 +298,58 @@ impl Weights {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         }));
-        let mut weights = Weights {
-            map: HashMap::new(),
-            bytes: 0,
-            planning_only: true,
-        };
+        let mut weights = Weights::empty(true);
         for (name, shape) in shapes {
             let dtype = precision.storage(&name);
             weights.bytes += dtype.bytes(shape.iter().product());
-            weights.map.insert(
-                name,
-                Weight {
-                    buffer: dummy.clone(),
-                    shape,
-                    dtype,
-                },
-            );
+            let slot = Slot {
+                shape,
+                dtype,
+                source: Source::Dummy(dummy.clone()),
+                resident: Mutex::new(None),
+            };
+            weights.map.insert(name, slot);
         }
         weights
     }
 
-    pub fn get(&self, name: &str) -> Result<&Weight> {
+    fn empty(planning_only: bool) -> Weights {
+        Weights {
+            map: HashMap::new(),
+            bytes: 0,
+            planning_only,
+        }
+    }
+
+    fn add(
+        &mut self,
+        gpu: &Gpu,
+        name: String,
+        shape: Vec<usize>,
+        dtype: DType,
+        elements: usize,
+        source: Source,
+    ) -> Result<()> {
+        let bytes = dtype.bytes(elements);
+        if bytes > gpu.max_binding() {
+            return Err(Error::TooLarge {
+                what: format!("weight '{name}'"),
+                needed: bytes,
+                limit: gpu.max_binding(),
+            });
+        }
+        self.bytes += bytes;
+        let slot = Slot {
+            shape,
+            dtype,
+            source,
+            resident: Mutex::new(None),
+        };
+        self.map.insert(name, slot);
+        Ok(())
+    }
+
+    fn slot(&self, name: &str) -> Result<&Slot> {
         self.map
             .get(name)
             .ok_or_else(|| Error::BadModel(format!("weight '{name}' is missing")))
@@ -357,12 +360,117 @@ impl Weights {
     }
 
     pub fn shape(&self, name: &str) -> Result<&[usize]> {
-        Ok(&self.get(name)?.shape)
+        Ok(&self.slot(name)?.shape)
     }
 
-    /// The weight as a tensor of `g`.
-    pub fn tensor(&self, g: &mut Graph, name: &str) -> Result<Tensor> {
-        let w = self.get(name)?;
-        Ok(g.resident(&w.shape, w.dtype, w.buffer.clone()))
+    pub fn dtype(&self, name: &str) -> Result<DType> {
+        Ok(self.slot(name)?.dtype)
     }
+
+    /// The weight as a tensor of `g`, as the model file lays it out.
+    pub fn tensor(&self, g: &mut Graph, name: &str) -> Result<Tensor> {
+        self.tensor_in(g, name, Layout::Plain)
+    }
+
+    /// The weight as a tensor of `g` in `layout`, uploaded now unless it already lies
+    /// on the GPU that way.
+    pub fn tensor_in(&self, g: &mut Graph, name: &str, layout: Layout) -> Result<Tensor> {
+        let slot = self.slot(name)?;
+        let buffer = match &slot.source {
+            Source::Dummy(dummy) => dummy.clone(),
+            Source::File(_) | Source::Host(_) => {
+                let mut resident = slot.resident.lock().expect("weight slot");
+                match &*resident {
+                    Some((at, buffer)) if *at == layout => buffer.clone(),
+                    _ => {
+                        let buffer = Arc::new(upload_slot(g.gpu, name, slot, layout)?);
+                        *resident = Some((layout, buffer.clone()));
+                        buffer
+                    }
+                }
+            }
+        };
+        Ok(g.resident_in(&slot.shape, slot.dtype, buffer, layout))
+    }
+}
+
+fn upload_slot(gpu: &Gpu, name: &str, slot: &Slot, layout: Layout) -> Result<wgpu::Buffer> {
+    let bytes: Cow<[u8]> = match &slot.source {
+        Source::File(file) => file_bytes(file, name, slot.dtype)?,
+        Source::Host(bytes) => bytes.as_slice().into(),
+        Source::Dummy(_) => unreachable!("planning-only weights are never uploaded"),
+    };
+    let bytes = match layout {
+        Layout::Plain => bytes,
+        Layout::RowBlocked => block_rows(&bytes, &slot.shape, slot.dtype)
+            .ok_or_else(|| {
+                Error::Shape(format!(
+                    "weight '{name}' {:?} ({:?}) cannot be laid out in blocks of {ROW_BLOCK} rows",
+                    slot.shape, slot.dtype
+                ))
+            })?
+            .into(),
+    };
+    let buffer = gpu
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(name),
+            contents: if bytes.is_empty() { &[0; 4] } else { &bytes },
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        });
+    gpu.check()?;
+    Ok(buffer)
+}
+
+/// The file's tensor in `storage`: as it lies where the dtypes agree, else widened to
+/// f32 or packed as f16.
+fn file_bytes<'f>(file: &'f ModelFile, name: &str, storage: DType) -> Result<Cow<'f, [u8]>> {
+    let (dtype, raw) = file.raw(name)?;
+    Ok(match (dtype, storage) {
+        (Dtype::F32, DType::F32) | (Dtype::I32 | Dtype::U32, _) => raw.into(),
+        (Dtype::F16, DType::F16) => {
+            let mut b = raw.to_vec();
+            b.resize(b.len().next_multiple_of(4), 0);
+            b.into()
+        }
+        _ => {
+            let values = to_f32(dtype, raw).ok_or_else(|| {
+                Error::BadModel(format!("tensor '{name}' has unsupported dtype {dtype:?}"))
+            })?;
+            match storage {
+                DType::F16 => pack_f16(&values).into(),
+                _ => bytemuck::cast_slice::<f32, u8>(&values).to_vec().into(),
+            }
+        }
+    })
+}
+
+/// `bytes`, a [rows, …] weight in `dtype`, in [`Layout::RowBlocked`]; `None` unless
+/// it is f32 or f16 with rows a multiple of [`ROW_BLOCK`] and rows a multiple of
+/// [`BLOCK_K`] elements long.
+pub fn block_rows(bytes: &[u8], shape: &[usize], dtype: DType) -> Option<Vec<u8>> {
+    let rows = *shape.first()?;
+    let row_len: usize = shape[1..].iter().product();
+    let elem = match dtype {
+        DType::F32 => 4,
+        DType::F16 => 2,
+        DType::U32 => return None,
+    };
+    if rows == 0 || !rows.is_multiple_of(ROW_BLOCK) || !row_len.is_multiple_of(BLOCK_K) {
+        return None;
+    }
+    let (chunk, row_bytes) = (BLOCK_K * elem, row_len * elem);
+    let chunks = row_len / BLOCK_K;
+    let mut out = vec![0; bytes.len()];
+    for (r, row) in bytes[..rows * row_bytes]
+        .chunks_exact(row_bytes)
+        .enumerate()
+    {
+        let (block, j) = (r / ROW_BLOCK, r % ROW_BLOCK);
+        for (c, piece) in row.chunks_exact(chunk).enumerate() {
+            let at = ((block * chunks + c) * ROW_BLOCK + j) * chunk;
+            out[at..at + chunk].copy_from_slice(piece);
+        }
+    }
+    Some(out)
 }

@@ -105,9 +105,9 @@ fn weights_load_from_f32_f16_and_bf16_files() {
     ];
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("weights.safetensors");
     safetensors::serialize_to_file(views, None, &path).unwrap();
-    let file = ModelFile::open(&path).unwrap();
     for precision in [Precision::F32, Precision::F16] {
-        let weights = Weights::upload(gpu(), &file, precision, |_| true).unwrap();
+        let file = ModelFile::open(&path).unwrap();
+        let weights = Weights::upload(gpu(), file, precision, |_| true).unwrap();
         for name in ["unet.a", "unet.b", "unet.c"] {
             let mut g = Graph::new(gpu());
             let w = weights.tensor(&mut g, name).unwrap();

@@ -284,7 +284,7 @@ impl Prepared<'_, '_> {
         let (r, offset) = g.root(t);
         let buffer = match &g.tensors[r.0].storage {
             Storage::Input(_) | Storage::Placeholder => self.inputs[r.0].as_ref(),
-            Storage::Resident(b) => Some(b.as_ref()),
+            Storage::Resident(b, _) => Some(b.as_ref()),
             Storage::Intermediate => self.plan.slot[r.0].map(|s| &self.planned[s]),
             Storage::Alias(..) => unreachable!("roots are never aliases"),
         };

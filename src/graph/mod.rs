@@ -39,12 +39,33 @@ impl DType {
     }
 }
 
+/// How a resident weight matrix [rows, k] (a convolution's [cout, cin, kh, kw] read as
+/// [cout, cin·kh·kw]) lies in its buffer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// Row-major, as the model file has it.
+    #[default]
+    Plain,
+    /// In blocks of [`ROW_BLOCK`] rows, each block k-chunk-major: k 8s..8s+7 of the
+    /// block's rows lie together, row after row. The broadcast matmul kernel reads a
+    /// block's rows 8 k at a time, one row per lane, which on a plain matrix touches 128
+    /// rows some kilobytes apart per step and on lavapipe streams at about half the
+    /// speed of a contiguous run (see `crate::ops::matmul::weight_layout`).
+    RowBlocked,
+}
+
+/// Rows per block of [`Layout::RowBlocked`] (the `ROW_BLOCK` of
+/// shaders/matmul_subgroup.wgsl: its tallest tiles' rows).
+pub const ROW_BLOCK: usize = 128;
+/// k per chunk of [`Layout::RowBlocked`]: one step of the broadcast matmul kernel.
+pub const BLOCK_K: usize = 8;
+
 #[derive(Clone)]
 pub(crate) enum Storage {
     /// Host data uploaded when the graph runs.
     Input(Vec<u8>),
     /// A resident buffer (weights) shared by every graph that uses it.
-    Resident(Arc<wgpu::Buffer>),
+    Resident(Arc<wgpu::Buffer>, Layout),
     /// Produced by a dispatch; lives in a planned buffer.
     Intermediate,
     /// An input whose data comes later, as an upload to a [`Graph::segment`].
@@ -148,7 +169,26 @@ impl<'g> Graph<'g> {
 
     /// A tensor already on the GPU, such as a weight.
     pub fn resident(&mut self, shape: &[usize], dtype: DType, buffer: Arc<wgpu::Buffer>) -> Tensor {
-        self.add(shape, dtype, Storage::Resident(buffer))
+        self.resident_in(shape, dtype, buffer, Layout::Plain)
+    }
+
+    /// A weight already on the GPU in `layout`.
+    pub fn resident_in(
+        &mut self,
+        shape: &[usize],
+        dtype: DType,
+        buffer: Arc<wgpu::Buffer>,
+        layout: Layout,
+    ) -> Tensor {
+        self.add(shape, dtype, Storage::Resident(buffer, layout))
+    }
+
+    /// The layout of `t`'s storage (of the weight it reshapes, for an alias).
+    pub fn layout(&self, t: Tensor) -> Layout {
+        match self.tensors[self.root(t).0 .0].storage {
+            Storage::Resident(_, layout) => layout,
+            _ => Layout::Plain,
+        }
     }
 
     /// A new intermediate; its buffer is assigned by the planner.
@@ -196,7 +236,8 @@ impl<'g> Graph<'g> {
         let shape = self.shape(t).to_vec();
         let row: usize = shape[1..].iter().product();
         let dtype = self.dtype(t);
-        if dtype == DType::F16 || start + count > shape[0] {
+        let plain = self.layout(t) == Layout::Plain;
+        if dtype == DType::F16 || !plain || start + count > shape[0] {
             return Err(Error::Shape(format!(
                 "cannot slice rows {start}..{} of {shape:?}",
                 start + count

@@ -4,10 +4,10 @@
 use crate::error::Result;
 use crate::graph::{DType, Graph, Tensor};
 use crate::ops::attention::attention;
-use crate::ops::conv2d::{conv2d, Activation, Conv2d};
+use crate::ops::conv2d::{self, Activation, Conv2d};
 use crate::ops::elementwise::{add, unary, Unary};
 use crate::ops::group_norm::{group_norm, group_norm_apply};
-use crate::ops::matmul::{linear as linear_op, linear_from_channels, linear_to_channels};
+use crate::ops::matmul::{self, linear_from_channels, linear_to_channels};
 use crate::ops::transpose::transpose;
 use crate::weights::Weights;
 
@@ -85,22 +85,17 @@ impl<'a, 'g> Ctx<'a, 'g> {
         stride: usize,
         act: Activation,
     ) -> Result<Tensor> {
-        let weight = self.w.tensor(self.g, &format!("{prefix}.weight"))?;
-        let bias = self.w.tensor(self.g, &format!("{prefix}.bias"))?;
-        let k = self.g.shape(weight)[2];
-        conv2d(
-            self.g,
-            x,
-            weight,
-            bias,
-            Conv2d::strided(stride, [k / 2; 4]).with(act),
-        )
+        let k = self.w.shape(&format!("{prefix}.weight"))?[2];
+        self.conv_padded(prefix, x, Conv2d::strided(stride, [k / 2; 4]).with(act))
     }
 
     pub fn conv_padded(&mut self, prefix: &str, x: Tensor, cfg: Conv2d) -> Result<Tensor> {
-        let weight = self.w.tensor(self.g, &format!("{prefix}.weight"))?;
+        let name = format!("{prefix}.weight");
+        let (shape, dtype) = (self.w.shape(&name)?, self.w.dtype(&name)?);
+        let layout = conv2d::weight_layout(self.g.gpu, self.g.shape(x), shape, dtype, cfg);
+        let weight = self.w.tensor_in(self.g, &name, layout)?;
         let bias = self.w.tensor(self.g, &format!("{prefix}.bias"))?;
-        conv2d(self.g, x, weight, bias, cfg)
+        conv2d::conv2d(self.g, x, weight, bias, cfg)
     }
 
     pub fn group_norm(
@@ -135,8 +130,13 @@ impl<'a, 'g> Ctx<'a, 'g> {
 
     /// `prefix.weight` [out, in] and, where the file has it, `prefix.bias`.
     pub fn linear(&mut self, prefix: &str, x: Tensor) -> Result<Tensor> {
-        let (weight, bias) = self.linear_weights(prefix)?;
-        linear_op(self.g, x, weight, bias)
+        let name = format!("{prefix}.weight");
+        let (shape, dtype) = (self.w.shape(&name)?, self.w.dtype(&name)?);
+        let n = self.g.shape(x)[0];
+        let layout = matmul::linear_weight_layout(self.g.gpu, n, shape, dtype);
+        let weight = self.w.tensor_in(self.g, &name, layout)?;
+        let bias = self.bias(prefix)?;
+        matmul::linear(self.g, x, weight, bias)
     }
 
     /// `prefix`'s Linear layer over the pixels of `x` \[c, h, w\] → tokens [h·w, m]
@@ -169,13 +169,16 @@ impl<'a, 'g> Ctx<'a, 'g> {
     /// `prefix`'s weight and, where the model has one, its bias.
     fn linear_weights(&mut self, prefix: &str) -> Result<(Tensor, Option<Tensor>)> {
         let weight = self.w.tensor(self.g, &format!("{prefix}.weight"))?;
-        let bias_name = format!("{prefix}.bias");
-        let bias = if self.w.contains(&bias_name) {
-            Some(self.w.tensor(self.g, &bias_name)?)
-        } else {
-            None
-        };
-        Ok((weight, bias))
+        Ok((weight, self.bias(prefix)?))
+    }
+
+    /// `prefix.bias`, where the model has one.
+    fn bias(&mut self, prefix: &str) -> Result<Option<Tensor>> {
+        let name = format!("{prefix}.bias");
+        if !self.w.contains(&name) {
+            return Ok(None);
+        }
+        Ok(Some(self.w.tensor(self.g, &name)?))
     }
 
     /// diffusers' ResnetBlock2D: norm1 → SiLU → conv1 (+ time_emb_proj(SiLU(temb)))

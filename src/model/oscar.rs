@@ -134,7 +134,7 @@ impl Oscar {
     pub fn load(gpu: Gpu, path: &Path, precision: Precision) -> Result<Oscar> {
         let file = ModelFile::open(path)?;
         let info = ModelInfo::from_file(&file)?;
-        let weights = Weights::upload(&gpu, &file, precision, |name| !name.starts_with("rans."))?;
+        let weights = Weights::upload(&gpu, file, precision, |name| !name.starts_with("rans."))?;
         Ok(Oscar {
             gpu,
             info,

@@ -9,8 +9,8 @@ use super::{
     transpose, u32_of,
 };
 use crate::error::{Error, Result};
-use crate::gpu::KernelKey;
-use crate::graph::{DType, Graph, Tensor};
+use crate::gpu::{Gpu, KernelKey};
+use crate::graph::{DType, Graph, Layout, Tensor};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Activation {
@@ -152,38 +152,24 @@ pub fn conv2d(
         )));
     }
     let (oh, ow) = cfg.out_size(h, w, kh, kw)?;
-    // Two cases run as the product weight [cout, cin·kh·kw] · patches [cin·kh·kw, pixels]
-    // plus one bias per row, on the broadcast matmul kernel (which reads f32 or packed f16
-    // weights as its rows): a 1×1 convolution, whose patches are x as it lies (faster than
-    // `main1`, which keeps fused activations), and a picture too small for the vector
-    // kernels' tiles (4 × 4 pixels per lane, 8 lanes per workgroup: the UNet's 8×8 and 4×4
-    // levels keep 2 or 1 of 8 lanes busy), whose patches im2col gathers.
     let (k_len, pixels) = (cin * kh * kw, oh * ow);
     let one_by_one = (kh, kw, cfg.stride, cfg.pad) == (1, 1, 1, [0; 4]);
-    // On the portable kernels, a picture of so few pixels that `tiled`'s 64-pixel tiles
-    // would do at least twice the work (the UNet's 4×4 level) runs as the Linear layer
-    // patchesᵀ · weightᵀ + bias on `narrow`'s 16-row tiles, transposed back.
-    let largest = g
-        .bytes(x)
-        .max(g.bytes(weight))
-        .max(4 * (cout.max(k_len) * pixels) as u64);
-    let sub8 = subgroups_of_8(g.gpu);
-    let narrow = !sub8
-        && cout >= TILED_FROM
-        && matmul::narrow_tile(pixels, cout)
-        && largest <= g.gpu.max_binding();
-    if cfg.act == Activation::None
-        && (narrow
-            || (one_by_one || pixels <= SMALL_PICTURE)
-                && matmul::broadcast_supported(g.gpu, k_len, pixels, largest))
-    {
+    let route = product_route(g.gpu, [cin, h, w], g.shape(weight), g.dtype(weight), cfg)?;
+    if g.layout(weight) != Layout::Plain && route != Some(Product::Rows) {
+        return Err(Error::Shape(format!(
+            "conv2d: a {:?} weight in blocks of rows needs the product over few pixels \
+             (see conv2d::weight_layout)",
+            g.shape(weight)
+        )));
+    }
+    if let Some(product) = route {
         let patches = if one_by_one {
             g.reshape(x, &[cin, pixels])?
         } else {
             im2col::im2col(g, x, (kh, kw), cfg)?
         };
         let w2 = g.reshape(weight, &[cout, k_len])?;
-        let y = if narrow {
+        let y = if product == Product::Narrow {
             let rows = transpose::transpose(g, patches)?;
             let y = matmul::linear(g, rows, w2, Some(bias))?;
             transpose::transpose(g, y)?
@@ -192,6 +178,7 @@ pub fn conv2d(
         };
         return g.reshape(y, &[cout, oh, ow]);
     }
+    let sub8 = subgroups_of_8(g.gpu);
     let y = g.intermediate(&[cout, oh, ow], DType::F32);
     let in_chunks = channel_chunks_within(g.gpu, cin, 4 * (h * w) as u64, 1 + kh * (1 + kw))?;
     // The vector kernels of shaders/conv2d_subgroup.wgsl, where their vec4 loads line
@@ -344,6 +331,80 @@ pub fn conv2d(
         split_k::sum_into(g, slices, Some((bias, oh * ow)), cfg.act, y)?;
     }
     Ok(y)
+}
+
+/// How a convolution runs as a product over its patches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Product {
+    /// Weight [cout, cin·kh·kw] as the broadcast kernel's rows, times the patches.
+    Rows,
+    /// patchesᵀ · weightᵀ on the portable kernel's `narrow` tiles, transposed back.
+    Narrow,
+}
+
+/// Whether [`conv2d`] of `x` [cin, h, w] by a `weight` of this shape and dtype runs as a
+/// product, and which. Two cases run as the product weight [cout, cin·kh·kw] · patches
+/// [cin·kh·kw, pixels] plus one bias per row, on the broadcast matmul kernel (which reads
+/// f32 or packed f16 weights as its rows): a 1×1 convolution, whose patches are x as it
+/// lies (faster than `main1`, which keeps fused activations), and a picture too small
+/// for the vector kernels' tiles (4 × 4 pixels per lane, 8 lanes per workgroup: the
+/// UNet's 8×8 and 4×4 levels keep 2 or 1 of 8 lanes busy), whose patches im2col gathers.
+/// On the portable kernels, a picture of so few pixels that `tiled`'s 64-pixel tiles
+/// would do at least twice the work (the UNet's 4×4 level) runs as the Linear layer
+/// patchesᵀ · weightᵀ + bias on `narrow`'s 16-row tiles.
+fn product_route(
+    gpu: &Gpu,
+    [cin, h, w]: [usize; 3],
+    wshape: &[usize],
+    wdtype: DType,
+    cfg: Conv2d,
+) -> Result<Option<Product>> {
+    let &[cout, _, kh, kw] = wshape else {
+        return Err(Error::Shape(format!("conv2d weight {wshape:?} is not 4-D")));
+    };
+    let (oh, ow) = cfg.out_size(h, w, kh, kw)?;
+    let (k_len, pixels) = (cin * kh * kw, oh * ow);
+    let one_by_one = (kh, kw, cfg.stride, cfg.pad) == (1, 1, 1, [0; 4]);
+    let largest =
+        (4 * (cin * h * w).max(cout.max(k_len) * pixels) as u64).max(wdtype.bytes(cout * k_len));
+    let narrow = !subgroups_of_8(gpu)
+        && cout >= TILED_FROM
+        && matmul::narrow_tile(pixels, cout)
+        && largest <= gpu.max_binding();
+    Ok(if cfg.act != Activation::None {
+        None
+    } else if narrow {
+        Some(Product::Narrow)
+    } else if (one_by_one || pixels <= SMALL_PICTURE)
+        && matmul::broadcast_supported(gpu, k_len, pixels, largest)
+    {
+        Some(Product::Rows)
+    } else {
+        None
+    })
+}
+
+/// The layout to upload a convolution's `weight` (of this shape and dtype) in, for an
+/// input of `x_shape`: blocks of rows where it runs as the rows of a product over a
+/// picture of at most [`SMALL_PICTURE`] pixels, whose few columns leave the kernel
+/// streaming its weight (see [`matmul::linear_weight_layout`]); else plain.
+pub fn weight_layout(
+    gpu: &Gpu,
+    x_shape: &[usize],
+    wshape: &[usize],
+    wdtype: DType,
+    cfg: Conv2d,
+) -> Layout {
+    let (&[cin, h, w], &[cout, _, kh, kw]) = (x_shape, wshape) else {
+        return Layout::Plain;
+    };
+    let few_pixels = cfg
+        .out_size(h, w, kh, kw)
+        .is_ok_and(|(oh, ow)| oh * ow <= SMALL_PICTURE);
+    match product_route(gpu, [cin, h, w], wshape, wdtype, cfg) {
+        Ok(Some(Product::Rows)) if few_pixels => matmul::blocked_if_fits(cout),
+        _ => Layout::Plain,
+    }
 }
 
 /// CPU reference: `x` [cin, h, w], `weight` [cout, cin, kh, kw].

@@ -1,0 +1,235 @@
+//! Weights uploaded in blocks of rows (`Layout::RowBlocked`): the permutation itself,
+//! the products that read it against their CPU references, the paths that cannot read
+//! it refusing it, and one weight following the layout each graph asks for.
+
+mod common;
+
+use common::{assert_close, gpu};
+use oscar_wgpu::graph::{DType, Graph, Layout, BLOCK_K, ROW_BLOCK};
+use oscar_wgpu::ops::conv2d::{self, Conv2d};
+use oscar_wgpu::ops::matmul;
+use oscar_wgpu::rng::Rng;
+use oscar_wgpu::weights::{block_rows, Precision, Weights};
+
+/// 8-lane subgroups: the broadcast kernel, the only reader of blocked rows, runs.
+fn broadcast_adapter() -> bool {
+    gpu().info.subgroup_max_size == 8
+}
+
+#[test]
+fn block_rows_puts_each_step_of_a_block_together() {
+    let (rows, k) = (2 * ROW_BLOCK, 3 * BLOCK_K);
+    let values: Vec<f32> = (0..rows * k).map(|i| i as f32).collect();
+    let blocked = block_rows(bytemuck::cast_slice(&values), &[rows, k], DType::F32).unwrap();
+    let blocked: &[f32] = bytemuck::cast_slice(&blocked);
+    for r in [0, 1, ROW_BLOCK - 1, ROW_BLOCK, rows - 1] {
+        for kk in [0, 1, BLOCK_K - 1, BLOCK_K, k - 1] {
+            let (block, j, step) = (r / ROW_BLOCK, r % ROW_BLOCK, kk / BLOCK_K);
+            let at = ((block * (k / BLOCK_K) + step) * ROW_BLOCK + j) * BLOCK_K + kk % BLOCK_K;
+            assert_eq!(blocked[at], values[r * k + kk], "row {r}, k {kk}");
+        }
+    }
+    let mut sorted = blocked.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    assert_eq!(sorted, values, "a permutation");
+    // f16 rows move in chunks of 8 halves, 16 bytes.
+    let halves = oscar_wgpu::weights::pack_f16(&values);
+    let blocked = block_rows(&halves, &[rows, k], DType::F16).unwrap();
+    assert_eq!(
+        &blocked[16..32],
+        &halves[k * 2..k * 2 + 16],
+        "row 1's first 8 halves"
+    );
+    // Rows that do not fill whole blocks, or rows not a multiple of 8 long, stay plain.
+    assert!(block_rows(&[0; 4 * 100 * 8], &[100, 8], DType::F32).is_none());
+    assert!(block_rows(&[0; 4 * 128 * 12], &[128, 12], DType::F32).is_none());
+}
+
+/// A convolution of `x` [cin, side, side] by a weight uploaded in the layout
+/// `conv2d::weight_layout` picks, against the reference.
+fn check_conv(cin: usize, cout: usize, side: usize, precision: Precision, seed: u64) -> Layout {
+    let mut rng = Rng::new(seed);
+    let x = rng.vec(cin * side * side, 1.0);
+    let mut w = rng.vec(cout * cin * 9, 0.5);
+    let mut b = rng.vec(cout, 0.5);
+    if precision == Precision::F16 {
+        for v in w.iter_mut().chain(b.iter_mut()) {
+            *v = half::f16::from_f32(*v).to_f32();
+        }
+    }
+    let wshape = vec![cout, cin, 3, 3];
+    let weights = Weights::from_host(
+        gpu(),
+        vec![
+            ("w".into(), wshape.clone(), w.clone()),
+            ("b".into(), vec![cout], b.clone()),
+        ],
+        precision,
+    )
+    .unwrap();
+    let cfg = Conv2d::same(1);
+    let dtype = weights.dtype("w").unwrap();
+    let layout = conv2d::weight_layout(gpu(), &[cin, side, side], &wshape, dtype, cfg);
+    let mut g = Graph::new(gpu());
+    let xt = g.input_f32(&[cin, side, side], &x).unwrap();
+    let wt = weights.tensor_in(&mut g, "w", layout).unwrap();
+    let bt = weights.tensor(&mut g, "b").unwrap();
+    let y = conv2d::conv2d(&mut g, xt, wt, bt, cfg).unwrap();
+    let (out, _) = g.run(&[y]).unwrap();
+    let want = conv2d::reference(&x, [cin, side, side], &w, [cout, cin, 3, 3], &b, cfg);
+    let what = format!("conv {cin}→{cout} @ {side}×{side} {precision:?} {layout:?}");
+    assert_close(&out[0].f32(), &want, 1e-5, &what);
+    layout
+}
+
+#[test]
+fn small_pictures_read_their_weights_in_blocks_of_rows() {
+    // The UNet's 4×4 and 8×8 levels in miniature: 16 and 64 pixels, whole blocks of rows,
+    // f32 and packed f16; 3 blocks, and k (16 · 9) not a multiple of any tile.
+    for (cout, side, precision, seed) in [
+        (ROW_BLOCK, 4, Precision::F32, 1),
+        (3 * ROW_BLOCK, 8, Precision::F32, 2),
+        (2 * ROW_BLOCK, 4, Precision::F16, 3),
+        (ROW_BLOCK, 2, Precision::F16, 4),
+    ] {
+        let layout = check_conv(16, cout, side, precision, seed);
+        if broadcast_adapter() {
+            assert_eq!(
+                layout,
+                Layout::RowBlocked,
+                "{cout} channels @ {side}×{side}"
+            );
+        }
+    }
+    // Rows that do not fill a block, and a picture past the product's size, stay plain.
+    assert_eq!(
+        check_conv(16, ROW_BLOCK + 8, 4, Precision::F32, 5),
+        Layout::Plain
+    );
+    assert_eq!(
+        check_conv(16, ROW_BLOCK, 12, Precision::F32, 6),
+        Layout::Plain
+    );
+}
+
+#[test]
+fn few_token_linear_layers_read_their_weights_in_blocks_of_rows() {
+    for (n, k, m, precision, seed) in [
+        (16, 72, 2 * ROW_BLOCK, Precision::F32, 7),
+        (77, 40, ROW_BLOCK, Precision::F16, 8),
+        (100, 64, 3 * ROW_BLOCK, Precision::F32, 9),
+    ] {
+        let mut rng = Rng::new(seed);
+        let x = rng.vec(n * k, 1.0);
+        let mut w = rng.vec(m * k, 0.5);
+        let mut b = rng.vec(m, 0.5);
+        if precision == Precision::F16 {
+            for v in w.iter_mut().chain(b.iter_mut()) {
+                *v = half::f16::from_f32(*v).to_f32();
+            }
+        }
+        let weights = Weights::from_host(
+            gpu(),
+            vec![
+                ("w".into(), vec![m, k], w.clone()),
+                ("b".into(), vec![m], b.clone()),
+            ],
+            precision,
+        )
+        .unwrap();
+        let dtype = weights.dtype("w").unwrap();
+        let layout = matmul::linear_weight_layout(gpu(), n, &[m, k], dtype);
+        if broadcast_adapter() {
+            assert_eq!(layout, Layout::RowBlocked, "[{n}, {k}] × [{m}, {k}]ᵀ");
+        }
+        let mut g = Graph::new(gpu());
+        let xt = g.input_f32(&[n, k], &x).unwrap();
+        let wt = weights.tensor_in(&mut g, "w", layout).unwrap();
+        let bt = weights.tensor(&mut g, "b").unwrap();
+        let y = matmul::linear(&mut g, xt, wt, Some(bt)).unwrap();
+        let (out, _) = g.run(&[y]).unwrap();
+        let want = matmul::linear_reference(&x, n, k, &w, m, Some(&b));
+        let what = format!("linear [{n}, {k}] × [{m}, {k}]ᵀ {precision:?} {layout:?}");
+        assert_close(&out[0].f32(), &want, 1e-5, &what);
+    }
+    // Many tokens run on tiles whose lanes own the weight's rows: plain.
+    let plain = matmul::linear_weight_layout(gpu(), 4096, &[ROW_BLOCK, 64], DType::F32);
+    assert_eq!(plain, Layout::Plain);
+}
+
+#[test]
+fn paths_that_cannot_read_blocked_rows_refuse_them() {
+    let (cin, cout) = (8, ROW_BLOCK);
+    let mut rng = Rng::new(10);
+    let weights = Weights::from_host(
+        gpu(),
+        vec![
+            (
+                "conv".into(),
+                vec![cout, cin, 3, 3],
+                rng.vec(cout * cin * 9, 0.5),
+            ),
+            ("b".into(), vec![cout], rng.vec(cout, 0.5)),
+            ("linear".into(), vec![cout, 64], rng.vec(cout * 64, 0.5)),
+        ],
+        Precision::F32,
+    )
+    .unwrap();
+    let mut g = Graph::new(gpu());
+    // 16 × 16 pixels run on the convolution kernels, which read plain weights only.
+    let x = g
+        .input_f32(&[cin, 16, 16], &rng.vec(cin * 256, 1.0))
+        .unwrap();
+    let w = weights
+        .tensor_in(&mut g, "conv", Layout::RowBlocked)
+        .unwrap();
+    let b = weights.tensor(&mut g, "b").unwrap();
+    assert!(conv2d::conv2d(&mut g, x, w, b, Conv2d::same(1)).is_err());
+    // 4096 tokens run the weight as the kernel's columns.
+    let tokens = g.input_f32(&[4096, 64], &rng.vec(4096 * 64, 1.0)).unwrap();
+    let w = weights
+        .tensor_in(&mut g, "linear", Layout::RowBlocked)
+        .unwrap();
+    assert!(matmul::linear(&mut g, tokens, w, None).is_err());
+    assert!(
+        g.slice_rows(w, 0, 8).is_err(),
+        "a block's rows do not lie together"
+    );
+}
+
+#[test]
+fn a_weight_follows_the_layout_each_graph_asks_for() {
+    let (cin, cout) = (8, ROW_BLOCK);
+    let mut rng = Rng::new(11);
+    let w = rng.vec(cout * cin * 9, 0.5);
+    let b = rng.vec(cout, 0.5);
+    let weights = Weights::from_host(
+        gpu(),
+        vec![
+            ("w".into(), vec![cout, cin, 3, 3], w.clone()),
+            ("b".into(), vec![cout], b.clone()),
+        ],
+        Precision::F32,
+    )
+    .unwrap();
+    // A small picture, a large one, the small one again: uploaded blocked, plain, blocked.
+    for side in [4, 16, 4] {
+        let x = rng.vec(cin * side * side, 1.0);
+        let cfg = Conv2d::same(1);
+        let shape = [cin, side, side];
+        let layout = conv2d::weight_layout(gpu(), &shape, &[cout, cin, 3, 3], DType::F32, cfg);
+        let mut g = Graph::new(gpu());
+        let xt = g.input_f32(&shape, &x).unwrap();
+        let wt = weights.tensor_in(&mut g, "w", layout).unwrap();
+        let bt = weights.tensor(&mut g, "b").unwrap();
+        let y = conv2d::conv2d(&mut g, xt, wt, bt, cfg).unwrap();
+        let (out, _) = g.run(&[y]).unwrap();
+        let want = conv2d::reference(&x, shape, &w, [cout, cin, 3, 3], &b, cfg);
+        assert_close(
+            &out[0].f32(),
+            &want,
+            1e-5,
+            &format!("{side}×{side} {layout:?}"),
+        );
+    }
+}
