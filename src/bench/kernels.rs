@@ -1,16 +1,13 @@
 //! The op kernels at Stable Diffusion 2.1 shapes: convolutions (UNet and VAE), Linear
 //! layers, a batched matmul, a group norm and attention, each timed as a whole graph run.
 
-use std::sync::Arc;
-
-use wgpu::util::DeviceExt;
-
 use super::{median, probe, timed_runs};
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::graph::{DType, Graph, Tensor};
+use crate::graph::{DType, Graph, Layout, Tensor};
 use crate::ops::{attention, conv2d, group_norm, matmul};
 use crate::rng::Rng;
+use crate::weights::{Precision, Weights};
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct KernelResult {
@@ -117,8 +114,11 @@ pub fn run_kernel_bench(
         }
         let mut g = Graph::new(gpu);
         let x = input(&mut g, &mut rng, &[cin, hw, hw])?;
-        let (w, b) = weight_and_bias(&mut g, &mut rng, &[cout, cin, k, k], f16)?;
-        let y = conv2d::conv2d(&mut g, x, w, b, conv2d::Conv2d::same(k / 2))?;
+        let (wshape, cfg) = ([cout, cin, k, k], conv2d::Conv2d::same(k / 2));
+        let (w, b) = weight_and_bias(&mut g, &mut rng, &wshape, f16, |dtype| {
+            conv2d::weight_layout(gpu, &[cin, hw, hw], &wshape, dtype, cfg)
+        })?;
+        let y = conv2d::conv2d(&mut g, x, w, b, cfg)?;
         record(&name, shape, g, &[x, w, b, y])?;
     }
     // The VAE encoder's first downsampler on a 256×256 image.
@@ -139,6 +139,7 @@ pub fn run_kernel_bench(
         (1024, 1280, 1280, false),
         (4096, 320, 2560, true),
         (64, 1280, 10240, false),
+        (16, 1280, 10240, false),
     ];
     for (n, k, m, f16) in linears {
         let dtype = if f16 { "f16" } else { "f32" };
@@ -148,7 +149,9 @@ pub fn run_kernel_bench(
         }
         let mut g = Graph::new(gpu);
         let x = input(&mut g, &mut rng, &[n, k])?;
-        let (w, b) = weight_and_bias(&mut g, &mut rng, &[m, k], f16)?;
+        let (w, b) = weight_and_bias(&mut g, &mut rng, &[m, k], f16, |dtype| {
+            matmul::linear_weight_layout(gpu, n, &[m, k], dtype)
+        })?;
         let y = matmul::linear(&mut g, x, w, Some(b))?;
         record("linear", shape, g, &[x, w, b, y])?;
     }
@@ -248,36 +251,28 @@ fn input(g: &mut Graph, rng: &mut Rng, shape: &[usize]) -> Result<Tensor> {
     g.input_f32(shape, &data)
 }
 
-/// A resident f16 weight, as the model loader makes them.
-/// A weight of `shape` and the bias of its rows (`shape[0]`): f32, or packed f16 as
-/// `--f16` keeps a model's decode-side weights.
+/// A weight of `shape` and the bias of its rows (`shape[0]`), resident as the model
+/// loader keeps them: f32, or packed f16 as `--f16` keeps a model's decode-side weights,
+/// in the layout `layout` picks for the weight's dtype.
 fn weight_and_bias(
     g: &mut Graph,
     rng: &mut Rng,
     shape: &[usize],
     f16: bool,
+    layout: impl FnOnce(DType) -> Layout,
 ) -> Result<(Tensor, Tensor)> {
-    Ok(if f16 {
-        (half_weight(g, rng, shape), half_weight(g, rng, &shape[..1]))
-    } else {
-        (input(g, rng, shape)?, input(g, rng, &shape[..1])?)
-    })
-}
-
-fn half_weight(g: &mut Graph, rng: &mut Rng, shape: &[usize]) -> Tensor {
-    let len: usize = shape.iter().product();
-    let halves: Vec<u16> = (0..len.next_multiple_of(2))
-        .map(|_| half::f16::from_f32(rng.symmetric(0.1)).to_bits())
-        .collect();
-    let buffer = g
-        .gpu
-        .device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("bench weight"),
-            contents: bytemuck::cast_slice(&halves),
-            usage: wgpu::BufferUsages::STORAGE,
-        });
-    g.resident(shape, DType::F16, Arc::new(buffer))
+    let precision = if f16 { Precision::F16 } else { Precision::F32 };
+    let tensors = vec![
+        (
+            "w".into(),
+            shape.to_vec(),
+            rng.vec(shape.iter().product(), 1.0),
+        ),
+        ("b".into(), shape[..1].to_vec(), rng.vec(shape[0], 1.0)),
+    ];
+    let weights = Weights::from_host(g.gpu, tensors, precision)?;
+    let layout = layout(weights.dtype("w")?);
+    Ok((weights.tensor_in(g, "w", layout)?, weights.tensor(g, "b")?))
 }
 
 #[cfg(test)]
