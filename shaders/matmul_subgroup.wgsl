@@ -77,7 +77,7 @@ fn w8(row: u32, s: u32) -> W8 {
 // x in blocks of ROW_BLOCK rows, each block's rows side by side 8 k at a time (weights
 // uploaded in src/graph's `Layout::RowBlocked` for a product that runs them as rows):
 // the 8 lanes' loads of one step then read one run of the buffer, where on plain rows
-// they take a piece of each of 128 rows kilobytes apart (on lavapipe, 1.3 to 1.6 times
+// they take a piece of each of 128 rows kilobytes apart (on lavapipe, 1.3 to 1.7 times
 // as fast at the UNet's deepest levels). Batched products keep x plain.
 override X_BLOCKED: bool = false;
 const ROW_BLOCK: u32 = 128u;

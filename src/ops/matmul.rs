@@ -107,10 +107,11 @@ pub fn linear_weight_layout(gpu: &Gpu, n: usize, shape: &[usize], dtype: DType) 
 }
 
 /// [`Layout::RowBlocked`] for a weight of `rows` rows that fill whole blocks (a product
-/// that runs a weight as its rows reads the blocked layout on lavapipe 1.3 to 1.6 times
+/// that runs a weight as its rows reads the blocked layout on lavapipe 1.3 to 1.7 times
 /// as fast where it has few columns: the UNet's 8×8 and 4×4 levels' 3×3 convolutions
-/// 43.5 → 53.7 % and 25.5 → 40.2 % of the FMA probe, BENCHMARKS.md; over many
-/// columns, a 1×1 convolution of 128 × 128 pixels, it read slower, 53 → 48 %).
+/// 42–43 → 54–56 % and 25–26 → 41–43 % of the FMA probe, its 8×8 level's feed-forward
+/// Linear 43–45 → 58–61 %, BENCHMARKS.md; over many columns, a 1×1 convolution of
+/// 128 × 128 pixels, it read slower, 52–54 → 47–48 %).
 pub(crate) fn blocked_if_fits(rows: usize) -> Layout {
     if rows.is_multiple_of(ROW_BLOCK) {
         Layout::RowBlocked
