@@ -50,7 +50,8 @@ pub enum Layout {
     /// block's rows lie together, row after row. The broadcast matmul kernel reads a
     /// block's rows 8 k at a time, one row per lane, which on a plain matrix touches 128
     /// rows some kilobytes apart per step and on lavapipe streams at about half the
-    /// speed of a contiguous run (see `crate::ops::matmul::weight_layout`).
+    /// speed of a contiguous run (see `crate::ops::conv2d::weight_layout` and
+    /// `crate::ops::matmul::linear_weight_layout`).
     RowBlocked,
 }
 

@@ -456,9 +456,8 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
     }
     let columns = broadcast && column_tile(&o);
     let blocked = g.layout(o.x) == Layout::RowBlocked;
-    let whole = [o.x, o.w, o.y]
-        .iter()
-        .all(|&t| g.bytes(t) <= g.gpu.max_binding());
+    let limit = g.gpu.max_binding();
+    let whole = [o.x, o.w, o.y].iter().all(|&t| g.bytes(t) <= limit);
     let row_tiles = broadcast && !columns && whole && o.batches == 1;
     if g.layout(o.w) != Layout::Plain || blocked && !row_tiles {
         return Err(Error::Shape(
@@ -514,7 +513,6 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
         },
         k_split: u32_of(k, "matmul k")?,
     };
-    let limit = g.gpu.max_binding();
     // The broadcast kernel binds y twice: as vec2<u64> for its stores of four columns
     // and as f32 for the scalar stores of a transposed result. The column tile has no bias.
     let bindings = |x: View, w: View, bias: View, y: View| {
@@ -532,7 +530,7 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
         Some(b) => g.view(b),
         None => Ok(w),
     };
-    if g.bytes(o.x) <= limit && g.bytes(o.w) <= limit && g.bytes(o.y) <= limit {
+    if whole {
         let tiles = o.batches as u64
             * (o.rows as u64).div_ceil(rows_per_group)
             * (m as u64).div_ceil(cols_per_group);
