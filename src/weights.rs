@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use safetensors::tensor::{Dtype, Metadata};
@@ -212,6 +213,10 @@ struct Slot {
     resident: Mutex<Option<(Layout, Arc<wgpu::Buffer>)>>,
 }
 
+/// Upload bytes after which the weights' staging copies are handed to the GPU and freed
+/// (see [`Weights::unflushed_bytes`]).
+pub const STAGING_FLUSH: u64 = 256 << 20;
+
 /// Named weights of one model, shared by every graph. Each is uploaded when a graph
 /// first asks for it, in the layout that graph's op reads best (see
 /// [`Weights::tensor_in`]): the one convolution weight runs as the rows of a product at
@@ -223,6 +228,8 @@ pub struct Weights {
     pub bytes: u64,
     /// Shapes only, all sharing one dummy buffer: graphs can be built and planned, not run.
     pub planning_only: bool,
+    /// Bytes uploaded since the queue last took their staging copies.
+    unflushed: AtomicU64,
 }
 
 impl Weights {
@@ -318,6 +325,7 @@ impl Weights {
             map: HashMap::new(),
             bytes: 0,
             planning_only,
+            unflushed: AtomicU64::new(0),
         }
     }
 
@@ -385,12 +393,33 @@ impl Weights {
                     _ => {
                         let buffer = Arc::new(upload_slot(g.gpu, name, slot, layout)?);
                         *resident = Some((layout, buffer.clone()));
+                        self.staged(g.gpu, buffer.size())?;
                         buffer
                     }
                 }
             }
         };
         Ok(g.resident_in(&slot.shape, slot.dtype, buffer, layout))
+    }
+
+    /// Bytes uploaded whose staging copies may still wait for a submission: under
+    /// [`STAGING_FLUSH`]. wgpu keeps a new buffer's contents in host memory until the
+    /// queue next submits, and a graph uploads its weights while it is built, before it
+    /// runs: unflushed, a model's first run would hold a second host copy of every weight
+    /// (3.9 GB for SD-2.1 in f32; on lavapipe, 3 GB more peak memory, BENCHMARKS.md).
+    pub fn unflushed_bytes(&self) -> u64 {
+        self.unflushed.load(Ordering::Relaxed)
+    }
+
+    /// Counts `bytes` just uploaded; past [`STAGING_FLUSH`], submits the copies and waits
+    /// for them, which frees their staging memory.
+    fn staged(&self, gpu: &Gpu, bytes: u64) -> Result<()> {
+        if self.unflushed.fetch_add(bytes, Ordering::Relaxed) + bytes < STAGING_FLUSH {
+            return Ok(());
+        }
+        self.unflushed.store(0, Ordering::Relaxed);
+        gpu.queue.submit([]);
+        gpu.wait()
     }
 }
 

@@ -1,15 +1,16 @@
 //! Weights uploaded in blocks of rows (`Layout::RowBlocked`): the permutation itself,
 //! the products that read it against their CPU references, the paths that cannot read
-//! it refusing it, and one weight following the layout each graph asks for.
+//! it refusing it, and one weight following the layout each graph asks for; and the
+//! uploads' staging copies handed to the GPU as they add up.
 
 mod common;
 
 use common::{assert_close, gpu};
 use oscar_wgpu::graph::{DType, Graph, Layout, BLOCK_K, ROW_BLOCK};
 use oscar_wgpu::ops::conv2d::{self, Conv2d};
-use oscar_wgpu::ops::matmul;
+use oscar_wgpu::ops::{elementwise, matmul};
 use oscar_wgpu::rng::Rng;
-use oscar_wgpu::weights::{block_rows, Precision, Weights};
+use oscar_wgpu::weights::{block_rows, Precision, Weights, STAGING_FLUSH};
 
 /// 8-lane subgroups: the broadcast kernel, the only reader of blocked rows, runs.
 fn broadcast_adapter() -> bool {
@@ -232,4 +233,36 @@ fn a_weight_follows_the_layout_each_graph_asks_for() {
             &format!("{side}×{side} {layout:?}"),
         );
     }
+}
+
+/// A graph uploads its weights while it is built, before it runs; every
+/// `STAGING_FLUSH` bytes their staging copies go to the GPU, so that they never all wait
+/// in host memory at once, and the weights read back whole afterwards.
+#[test]
+fn weight_uploads_hand_over_their_staging_copies_as_they_add_up() {
+    let len = (STAGING_FLUSH / 2 / 4 * 4 / 5) as usize; // 0.4 × the flush size each
+    let bytes = 4 * len as u64;
+    let weights = Weights::from_host(
+        gpu(),
+        (1..=3)
+            .map(|i| (format!("w{i}"), vec![len], vec![i as f32; len]))
+            .collect(),
+        Precision::F32,
+    )
+    .unwrap();
+    let mut g = Graph::new(gpu());
+    let w1 = weights.tensor(&mut g, "w1").unwrap();
+    assert_eq!(weights.unflushed_bytes(), bytes);
+    let w2 = weights.tensor(&mut g, "w2").unwrap();
+    assert_eq!(weights.unflushed_bytes(), 2 * bytes);
+    let w3 = weights.tensor(&mut g, "w3").unwrap();
+    assert_eq!(
+        weights.unflushed_bytes(),
+        0,
+        "past the flush size: handed over"
+    );
+    let sum = elementwise::add(&mut g, w1, w2).unwrap();
+    let sum = elementwise::add(&mut g, sum, w3).unwrap();
+    let (out, _) = g.run(&[sum]).unwrap();
+    assert!(out[0].f32().iter().all(|&v| v == 6.0));
 }
