@@ -193,12 +193,17 @@ impl Precision {
     }
 }
 
+/// Makes a weight's values whenever it is uploaded (seeded synthetic weights).
+pub type Generator = Box<dyn Fn() -> Vec<f32> + Send + Sync>;
+
 /// Where a weight's bytes come from, whenever it is uploaded.
 enum Source {
     /// The model file (widened or packed to the weight's dtype as it is uploaded).
     File(Arc<ModelFile>),
     /// Bytes in the weight's dtype, built on the host.
     Host(Vec<u8>),
+    /// Values made at each upload, so that the host keeps none of them.
+    Generated(Generator),
     /// No data: a planning-only model's weights share one dummy buffer.
     Dummy(Arc<wgpu::Buffer>),
 }
@@ -283,11 +288,24 @@ impl Weights {
         let mut weights = Weights::empty(false);
         for (name, shape, values) in tensors {
             let storage = precision.storage(&name);
-            let bytes = match storage {
-                DType::F16 => pack_f16(&values),
-                _ => bytemuck::cast_slice::<f32, u8>(&values).to_vec(),
-            };
+            let bytes = host_bytes(&values, storage);
             weights.add(gpu, name, shape, storage, values.len(), Source::Host(bytes))?;
+        }
+        Ok(weights)
+    }
+
+    /// Weights whose values `tensors`' generators make as each is uploaded (the
+    /// synthetic model's 3.9 GB would otherwise stay on the host beside the GPU's copy).
+    pub fn generated(
+        gpu: &Gpu,
+        tensors: Vec<(String, Vec<usize>, Generator)>,
+        precision: Precision,
+    ) -> Result<Weights> {
+        let mut weights = Weights::empty(false);
+        for (name, shape, make) in tensors {
+            let storage = precision.storage(&name);
+            let elements = shape.iter().product();
+            weights.add(gpu, name, shape, storage, elements, Source::Generated(make))?;
         }
         Ok(weights)
     }
@@ -386,7 +404,7 @@ impl Weights {
         let slot = self.slot(name)?;
         let buffer = match &slot.source {
             Source::Dummy(dummy) => dummy.clone(),
-            Source::File(_) | Source::Host(_) => {
+            Source::File(_) | Source::Host(_) | Source::Generated(_) => {
                 let mut resident = slot.resident.lock().expect("weight slot");
                 match &*resident {
                     Some((at, buffer)) if *at == layout => buffer.clone(),
@@ -427,6 +445,18 @@ fn upload_slot(gpu: &Gpu, name: &str, slot: &Slot, layout: Layout) -> Result<wgp
     let bytes: Cow<[u8]> = match &slot.source {
         Source::File(file) => file_bytes(file, name, slot.dtype)?,
         Source::Host(bytes) => bytes.as_slice().into(),
+        Source::Generated(make) => {
+            let values = make();
+            let elements: usize = slot.shape.iter().product();
+            if values.len() != elements {
+                return Err(Error::BadModel(format!(
+                    "weight '{name}': {} values made for {:?}",
+                    values.len(),
+                    slot.shape
+                )));
+            }
+            host_bytes(&values, slot.dtype).into()
+        }
         Source::Dummy(_) => unreachable!("planning-only weights are never uploaded"),
     };
     let bytes = match layout {
@@ -451,6 +481,14 @@ fn upload_slot(gpu: &Gpu, name: &str, slot: &Slot, layout: Layout) -> Result<wgp
     Ok(buffer)
 }
 
+/// `values` in `storage`: packed as f16 or as they are.
+fn host_bytes(values: &[f32], storage: DType) -> Vec<u8> {
+    match storage {
+        DType::F16 => pack_f16(values),
+        _ => bytemuck::cast_slice::<f32, u8>(values).to_vec(),
+    }
+}
+
 /// The file's tensor in `storage`: as it lies where the dtypes agree, else widened to
 /// f32 or packed as f16.
 fn file_bytes<'f>(file: &'f ModelFile, name: &str, storage: DType) -> Result<Cow<'f, [u8]>> {
@@ -466,10 +504,7 @@ fn file_bytes<'f>(file: &'f ModelFile, name: &str, storage: DType) -> Result<Cow
             let values = to_f32(dtype, raw).ok_or_else(|| {
                 Error::BadModel(format!("tensor '{name}' has unsupported dtype {dtype:?}"))
             })?;
-            match storage {
-                DType::F16 => pack_f16(&values).into(),
-                _ => bytemuck::cast_slice::<f32, u8>(&values).to_vec().into(),
-            }
+            host_bytes(&values, storage).into()
         }
     })
 }

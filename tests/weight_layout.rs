@@ -1,16 +1,20 @@
 //! Weights uploaded in blocks of rows (`Layout::RowBlocked`): the permutation itself,
 //! the products that read it against their CPU references, the paths that cannot read
 //! it refusing it, and one weight following the layout each graph asks for; and the
-//! uploads' staging copies handed to the GPU as they add up.
+//! uploads themselves: staging copies handed to the GPU as they add up, generated
+//! weights made only when uploaded.
 
 mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use common::{assert_close, gpu};
 use oscar_wgpu::graph::{DType, Graph, Layout, BLOCK_K, ROW_BLOCK};
 use oscar_wgpu::ops::conv2d::{self, Conv2d};
 use oscar_wgpu::ops::{elementwise, matmul};
 use oscar_wgpu::rng::Rng;
-use oscar_wgpu::weights::{block_rows, Precision, Weights, STAGING_FLUSH};
+use oscar_wgpu::weights::{block_rows, Generator, Precision, Weights, STAGING_FLUSH};
 
 /// 8-lane subgroups: the broadcast kernel, the only reader of blocked rows, runs.
 fn broadcast_adapter() -> bool {
@@ -265,4 +269,41 @@ fn weight_uploads_hand_over_their_staging_copies_as_they_add_up() {
     let sum = elementwise::add(&mut g, sum, w3).unwrap();
     let (out, _) = g.run(&[sum]).unwrap();
     assert!(out[0].f32().iter().all(|&v| v == 6.0));
+}
+
+/// A generated weight is made when a graph first asks for it, not at load; a generator
+/// that makes the wrong number of values is an error, not a short buffer.
+#[test]
+fn generated_weights_are_made_when_uploaded() {
+    let made = Arc::new(AtomicUsize::new(0));
+    let counter = made.clone();
+    let values: Vec<f32> = (0..40).map(|i| i as f32 - 20.0).collect();
+    let expected = values.clone();
+    let good: Generator = Box::new(move || {
+        counter.fetch_add(1, Ordering::Relaxed);
+        values.clone()
+    });
+    let short: Generator = Box::new(|| vec![0.0; 2]);
+    let weights = Weights::generated(
+        gpu(),
+        vec![
+            ("w".into(), vec![5, 8], good),
+            ("short".into(), vec![3], short),
+        ],
+        Precision::F32,
+    )
+    .unwrap();
+    assert_eq!(made.load(Ordering::Relaxed), 0, "nothing made at load");
+    let mut g = Graph::new(gpu());
+    let w = weights.tensor(&mut g, "w").unwrap();
+    let twice = elementwise::add(&mut g, w, w).unwrap();
+    let (out, _) = g.run(&[twice]).unwrap();
+    let want: Vec<f32> = expected.iter().map(|v| 2.0 * v).collect();
+    assert_eq!(out[0].f32(), want);
+    assert_eq!(made.load(Ordering::Relaxed), 1);
+    let err = weights
+        .tensor(&mut Graph::new(gpu()), "short")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("2 values made for [3]"), "{err}");
 }

@@ -393,7 +393,7 @@ fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<
     progress(
         out,
         format!(
-            "model ready in {:.1} s ({:.0} MiB of weights)",
+            "model opened in {:.1} s ({:.0} MiB of weights, uploaded as the first run asks)",
             t0.elapsed().as_secs_f64(),
             oscar.weights.bytes as f64 / 1048576.0
         ),

@@ -446,7 +446,7 @@ impl Oscar {
         seed: u64,
         precision: Precision,
     ) -> Result<Oscar> {
-        let weights = Weights::from_host(&gpu, arch.weights(seed), precision)?;
+        let weights = Weights::generated(&gpu, arch.weights(seed), precision)?;
         Ok(Oscar {
             gpu,
             info: arch.info.clone(),

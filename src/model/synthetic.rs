@@ -8,6 +8,7 @@ use super::config::{Level, SchedulerConfig, UnetConfig, VaeConfig};
 use super::oscar::ModelInfo;
 use crate::error::Result;
 use crate::rng::Rng;
+use crate::weights::Generator;
 
 const SD21_UNET: &str = r#"{"in_channels":4,"out_channels":4,"block_out_channels":[320,640,1280,1280],"layers_per_block":2,
 "down_block_types":["CrossAttnDownBlock2D","CrossAttnDownBlock2D","CrossAttnDownBlock2D","DownBlock2D"],
@@ -94,27 +95,28 @@ impl Architecture {
     }
 
     /// Seeded weights, scaled like PyTorch's default init (uniform ±1/√fan_in), with
-    /// unit norm gains, so activations stay in a realistic range.
-    pub fn weights(&self, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-        let mut rng = Rng::new(seed);
+    /// unit norm gains, so activations stay in a realistic range. Each weight has a seed
+    /// of its own, drawn from `seed` in order, and is made only when it is uploaded.
+    pub fn weights(&self, seed: u64) -> Vec<(String, Vec<usize>, Generator)> {
+        let mut seeds = Rng::new(seed);
         self.weight_shapes()
             .into_iter()
             .map(|(name, shape)| {
                 let len: usize = shape.iter().product();
                 let is_norm = name.contains("norm") && shape.len() == 1;
-                let values = if is_norm && name.ends_with(".weight") {
-                    vec![1.0; len]
-                } else if is_norm {
-                    vec![0.0; len]
+                let make: Generator = if is_norm {
+                    let gain = if name.ends_with(".weight") { 1.0 } else { 0.0 };
+                    Box::new(move || vec![gain; len])
                 } else {
                     let fan_in = if shape.len() > 1 {
                         shape[1..].iter().product::<usize>()
                     } else {
                         shape[0]
                     };
-                    rng.vec(len, 1.0 / (fan_in as f32).sqrt())
+                    let (seed, scale) = (seeds.next_u64(), 1.0 / (fan_in as f32).sqrt());
+                    Box::new(move || Rng::new(seed).vec(len, scale))
                 };
-                (name, shape, values)
+                (name, shape, make)
             })
             .collect()
     }
