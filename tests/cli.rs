@@ -474,15 +474,22 @@ fn bench_reports_stages_and_kernels() {
         "--runs",
         "1",
         "--warmup",
-        "0",
+        "1",
         "--no-stages",
         "--csv",
         "-q",
     ]);
     ok(&portable);
     let csv = String::from_utf8_lossy(&portable.stdout);
-    // With --no-stages: the two totals and the two range coders.
-    assert_eq!(csv.lines().count(), 5, "{csv}");
+    // With --no-stages: the first run (a warm-up was asked for), the two totals and the
+    // two range coders.
+    assert_eq!(csv.lines().count(), 6, "{csv}");
+    let first_run = csv
+        .lines()
+        .find(|l| l.rsplit(',').nth(7) == Some("first_run"))
+        .unwrap_or_else(|| panic!("no first_run record in {csv}"));
+    let first_ms: f64 = first_run.rsplit(',').nth(6).unwrap().parse().unwrap();
+    assert!(first_ms > 0.0, "{first_run}");
     assert!(
         csv.lines()
             .skip(1)
