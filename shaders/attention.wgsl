@@ -8,6 +8,7 @@
 // unnormalised output in y between dispatches.
 
 struct Params {
+    @align(16)
     nq: u32,       // query rows in this window
     nk: u32,       // key rows in this window
     heads: u32,
@@ -19,7 +20,6 @@ struct Params {
     scale: f32,    // 1/√d
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
@@ -30,6 +30,7 @@ const CHUNK: u32 = 64u;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let gid = flat_workgroup(wg, num) * 64u + li;
     let i = gid / p.heads;
     let h = gid % p.heads;
@@ -108,6 +109,7 @@ fn y4(i: u32) -> vec4<f32> {
 
 @compute @workgroup_size(64)
 fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let q_blocks = (p.nq + QUERIES - 1u) / QUERIES;
     let flat = flat_workgroup(wg, num);
     let h = flat / q_blocks;

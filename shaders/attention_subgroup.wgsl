@@ -15,6 +15,7 @@
 // d ≤ 64 or d % 64 == 0.
 
 struct Params {
+    @align(16)
     nq: u32,       // query rows in this window
     nk: u32,       // key rows in this window
     heads: u32,
@@ -26,7 +27,6 @@ struct Params {
     scale: f32,    // 1/√d
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
 // Queries, keys, values and output as vec2<u64>, the 16 bytes of a vec4<f32> in half
 // the per-lane trips (see subgroup.wgsl).
 @group(0) @binding(1) var<storage, read> q: array<vec2<u64>>;
@@ -298,6 +298,7 @@ fn main(
     @builtin(local_invocation_index) li: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
+    load_params(num);
     let q_blocks = (p.nq + 511u) / 512u;
     let flat = flat_workgroup(wg, num);
     // Whole workgroups past the end leave together: the subgroups stay uniform.

@@ -3,13 +3,13 @@
 // in a tree. `rescale`: y = x · (target[c] / norm[c]) over a window of whole channels.
 
 struct Params {
+    @align(16)
     hw: u32,
     channels: u32, // channels in the window
     c_base: u32,   // first channel of the window
     n: u32,        // elements in the window (rescale)
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 // norms
 @group(0) @binding(2) var<storage, read_write> norms_out: array<f32>;
@@ -24,6 +24,7 @@ var<workgroup> partial: array<f32, 256>;
 
 @compute @workgroup_size(256)
 fn norms(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let c = flat_workgroup(wg, num);
     if c >= p.channels {
         return;
@@ -53,6 +54,7 @@ fn norms(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
 
 @compute @workgroup_size(256)
 fn rescale(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let i = flat_workgroup(wg, num) * WG + li;
     if i >= p.n {
         return;

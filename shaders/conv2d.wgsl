@@ -53,6 +53,7 @@ fn main(
     @builtin(num_workgroups) num: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
+    load_params(num);
     let gid = flat_workgroup(wg, num) * 64u + li;
     let tiles = ((p.oh + ROWS - 1u) / ROWS) * p.ow;
     let oc0 = (gid / tiles) * OCT;
@@ -223,6 +224,7 @@ fn stage(oc0: u32, wk: u32, oc: u32, stride: u32, pk: u32, pk_stride: u32, tap0:
 // Workgroups past the end leave together.
 @compute @workgroup_size(256)
 fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let pixels = p.oh * p.ow;
     let oc_tiles = (p.cout + TILE - 1u) / TILE;
     let tiles = oc_tiles * ((pixels + TILE - 1u) / TILE);
@@ -289,6 +291,7 @@ var<workgroup> xw: array<vec4<f32>, 256>;
 // vary fastest; workgroups past the end leave together.
 @compute @workgroup_size(256)
 fn tiled128(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let pixels = p.oh * p.ow;
     let oc_tiles = (p.cout + WIDE - 1u) / WIDE;
     let flat = flat_workgroup(wg, num);

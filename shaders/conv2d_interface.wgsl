@@ -4,6 +4,7 @@
 // activation, ACT, comes from activation.wgsl).
 
 struct Params {
+    @align(16)
     cin: u32,        // input channels in this window
     h: u32,
     w: u32,
@@ -22,7 +23,6 @@ struct Params {
     k_split: u32,    // K per split of a split-K `tiled` (else all of K; see SPLIT_K)
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<u32>;
 @group(0) @binding(3) var<storage, read> bias: array<u32>;

@@ -113,6 +113,7 @@ fn main(
     @builtin(local_invocation_index) li: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
+    load_params(num);
     let tiles = ((p.oh + 3u) / 4u) * p.ow;
     let at = place(wg, num, li, tiles, 16u);
     if !at.valid {
@@ -557,6 +558,7 @@ fn main3(
     @builtin(local_invocation_index) li: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
+    load_params(num);
     conv3(wg, num, li, lane, false);
 }
 
@@ -629,6 +631,7 @@ fn main1(
     @builtin(local_invocation_index) li: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
+    load_params(num);
     let quads = p.h * p.w / 4u;
     let at = place(wg, num, li, (quads + 3u) / 4u, 16u);
     if !at.valid {
@@ -836,5 +839,6 @@ fn main3s2(
     @builtin(local_invocation_index) li: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
+    load_params(num);
     conv3(wg, num, li, lane, true);
 }

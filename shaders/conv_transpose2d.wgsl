@@ -6,6 +6,7 @@
 // One dispatch covers a window of output and one of input channels, accumulating.
 
 struct Params {
+    @align(16)
     cin: u32,        // input channels in this window
     h: u32,
     w: u32,
@@ -23,7 +24,6 @@ struct Params {
     x_tiles: u32,    // pixel tiles per phase and row
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<u32>;
 @group(0) @binding(3) var<storage, read> bias: array<u32>;
@@ -46,6 +46,7 @@ fn main(
     @builtin(num_workgroups) num: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
+    load_params(num);
     let gid = flat_workgroup(wg, num) * 64u + li;
     let per_row = p.stride * p.x_tiles;
     let per_group = per_row * p.oh;

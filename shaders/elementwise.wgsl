@@ -5,6 +5,7 @@
 // `geglu4` does it a vec4 at a time where cols % 4 == 0.
 
 struct Params {
+    @align(16)
     n: u32,
     b_len: u32,
     inner: u32,
@@ -15,7 +16,6 @@ struct Params {
     _pad: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
@@ -57,6 +57,7 @@ fn index(wg: vec3<u32>, num: vec3<u32>, li: u32) -> u32 {
 
 @compute @workgroup_size(256)
 fn unary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let i = index(wg, num, li);
     if i >= p.n {
         return;
@@ -75,6 +76,7 @@ fn unary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
 
 @compute @workgroup_size(256)
 fn binary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let i = index(wg, num, li);
     if i >= p.n {
         return;
@@ -95,6 +97,7 @@ fn binary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: ve
 // devices) and a quarter of the invocations. The residual additions are these.
 @compute @workgroup_size(256)
 fn binary4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let i = index(wg, num, li);
     if i >= p.n / 4u {
         return;
@@ -112,6 +115,7 @@ fn binary4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: v
 
 @compute @workgroup_size(256)
 fn geglu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let i = index(wg, num, li);
     if i >= p.n {
         return;
@@ -126,6 +130,7 @@ fn geglu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
 // One division per output vec4 instead of a division and a remainder per element.
 @compute @workgroup_size(256)
 fn geglu4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let i = index(wg, num, li);
     if i >= p.n / 4u {
         return;

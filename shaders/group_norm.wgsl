@@ -9,6 +9,7 @@
 // Entry points bind different buffers at the same slots (see the Rust side).
 
 struct Params {
+    @align(16)
     group_len: u32,  // elements per group
     slices: u32,     // partial slices per group
     groups: u32,     // groups in this dispatch
@@ -20,7 +21,6 @@ struct Params {
     eps: f32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
 
 // partial
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -114,6 +114,7 @@ fn write_partial(wid: u32, li: u32, mine: vec3<f32>) {
 
 @compute @workgroup_size(64)
 fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let wid = flat_workgroup(wg, num);
     if wid >= p.groups * p.slices {
         return;
@@ -152,6 +153,7 @@ fn dev2(v: vec4<f32>, mean: f32, first: u32, j: u32, end4: u32) -> vec4<f32> {
 // workgroup reduction's barriers took a fifth of the group norm's time there.
 @compute @workgroup_size(64)
 fn partial4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let wid = flat_workgroup(wg, num);
     if wid >= p.groups * p.slices {
         return;
@@ -185,6 +187,7 @@ fn partial4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: 
 // group group_base + grp.
 @compute @workgroup_size(64)
 fn finalize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let grp = flat_workgroup(wg, num);
     if grp >= p.groups {
         return;
@@ -215,6 +218,7 @@ fn normalise(v: vec4<f32>, c: u32) -> vec4<f32> {
 
 @compute @workgroup_size(64)
 fn apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let i = flat_workgroup(wg, num) * WG + li;
     if i >= p.n {
         return;
@@ -228,6 +232,7 @@ fn apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
 // the two that found a vec4's channel and group took a fifth of the group norm's time).
 @compute @workgroup_size(64)
 fn apply4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let hw4 = p.hw / 4u;
     let i = (wg.z * num.x + wg.x) * WG + li;
     if i >= hw4 {

@@ -5,6 +5,7 @@
 // kernel's tiles leave most lanes idle).
 
 struct Params {
+    @align(16)
     cin: u32,
     h: u32,
     w: u32,
@@ -18,7 +19,6 @@ struct Params {
     _pad: vec2<u32>,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
@@ -27,6 +27,7 @@ struct Params {
 // per kh·kw elements instead of several times per element.
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let pixels = p.oh * p.ow;
     let i = flat_workgroup(wg, num) * 256u + li;
     if i >= p.cin * pixels {

@@ -3,13 +3,13 @@
 // y = (x - mean) / sqrt(var + eps) · gamma + beta, gamma and beta f32 or packed f16.
 
 struct Params {
+    @align(16)
     rows: u32,
     c: u32,
     eps: f32,
     _pad: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> gamma: array<u32>;
 @group(0) @binding(3) var<storage, read> beta: array<u32>;
@@ -17,6 +17,7 @@ struct Params {
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let row = flat_workgroup(wg, num) * 64u + li;
     if row >= p.rows {
         return;

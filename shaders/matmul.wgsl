@@ -11,6 +11,7 @@
 // where barriers are costly.
 
 struct Params {
+    @align(16)
     rows: u32,      // rows of x (and y) per batch in this window
     k: u32,
     m: u32,
@@ -22,7 +23,6 @@ struct Params {
     k_split: u32,   // k per split of a split-K product (else all of k; see tile_at)
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<u32>;
 @group(0) @binding(3) var<storage, read> bias: array<u32>;
@@ -118,6 +118,7 @@ fn stage(t: TileAt, k: u32, r: u32, stride: u32) -> Staged {
 // them. Rows and columns past the end are skipped on store; split-K as `tile_at` says.
 @compute @workgroup_size(256)
 fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let t = tile_at(flat_workgroup(wg, num), TILE, TILE);
     if t.k_begin >= p.k {
         return;
@@ -168,6 +169,7 @@ var<workgroup> ww: array<vec4<f32>, 264>;
 // consecutive vec4s (w).
 @compute @workgroup_size(256)
 fn tiled128(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let t = tile_at(flat_workgroup(wg, num), WIDE, WIDE);
     if t.k_begin >= p.k {
         return;
@@ -246,6 +248,7 @@ fn stage_narrow(t: TileAt, k0: u32, lk: u32, lc: u32, xr: u32, xk: u32) -> Narro
 // below 128 k li / 16 of row li % 16.
 @compute @workgroup_size(256)
 fn narrow(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let t = tile_at(flat_workgroup(wg, num), NARROW_ROWS, NARROW_COLS);
     if t.k_begin >= p.k {
         return;

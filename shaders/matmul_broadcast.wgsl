@@ -8,6 +8,7 @@ override X_F16: bool = false;
 
 // src/ops/matmul.rs's `Params`, less k_split, which only the portable kernels read.
 struct Params {
+    @align(16)
     rows: u32,
     k: u32,
     m: u32,
@@ -19,7 +20,6 @@ struct Params {
     bias_kind: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
 
 // Eight k of one column quad: acc + Σ x[k] · g[k] in one chain (x: xa then xb).
 fn chain(acc: vec4<f32>, xa: vec4<f32>, xb: vec4<f32>, g: array<vec4<f32>, 8>) -> vec4<f32> {

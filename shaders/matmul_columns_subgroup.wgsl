@@ -52,6 +52,7 @@ fn cols_r64c32(
     @builtin(num_workgroups) num: vec3<u32>,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
+    load_params(num);
     let o = origin(wg, num, 0u, 64u, 256u);
     if !o.valid {
         return;

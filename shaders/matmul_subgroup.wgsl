@@ -159,6 +159,7 @@ fn r16c64(
     @builtin(local_invocation_index) li: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
+    load_params(num);
     let o = origin(wg, num, li, 128u, 64u);
     if !o.valid {
         return;
@@ -781,6 +782,7 @@ fn r8c64(
     @builtin(local_invocation_index) li: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
+    load_params(num);
     let o = origin(wg, num, li, 64u, 64u);
     if !o.valid {
         return;
@@ -1115,6 +1117,7 @@ fn r4c64(
     @builtin(local_invocation_index) li: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
+    load_params(num);
     let o = origin(wg, num, li, 32u, 64u);
     if !o.valid {
         return;
@@ -1305,6 +1308,7 @@ fn r2c64(
     @builtin(local_invocation_index) li: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
+    load_params(num);
     let o = origin(wg, num, li, 16u, 64u);
     if !o.valid {
         return;
@@ -1423,6 +1427,7 @@ fn r1c64(
     @builtin(local_invocation_index) li: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
+    load_params(num);
     let o = origin(wg, num, li, 8u, 64u);
     if !o.valid {
         return;
@@ -1505,6 +1510,7 @@ fn r16c16(
     @builtin(local_invocation_index) li: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
+    load_params(num);
     let o = origin(wg, num, li, 128u, 16u);
     if !o.valid {
         return;

@@ -2,12 +2,13 @@
 // i, i + lanes, i + 2·lanes, … (u32 indices in token order). Bit-exact with
 // `rans::decode` in src/codec/rans.rs; see docs/bitstream.md.
 //
-// Written for untrusted input: every loop is bounded by params.tokens, every read is
+// Written for untrusted input: every loop is bounded by p.tokens, every read is
 // checked against the buffer and lane bounds, and a bad stream sets a bit in
 // status[0] instead of reading out of bounds. status[1] counts finished lanes so the
 // host can tell the shader ran to completion.
 
 struct Params {
+    @align(16)
     mode: u32,         // 0 = rANS, 1 = raw fixed-width
     lanes: u32,        // invocations doing work
     tokens: u32,
@@ -18,7 +19,6 @@ struct Params {
     crc_seed: u32,     // rANS: CRC register after the header, continued over each lane's tokens
 }
 
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> words: array<u32>;
 @group(0) @binding(2) var<storage, read> lane_starts: array<u32>;
 // table[s] = freq[s] | cum[s] << 16 for s < K, then table[K + slot] = symbol.
@@ -51,12 +51,12 @@ fn crc_token(crc: u32, s: u32) -> u32 {
 }
 
 fn decode_raw(lane: u32) -> u32 {
-    let bits = params.symbol_bits;
+    let bits = p.symbol_bits;
     let mask = (1u << bits) - 1u;
-    for (var t = lane; t < params.tokens; t += params.lanes) {
+    for (var t = lane; t < p.tokens; t += p.lanes) {
         let bit = t * bits;
         let last = bit + bits - 1u;
-        if (last >= params.units * 8u || (last >> 5u) >= arrayLength(&words)) {
+        if (last >= p.units * 8u || (last >> 5u) >= arrayLength(&words)) {
             return ERR_LAYOUT;
         }
         let shift = bit & 31u;
@@ -76,21 +76,21 @@ fn decode_rans(lane: u32) -> u32 {
     }
     let start = lane_starts[lane];
     let end = lane_starts[lane + 1u];
-    if (start > end || end - start < 2u || end > params.units || (end + 1u) / 2u > arrayLength(&words)) {
+    if (start > end || end - start < 2u || end > p.units || (end + 1u) / 2u > arrayLength(&words)) {
         return ERR_LAYOUT;
     }
-    let k = params.symbols;
-    let n = params.prob_bits;
+    let k = p.symbols;
+    let n = p.prob_bits;
     if (k + (1u << n) > arrayLength(&table)) {
         return ERR_TABLE;
     }
     var x = (word16(start) << 16u) | word16(start + 1u);
     var pos = start + 2u;
-    var crc = params.crc_seed;
+    var crc = p.crc_seed;
     if (x < RANS_L) {
         return ERR_START;
     }
-    for (var t = lane; t < params.tokens; t += params.lanes) {
+    for (var t = lane; t < p.tokens; t += p.lanes) {
         let slot = x & ((1u << n) - 1u);
         let s = table[k + slot];
         if (s >= k) {
@@ -119,14 +119,15 @@ fn decode_rans(lane: u32) -> u32 {
 }
 
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>) {
+    load_params(num);
     let lane = gid.x;
-    if (lane >= params.lanes) {
+    if (lane >= p.lanes) {
         return;
     }
     var err = ERR_LAYOUT;
-    if (params.tokens <= arrayLength(&tokens_out)) {
-        if (params.mode == 1u) {
+    if (p.tokens <= arrayLength(&tokens_out)) {
+        if (p.mode == 1u) {
             err = decode_raw(lane);
         } else {
             err = decode_rans(lane);

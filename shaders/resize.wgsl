@@ -4,11 +4,11 @@
 // one division per 16 outputs instead of two per output.
 
 struct Params {
+    @align(16)
     n: u32, // output elements in the window
     w: u32, // input width
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
@@ -16,6 +16,7 @@ struct Params {
 
 @compute @workgroup_size(256)
 fn nearest2x(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let i = flat_workgroup(wg, num) * 256u + li;
     if i >= p.n {
         return;
@@ -27,6 +28,7 @@ fn nearest2x(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num:
 
 @compute @workgroup_size(256)
 fn nearest2x4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let i = flat_workgroup(wg, num) * 256u + li;
     if i >= p.n / 16u {
         return;

@@ -4,13 +4,13 @@
 // memory.
 
 struct Params {
+    @align(16)
     rows: u32,
     n: u32,
     scale: f32,
     _pad: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
@@ -34,6 +34,7 @@ fn reduce(v: f32, li: u32, take_max: bool) -> f32 {
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     // Workgroups of a folded grid past the last row compute row 0 again and write
     // nothing: barriers need the whole workgroup, so none may leave early.
     let flat = flat_workgroup(wg, num);

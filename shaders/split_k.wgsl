@@ -6,6 +6,7 @@
 // pixels). Four consecutive outputs per invocation, the activation on them at once.
 
 struct Params {
+    @align(16)
     len: u32,       // elements of y, and of each slice
     splits: u32,
     inner: u32,
@@ -13,7 +14,6 @@ struct Params {
     has_bias: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> part: array<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<u32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
@@ -24,6 +24,7 @@ fn load_b(i: u32) -> f32 {
 
 @compute @workgroup_size(256)
 fn sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let i0 = 4u * (flat_workgroup(wg, num) * 256u + li);
     if i0 >= p.len {
         return;

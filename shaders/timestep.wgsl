@@ -5,13 +5,13 @@
 // only 2⁻¹¹ and only on [−π, π].
 
 struct Params {
+    @align(16)
     t: f32,
     half: u32,
     dim: u32,
     flip: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> freqs: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
@@ -42,6 +42,7 @@ fn sincos(x: f32) -> vec2<f32> {
 
 @compute @workgroup_size(64)
 fn embed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let i = flat_workgroup(wg, num) * 64u + li;
     if i >= p.dim {
         return;

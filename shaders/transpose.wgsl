@@ -3,6 +3,7 @@
 // so tensors larger than one storage binding are transposed tile by tile.
 
 struct Params {
+    @align(16)
     rows: u32,     // x rows in this tile
     cols: u32,     // x columns (y rows) in this tile
     a: u32,        // x rows of the whole tensor = y row length
@@ -13,12 +14,12 @@ struct Params {
     batch_len: u32, // a · b
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let gid = flat_workgroup(wg, num) * 64u + li;
     let per_batch = p.rows * p.cols;
     let bi = gid / per_batch;

@@ -4,6 +4,7 @@
 // Entry points bind different buffers at the same slots (see the Rust side).
 
 struct Params {
+    @align(16)
     n: u32, // tokens (gather: output elements)
     d: u32,
     k: u32, // codebook / table rows
@@ -11,7 +12,6 @@ struct Params {
     j1: u32, // carried in best_out / best_score between dispatches
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
 // normalize
 @group(0) @binding(1) var<storage, read> z: array<f32>;
 @group(0) @binding(2) var<storage, read_write> zn_out: array<f32>;
@@ -31,6 +31,7 @@ fn index(wg: vec3<u32>, num: vec3<u32>, li: u32) -> u32 {
 
 @compute @workgroup_size(64)
 fn normalize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let t = index(wg, num, li);
     if t >= p.n {
         return;
@@ -48,6 +49,7 @@ fn normalize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num:
 
 @compute @workgroup_size(64)
 fn argmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let t = index(wg, num, li);
     if t >= p.n {
         return;
@@ -76,6 +78,7 @@ fn argmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: ve
 
 @compute @workgroup_size(64)
 fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params(num);
     let i = index(wg, num, li);
     if i >= p.n {
         return;

@@ -84,3 +84,22 @@ fn every_shader_translates_for_metal_dx12_and_vulkan() {
             .unwrap_or_else(|e| panic!("{name}.wgsl to SPIR-V: {e}"));
     }
 }
+
+/// Every op shader's entry points read their parameters through `load_params` before
+/// anything else (shaders/params.wgsl): a function reading `p` before it would see
+/// zeros. The FMA probe keeps its plain uniform.
+#[test]
+fn every_entry_point_loads_its_params_first() {
+    for (name, source) in SHADERS.iter().filter(|(n, _)| *n != "probe") {
+        let entries: Vec<&str> = source.split("@compute").skip(1).collect();
+        assert!(!entries.is_empty(), "{name}.wgsl has no entry point");
+        for entry in entries {
+            let (signature, body) = entry.split_once("{\n").unwrap();
+            assert!(
+                signature.contains("@builtin(num_workgroups) num: vec3<u32>")
+                    && body.trim_start().starts_with("load_params(num);"),
+                "{name}.wgsl: an entry point does not begin with load_params(num):{signature}"
+            );
+        }
+    }
+}

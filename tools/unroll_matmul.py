@@ -202,6 +202,7 @@ fn r{rows}c{cols}(
     @builtin(local_invocation_index) li: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {{
+    load_params(num);
     let o = origin(wg, num, li, {per_group}u, {cols}u);
     if !o.valid {{
         return;
@@ -311,6 +312,7 @@ fn cols_r{rows}c{cols}(
     @builtin(num_workgroups) num: vec3<u32>,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {{
+    load_params(num);
     let o = origin(wg, num, 0u, {rows}u, {LANES * cols}u);
     if !o.valid {{
         return;

@@ -174,13 +174,15 @@ impl Graph<'_> {
             });
         }
 
-        // All params in one uniform buffer, each at an aligned offset.
+        // All params in one uniform buffer, each at an aligned offset and twice over:
+        // the shaders bind two slots and read the first (shaders/params.wgsl says why).
         let align = gpu.limits.min_uniform_buffer_offset_alignment as usize;
         let mut uniform_data = Vec::new();
         let mut uniform_offsets = Vec::with_capacity(self.dispatches.len());
         for d in &self.dispatches {
             uniform_data.resize(uniform_data.len().next_multiple_of(align), 0);
             uniform_offsets.push(uniform_data.len() as u64);
+            uniform_data.extend_from_slice(&d.params);
             uniform_data.extend_from_slice(&d.params);
         }
         uniform_data.resize(uniform_data.len().max(16), 0);
@@ -211,7 +213,7 @@ impl Graph<'_> {
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                     buffer: &uniforms,
                     offset,
-                    size: NonZeroU64::new(d.params.len() as u64),
+                    size: NonZeroU64::new(2 * d.params.len() as u64),
                 }),
             }];
             for (i, v) in d.views.iter().enumerate() {

@@ -91,7 +91,8 @@ pub struct View {
     pub size: u64,
 }
 
-/// One compute dispatch: binding 0 is its uniform `params`, bindings 1.. are `views`.
+/// One compute dispatch: binding 0 is its uniform `params` (bound as two slots, see
+/// shaders/params.wgsl), bindings 1.. are `views`.
 #[derive(Clone)]
 pub struct Dispatch {
     pub kernel: KernelKey,

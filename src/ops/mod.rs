@@ -68,6 +68,14 @@ pub const PRELUDES: &[Prelude] = &[
         source: include_str!("../../shaders/common.wgsl"),
         takes: |_| true,
     },
+    // Binding 0, read so that no driver folds its values into the shader. The FMA
+    // probe keeps a plain uniform: it binds once per timing, and its trip count folded
+    // in at that bind is part of the peak it measures.
+    Prelude {
+        stem: "params",
+        source: include_str!("../../shaders/params.wgsl"),
+        takes: |name| name != "probe",
+    },
     // Helpers of the 8-wide-subgroup kernels: other shaders must not need the subgroup
     // feature.
     Prelude {
