@@ -276,18 +276,20 @@ fn matmul_right_operand_as_it_lies() {
     check_matmul(1, n, k, m, 23);
 }
 
-/// Where k is at most 256 and the tile fills (64 rows, 256 columns) a batched matmul on
-/// 8-lane subgroups takes the tile whose lanes split the columns: a last row block of 6
-/// rows, last column blocks of 4 (m = 260) and of 44 (m = 300), k of 8 and 256, three
-/// batches; k = 264 stays on the row tiles.
+/// Where k is at most 256, m a multiple of 8 and the tile fills (64 rows, 256 columns) a
+/// batched matmul on 8-lane subgroups takes the tile whose lanes split the columns: a
+/// last row block of 6 rows, last column blocks of 8 (m = 264) and of 40 (m = 296), k of
+/// 8 and 256, three batches; k = 264 and m = 260 (a last block of 4) stay on the row
+/// tiles.
 #[test]
 fn matmul_column_tile() {
     let columns = "matmul_columns_subgroup.cols_r64c32";
     for (batches, n, k, m, seed, kernel) in [
-        (2, 70, 64, 260, 24, columns),
+        (2, 70, 64, 264, 24, columns),
         (1, 64, 8, 256, 25, columns),
-        (3, 130, 256, 300, 26, columns),
+        (3, 130, 256, 296, 26, columns),
         (1, 64, 264, 256, 27, "matmul_subgroup.r8c64"),
+        (2, 70, 64, 260, 28, "matmul_subgroup.r8c64"),
     ] {
         let ran = check_matmul_on(gpu(), batches, n, k, m, seed);
         if gpu().info.subgroup_max_size == 8 && !ran.is_empty() {

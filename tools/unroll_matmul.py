@@ -257,24 +257,28 @@ def columns_header(tiles: list[tuple[int, int]]) -> str:
 //
 // The batched matmul y = x · w with w [k, m] (W_KMAJOR of `matmul_subgroup.wgsl`) on
 // adapters whose subgroups are exactly 8 lanes (lavapipe), on tiles turned around: the
-// lanes split a tile's columns (lane l: C columns in quads from 4·l, 32 apart) and share
-// its R rows, whose x values the lanes load in turn and broadcast. Each vec4 store then
-// writes 8 adjacent quads of one row, where matmul_subgroup's tiles write one quad of 8
-// rows: lavapipe takes the latter at about 2.4 ns a float and the former at about 1, and
-// at k = 64 those stores took a third of the product's time (BENCHMARKS.md). Per 8 k a
-// lane's {2 * cols + rows // 4} loads and {2 * rows} broadcasts feed {rows} × {cols} × 8 FMAs.
+// lanes split a tile's columns (lane l: C columns in pairs of quads from 8·l, 64 apart)
+// and share its R rows, whose x values the lanes load in turn and broadcast. A pair is
+// one 32-byte load of the weights and one 32-byte store of y, so each store writes 8
+// adjacent pairs of one row, where matmul_subgroup's tiles write one quad of 8 rows:
+// lavapipe takes the latter at about 2.4 ns a float and adjacent quads at about 1, and
+// at k = 64 those stores took a third of the product's time (BENCHMARKS.md); pairs
+// instead of single quads halve the loads and stores again (BENCHMARKS.md: "pairs of
+// quads"). Per 8 k a lane's
+// {cols + rows // 4} loads and {2 * rows} broadcasts feed {rows} × {cols} × 8 FMAs.
 // Entry point `cols_r{{R}}c{{C}}` ({listing(tiles)}). A module of its own: its {rows * cols // 4}
-// accumulators per lane take lavapipe about half a minute to compile, and a module
+// accumulators per lane take lavapipe about twenty seconds to compile, and a module
 // holding it makes each of its pipelines slower to create.
-// The host guarantees k % 8 == 0 and m % 4 == 0; f32 operands, no bias.
+// The host guarantees k % 8 == 0 and m % 8 == 0; f32 operands, no bias.
 
 // The parameters, `chain` and `origin` are in the prelude matmul_broadcast.wgsl; this
 // tile reads no bias.
 
-// vec2<u64>: 16 bytes, like a vec4<f32>, in half the per-lane trips (see subgroup.wgsl).
+// x as vec2<u64>: 16 bytes, like a vec4<f32>, in half the per-lane trips (see
+// subgroup.wgsl); the weights and y as vec4<u64>, a pair of quads each.
 @group(0) @binding(1) var<storage, read> x: array<vec2<u64>>;
-@group(0) @binding(2) var<storage, read> wt: array<vec2<u64>>;
-@group(0) @binding(3) var<storage, read_write> y: array<vec2<u64>>;
+@group(0) @binding(2) var<storage, read> wt: array<vec4<u64>>;
+@group(0) @binding(3) var<storage, read_write> y: array<vec4<u64>>;
 
 // x row `row` (its first vec4) at k 8s..8s+7: k 0..3 in lo, 4..7 in hi.
 struct X8 {{
@@ -286,25 +290,36 @@ fn x8(row: u32, s: u32) -> X8 {{
     return X8(f32x4(x[row + 2u * s]), f32x4(x[row + 2u * s + 1u]));
 }}
 
-// Column quad q (its vec4 index in row 0 of this batch's weights) at k 8s..8s+7.
-fn quad8(q: u32, s: u32) -> array<vec4<f32>, 8> {{
-    let m4 = p.m / 4u;
-    let at = q + 8u * s * m4;
-    return array(f32x4(wt[at]), f32x4(wt[at + m4]), f32x4(wt[at + 2u * m4]), f32x4(wt[at + 3u * m4]),
-        f32x4(wt[at + 4u * m4]), f32x4(wt[at + 5u * m4]), f32x4(wt[at + 6u * m4]), f32x4(wt[at + 7u * m4]));
+// A pair of column quads at k 8s..8s+7: the first quad in lo[k], the second in hi[k].
+struct Pair8 {{
+    lo: array<vec4<f32>, 8>,
+    hi: array<vec4<f32>, 8>,
 }}
 
-// Columns c..c+3 of row r; nothing past the last row or column.
-fn store4(yb: u32, r: u32, c: u32, v: vec4<f32>) {{
+// Pair q (its index in row 0 of this batch's weights, in 8 columns) at k 8s..8s+7.
+fn pair8(q: u32, s: u32) -> Pair8 {{
+    let m8 = p.m / 8u;
+    let at = q + 8u * s * m8;
+    let w = array(wt[at], wt[at + m8], wt[at + 2u * m8], wt[at + 3u * m8],
+        wt[at + 4u * m8], wt[at + 5u * m8], wt[at + 6u * m8], wt[at + 7u * m8]);
+    return Pair8(
+        array(f32x4(w[0].xy), f32x4(w[1].xy), f32x4(w[2].xy), f32x4(w[3].xy),
+            f32x4(w[4].xy), f32x4(w[5].xy), f32x4(w[6].xy), f32x4(w[7].xy)),
+        array(f32x4(w[0].zw), f32x4(w[1].zw), f32x4(w[2].zw), f32x4(w[3].zw),
+            f32x4(w[4].zw), f32x4(w[5].zw), f32x4(w[6].zw), f32x4(w[7].zw)));
+}}
+
+// Columns c..c+7 of row r (lo, hi); nothing past the last row or column.
+fn store8(yb: u32, r: u32, c: u32, lo: vec4<f32>, hi: vec4<f32>) {{
     if r < p.rows && c < p.m {{
-        y[(yb + r * p.m + c) / 4u] = u64x2(v);
+        y[(yb + r * p.m + c) / 8u] = vec4<u64>(u64x2(lo), u64x2(hi));
     }}
 }}
 """
 
 
 def columns_fn(rows: int, cols: int) -> str:
-    quads, sets = cols // 4, rows // LANES
+    pairs, sets = cols // 8, rows // LANES
     out = [f"""
 @compute @workgroup_size({LANES})
 fn cols_r{rows}c{cols}(
@@ -323,26 +338,28 @@ fn cols_r{rows}c{cols}(
 """]
     for t in range(sets):
         out.append(f"    let x{t} = o.xb + min(o.r0 + {LANES * t}u + lane, last) * x_row;\n")
-    out.append("    // The lane's column quads c{j}, and their vec4 index in the weights (clamped likewise).\n")
-    for j in range(quads):
-        out.append(f"    let c{j} = o.c0 + 4u * lane + {4 * LANES * j}u;\n")
-        out.append(f"    let q{j} = o.wb + min(c{j}, p.m - 4u) / 4u;\n")
-    out.append("    // Row i, quad j in a{i}_{j}.\n")
-    out.append(accumulators_and_loop(rows, quads))
-    for j in range(quads):
-        out.append(f"        let w{j} = quad8(q{j}, s);\n")
+    out.append("    // The lane's column pairs c{j}, and their index in the weights (o.wb is in\n")
+    out.append("    // quads; clamped likewise).\n")
+    for j in range(pairs):
+        out.append(f"    let c{j} = o.c0 + 8u * lane + {8 * LANES * j}u;\n")
+        out.append(f"    let q{j} = o.wb / 2u + min(c{j}, p.m - 8u) / 8u;\n")
+    out.append("    // Row i, quad j in a{i}_{j}: pair j / 2.\n")
+    out.append(accumulators_and_loop(rows, 2 * pairs))
+    for j in range(pairs):
+        out.append(f"        let w{j} = pair8(q{j}, s);\n")
     for t in range(sets):
         out.append(f"        let xl{t} = x8(x{t}, s);\n")
     for i in range(rows):
         t, held_by = divmod(i, LANES)
         out.append(f"        let xa{i} = subgroupBroadcast(xl{t}.lo, {held_by}u);\n")
         out.append(f"        let xb{i} = subgroupBroadcast(xl{t}.hi, {held_by}u);\n")
-        for j in range(quads):
-            out.append(f"        a{i}_{j} = chain(a{i}_{j}, xa{i}, xb{i}, w{j});\n")
+        for j in range(pairs):
+            out.append(f"        a{i}_{2 * j} = chain(a{i}_{2 * j}, xa{i}, xb{i}, w{j}.lo);\n")
+            out.append(f"        a{i}_{2 * j + 1} = chain(a{i}_{2 * j + 1}, xa{i}, xb{i}, w{j}.hi);\n")
     out.append("    }\n")
     for i in range(rows):
-        for j in range(quads):
-            out.append(f"    store4(o.yb, o.r0 + {i}u, c{j}, a{i}_{j});\n")
+        for j in range(pairs):
+            out.append(f"    store8(o.yb, o.r0 + {i}u, c{j}, a{i}_{2 * j}, a{i}_{2 * j + 1});\n")
     out.append("}\n")
     return "".join(out)
 
@@ -359,15 +376,15 @@ def main() -> None:
     ap.add_argument("--tiles", default="16x64,8x64,4x64,2x64,1x64,16x16",
                     help="RxC: x rows × columns per lane (C a multiple of 8), one entry point each")
     ap.add_argument("--column-tiles", default="64x32",
-                    help="RxC: rows shared by the lanes × columns per lane (R a multiple of 8, C of 4)")
+                    help="RxC: rows shared by the lanes × columns per lane (R and C multiples of 8)")
     shaders = Path(__file__).resolve().parent.parent / "shaders"
     ap.add_argument("--out", type=Path, default=shaders / "matmul_subgroup.wgsl")
     ap.add_argument("--columns-out", type=Path, default=shaders / "matmul_columns_subgroup.wgsl")
     args = ap.parse_args()
     tiles = parse_tiles(ap, args.tiles, "--tiles takes RxC pairs, R positive, C a multiple of 8",
                         lambda r, c: r >= 1 and c >= 8 and c % 8 == 0)
-    column_tiles = parse_tiles(ap, args.column_tiles, "--column-tiles takes RxC pairs, R a multiple of 8, C of 4",
-                               lambda r, c: r >= 8 and r % 8 == 0 and c >= 4 and c % 4 == 0)
+    column_tiles = parse_tiles(ap, args.column_tiles, "--column-tiles takes RxC pairs, R and C multiples of 8",
+                               lambda r, c: r >= 8 and r % 8 == 0 and c >= 8 and c % 8 == 0)
     args.out.write_text(header(tiles) + "".join(main_fn(r, c) for r, c in tiles))
     args.columns_out.write_text(columns_header(column_tiles) + "".join(columns_fn(r, c) for r, c in column_tiles))
 

@@ -372,7 +372,8 @@ fn broadcast_tile(rows: usize, m: usize) -> (&'static str, u64, u64) {
 
 /// The batched matmul's tile whose lanes split the columns (entry `cols_r64c32` of
 /// shaders/matmul_columns_subgroup.wgsl: 64 rows shared by the 8 lanes, 32 columns
-/// each): its entry, rows and columns per workgroup.
+/// each, in pairs of quads read and written 32 bytes at a time): its entry, rows and
+/// columns per workgroup.
 const COLUMN_TILE: (&str, u64, u64) = ("cols_r64c32", 64, 256);
 
 /// Whether a product takes [`COLUMN_TILE`] rather than [`broadcast_tile`]'s: a batched
@@ -386,8 +387,16 @@ const COLUMN_TILE: (&str, u64, u64) = ("cols_r64c32", 64, 256);
 /// pixels: 40–47 → 49–52 %) but stay on the row tiles: the column tile's 512
 /// accumulators per lane take lavapipe about half a minute to compile on a cold cache,
 /// far more than such a convolution saves in a picture (about 20 ms a run at 256²).
+/// m must be a multiple of 8: the tile reads the weights' rows and writes y's 8 columns
+/// at a time.
 fn column_tile(o: &Operands) -> bool {
-    o.w_batched && o.w_kmajor && o.bias.is_none() && o.k <= 256 && o.rows >= 64 && o.m >= 256
+    o.w_batched
+        && o.w_kmajor
+        && o.bias.is_none()
+        && o.k <= 256
+        && o.rows >= 64
+        && o.m >= 256
+        && o.m.is_multiple_of(8)
 }
 
 /// Tiles of 128 × 128 from which the portable kernel takes them (`tiled128`, 8 × 8
