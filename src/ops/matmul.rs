@@ -379,10 +379,11 @@ const COLUMN_TILE: (&str, u64, u64) = ("cols_r64c32", 64, 256);
 /// Whether a product takes [`COLUMN_TILE`] rather than [`broadcast_tile`]'s: a batched
 /// matmul read as it lies ([k, m] right operand, no bias) with k at most 256, whose tile
 /// fills. A row tile's vec4 store writes one column quad of 8 rows, which lavapipe takes
-/// at about 2.4 ns a float, the column tile's 8 adjacent quads of one row at about 1;
+/// at about 2.4 ns a float, the column tile's adjacent quads of one row at about 1;
 /// with a stored float costing about 40 FMAs there, that matters at small k. In
 /// alternating runs (BENCHMARKS.md) 8 × [1024, 64] · [64, 1024] went from 29–35 to 42–46 %
-/// of the FMA probe while the machine was fast, from 26–34 to 29–36 % while it was slow.
+/// of the FMA probe while the machine was fast, from 26–34 to 29–36 % while it was slow;
+/// reading and writing pairs of quads took its median from 38.7 to 40.75 %.
 /// The 1×1 convolutions' products of small k gained too (256 → 128 over 256 × 256
 /// pixels: 40–47 → 49–52 %) but stay on the row tiles: the column tile's 512
 /// accumulators per lane take lavapipe about half a minute to compile on a cold cache,
