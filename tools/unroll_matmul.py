@@ -262,13 +262,12 @@ def columns_header(tiles: list[tuple[int, int]]) -> str:
 // one 32-byte load of the weights and one 32-byte store of y, so each store writes 8
 // adjacent pairs of one row, where matmul_subgroup's tiles write one quad of 8 rows:
 // lavapipe takes the latter at about 2.4 ns a float and adjacent quads at about 1, and
-// at k = 64 those stores took a third of the product's time (BENCHMARKS.md); pairs
-// instead of single quads halve the loads and stores again (BENCHMARKS.md: "pairs of
-// quads"). Per 8 k a lane's
-// {cols + rows // 4} loads and {2 * rows} broadcasts feed {rows} × {cols} × 8 FMAs.
+// at k = 64 those stores took a third of the product's time; pairs instead of single
+// quads halve the loads and stores again (BENCHMARKS.md, "pairs of quads"). Per 8 k a
+// lane's {cols + rows // 4} loads and {2 * rows} broadcasts feed {rows} × {cols} × 8 FMAs.
 // Entry point `cols_r{{R}}c{{C}}` ({listing(tiles)}). A module of its own: its {rows * cols // 4}
-// accumulators per lane take lavapipe about twenty seconds to compile, and a module
-// holding it makes each of its pipelines slower to create.
+// accumulators per lane take lavapipe tens of seconds to compile, and a module holding
+// it makes each of its pipelines slower to create.
 // The host guarantees k % 8 == 0 and m % 8 == 0; f32 operands, no bias.
 
 // The parameters, `chain` and `origin` are in the prelude matmul_broadcast.wgsl; this

@@ -386,7 +386,7 @@ const COLUMN_TILE: (&str, u64, u64) = ("cols_r64c32", 64, 256);
 /// reading and writing pairs of quads took its median from 38.7 to 40.75 %.
 /// The 1×1 convolutions' products of small k gained too (256 → 128 over 256 × 256
 /// pixels: 40–47 → 49–52 %) but stay on the row tiles: the column tile's 512
-/// accumulators per lane take lavapipe about half a minute to compile on a cold cache,
+/// accumulators per lane take lavapipe tens of seconds to compile on a cold cache,
 /// far more than such a convolution saves in a picture (about 20 ms a run at 256²).
 /// m must be a multiple of 8: the tile reads the weights' rows and writes y's 8 columns
 /// at a time.
