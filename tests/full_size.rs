@@ -145,3 +145,37 @@ fn full_architecture_encodes_and_decodes() {
         assert!(trace.report.intermediate_bytes > 0);
     }
 }
+
+/// The portable kernels, which GPUs without 8-lane subgroups run, against the kernels
+/// lavapipe runs by default, on every full-size layer: the same picture encodes to the
+/// same tokens and the same norms, and the same tokens decode to the same picture.
+/// Every op differs between the two (tiles, loop order, split K, attention), so this
+/// checks the portable kernels at SD-2.1's real channel counts and heads.
+#[test]
+fn portable_kernels_agree_at_full_size() {
+    let arch = Architecture::sd21().unwrap();
+    let image = Rng::new(5).vec(3 * 64 * 64, 1.0);
+    let mut reference = None;
+    for portable_kernels in [false, true] {
+        let gpu = Gpu::new(&GpuOptions {
+            portable_kernels,
+            ..GpuOptions::default()
+        })
+        .unwrap();
+        assert!(!portable_kernels || !gpu.has(wgpu::Features::SUBGROUP));
+        // One model at a time: each holds over 3.5 GiB of f32 weights.
+        let oscar = Oscar::synthetic(gpu, &arch, 7, Precision::F32).unwrap();
+        let (tokens, _) = oscar
+            .encode(&image, 64, 64, 4, RunOptions::default())
+            .unwrap();
+        let Some((want, decoded)) = &reference else {
+            let (decoded, _) = oscar.decode(&tokens, RunOptions::default()).unwrap();
+            reference = Some((tokens, decoded));
+            continue;
+        };
+        assert_eq!(tokens.indices, want.indices, "token indices");
+        common::assert_close(&tokens.a_z, &want.a_z, 2e-6, "channel norms A_z");
+        let (got, _) = oscar.decode(want, RunOptions::default()).unwrap();
+        common::assert_close(&got, decoded, 1e-4, "decoded picture");
+    }
+}
