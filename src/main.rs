@@ -57,6 +57,7 @@ impl GpuArgs {
 enum Command {
     /// List the GPU adapters wgpu can see.
     Adapters {
+        /// The list as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -65,6 +66,7 @@ enum Command {
         file: PathBuf,
         #[command(flatten)]
         model: ModelArgs,
+        /// The description as JSON on stdout.
         #[arg(long)]
         json: bool,
         /// Check the file is intact: a model file's weights against the hash it was

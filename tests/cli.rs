@@ -539,3 +539,36 @@ fn kernel_bench_selects_by_shape_and_reports_the_roofline() {
     assert!(runs >= 1 && readings == runs + 1, "{k}");
     assert!(field("roofline_fraction") >= field("peak_fraction"), "{k}");
 }
+
+/// `-h` of every command names what each option does: an option with no text beside or
+/// under it is a flag a user cannot learn about without reading the source.
+#[test]
+fn every_option_says_what_it_does() {
+    for command in ["adapters", "info", "encode", "decode", "bench"] {
+        let help = ok(&oscar(&[command, "-h"]));
+        let lines: Vec<&str> = help.lines().map(str::trim).collect();
+        let mut options = 0;
+        for (i, line) in lines.iter().enumerate() {
+            if !line.starts_with('-') {
+                continue;
+            }
+            options += 1;
+            // `-o, --output <OUTPUT>  Output file …`, or (where clap wraps the help
+            // under the option) the text on the next line.
+            let beside = line
+                .split_whitespace()
+                .any(|w| !w.starts_with('-') && !w.starts_with('<'));
+            let under = lines
+                .get(i + 1)
+                .is_some_and(|next| !next.is_empty() && !next.starts_with('-'));
+            assert!(
+                beside || under,
+                "`oscar-wgpu {command} -h`: {line:?} has no help:\n{help}"
+            );
+        }
+        assert!(
+            options >= 3,
+            "`oscar-wgpu {command} -h` lists options:\n{help}"
+        );
+    }
+}

@@ -42,6 +42,7 @@ pub struct BenchArgs {
     /// Timed runs after the warm-up.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Untimed runs first (pipelines compiled, caches warm).
     #[arg(long, default_value_t = 1)]
     warmup: usize,
     /// No per-stage GPU times: skips the timestamped encode and decode that follow each
@@ -72,8 +73,10 @@ pub struct BenchArgs {
     plan_only: bool,
     #[command(flatten)]
     tiles: super::TileArgs,
+    /// The results as JSON on stdout (progress stays on stderr).
     #[arg(long, conflicts_with = "csv")]
     json: bool,
+    /// The results as CSV on stdout (progress stays on stderr).
     #[arg(long)]
     csv: bool,
 }
