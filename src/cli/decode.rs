@@ -8,7 +8,7 @@ use oscar_wgpu::gpu::GpuOptions;
 use oscar_wgpu::image_io::{to_rgb8, Planar};
 use oscar_wgpu::model::RunOptions;
 
-use super::{load_model, write_atomically, Jobs, ModelArgs, Output, TileArgs};
+use super::{load_model, Jobs, ModelArgs, Output, TileArgs};
 
 pub fn run(
     gpu: &GpuOptions,
@@ -76,7 +76,7 @@ pub fn run(
         );
         let mut png = Vec::new();
         rgb.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
-        write_atomically(output, &png)?;
+        jobs.write(output, &png)?;
         bar.inc(1);
         out.say(format!(
             "{} → {}: {}×{}, level {level}, {:.2} s",

@@ -8,7 +8,7 @@ use oscar_wgpu::gpu::GpuOptions;
 use oscar_wgpu::image_io::{read_picture, to_planar, Padding};
 use oscar_wgpu::model::{Oscar, RunOptions};
 
-use super::{load_model, write_atomically, Jobs, ModelArgs, Output, TileArgs};
+use super::{load_model, Jobs, ModelArgs, Output, TileArgs};
 
 /// The level `oscar-wgpu encode` uses when given neither --level nor --bpp.
 pub const DEFAULT_LEVEL: usize = 5;
@@ -108,7 +108,7 @@ pub fn run(
             a_z,
         };
         let bytes = codec::encode(&header, &tokens.indices, &table)?;
-        write_atomically(output, &bytes)?;
+        jobs.write(output, &bytes)?;
         bar.inc(1);
         let nominal = oscar.info.levels[level].bpp_nominal;
         out.say(format!(

@@ -5,8 +5,11 @@ pub mod bench;
 pub mod decode;
 pub mod encode;
 pub mod info;
+mod jobs;
 
-use std::path::{Path, PathBuf};
+pub use jobs::Jobs;
+
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use oscar_wgpu::gpu::{Gpu, GpuOptions};
@@ -59,83 +62,6 @@ impl Output {
         );
         bar
     }
-}
-
-/// Files to process and where their results go.
-pub struct Jobs {
-    pub inputs: Vec<PathBuf>,
-    pub output: Option<PathBuf>,
-    pub force: bool,
-}
-
-impl Jobs {
-    /// (input, output) pairs: folders expand to the files in them with one of
-    /// `extensions`; outputs get `new_extension`.
-    pub fn pairs(
-        &self,
-        extensions: &[&str],
-        new_extension: &str,
-    ) -> Result<Vec<(PathBuf, PathBuf)>> {
-        let mut files = Vec::new();
-        for input in &self.inputs {
-            if input.is_dir() {
-                let mut found: Vec<PathBuf> = std::fs::read_dir(input)
-                    .with_context(|| format!("cannot list {}", input.display()))?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| {
-                        p.extension()
-                            .and_then(|e| e.to_str())
-                            .is_some_and(|e| extensions.contains(&e.to_ascii_lowercase().as_str()))
-                    })
-                    .collect();
-                found.sort();
-                files.extend(found);
-            } else if input.exists() {
-                files.push(input.clone());
-            } else {
-                bail!("{} does not exist", input.display());
-            }
-        }
-        if files.is_empty() {
-            bail!("no input files (looked for {})", extensions.join(", "));
-        }
-        let single_file_output =
-            files.len() == 1 && self.output.as_ref().is_some_and(|o| !o.is_dir());
-        let pairs: Vec<(PathBuf, PathBuf)> = files
-            .into_iter()
-            .map(|input| {
-                let output = match &self.output {
-                    Some(o) if single_file_output => o.clone(),
-                    Some(dir) => dir
-                        .join(input.file_name().unwrap_or_default())
-                        .with_extension(new_extension),
-                    None => input.with_extension(new_extension),
-                };
-                (input, output)
-            })
-            .collect();
-        if let Some(dir) = self.output.as_ref().filter(|_| !single_file_output) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        if !self.force {
-            if let Some((_, existing)) = pairs.iter().find(|(_, o)| o.exists()) {
-                bail!(
-                    "{} exists; pass --force to overwrite it",
-                    existing.display()
-                );
-            }
-        }
-        Ok(pairs)
-    }
-}
-
-/// Writes `bytes` to `path` through a temporary file, so an interrupted run never
-/// leaves a half-written output in place of the user's file.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 const HOW_TO_GET_A_MODEL: &str = "no model given: pass --model FILE, set $OSCAR_MODEL, or put {\"model\": \"/path/to/oscar.safetensors\"} \
