@@ -34,6 +34,8 @@ pub enum Error {
     Shape(String),
     #[error("cannot decode {path}: {reason}")]
     Image { path: PathBuf, reason: String },
+    #[error("cannot write {path}: {reason}")]
+    Output { path: PathBuf, reason: String },
     #[error(transparent)]
     Codec(#[from] crate::codec::CodecError),
     #[error(transparent)]

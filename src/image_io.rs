@@ -1,5 +1,5 @@
-//! Pictures in and out: any size in (padded to the model's multiple), PNG out (cropped
-//! back). Pixels travel as planar RGB f32 in [-1, 1], as the VAE expects.
+//! Pictures in and out: any size in (padded to the model's multiple), PNG, JPEG or WebP
+//! out (cropped back). Pixels travel as planar RGB f32 in [-1, 1], as the VAE expects.
 
 use std::path::Path;
 
@@ -115,6 +115,57 @@ pub fn to_rgb8(img: &Planar, width: usize, height: usize) -> image::RgbImage {
     })
 }
 
+/// What `decode` writes, by the output's extension: a `.jpg` holds a JPEG, never a PNG
+/// under another name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Png,
+    /// At quality 95: the codec's own loss is far larger.
+    Jpeg,
+    /// Lossless.
+    WebP,
+}
+
+impl OutputFormat {
+    /// `.png`, `.jpg` / `.jpeg` or `.webp` (any case); other extensions are refused.
+    pub fn for_path(path: &Path) -> Result<Self> {
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match extension.as_deref() {
+            Some("png") => Ok(Self::Png),
+            Some("jpg" | "jpeg") => Ok(Self::Jpeg),
+            Some("webp") => Ok(Self::WebP),
+            _ => Err(Error::Output {
+                path: path.to_path_buf(),
+                reason: "pictures are written as .png, .jpg, .jpeg or .webp".into(),
+            }),
+        }
+    }
+
+    /// The file's bytes.
+    pub fn encode(self, rgb: &image::RgbImage) -> image::ImageResult<Vec<u8>> {
+        let mut bytes = Vec::new();
+        let (w, h) = rgb.dimensions();
+        match self {
+            Self::Png => rgb.write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )?,
+            Self::Jpeg => image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95)
+                .encode_image(rgb)?,
+            Self::WebP => image::codecs::webp::WebPEncoder::new_lossless(&mut bytes).encode(
+                rgb.as_raw(),
+                w,
+                h,
+                image::ExtendedColorType::Rgb8,
+            )?,
+        }
+        Ok(bytes)
+    }
+}
+
 /// Peak signal-to-noise ratio of two 8-bit images of the same size, in dB.
 pub fn psnr(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
     let mse = a
@@ -160,5 +211,39 @@ mod tests {
         let (top, bottom) = (img.get_pixel(4, 2), img.get_pixel(4, 13));
         assert!(top[0] > 200 && top[2] < 60, "{top:?}");
         assert!(bottom[2] > 200 && bottom[0] < 60, "{bottom:?}");
+    }
+
+    #[test]
+    fn outputs_take_the_format_their_extension_names() {
+        let photo = read_rgb(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/astronaut_256.png"
+        )))
+        .unwrap();
+        for (name, format, lossless) in [
+            ("a.png", image::ImageFormat::Png, true),
+            ("a.JPG", image::ImageFormat::Jpeg, false),
+            ("a.jpeg", image::ImageFormat::Jpeg, false),
+            ("a.webp", image::ImageFormat::WebP, true),
+        ] {
+            let bytes = OutputFormat::for_path(Path::new(name))
+                .unwrap()
+                .encode(&photo)
+                .unwrap();
+            assert_eq!(image::guess_format(&bytes).unwrap(), format, "{name}");
+            let back = image::load_from_memory(&bytes).unwrap().to_rgb8();
+            if lossless {
+                assert!(back == photo, "{name} is lossless");
+            } else {
+                assert!(
+                    psnr(&back, &photo) > 35.0,
+                    "{name}: {} dB",
+                    psnr(&back, &photo)
+                );
+            }
+        }
+        for name in ["a.bmp", "a", "a.oscar"] {
+            assert!(OutputFormat::for_path(Path::new(name)).is_err(), "{name}");
+        }
     }
 }

@@ -79,7 +79,8 @@ enum Command {
     Encode {
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
-        /// Output file (one input) or folder (several inputs; default: beside each input).
+        /// Output file (one input file) or folder (a folder or several inputs; default:
+        /// beside each input).
         #[arg(short, long)]
         output: Option<PathBuf>,
         #[command(flatten)]
@@ -99,11 +100,12 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Decode .oscar files to PNG.
+    /// Decode .oscar files to PNG (or JPEG, WebP).
     Decode {
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
-        /// Output file (one input) or folder (several inputs; default: beside each input).
+        /// Output file (one input: .png, .jpg or .webp, by its extension) or folder (a
+        /// folder or several inputs: PNGs; default: PNGs beside the inputs).
         #[arg(short, long)]
         output: Option<PathBuf>,
         #[command(flatten)]

@@ -343,6 +343,31 @@ fn a_folder_encodes_with_one_model_and_bpp_picks_the_level() {
     );
 }
 
+/// `-o photo.jpg` writes a JPEG (the same picture as the PNG, within JPEG's loss); an
+/// extension no format has is refused before the model loads.
+#[test]
+fn decode_writes_the_format_its_output_names() {
+    let coded = tmp("formats.oscar");
+    ok(&encode_tiny(
+        &fixture("astronaut_256.png"),
+        &coded,
+        &["--level", "0"],
+    ));
+    let (png, jpg) = (tmp("formats.png"), tmp("formats.jpg"));
+    ok(&decode_tiny(&coded, &png, &[]));
+    ok(&decode_tiny(&coded, &jpg, &[]));
+    let bytes = std::fs::read(&jpg).unwrap();
+    assert_eq!(
+        image::guess_format(&bytes).unwrap(),
+        image::ImageFormat::Jpeg
+    );
+    let (a, b) = (read_rgb(&png).unwrap(), read_rgb(&jpg).unwrap());
+    assert!(psnr(&a, &b) > 30.0, "{} dB", psnr(&a, &b));
+    let bmp = tmp("formats.bmp");
+    fails(&decode_tiny(&coded, &bmp, &[]), ".webp");
+    assert!(!bmp.exists());
+}
+
 #[test]
 fn a_file_from_another_model_is_refused() {
     let coded = tmp("other_model.oscar");

@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use oscar_wgpu::codec::{ModelTag, OscarFile};
 use oscar_wgpu::gpu::GpuOptions;
-use oscar_wgpu::image_io::{to_rgb8, Planar};
+use oscar_wgpu::image_io::{to_rgb8, OutputFormat, Planar};
 use oscar_wgpu::model::RunOptions;
 
 use super::{load_model, Jobs, ModelArgs, Output, TileArgs};
@@ -18,6 +18,9 @@ pub fn run(
     out: Output,
 ) -> Result<()> {
     let pairs = jobs.pairs(&["oscar"], "png")?;
+    for (_, output) in &pairs {
+        OutputFormat::for_path(output)?;
+    }
     let oscar = load_model(gpu, model)?;
     let policy = tiles.policy(&oscar)?;
     let tag = ModelTag::from_hex(&oscar.info.content_hash)?;
@@ -74,9 +77,10 @@ pub fn run(
             header.width as usize,
             header.height as usize,
         );
-        let mut png = Vec::new();
-        rgb.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
-        jobs.write(output, &png)?;
+        let picture = OutputFormat::for_path(output)?
+            .encode(&rgb)
+            .with_context(|| format!("cannot encode {}", output.display()))?;
+        jobs.write(output, &picture)?;
         bar.inc(1);
         out.say(format!(
             "{} → {}: {}×{}, level {level}, {:.2} s",
