@@ -6,6 +6,10 @@ use std::path::PathBuf;
 pub enum Error {
     #[error("no GPU adapter found{0}; on Linux without a GPU install lavapipe (`apt-get install mesa-vulkan-drivers`)")]
     NoAdapter(String),
+    #[error("no GPU adapter {0}: `oscar-wgpu adapters` lists them")]
+    NoSuchAdapter(String),
+    #[error("unknown backend '{0}': use vulkan, metal, dx12 or gl (or a comma list of them)")]
+    UnknownBackend(String),
     #[error("could not open a device on adapter '{adapter}': {reason}")]
     DeviceRequest { adapter: String, reason: String },
     #[error("the GPU device was lost: {0}")]

@@ -23,11 +23,35 @@ pub struct GpuOptions {
 }
 
 impl GpuOptions {
-    fn backends(&self) -> wgpu::Backends {
-        match &self.backend {
-            Some(list) => wgpu::Backends::from_comma_list(list),
-            None => wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
-        }
+    /// `--backend`, else `WGPU_BACKEND`.
+    fn backend_list(&self) -> Option<String> {
+        self.backend
+            .clone()
+            .or_else(|| std::env::var("WGPU_BACKEND").ok())
+    }
+
+    /// The backends asked for, or all. A name wgpu does not know is an error, where wgpu
+    /// would drop it and leave nothing to find an adapter on.
+    fn backends(&self) -> Result<wgpu::Backends> {
+        let Some(list) = self.backend_list() else {
+            return Ok(wgpu::Backends::all());
+        };
+        list.split(',')
+            .map(str::trim)
+            .try_fold(
+                wgpu::Backends::empty(),
+                |all, name| match wgpu::Backends::from_comma_list(name) {
+                    one if one.is_empty() => Err(Error::UnknownBackend(name.to_string())),
+                    one => Ok(all | one),
+                },
+            )
+    }
+
+    /// " for backend 'x'" where one was asked for, for error messages.
+    fn backend_note(&self) -> String {
+        self.backend_list()
+            .map(|b| format!(" for backend '{b}'"))
+            .unwrap_or_default()
     }
 
     fn adapter_filter(&self) -> Option<String> {
@@ -81,20 +105,25 @@ impl AdapterSummary {
     }
 }
 
-fn instance(options: &GpuOptions) -> wgpu::Instance {
+/// Every adapter the chosen backends expose, in a stable order; none is an error.
+fn adapters(options: &GpuOptions) -> Result<Vec<wgpu::Adapter>> {
+    let backends = options.backends()?;
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-    desc.backends = options.backends();
-    wgpu::Instance::new(desc)
+    desc.backends = backends;
+    let adapters = pollster::block_on(wgpu::Instance::new(desc).enumerate_adapters(backends));
+    if adapters.is_empty() {
+        return Err(Error::NoAdapter(options.backend_note()));
+    }
+    Ok(adapters)
 }
 
-/// Every adapter the chosen backends expose, in a stable order.
-pub fn list_adapters(options: &GpuOptions) -> Vec<AdapterSummary> {
-    let adapters = pollster::block_on(instance(options).enumerate_adapters(options.backends()));
-    adapters
+/// What `oscar-wgpu adapters` lists.
+pub fn list_adapters(options: &GpuOptions) -> Result<Vec<AdapterSummary>> {
+    Ok(adapters(options)?
         .iter()
         .enumerate()
         .map(|(i, a)| AdapterSummary::new(i, a))
-        .collect()
+        .collect())
 }
 
 /// Discrete GPUs first, CPU rasterisers (lavapipe) last.
@@ -109,27 +138,22 @@ fn preference(adapter: &wgpu::Adapter) -> u8 {
 }
 
 fn choose_adapter(options: &GpuOptions) -> Result<wgpu::Adapter> {
-    let adapters = pollster::block_on(instance(options).enumerate_adapters(options.backends()));
-    let backend_note = options
-        .backend
-        .as_ref()
-        .map(|b| format!(" for backend '{b}'"))
-        .unwrap_or_default();
-    if adapters.is_empty() {
-        return Err(Error::NoAdapter(backend_note));
-    }
+    let adapters = adapters(options)?;
     match options.adapter_filter() {
         Some(filter) => {
             if let Ok(index) = filter.parse::<usize>() {
-                return adapters.into_iter().nth(index).ok_or_else(|| {
-                    Error::NoAdapter(format!(" with index {index} (see `oscar-wgpu adapters`)"))
-                });
+                return adapters
+                    .into_iter()
+                    .nth(index)
+                    .ok_or_else(|| Error::NoSuchAdapter(format!("with index {index}")));
             }
             let needle = filter.to_lowercase();
             adapters
                 .into_iter()
                 .find(|a| a.get_info().name.to_lowercase().contains(&needle))
-                .ok_or_else(|| Error::NoAdapter(format!(" named like '{filter}'{backend_note}")))
+                .ok_or_else(|| {
+                    Error::NoSuchAdapter(format!("named like '{filter}'{}", options.backend_note()))
+                })
         }
         None => Ok(adapters
             .into_iter()

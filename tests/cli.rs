@@ -597,3 +597,43 @@ fn every_option_says_what_it_does() {
         );
     }
 }
+
+/// A backend or adapter that is not there: a message that says which and where to look,
+/// and a failing exit, before any model loads.
+#[test]
+fn a_missing_backend_or_adapter_is_a_clear_error() {
+    let photo = fixture("astronaut_256.png");
+    let model = fixture("oscar-tiny.safetensors");
+    let coded = tmp("no_adapter.oscar");
+    let encode_on = |gpu: &[&str]| {
+        let mut args = gpu.to_vec();
+        args.extend(["encode", s(&photo), "-o", s(&coded), "--model", s(&model)]);
+        oscar(&args)
+    };
+    fails(
+        &oscar(&["--backend", "foo", "adapters"]),
+        "unknown backend 'foo'",
+    );
+    fails(
+        &encode_on(&["--adapter", "99"]),
+        "no GPU adapter with index 99",
+    );
+    fails(
+        &encode_on(&["--adapter", "no-such-gpu"]),
+        "no GPU adapter named like 'no-such-gpu'",
+    );
+    // The variables, as wgpu's own examples read them.
+    let by_variable = Command::new(env!("CARGO_BIN_EXE_oscar-wgpu"))
+        .args(["adapters"])
+        .env("WGPU_BACKEND", "vulkan,bogus")
+        .output()
+        .unwrap();
+    fails(&by_variable, "unknown backend 'bogus'");
+    if cfg!(target_os = "linux") {
+        fails(
+            &oscar(&["--backend", "metal", "adapters", "--json"]),
+            "no GPU adapter found for backend 'metal'",
+        );
+    }
+    assert!(!coded.exists());
+}

@@ -155,7 +155,7 @@ fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
 
 pub fn run(gpu: &GpuOptions, args: &BenchArgs, out: Output) -> Result<()> {
     let adapters: Vec<GpuOptions> = if args.all_adapters {
-        list_adapters(gpu)
+        list_adapters(gpu)?
             .iter()
             .map(|a| GpuOptions {
                 adapter: Some(a.index.to_string()),
