@@ -344,7 +344,8 @@ fn a_folder_encodes_with_one_model_and_bpp_picks_the_level() {
 }
 
 /// `-o photo.jpg` writes a JPEG (the same picture as the PNG, within JPEG's loss); an
-/// extension no format has is refused before the model loads.
+/// extension no format has is refused before the model loads, and so is an encode to a
+/// picture's name.
 #[test]
 fn decode_writes_the_format_its_output_names() {
     let coded = tmp("formats.oscar");
@@ -366,6 +367,14 @@ fn decode_writes_the_format_its_output_names() {
     let bmp = tmp("formats.bmp");
     fails(&decode_tiny(&coded, &bmp, &[]), ".webp");
     assert!(!bmp.exists());
+    // The other way round: an .oscar stream under a picture's name, even with --force.
+    let photo = tmp("formats_photo.jpg");
+    std::fs::copy(&jpg, &photo).unwrap();
+    fails(
+        &encode_tiny(&fixture("astronaut_256.png"), &photo, &[]),
+        "a picture's name",
+    );
+    assert_eq!(std::fs::read(&photo).unwrap(), bytes);
 }
 
 #[test]

@@ -50,7 +50,20 @@ pub fn run(
     padding: Padding,
     out: Output,
 ) -> Result<()> {
-    let pairs = jobs.pairs(&["png", "jpg", "jpeg", "webp"], "oscar")?;
+    let pictures = ["png", "jpg", "jpeg", "webp"];
+    let pairs = jobs.pairs(&pictures, "oscar")?;
+    // A .oscar stream under a picture's name is a mix-up (`encode` for `decode`), and
+    // with --force it would replace a picture.
+    if let Some((_, output)) = pairs.iter().find(|(_, o)| {
+        o.extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| pictures.contains(&e.to_ascii_lowercase().as_str()))
+    }) {
+        bail!(
+            "{} is a picture's name: encode writes .oscar files (decode writes pictures)",
+            output.display()
+        );
+    }
     let start = Instant::now();
     let oscar = load_model(gpu, model)?;
     let policy = tiles.policy(&oscar)?;
