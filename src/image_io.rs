@@ -6,6 +6,8 @@ use std::path::Path;
 use image::ImageDecoder;
 
 use crate::error::{Error, Result};
+use crate::icc::to_srgb;
+pub use crate::icc::Colours;
 
 /// A planar RGB image in [-1, 1].
 #[derive(Clone, Debug)]
@@ -26,15 +28,24 @@ pub enum Padding {
     Reflect,
 }
 
-/// Reads PNG, JPEG or WebP as 8-bit RGB, turned upright as its EXIF orientation says (as
-/// viewers show it; cameras store many photos sideways). A picture wider or taller than
-/// the `.oscar` format holds is refused from its header, before anything is decoded.
+/// Reads PNG, JPEG or WebP as 8-bit sRGB, turned upright as its EXIF orientation says
+/// and in the colours its ICC profile says (as viewers show it; cameras store many photos
+/// sideways, phones in Display P3). A picture wider or taller than the `.oscar` format
+/// holds is refused from its header, before anything is decoded.
 pub fn read_rgb(path: &Path) -> Result<image::RgbImage> {
-    Ok(read_picture(path)?.0)
+    Ok(read_picture(path)?.rgb)
 }
 
-/// [`read_rgb`], and whether the picture had an alpha channel, which RGB drops.
-pub fn read_picture(path: &Path) -> Result<(image::RgbImage, bool)> {
+/// A picture as [`read_rgb`] reads it, and what reading it changed.
+pub struct Picture {
+    pub rgb: image::RgbImage,
+    /// It had an alpha channel, which RGB drops.
+    pub had_alpha: bool,
+    pub colours: Colours,
+}
+
+/// [`read_rgb`], with what it changed.
+pub fn read_picture(path: &Path) -> Result<Picture> {
     let max_side = crate::codec::MAX_DIM;
     let bad = |reason: String| Error::Image {
         path: path.to_path_buf(),
@@ -53,15 +64,25 @@ pub fn read_picture(path: &Path) -> Result<(image::RgbImage, bool)> {
     limits.max_alloc = Some(8 * u64::from(w) * u64::from(h) + (64 << 20));
     let mut reader = open()?;
     reader.limits(limits);
-    let decoded = || -> image::ImageResult<image::DynamicImage> {
+    let decoded = || -> image::ImageResult<(image::DynamicImage, Option<Vec<u8>>)> {
         let mut decoder = reader.into_decoder()?;
         let orientation = decoder.orientation()?;
+        let icc = decoder.icc_profile()?;
         let mut img = image::DynamicImage::from_decoder(decoder)?;
         img.apply_orientation(orientation);
-        Ok(img)
+        Ok((img, icc))
     };
-    let img = decoded().map_err(|e| bad(e.to_string()))?;
-    Ok((img.to_rgb8(), img.color().has_alpha()))
+    let (img, icc) = decoded().map_err(|e| bad(e.to_string()))?;
+    let mut rgb = img.to_rgb8();
+    let colours = match icc {
+        Some(icc) => to_srgb(&mut rgb, &icc),
+        None => Colours::Srgb,
+    };
+    Ok(Picture {
+        rgb,
+        had_alpha: img.color().has_alpha(),
+        colours,
+    })
 }
 
 /// `img` as planar [-1, 1], padded right and bottom to multiples of `multiple`.
@@ -207,7 +228,7 @@ mod tests {
         );
         let img = read_rgb(Path::new(fixture)).unwrap();
         assert_eq!(img.dimensions(), (8, 16));
-        assert!(!read_picture(Path::new(fixture)).unwrap().1);
+        assert!(!read_picture(Path::new(fixture)).unwrap().had_alpha);
         let (top, bottom) = (img.get_pixel(4, 2), img.get_pixel(4, 13));
         assert!(top[0] > 200 && top[2] < 60, "{top:?}");
         assert!(bottom[2] > 200 && bottom[0] < 60, "{bottom:?}");

@@ -10,6 +10,7 @@ pub mod codec;
 pub mod error;
 pub mod gpu;
 pub mod graph;
+pub mod icc;
 pub mod image_io;
 pub mod model;
 pub mod ops;

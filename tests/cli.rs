@@ -236,6 +236,34 @@ fn a_dropped_alpha_channel_is_a_warning() {
     assert!(!encode(&["--quiet"]).contains("alpha"));
 }
 
+/// A picture in Display P3 is coded in sRGB (`-v` says so); one whose profile cannot be
+/// read is coded as it is, with a warning.
+#[test]
+fn colour_profiles_are_applied_or_reported() {
+    use image::ImageEncoder;
+    let with_profile = |name: &str, icc: Vec<u8>| {
+        let img = image::RgbImage::from_pixel(70, 50, image::Rgb([200, 120, 90]));
+        let mut png = Vec::new();
+        let mut encoder = image::codecs::png::PngEncoder::new(&mut png);
+        encoder.set_icc_profile(icc).unwrap();
+        encoder
+            .write_image(img.as_raw(), 70, 50, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let path = tmp(name);
+        std::fs::write(&path, png).unwrap();
+        path
+    };
+    let p3 = with_profile(
+        "p3.png",
+        moxcms::ColorProfile::new_display_p3().encode().unwrap(),
+    );
+    let text = ok(&encode_tiny(&p3, &tmp("p3.oscar"), &["-v"]));
+    assert!(text.contains("→ sRGB"), "{text}");
+    let junk = with_profile("junk_icc.png", b"not a profile".to_vec());
+    let text = ok(&encode_tiny(&junk, &tmp("junk_icc.oscar"), &[]));
+    assert!(text.contains("ICC profile is unreadable"), "{text}");
+}
+
 #[test]
 fn existing_output_is_not_overwritten() {
     let model = fixture("oscar-tiny.safetensors");

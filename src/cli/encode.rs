@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use oscar_wgpu::codec::{self, Header, ModelTag};
 use oscar_wgpu::gpu::GpuOptions;
-use oscar_wgpu::image_io::{read_picture, to_planar, Padding};
+use oscar_wgpu::image_io::{read_picture, to_planar, Colours, Padding, Picture};
 use oscar_wgpu::model::{Oscar, RunOptions};
 
 use super::{load_model, Jobs, ModelArgs, Output, TileArgs};
@@ -87,13 +87,26 @@ pub fn run(
     for (input, output) in &pairs {
         bar.set_message(input.display().to_string());
         let t0 = Instant::now();
-        let (rgb, alpha) = read_picture(input)?;
-        if alpha && !out.quiet {
+        let Picture {
+            rgb,
+            had_alpha,
+            colours,
+        } = read_picture(input)?;
+        if had_alpha && !out.quiet {
             eprintln!(
                 "warning: {}: its alpha channel is dropped (.oscar codes RGB); transparent \
                  areas keep the colours they store",
                 input.display()
             );
+        }
+        match colours {
+            Colours::Srgb => {}
+            Colours::Converted(from) => out.detail(format!("  colours: {from} → sRGB")),
+            Colours::Ignored(why) if !out.quiet => eprintln!(
+                "warning: {}: {why}; its pixels are coded as sRGB",
+                input.display()
+            ),
+            Colours::Ignored(_) => {}
         }
         let (width, height) = (rgb.width(), rgb.height());
         let planar = to_planar(&rgb, cell, padding);
