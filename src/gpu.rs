@@ -263,6 +263,35 @@ impl Gpu {
             .min(self.limits.max_buffer_size)
     }
 
+    /// A buffer holding `contents` (padded to a word): `create_buffer_init`, but a device
+    /// lost before or while it maps is an error here, where wgpu's helper panics.
+    pub fn buffer_with(
+        &self,
+        label: &str,
+        contents: &[u8],
+        usage: wgpu::BufferUsages,
+    ) -> Result<wgpu::Buffer> {
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (contents.len() as u64)
+                .next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT)
+                .max(wgpu::COPY_BUFFER_ALIGNMENT),
+            usage,
+            mapped_at_creation: true,
+        });
+        match buffer.get_mapped_range_mut(..) {
+            Ok(mut view) => view.slice(..contents.len()).copy_from_slice(contents),
+            Err(e) => {
+                // A lost device is the likely cause; its callback runs on a poll.
+                let _ = self.device.poll(wgpu::PollType::Poll);
+                self.check()?;
+                return Err(Error::Gpu(format!("cannot fill buffer '{label}': {e}")));
+            }
+        }
+        buffer.unmap();
+        Ok(buffer)
+    }
+
     /// Fails if the device was lost or a GPU error was reported since the last check.
     pub fn check(&self) -> Result<()> {
         if let Some(reason) = self.lost.lock().unwrap().clone() {

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 
 use safetensors::tensor::{Dtype, Metadata};
 use sha2::{Digest, Sha256};
-use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -470,13 +469,8 @@ fn upload_slot(gpu: &Gpu, name: &str, slot: &Slot, layout: Layout) -> Result<wgp
             })?
             .into(),
     };
-    let buffer = gpu
-        .device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(name),
-            contents: if bytes.is_empty() { &[0; 4] } else { &bytes },
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-        });
+    let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+    let buffer = gpu.buffer_with(name, &bytes, usage)?;
     gpu.check()?;
     Ok(buffer)
 }

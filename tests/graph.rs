@@ -245,3 +245,16 @@ fn a_slab_is_a_range_of_the_first_dimension() {
     let empty = g.intermediate(&[0, 4], oscar_wgpu::graph::DType::F32);
     assert!(matches!(g.slab(empty, &(0..0)), Err(Error::Shape(_))));
 }
+
+/// A device lost mid-run (here destroyed, as a driver reset leaves it) fails the run with
+/// an error that says so: no panic, no hang.
+#[test]
+fn a_lost_device_is_an_error() {
+    let gpu = oscar_wgpu::gpu::Gpu::new(&oscar_wgpu::gpu::GpuOptions::default()).unwrap();
+    let mut g = Graph::new(&gpu);
+    let x = g.input_f32(&[1024], &[1.0; 1024]).unwrap();
+    let y = unary(&mut g, x, Unary::Affine(2.0, 0.0)).unwrap();
+    gpu.device.destroy();
+    let err = g.run(&[y]).unwrap_err();
+    assert!(matches!(err, Error::DeviceLost(_)), "{err}");
+}

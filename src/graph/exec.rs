@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
-use wgpu::util::DeviceExt;
-
 use super::plan::{plan, Plan};
 use super::{DType, Graph, Storage, Tensor};
 use crate::error::{Error, Result};
@@ -150,16 +148,8 @@ impl Graph<'_> {
             inputs.push(match &info.storage {
                 Storage::Input(bytes) => {
                     input_bytes += bytes.len() as u64;
-                    // Zero-length buffers cannot be bound; pad to one word.
-                    let mut data = bytes.clone();
-                    data.resize(data.len().max(4).next_multiple_of(4), 0);
-                    Some(
-                        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                            label: None,
-                            contents: &data,
-                            usage,
-                        }),
-                    )
+                    // Zero-length buffers cannot be bound: `buffer_with` pads to a word.
+                    Some(gpu.buffer_with("input", bytes, usage)?)
                 }
                 Storage::Placeholder if used[i] => {
                     let size = self.bytes(Tensor(i)).max(4).next_multiple_of(4);
@@ -186,11 +176,7 @@ impl Graph<'_> {
             uniform_data.extend_from_slice(&d.params);
         }
         uniform_data.resize(uniform_data.len().max(16), 0);
-        let uniforms = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: &uniform_data,
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let uniforms = gpu.buffer_with("params", &uniform_data, wgpu::BufferUsages::UNIFORM)?;
 
         let mut prepared = Prepared {
             graph: self,
