@@ -42,15 +42,15 @@ pub fn to_srgb(rgb: &mut RgbImage, icc: &[u8]) -> Colours {
     };
     // Many cameras and editors embed sRGB itself: leave those pixels bit for bit as they
     // are rather than take a transform's rounding.
-    let steps = (0..=255u8).step_by(17);
-    let probe: Vec<u8> = steps
-        .clone()
-        .flat_map(|r| {
-            steps
-                .clone()
-                .flat_map(move |g| (0..=255u8).step_by(17).flat_map(move |b| [r, g, b]))
-        })
-        .collect();
+    let levels: Vec<u8> = (0..=255u8).step_by(17).collect();
+    let mut probe = Vec::with_capacity(3 * levels.len().pow(3));
+    for &r in &levels {
+        for &g in &levels {
+            for &b in &levels {
+                probe.extend([r, g, b]);
+            }
+        }
+    }
     let mut mapped = vec![0u8; probe.len()];
     if let Err(e) = transform.transform(&probe, &mut mapped) {
         return Colours::Ignored(format!("its ICC profile cannot be applied ({e})"));
