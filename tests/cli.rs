@@ -525,6 +525,14 @@ fn bench_reports_stages_and_kernels() {
         10,
         "one record per stage, none unnamed: {stages:?}"
     );
+    // -v: where each run's GPU time went, on stderr.
+    let log = String::from_utf8_lossy(&out.stderr);
+    for run in ["encode", "decode"] {
+        assert!(
+            log.contains(&format!("size 128, level 5, {run}: GPU time by kernel")),
+            "{log}"
+        );
+    }
     // The portable kernels say so in every record.
     let portable = oscar(&[
         "--portable-kernels",
@@ -539,10 +547,14 @@ fn bench_reports_stages_and_kernels() {
         "1",
         "--no-stages",
         "--csv",
-        "-q",
+        "-v",
     ]);
     ok(&portable);
     let csv = String::from_utf8_lossy(&portable.stdout);
+    // No timestamped runs, so no table of kernels: -v says why instead.
+    let log = String::from_utf8_lossy(&portable.stderr);
+    assert!(!log.contains(": GPU time by kernel"), "{log}");
+    assert!(log.contains("no GPU time by kernel (--no-stages)"), "{log}");
     // With --no-stages: the first run (a warm-up was asked for), the two totals and the
     // two range coders.
     assert_eq!(csv.lines().count(), 6, "{csv}");

@@ -514,11 +514,25 @@ fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<
                 readings.push(Probes::measure(&oscar.gpu)?);
             }
             if out.verbose {
-                for (run, kernels) in &kernel_times {
+                let profiled: Vec<_> = kernel_times.iter().filter(|(_, k)| !k.is_empty()).collect();
+                for (run, kernels) in &profiled {
                     print_kernels(
                         &format!("size {size}, level {level}, {run}"),
                         kernels,
                         first_peak,
+                    );
+                }
+                if profiled.is_empty() {
+                    progress(
+                        out,
+                        format!(
+                            "size {size}, level {level}: no GPU time by kernel ({})",
+                            if args.no_stages {
+                                "--no-stages"
+                            } else {
+                                "the adapter has no timestamp queries"
+                            }
+                        ),
                     );
                 }
             }
