@@ -386,7 +386,7 @@ fn product_route(
 
 /// The layout to upload a convolution's `weight` (of this shape and dtype) in, for an
 /// input of `x_shape`: blocks of rows where it runs as the rows of a product over a
-/// picture of at most [`SMALL_PICTURE`] pixels, whose few columns leave the kernel
+/// picture of at most `SMALL_PICTURE` (64) pixels, whose few columns leave the kernel
 /// streaming its weight (see [`matmul::linear_weight_layout`]); else plain.
 pub fn weight_layout(
     gpu: &Gpu,

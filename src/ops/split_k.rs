@@ -46,7 +46,7 @@ pub(crate) fn plan(tiles: u64, k: usize, step: usize) -> (usize, usize) {
     (k.div_ceil(per_split), per_split)
 }
 
-/// `y` ← act(Σ_s `part`[s] + bias), `part` holding as many slices of y's size as it has
+/// `y` ← act(Σ_s `part[s]` + bias), `part` holding as many slices of y's size as it has
 /// entries in its first dimension. `bias` (f32 or f16) is `(b, inner)`: element i takes
 /// b[(i / inner) % len(b)], one per column of a Linear layer with `inner` 1, one per
 /// channel of a convolution with `inner` its pixels.
