@@ -117,20 +117,21 @@ impl Jobs {
         }
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let tmp = path.with_file_name(format!(".{name}.{}.partial", std::process::id()));
-        let written = std::fs::OpenOptions::new()
+        let cannot = || format!("cannot write {}", path.display());
+        // create_new: never someone else's file, so the one removed below is this run's.
+        let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&tmp)
-            .and_then(|mut file| file.write_all(bytes))
-            .and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = written {
-            // Only a file this run created: create_new never opens someone else's.
-            if e.kind() != std::io::ErrorKind::AlreadyExists {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            return Err(e).with_context(|| format!("cannot write {}", path.display()));
+            .with_context(cannot)?;
+        let written = file.write_all(bytes).and_then(|()| {
+            drop(file); // closed before it is renamed, as Windows wants
+            std::fs::rename(&tmp, path)
+        });
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
-        Ok(())
+        written.with_context(cannot)
     }
 }
 
