@@ -167,6 +167,12 @@ fn info_reports_real_and_nominal_bpp() {
         text.contains("oscar-wgpu model") && text.contains("2048"),
         "{text}"
     );
+    // Neither: a picture, a folder, nothing at all.
+    let photo = fixture("astronaut_256.png");
+    fails(&oscar(&["info", s(&photo)]), "is a picture");
+    let folder = fixture("");
+    fails(&oscar(&["info", s(&folder)]), "cannot read");
+    fails(&oscar(&["info", s(&tmp("absent.oscar"))]), "absent.oscar");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use oscar_wgpu::codec::{self, read_header, ModelTag, OscarFile};
 use oscar_wgpu::gpu::{list_adapters, GpuOptions};
 use oscar_wgpu::model::ModelInfo;
@@ -40,16 +40,22 @@ pub fn adapters(gpu: &GpuOptions, json: bool) -> Result<()> {
 /// Describes a .oscar file (by its magic byte) or a model file, and with `verify` checks
 /// that it is intact.
 pub fn info(file: &Path, model: &Option<PathBuf>, json: bool, verify: bool) -> Result<()> {
-    let first_byte = {
+    let head = {
         use std::io::Read;
-        let mut head = [0u8; 1];
-        let read = std::fs::File::open(file)
-            .with_context(|| format!("cannot open {}", file.display()))?
-            .read(&mut head)?;
-        anyhow::ensure!(read == 1, "{} is empty", file.display());
-        head[0]
+        let mut head = Vec::with_capacity(16);
+        std::fs::File::open(file)
+            .and_then(|f| f.take(16).read_to_end(&mut head))
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        head
     };
-    if first_byte == codec::container::MAGIC {
+    anyhow::ensure!(!head.is_empty(), "{} is empty", file.display());
+    if head[0] != codec::container::MAGIC && image::guess_format(&head).is_ok() {
+        bail!(
+            "{} is a picture: info describes .oscar files and model files",
+            file.display()
+        );
+    }
+    if head[0] == codec::container::MAGIC {
         // The model is optional here (the nominal rate), unless the tokens are checked.
         let model = if verify {
             Some(model_path(model)?)
