@@ -79,8 +79,8 @@ enum Command {
     Encode {
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
-        /// Output file (one input file) or folder (a folder or several inputs; default:
-        /// beside each input).
+        /// Output file (one input file) or folder (a folder or several inputs, or a name
+        /// ending in `/`; default: beside each input).
         #[arg(short, long)]
         output: Option<PathBuf>,
         #[command(flatten)]
@@ -105,7 +105,8 @@ enum Command {
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
         /// Output file (one input: .png, .jpg or .webp, by its extension) or folder (a
-        /// folder or several inputs: PNGs; default: PNGs beside the inputs).
+        /// folder or several inputs, or a name ending in `/`: PNGs; default: PNGs beside
+        /// the inputs).
         #[arg(short, long)]
         output: Option<PathBuf>,
         #[command(flatten)]

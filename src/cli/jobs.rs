@@ -11,7 +11,8 @@ use anyhow::{bail, Context, Result};
 /// Files to process and where their results go.
 pub struct Jobs {
     pub inputs: Vec<PathBuf>,
-    /// A file for one input file; a folder for a folder or several inputs.
+    /// A file for one input file; a folder for a folder or several inputs, or where it
+    /// ends in a separator.
     pub output: Option<PathBuf>,
     pub force: bool,
 }
@@ -26,8 +27,13 @@ impl Jobs {
         new_extension: &str,
     ) -> Result<Vec<(PathBuf, PathBuf)>> {
         let files = self.input_files(extensions)?;
+        // `-o coded/` names a folder even before it exists.
+        let names_a_folder =
+            |o: &Path| o.is_dir() || o.to_string_lossy().ends_with(std::path::is_separator);
         let into_folder = match &self.output {
-            Some(o) => files.len() > 1 || self.inputs.iter().any(|i| i.is_dir()) || o.is_dir(),
+            Some(o) => {
+                files.len() > 1 || self.inputs.iter().any(|i| i.is_dir()) || names_a_folder(o)
+            }
             None => false,
         };
         let pairs: Vec<(PathBuf, PathBuf)> = files
@@ -181,6 +187,12 @@ mod tests {
             .pairs(&["png"], "oscar")
             .unwrap();
         assert_eq!(pairs, [(dir.join("in/a.png"), dir.join("x.oscar"))]);
+        // A new name ending in a separator is a folder.
+        let pairs = jobs(&[&dir.join("in/a.png")], Some(&dir.join("new/")), false)
+            .pairs(&["png"], "oscar")
+            .unwrap();
+        assert_eq!(pairs, [(dir.join("in/a.png"), dir.join("new/a.oscar"))]);
+        assert!(dir.join("new").is_dir());
         // …in a folder that exists.
         let err = jobs(
             &[&dir.join("in/a.png")],
