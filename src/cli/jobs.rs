@@ -63,7 +63,7 @@ impl Jobs {
         if !self.force {
             if let Some((_, existing)) = pairs.iter().find(|(_, o)| o.exists()) {
                 bail!(
-                    "{} exists; pass --force to overwrite it",
+                    "{} exists; pass --force to overwrite it, or -o to write elsewhere",
                     existing.display()
                 );
             }
