@@ -136,6 +136,16 @@ pub fn to_rgb8(img: &Planar, width: usize, height: usize) -> image::RgbImage {
     })
 }
 
+/// The extensions `encode` reads pictures from, in lower case.
+pub const PICTURE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "webp"];
+
+/// `path`'s extension in lower case, if it has one in UTF-8.
+pub fn extension(path: &Path) -> Option<String> {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+}
+
 /// What `decode` writes, by the output's extension: a `.jpg` holds a JPEG, never a PNG
 /// under another name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,11 +160,7 @@ pub enum OutputFormat {
 impl OutputFormat {
     /// `.png`, `.jpg` / `.jpeg` or `.webp` (any case); other extensions are refused.
     pub fn for_path(path: &Path) -> Result<Self> {
-        let extension = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
-        match extension.as_deref() {
+        match extension(path).as_deref() {
             Some("png") => Ok(Self::Png),
             Some("jpg" | "jpeg") => Ok(Self::Jpeg),
             Some("webp") => Ok(Self::WebP),

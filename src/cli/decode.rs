@@ -18,14 +18,15 @@ pub fn run(
     out: Output,
 ) -> Result<()> {
     let pairs = jobs.pairs(&["oscar"], "png")?;
-    for (_, output) in &pairs {
-        OutputFormat::for_path(output)?;
-    }
+    let formats = pairs
+        .iter()
+        .map(|(_, output)| OutputFormat::for_path(output))
+        .collect::<Result<Vec<_>, _>>()?;
     let oscar = load_model(gpu, model)?;
     let policy = tiles.policy(&oscar)?;
     let tag = ModelTag::from_hex(&oscar.info.content_hash)?;
     let bar = out.progress(pairs.len());
-    for (input, output) in &pairs {
+    for ((input, output), format) in pairs.iter().zip(formats) {
         bar.set_message(input.display().to_string());
         let t0 = Instant::now();
         let bytes =
@@ -77,7 +78,7 @@ pub fn run(
             header.width as usize,
             header.height as usize,
         );
-        let picture = OutputFormat::for_path(output)?
+        let picture = format
             .encode(&rgb)
             .with_context(|| format!("cannot encode {}", output.display()))?;
         jobs.write(output, &picture)?;

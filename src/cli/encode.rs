@@ -5,7 +5,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use oscar_wgpu::codec::{self, Header, ModelTag};
 use oscar_wgpu::gpu::GpuOptions;
-use oscar_wgpu::image_io::{read_picture, to_planar, Colours, Padding, Picture};
+use oscar_wgpu::image_io::{
+    read_picture, to_planar, Colours, OutputFormat, Padding, Picture, PICTURE_EXTENSIONS,
+};
 use oscar_wgpu::model::{Oscar, RunOptions};
 
 use super::{load_model, Jobs, ModelArgs, Output, TileArgs};
@@ -50,15 +52,13 @@ pub fn run(
     padding: Padding,
     out: Output,
 ) -> Result<()> {
-    let pictures = ["png", "jpg", "jpeg", "webp"];
-    let pairs = jobs.pairs(&pictures, "oscar")?;
+    let pairs = jobs.pairs(&PICTURE_EXTENSIONS, "oscar")?;
     // A .oscar stream under a picture's name is a mix-up (`encode` for `decode`), and
     // with --force it would replace a picture.
-    if let Some((_, output)) = pairs.iter().find(|(_, o)| {
-        o.extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| pictures.contains(&e.to_ascii_lowercase().as_str()))
-    }) {
+    if let Some((_, output)) = pairs
+        .iter()
+        .find(|(_, o)| OutputFormat::for_path(o).is_ok())
+    {
         bail!(
             "{} is a picture's name: encode writes .oscar files (decode writes pictures)",
             output.display()

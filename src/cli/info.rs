@@ -49,12 +49,6 @@ pub fn info(file: &Path, model: &Option<PathBuf>, json: bool, verify: bool) -> R
         head
     };
     anyhow::ensure!(!head.is_empty(), "{} is empty", file.display());
-    if head[0] != codec::container::MAGIC && image::guess_format(&head).is_ok() {
-        bail!(
-            "{} is a picture: info describes .oscar files and model files",
-            file.display()
-        );
-    }
     if head[0] == codec::container::MAGIC {
         // The model is optional here (the nominal rate), unless the tokens are checked.
         let model = if verify {
@@ -63,6 +57,11 @@ pub fn info(file: &Path, model: &Option<PathBuf>, json: bool, verify: bool) -> R
             model.clone()
         };
         oscar_info(file, model.as_deref(), json, verify)
+    } else if image::guess_format(&head).is_ok() {
+        bail!(
+            "{} is a picture: info describes .oscar files and model files",
+            file.display()
+        );
     } else {
         model_info(file, json, verify)
     }

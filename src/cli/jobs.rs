@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use oscar_wgpu::image_io::extension;
 
 /// Files to process and where their results go.
 pub struct Jobs {
@@ -62,10 +63,7 @@ impl Jobs {
         }
         if !self.force {
             if let Some((_, existing)) = pairs.iter().find(|(_, o)| o.exists()) {
-                bail!(
-                    "{} exists; pass --force to overwrite it, or -o to write elsewhere",
-                    existing.display()
-                );
+                return Err(exists(existing));
             }
         }
         if let Some(dir) = self.output.as_ref().filter(|_| into_folder) {
@@ -93,11 +91,7 @@ impl Jobs {
                 let mut found: Vec<PathBuf> = std::fs::read_dir(input)
                     .with_context(|| format!("cannot list {}", input.display()))?
                     .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| {
-                        p.extension()
-                            .and_then(|e| e.to_str())
-                            .is_some_and(|e| extensions.contains(&e.to_ascii_lowercase().as_str()))
-                    })
+                    .filter(|p| extension(p).is_some_and(|e| extensions.contains(&e.as_str())))
                     .collect();
                 found.sort();
                 files.extend(found);
@@ -119,7 +113,7 @@ impl Jobs {
     /// `a.png` and `A.png` have one output).
     pub fn write(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         if !self.force && path.exists() {
-            bail!("{} exists; pass --force to overwrite it", path.display());
+            return Err(exists(path));
         }
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let tmp = path.with_file_name(format!(".{name}.{}.partial", std::process::id()));
@@ -139,6 +133,13 @@ impl Jobs {
         }
         written.with_context(cannot)
     }
+}
+
+fn exists(path: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} exists; pass --force to overwrite it, or -o to write elsewhere",
+        path.display()
+    )
 }
 
 #[cfg(test)]
