@@ -28,7 +28,7 @@ struct Params {
 
 const RANS_L: u32 = 65536u;
 
-// Error bits, mirrored in src/codec/rans_gpu.rs.
+// Error bits, mirrored in src/ops/rans_decode.rs (ERRORS).
 const ERR_LAYOUT: u32 = 1u;     // lane bounds or sizes do not fit the buffers
 const ERR_START: u32 = 2u;      // initial state below RANS_L
 const ERR_EXHAUSTED: u32 = 4u;  // lane ran out of words

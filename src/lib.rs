@@ -1,8 +1,9 @@
 //! oscar-wgpu: the OSCAR one-step diffusion image codec on wgpu compute shaders.
 //!
 //! Layers, bottom up: [`gpu`] (adapter and device), [`graph`] (ops recorded into a
-//! graph, planned by liveness and executed in one command buffer), [`ops`] (one WGSL
-//! shader and one Rust file per op, each with its CPU reference), [`weights`]
+//! graph, planned by liveness and executed in one command buffer), [`ops`] (one Rust
+//! file per op with its CPU reference, and its WGSL shader, plus a subgroup variant
+//! where an op has one), [`weights`]
 //! (safetensors on the GPU as f32 or packed f16).
 
 pub mod bench;

@@ -29,8 +29,8 @@ pub const RANS_L: u32 = 1 << 16;
 pub const MAX_LANES: usize = 64;
 /// Largest log2(codebook size): symbols, frequencies and slots must fit 16 bits.
 pub const MAX_SYMBOL_BITS: u32 = 16;
-/// Payload bytes (as coded with one lane) per extra lane. A lane costs 3 to 7 bytes
-/// (final state, word count), so lanes stay under about 1% of the payload.
+/// Payload bytes (as coded with one lane) per extra lane. A lane costs 4 to 7 bytes
+/// (final state, word count), so lanes stay near 1 % of the payload.
 const BYTES_PER_LANE: usize = 512;
 
 /// Probability precision for a codebook of `2^symbol_bits` entries: 8 bits finer than

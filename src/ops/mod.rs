@@ -1,5 +1,8 @@
 //! The op library. Adding an op is one Rust file here (params, shape logic, workgroup
 //! counts, CPU reference) plus one `shaders/<op>.wgsl`, registered by one line below.
+//! An op's 8-wide-subgroup kernels are a second shader, `<op>_subgroup.wgsl`: a module
+//! that enables subgroups does not compile where the adapter lacks them. `probe` is the
+//! kernel benchmark's roofline probe, registered like an op.
 
 pub mod attention;
 pub mod channel_norm;
