@@ -51,7 +51,10 @@ pub fn read_picture(path: &Path) -> Result<Picture> {
         path: path.to_path_buf(),
         reason,
     };
-    let open = || image::ImageReader::open(path)?.with_guessed_format();
+    let open = || {
+        let reader = image::ImageReader::open(path).and_then(|r| r.with_guessed_format());
+        reader.map_err(|e| bad(e.to_string()))
+    };
     let (w, h) = open()?.into_dimensions().map_err(|e| bad(e.to_string()))?;
     if w > max_side || h > max_side {
         return Err(bad(format!(
@@ -222,6 +225,18 @@ mod tests {
         let read = read_rgb(&path);
         std::fs::remove_file(&path).unwrap();
         assert_eq!(read.unwrap().dimensions(), (14000, 14000));
+    }
+
+    /// An input that cannot even be opened is named: in a folder of pictures, a bare
+    /// "No such file or directory" does not say which one.
+    #[test]
+    fn pictures_that_cannot_be_opened_are_named() {
+        let missing = std::env::temp_dir().join("oscar-wgpu-no-such-picture.png");
+        let folder = std::env::temp_dir();
+        for path in [&missing, &folder] {
+            let message = read_picture(path).err().expect("an error").to_string();
+            assert!(message.contains(&path.display().to_string()), "{message}");
+        }
     }
 
     #[test]
