@@ -178,6 +178,15 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// `--f16`'s choice.
+    pub fn packed_f16(f16: bool) -> Precision {
+        if f16 {
+            Precision::F16
+        } else {
+            Precision::F32
+        }
+    }
+
     fn storage(self, name: &str) -> DType {
         let decides_indices = name.starts_with("vae.encoder.")
             || name.starts_with("vae.quant_conv.")
@@ -386,6 +395,16 @@ impl Weights {
 
     pub fn shape(&self, name: &str) -> Result<&[usize]> {
         Ok(&self.slot(name)?.shape)
+    }
+
+    /// The kernel size k of a convolution weight [out, in, k, k].
+    pub fn conv_kernel(&self, name: &str) -> Result<usize> {
+        match *self.shape(name)? {
+            [_, _, k, kw] if k == kw => Ok(k),
+            ref shape => Err(Error::BadModel(format!(
+                "'{name}' has shape {shape:?}, not a square convolution kernel [out, in, k, k]"
+            ))),
+        }
     }
 
     pub fn dtype(&self, name: &str) -> Result<DType> {

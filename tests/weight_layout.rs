@@ -2,7 +2,7 @@
 //! the products that read it against their CPU references, the paths that cannot read
 //! it refusing it, and one weight following the layout each graph asks for; and the
 //! uploads themselves: staging copies handed to the GPU as they add up, generated
-//! weights made only when uploaded.
+//! weights made only when uploaded; and a convolution weight of the wrong shape refused.
 
 mod common;
 
@@ -19,6 +19,30 @@ use oscar_wgpu::weights::{block_rows, Generator, Precision, Weights, STAGING_FLU
 /// 8-lane subgroups: the broadcast kernel, the only reader of blocked rows, runs.
 fn broadcast_adapter() -> bool {
     gpu().info.subgroup_max_size == 8
+}
+
+/// A model file's convolution weight that is not [out, in, k, k] is an error naming it
+/// (its kernel size was once read as `shape[2]`, a panic for a 1-D tensor).
+#[test]
+fn a_convolution_weight_of_the_wrong_shape_is_an_error() {
+    let shapes = [
+        ("conv", vec![8, 4, 3, 3]),
+        ("flat", vec![8]),
+        ("wide", vec![8, 4, 1, 3]),
+    ];
+    let weights = Weights::shapes_only(
+        gpu(),
+        shapes
+            .into_iter()
+            .map(|(name, shape)| (format!("{name}.weight"), shape))
+            .collect(),
+        Precision::F32,
+    );
+    assert_eq!(weights.conv_kernel("conv.weight").unwrap(), 3);
+    for name in ["flat.weight", "wide.weight", "missing.weight"] {
+        let message = weights.conv_kernel(name).unwrap_err().to_string();
+        assert!(message.contains(name), "{message}");
+    }
 }
 
 #[test]

@@ -85,7 +85,7 @@ impl<'a, 'g> Ctx<'a, 'g> {
         stride: usize,
         act: Activation,
     ) -> Result<Tensor> {
-        let k = self.w.shape(&format!("{prefix}.weight"))?[2];
+        let k = self.w.conv_kernel(&format!("{prefix}.weight"))?;
         self.conv_padded(prefix, x, Conv2d::strided(stride, [k / 2; 4]).with(act))
     }
 

@@ -47,7 +47,7 @@ fn sequential(cx: &mut Ctx, prefix: &str, mut x: Tensor, upsampling: bool) -> Re
     for i in 0.. {
         let layer = format!("{prefix}.{i}");
         if cx.w.contains(&format!("{layer}.weight")) {
-            let k = cx.w.shape(&format!("{layer}.weight"))?[2];
+            let k = cx.w.conv_kernel(&format!("{layer}.weight"))?;
             x = match (k, upsampling) {
                 (1, _) => cx.conv(&layer, x, 1, Activation::None)?,
                 (_, false) => cx.conv(&layer, x, 2, Activation::None)?,
