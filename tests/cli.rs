@@ -587,6 +587,19 @@ fn bench_reports_stages_and_kernels() {
     }
 }
 
+/// Pictures are padded to multiples of 64, so the bench times only those sizes: another
+/// size is refused before anything runs (`--plan-only` once planned 960 and called it 1000).
+#[test]
+fn bench_sizes_are_multiples_of_64() {
+    for size in ["1000", "0", "-64"] {
+        let sizes = format!("--sizes={size}");
+        fails(
+            &oscar(&["bench", "--synthetic", "--plan-only", &sizes]),
+            "multiple of 64",
+        );
+    }
+}
+
 /// The kernel benchmark narrowed by a shape (`--only` matches shapes too) as JSON: one
 /// record, the probes (and the FMA probe read beside its runs), and its fraction of the
 /// roofline never below its fraction of the FMA peak (the roofline is the lower ceiling).

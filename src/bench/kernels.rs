@@ -261,7 +261,7 @@ fn weight_and_bias(
     f16: bool,
     layout: impl FnOnce(DType) -> Layout,
 ) -> Result<(Tensor, Tensor)> {
-    let precision = if f16 { Precision::F16 } else { Precision::F32 };
+    let precision = Precision::packed_f16(f16);
     let tensors = vec![
         (
             "w".into(),

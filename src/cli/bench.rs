@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use oscar_wgpu::bench::kernels::{run_kernel_bench, table};
-use oscar_wgpu::bench::probe;
-use oscar_wgpu::codec::{self, rans_gpu, Header, ModelTag, OscarFile};
+use oscar_wgpu::bench::{median, probe};
+use oscar_wgpu::codec::{self, rans_gpu, ModelTag, OscarFile};
 use oscar_wgpu::gpu::{list_adapters, Gpu, GpuOptions};
 use oscar_wgpu::graph::StageTime;
 use oscar_wgpu::model::synthetic::Architecture;
@@ -34,7 +34,7 @@ pub struct BenchArgs {
     #[arg(long)]
     model: Option<std::path::PathBuf>,
     /// Image sizes (square, multiples of 64).
-    #[arg(long, value_delimiter = ',', default_value = "256")]
+    #[arg(long, value_delimiter = ',', default_value = "256", value_parser = parse_size)]
     sizes: Vec<usize>,
     /// Levels to run.
     #[arg(long, value_delimiter = ',', default_value = "5")]
@@ -148,9 +148,18 @@ fn low_high(values: impl Iterator<Item = f64>) -> (f64, f64) {
 }
 
 /// Median, min and max of a sample.
-fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
+fn spread(v: Vec<f64>) -> (f64, f64, f64) {
+    let (low, high) = low_high(v.iter().copied());
+    (median(v), low, high)
+}
+
+/// A `--sizes` entry: pictures are padded to multiples of 64, so only those are timed.
+fn parse_size(text: &str) -> std::result::Result<usize, String> {
+    let multiple = codec::PICTURE_MULTIPLE as usize;
+    match text.trim().parse::<usize>() {
+        Ok(size) if size > 0 && size.is_multiple_of(multiple) => Ok(size),
+        _ => Err(format!("'{text}' is not a positive multiple of {multiple}")),
+    }
 }
 
 pub fn run(gpu: &GpuOptions, args: &BenchArgs, out: Output) -> Result<()> {
@@ -283,11 +292,7 @@ fn print_kernels(what: &str, kernels: &BTreeMap<String, StageTime>, peak: f64) {
 
 fn plan_only(options: &GpuOptions, args: &BenchArgs) -> Result<()> {
     let arch = Architecture::sd21()?;
-    let precision = if args.f16 {
-        Precision::F16
-    } else {
-        Precision::F32
-    };
+    let precision = Precision::packed_f16(args.f16);
     let oscar = Oscar::planning_only(Gpu::new(options)?, &arch, precision);
     let policy = args.tiles.policy(&oscar)?;
     let mib = |b: u64| format!("{:.0}", b as f64 / 1048576.0);
@@ -383,16 +388,13 @@ fn kernels(gpu: &Gpu, args: &BenchArgs, out: Output) -> Result<()> {
 fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<Vec<Record>> {
     let gpu = Gpu::new(options)?;
     let name = gpu.info.name.clone();
-    let precision = if args.f16 {
-        Precision::F16
-    } else {
-        Precision::F32
-    };
+    let precision = Precision::packed_f16(args.f16);
     let t0 = Instant::now();
     let oscar = match &args.model {
         Some(path) => Oscar::load(gpu, path, precision)?,
         None => Oscar::synthetic(gpu, &Architecture::sd21()?, 0, precision)?,
     };
+    oscar.info.check_codec()?;
     progress(
         out,
         format!(
@@ -477,13 +479,7 @@ fn bench_adapter(options: &GpuOptions, args: &BenchArgs, out: Output) -> Result<
                 let (tokens, trace) = oscar.encode(&image, size, size, level, plain)?;
                 enc.push(t.elapsed().as_secs_f64() * 1e3);
                 enc_report = trace.report;
-                let header = Header {
-                    level: level as u8,
-                    width: size as u32,
-                    height: size as u32,
-                    model: tag,
-                    a_z: [tokens.a_z[0], tokens.a_z[1], tokens.a_z[2], tokens.a_z[3]],
-                };
+                let header = tokens.header(size as u32, size as u32, tag)?;
                 let file = codec::encode(&header, &tokens.indices, &table)?;
                 range_enc.push(repeated_ms(|| {
                     codec::encode(&header, &tokens.indices, &table).map(drop)

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use oscar_wgpu::codec::{self, Header, ModelTag};
+use oscar_wgpu::codec::{self, ModelTag};
 use oscar_wgpu::gpu::GpuOptions;
 use oscar_wgpu::image_io::{
     read_picture, to_planar, Colours, OutputFormat, Padding, Picture, PICTURE_EXTENSIONS,
@@ -76,13 +76,7 @@ pub fn run(
     let level = choose_level(&oscar, &target)?;
     let tag = ModelTag::from_hex(&oscar.info.content_hash)?;
     let table = oscar.info.freq_table(level)?;
-    let cell = oscar.info.pixels_per_token(level)?.max(64);
-    if oscar.info.vae.latent_channels != 4 {
-        bail!(
-            "the .oscar format carries 4 latent norms; this model has {} latent channels",
-            oscar.info.vae.latent_channels
-        );
-    }
+    let cell = codec::PICTURE_MULTIPLE as usize;
     let bar = out.progress(pairs.len());
     for (input, output) in &pairs {
         bar.set_message(input.display().to_string());
@@ -125,14 +119,7 @@ pub fn run(
         };
         let (tokens, trace) =
             oscar.encode(&planar.data, planar.height, planar.width, level, opts)?;
-        let a_z = [tokens.a_z[0], tokens.a_z[1], tokens.a_z[2], tokens.a_z[3]];
-        let header = Header {
-            level: level as u8,
-            width,
-            height,
-            model: tag,
-            a_z,
-        };
+        let header = tokens.header(width, height, tag)?;
         let bytes = codec::encode(&header, &tokens.indices, &table)?;
         jobs.write(output, &bytes)?;
         bar.inc(1);

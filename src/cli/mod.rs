@@ -107,13 +107,11 @@ pub struct ModelArgs {
 pub fn load_model(gpu: &GpuOptions, args: &ModelArgs) -> Result<Oscar> {
     let path = model_path(&args.model)?;
     let device = Gpu::new(gpu)?;
-    let precision = if args.f16 {
-        Precision::F16
-    } else {
-        Precision::F32
-    };
-    Oscar::load(device, &path, precision)
-        .with_context(|| format!("cannot load model {}", path.display()))
+    let precision = Precision::packed_f16(args.f16);
+    let oscar = Oscar::load(device, &path, precision)
+        .with_context(|| format!("cannot load model {}", path.display()))?;
+    oscar.info.check_codec()?;
+    Ok(oscar)
 }
 
 /// How much GPU memory encode and decode may use; larger pictures run in tiles.

@@ -68,7 +68,7 @@ pub struct Header {
     pub height: u32,
     pub model: ModelTag,
     /// Per-channel latent L2 norms; stored as f16 (relative error ≤ 2⁻¹¹ for norms ≥ 2⁻¹⁴).
-    pub a_z: [f32; 4],
+    pub a_z: [f32; super::LATENT_CHANNELS],
 }
 
 impl Header {

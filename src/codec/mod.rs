@@ -35,11 +35,18 @@ pub enum CodecError {
 pub const MAX_DIM: u32 = 1 << 14;
 /// Most tokens a file can hold: the full latent grid of a `MAX_DIM`² image.
 pub const MAX_TOKENS: usize = (MAX_DIM as usize / 8) * (MAX_DIM as usize / 8);
-/// Token grid stride versus the latent (image / 8), per level.
+/// Token grid stride versus the latent, per level.
 pub const LEVEL_STRIDES: [u32; 8] = [8, 4, 2, 2, 1, 1, 1, 1];
+/// Image pixels per latent pixel along each axis (SD-2.1's VAE).
+pub const LATENT_SCALE: u32 = 8;
+/// Pictures are padded to multiples of this many pixels before encoding.
+pub const PICTURE_MULTIPLE: u32 = 64;
+/// Latent channels, one L2 norm each in the header.
+pub const LATENT_CHANNELS: usize = 4;
 
 /// Token grid (rows, columns) of `level` for a `width`×`height` image: the image is
-/// padded to multiples of 64, the latent is 1/8 of that, the grid 1/stride of the latent.
+/// padded to multiples of [`PICTURE_MULTIPLE`], the latent is 1/[`LATENT_SCALE`] of that,
+/// the grid 1/stride of the latent.
 pub fn token_grid(level: u8, width: u32, height: u32) -> Result<(usize, usize), CodecError> {
     let stride = *LEVEL_STRIDES
         .get(usize::from(level))
@@ -49,7 +56,9 @@ pub fn token_grid(level: u8, width: u32, height: u32) -> Result<(usize, usize), 
             "image {width}×{height} is outside 1..={MAX_DIM} per side"
         )));
     }
-    let side = |pixels: u32| (pixels.div_ceil(64) * 8 / stride) as usize;
+    let side = |pixels: u32| {
+        (pixels.div_ceil(PICTURE_MULTIPLE) * (PICTURE_MULTIPLE / LATENT_SCALE) / stride) as usize
+    };
     Ok((side(height), side(width)))
 }
 

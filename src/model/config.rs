@@ -9,7 +9,10 @@ use crate::error::{Error, Result};
 /// A diffusers field that is either one value for every block or one per block.
 fn per_block(value: &Value, blocks: usize, field: &str) -> Result<Vec<usize>> {
     match value {
-        Value::Number(n) => Ok(vec![n.as_u64().unwrap_or(0) as usize; blocks]),
+        Value::Number(n) => {
+            let n = n.as_u64().ok_or_else(|| bad(field))?;
+            Ok(vec![n as usize; blocks])
+        }
         Value::Array(items) if items.len() == blocks => items
             .iter()
             .map(|v| v.as_u64().map(|n| n as usize).ok_or_else(|| bad(field)))
@@ -78,6 +81,9 @@ impl UnetConfig {
         let mut c: UnetConfig =
             serde_json::from_str(json).map_err(|e| Error::BadModel(format!("unet config: {e}")))?;
         let blocks = c.block_out_channels.len();
+        if blocks == 0 {
+            return Err(bad("block_out_channels"));
+        }
         let heads_field = if c.num_attention_heads.is_null() {
             &c.attention_head_dim
         } else {
@@ -128,6 +134,11 @@ impl UnetConfig {
         }
         Ok(c)
     }
+
+    /// Latent pixels per pixel of the deepest block: each down block but the last halves.
+    pub fn multiple(&self) -> usize {
+        1 << (self.block_out_channels.len() - 1)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -153,7 +164,12 @@ fn yes() -> bool {
 
 impl VaeConfig {
     pub fn parse(json: &str) -> Result<VaeConfig> {
-        serde_json::from_str(json).map_err(|e| Error::BadModel(format!("vae config: {e}")))
+        let c: VaeConfig =
+            serde_json::from_str(json).map_err(|e| Error::BadModel(format!("vae config: {e}")))?;
+        if c.block_out_channels.is_empty() {
+            return Err(bad("block_out_channels"));
+        }
+        Ok(c)
     }
 
     /// Image pixels per latent pixel along each axis.
@@ -245,8 +261,79 @@ pub fn parse_levels(json: &str) -> Result<Vec<Level>> {
             .all(|(i, l)| l.level == i && l.stride.is_power_of_two() && l.codebook_size >= 2);
     if !valid {
         return Err(Error::BadModel(
-            "levels: must be numbered 0.. with power-of-two strides".into(),
+            "levels: must be numbered 0.. with power-of-two strides and codebooks of 2 or more"
+                .into(),
         ));
     }
     Ok(levels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UNET: &str = r#"{"in_channels":4,"out_channels":4,"block_out_channels":[32,64],
+        "layers_per_block":1,"down_block_types":["CrossAttnDownBlock2D","DownBlock2D"],
+        "up_block_types":["UpBlock2D","CrossAttnUpBlock2D"],"cross_attention_dim":32,
+        "norm_num_groups":8,"norm_eps":1e-5,"flip_sin_to_cos":true,"freq_shift":0,
+        "use_linear_projection":true,"attention_head_dim":[1,2]}"#;
+
+    fn unet_with(field: &str, value: &str) -> Result<UnetConfig> {
+        let mut json: serde_json::Map<String, Value> = serde_json::from_str(UNET).unwrap();
+        json.insert(field.into(), serde_json::from_str(value).unwrap());
+        UnetConfig::parse(&Value::Object(json).to_string())
+    }
+
+    #[test]
+    fn per_block_fields_take_one_value_or_one_per_block() {
+        let c = UnetConfig::parse(UNET).unwrap();
+        assert_eq!((c.heads, c.transformer_layers), (vec![1, 2], vec![1, 1]));
+        let c = unet_with("transformer_layers_per_block", "[1, 2]").unwrap();
+        assert_eq!(c.transformer_layers, vec![1, 2]);
+        assert_eq!(c.multiple(), 2);
+    }
+
+    #[test]
+    fn malformed_unet_configs_are_errors() {
+        // A scalar that is not a count once built a UNet without transformers.
+        for (field, value) in [
+            ("transformer_layers_per_block", "1.5"),
+            ("transformer_layers_per_block", "-1"),
+            ("transformer_layers_per_block", "[1]"),
+            ("attention_head_dim", "\"8\""),
+            ("block_out_channels", "[]"),
+            ("attention_head_dim", "[1, 3]"),
+        ] {
+            let message = unet_with(field, value).unwrap_err().to_string();
+            assert!(message.contains("config"), "{field} = {value}: {message}");
+        }
+    }
+
+    #[test]
+    fn a_vae_without_blocks_is_an_error() {
+        let vae = r#"{"in_channels":3,"out_channels":3,"block_out_channels":[],
+            "layers_per_block":1,"latent_channels":4,"norm_num_groups":8,"scaling_factor":0.18}"#;
+        assert!(VaeConfig::parse(vae).is_err());
+        let ok = vae.replace("[]", "[32,64]");
+        assert_eq!(VaeConfig::parse(&ok).unwrap().downscale(), 2);
+    }
+
+    #[test]
+    fn levels_are_numbered_with_power_of_two_strides() {
+        let level = |n: usize, stride: usize, codebook: usize| {
+            format!(
+                r#"{{"level":{n},"stride":{stride},"codebook_size":{codebook},"codebook_dim":4,"timestep":1,"bpp_nominal":0.1}}"#
+            )
+        };
+        let list = |items: &[String]| format!("[{}]", items.join(","));
+        assert!(parse_levels(&list(&[level(0, 8, 16), level(1, 4, 16)])).is_ok());
+        for bad in [
+            list(&[]),
+            list(&[level(1, 8, 16)]),
+            list(&[level(0, 3, 16)]),
+            list(&[level(0, 8, 1)]),
+        ] {
+            assert!(parse_levels(&bad).is_err(), "{bad}");
+        }
+    }
 }

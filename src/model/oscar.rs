@@ -7,7 +7,7 @@ use super::blocks::Ctx;
 use super::config::{parse_levels, Level, SchedulerConfig, UnetConfig, VaeConfig};
 use super::tiled::{EncodeSchedule, TilePolicy, TokenSource};
 use super::{hyper, unet, vae};
-use crate::codec::{FreqTable, Stream};
+use crate::codec::{self, FreqTable, Header, ModelTag, Stream};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{DType, Graph, HostTensor, RunReport, Tensor};
@@ -82,6 +82,35 @@ impl ModelInfo {
     pub fn pixels_per_token(&self, level: usize) -> Result<usize> {
         Ok(self.vae.downscale() * self.level(level)?.stride)
     }
+
+    /// Refuses a model whose pictures the `.oscar` format cannot carry: the format fixes
+    /// the latent's scale and channels, the levels' strides, and pads pictures to a size
+    /// whose latent the UNet must halve down to its deepest block.
+    pub fn check_codec(&self) -> Result<()> {
+        let latent_side = (codec::PICTURE_MULTIPLE / codec::LATENT_SCALE) as usize;
+        let strides = codec::LEVEL_STRIDES.map(|s| s as usize);
+        let problem = if self.vae.downscale() != codec::LATENT_SCALE as usize {
+            format!("a VAE that scales by {}", self.vae.downscale())
+        } else if self.vae.latent_channels != codec::LATENT_CHANNELS {
+            format!("{} latent channels", self.vae.latent_channels)
+        } else if self.levels.len() > strides.len()
+            || self.levels.iter().any(|l| l.stride != strides[l.level])
+        {
+            let got: Vec<_> = self.levels.iter().map(|l| l.stride).collect();
+            format!("level strides {got:?}")
+        } else if !latent_side.is_multiple_of(self.unet.multiple()) {
+            format!("a UNet of {} blocks", self.unet.block_out_channels.len())
+        } else {
+            return Ok(());
+        };
+        Err(Error::BadModel(format!(
+            "the .oscar format cannot code this model's pictures: it has {problem}, the format \
+             needs a VAE that scales by {}, {} latent channels, level strides {strides:?} and \
+             a UNet that halves a {latent_side}-pixel latent down to its deepest block",
+            codec::LATENT_SCALE,
+            codec::LATENT_CHANNELS,
+        )))
+    }
 }
 
 /// What a run reports besides its result.
@@ -121,6 +150,26 @@ pub struct Tokens {
     pub indices: Vec<u32>,
     /// L2 norm of each latent channel.
     pub a_z: Vec<f32>,
+}
+
+impl Tokens {
+    /// The `.oscar` header of these tokens for a `width`×`height` picture.
+    pub fn header(&self, width: u32, height: u32, model: ModelTag) -> Result<Header> {
+        let a_z = self.a_z.as_slice().try_into().map_err(|_| {
+            Error::BadModel(format!(
+                "the .oscar format carries {} latent norms, not {}",
+                codec::LATENT_CHANNELS,
+                self.a_z.len()
+            ))
+        })?;
+        Ok(Header {
+            level: self.level as u8,
+            width,
+            height,
+            model,
+            a_z,
+        })
+    }
 }
 
 pub struct Oscar {

@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 
 use super::config::{Level, SchedulerConfig, UnetConfig, VaeConfig};
 use super::oscar::ModelInfo;
+use crate::codec::LEVEL_STRIDES;
 use crate::error::Result;
 use crate::rng::Rng;
 use crate::weights::Generator;
@@ -20,16 +21,17 @@ const SD21_VAE: &str = r#"{"in_channels":3,"out_channels":3,"block_out_channels"
 const SD21_SCHEDULER: &str = r#"{"beta_start":0.00085,"beta_end":0.012,"beta_schedule":"scaled_linear",
 "num_train_timesteps":1000,"prediction_type":"v_prediction"}"#;
 
-/// OSCAR's eight levels: token stride, codebook size, timestep, nominal bpp.
-const LEVELS: [(usize, usize, usize, f64); 8] = [
-    (8, 256, 500, 0.0019),
-    (4, 1024, 400, 0.0098),
-    (2, 256, 310, 0.0313),
-    (2, 2048, 280, 0.0430),
-    (1, 16, 210, 0.0625),
-    (1, 32, 190, 0.0781),
-    (1, 64, 170, 0.0937),
-    (1, 256, 150, 0.1250),
+/// OSCAR's eight levels (their token strides are the format's): codebook size, timestep,
+/// nominal bpp.
+const LEVELS: [(usize, usize, f64); 8] = [
+    (256, 500, 0.0019),
+    (1024, 400, 0.0098),
+    (256, 310, 0.0313),
+    (2048, 280, 0.0430),
+    (16, 210, 0.0625),
+    (32, 190, 0.0781),
+    (64, 170, 0.0937),
+    (256, 150, 0.1250),
 ];
 
 /// Where a converted model has the sha256 of its weights, generated weights have that of
@@ -44,10 +46,9 @@ fn stand_in_hash(name: &str) -> String {
 /// An architecture: the diffusers configs plus the hyper-network widths.
 pub struct Architecture {
     pub info: ModelInfo,
-    /// Hyper-encoder width N, latent-code width M, codebook vector size.
+    /// Hyper-encoder width N, latent-code width M.
     pub n: usize,
     pub m: usize,
-    pub codebook_dim: usize,
 }
 
 impl Architecture {
@@ -55,11 +56,12 @@ impl Architecture {
     pub fn sd21() -> Result<Architecture> {
         let levels = LEVELS
             .iter()
+            .zip(LEVEL_STRIDES)
             .enumerate()
             .map(
-                |(level, &(stride, codebook_size, timestep, bpp_nominal))| Level {
+                |(level, (&(codebook_size, timestep, bpp_nominal), stride))| Level {
                     level,
-                    stride,
+                    stride: stride as usize,
                     codebook_size,
                     codebook_dim: 32,
                     timestep,
@@ -78,7 +80,6 @@ impl Architecture {
             },
             n: 192,
             m: 320,
-            codebook_dim: 32,
         })
     }
 
@@ -389,5 +390,34 @@ mod tests {
         let hash = Architecture::sd21().unwrap().info.content_hash;
         assert_eq!(hash.len(), 64);
         assert!(ModelTag::from_hex(&hash).is_ok(), "{hash}");
+    }
+
+    /// The .oscar format fixes what the VAE, the levels and the UNet's depth may be; a
+    /// model that differs is refused before it codes a picture, naming what differs.
+    #[test]
+    fn the_format_refuses_models_it_cannot_carry() {
+        let sd21 = || Architecture::sd21().unwrap().info;
+        sd21().check_codec().unwrap();
+        let refused = |info: ModelInfo, what: &str| {
+            let message = info.check_codec().unwrap_err().to_string();
+            assert!(message.contains(what), "{message}");
+        };
+        let mut vae = sd21();
+        vae.vae.block_out_channels.pop();
+        refused(vae, "a VAE that scales by 4");
+        let mut latent = sd21();
+        latent.vae.latent_channels = 8;
+        refused(latent, "8 latent channels");
+        let mut strides = sd21();
+        strides.levels[1].stride = 2;
+        refused(strides, "level strides [8, 2, 2");
+        let mut nine = sd21();
+        let mut extra = nine.levels[7].clone();
+        extra.level = 8;
+        nine.levels.push(extra);
+        refused(nine, "level strides");
+        let mut deep = sd21();
+        deep.unet.block_out_channels.push(1280);
+        refused(deep, "a UNet of 5 blocks");
     }
 }

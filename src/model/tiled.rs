@@ -311,6 +311,13 @@ impl Oscar {
         level: usize,
         policy: &TilePolicy,
     ) -> Result<Stage> {
+        let multiple = self.info.unet.multiple();
+        if !h.is_multiple_of(multiple) || !w.is_multiple_of(multiple) {
+            return Err(Error::Shape(format!(
+                "a {w}×{h} latent does not halve down to the UNet's deepest block (needs a \
+                 multiple of {multiple})"
+            )));
+        }
         let c = self.info.unet.in_channels;
         let plan_at = |th: usize, tw: usize| {
             plan_within(&self.gpu, policy.budget, |g| {
@@ -328,7 +335,6 @@ impl Oscar {
                 });
             }
         }
-        let multiple = 1 << (self.info.unet.block_out_channels.len() - 1);
         let max = policy.unet_tile.unwrap_or(UNET_TILE).max(2 * multiple) / multiple * multiple;
         let candidates: Vec<usize> = (2 * multiple..=max).rev().step_by(multiple).collect();
         let grid_for = |tile: usize| {
@@ -336,7 +342,7 @@ impl Oscar {
                 h,
                 w,
                 tile,
-                (tile / 3 / multiple * multiple).clamp(multiple, UNET_OVERLAP),
+                (tile / 3 / multiple * multiple).clamp(multiple, UNET_OVERLAP.max(multiple)),
                 multiple,
             )
         };
