@@ -192,7 +192,6 @@ pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
-    pub summary: AdapterSummary,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     lost: Arc<Mutex<Option<String>>>,
@@ -209,8 +208,7 @@ impl Gpu {
         let mut wanted = wgpu::Features::SHADER_F16
             | wgpu::Features::SUBGROUP
             | wgpu::Features::SHADER_INT64
-            | wgpu::Features::TIMESTAMP_QUERY
-            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+            | wgpu::Features::TIMESTAMP_QUERY;
         if options.portable_kernels {
             wanted.remove(wgpu::Features::SUBGROUP);
         }
@@ -239,7 +237,6 @@ impl Gpu {
             sink.lock().unwrap().push(e.to_string());
         }));
         Ok(Gpu {
-            summary: AdapterSummary::new(0, &adapter),
             device,
             queue,
             info,

@@ -62,14 +62,6 @@ impl ModelFile {
         self.header.info(name).map(|i| i.shape.as_slice())
     }
 
-    /// The tensor's values widened to f32 (for small tensors the host needs).
-    pub fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
-        let (dtype, bytes) = self.raw(name)?;
-        to_f32(dtype, bytes).ok_or_else(|| {
-            Error::BadModel(format!("tensor '{name}' has unsupported dtype {dtype:?}"))
-        })
-    }
-
     /// An integer tensor (frequency tables) as u32; negative values are an error.
     pub fn read_counts(&self, name: &str) -> Result<Vec<u32>> {
         let (dtype, bytes) = self.raw(name)?;

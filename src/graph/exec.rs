@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU64;
-use std::time::{Duration, Instant};
 
 use super::plan::{plan, Plan};
 use super::{DType, Graph, Storage, Tensor};
@@ -48,8 +47,6 @@ pub struct RunReport {
     pub peak_bytes: u64,
     pub dispatches: usize,
     pub flops: u64,
-    /// Submit to read-back, on the host clock.
-    pub wall: Duration,
     /// Per stage, when the run was profiled and the adapter has timestamp queries.
     pub stages: BTreeMap<String, StageTime>,
     /// Per kernel (`shader.entry`), likewise.
@@ -65,7 +62,6 @@ impl RunReport {
         self.input_bytes += other.input_bytes;
         self.dispatches += other.dispatches;
         self.flops += other.flops;
-        self.wall += other.wall;
         for (mine, theirs) in [
             (&mut self.stages, &other.stages),
             (&mut self.kernels, &other.kernels),
@@ -392,14 +388,12 @@ impl Prepared<'_, '_> {
         };
         gpu.check()?;
 
-        let start = Instant::now();
         gpu.queue.submit([encoder.finish()]);
         let results = self
             .staging
             .iter()
             .map(|b| read_back(gpu, b))
             .collect::<Result<Vec<_>>>()?;
-        report.wall = start.elapsed();
         let host = self
             .outputs
             .iter()

@@ -176,7 +176,6 @@ pub struct Oscar {
     pub gpu: Gpu,
     pub info: ModelInfo,
     pub weights: Weights,
-    pub precision: Precision,
 }
 
 impl Oscar {
@@ -184,12 +183,7 @@ impl Oscar {
         let file = ModelFile::open(path)?;
         let info = ModelInfo::from_file(&file)?;
         let weights = Weights::upload(&gpu, file, precision, |name| !name.starts_with("rans."))?;
-        Ok(Oscar {
-            gpu,
-            info,
-            weights,
-            precision,
-        })
+        Ok(Oscar { gpu, info, weights })
     }
 
     /// Encodes `image` ([3, h, w] in [-1, 1]; h, w multiples of the level's pixels per
@@ -500,7 +494,6 @@ impl Oscar {
             gpu,
             info: arch.info.clone(),
             weights,
-            precision,
         })
     }
 
@@ -515,7 +508,6 @@ impl Oscar {
             gpu,
             info: arch.info.clone(),
             weights,
-            precision,
         }
     }
 
