@@ -471,13 +471,14 @@ impl Stream {
         }
         match self.coding {
             Coding::Raw => {
-                let bits = tokens * table.symbol_bits as usize;
-                if self.units != bits.div_ceil(8) {
+                let (bits, len) = (
+                    tokens * table.symbol_bits as usize,
+                    raw_len(tokens, table.symbol_bits),
+                );
+                if self.units != len {
                     return Err(corrupt(format!(
-                        "raw payload is {} bytes, {tokens} tokens of {} bits need {}",
-                        self.units,
-                        table.symbol_bits,
-                        bits.div_ceil(8)
+                        "raw payload is {} bytes, {tokens} tokens of {} bits need {len}",
+                        self.units, table.symbol_bits
                     )));
                 }
                 // The unused high bits of the last byte must be zero, as the encoder writes them.

@@ -76,13 +76,24 @@ impl RunReport {
     }
 }
 
-/// Timestamp queries per query set (wgpu's `QUERY_SET_MAX_QUERIES`).
-const QUERIES_PER_SET: usize = 4096;
+/// Timestamp queries per query set.
+const QUERIES_PER_SET: usize = wgpu::QUERY_SET_MAX_QUERIES as usize;
 
 impl Graph<'_> {
     /// The buffer plan for reading back `outputs`, without allocating anything.
     pub fn plan(&self, outputs: &[Tensor]) -> Plan {
         plan(&self.tensors, &self.dispatches, outputs)
+    }
+
+    /// The memory a run reading back `outputs` takes: its planned intermediates plus
+    /// `upload_bytes`. None where one of its buffers exceeds what the device allows.
+    pub fn planned_bytes(&self, outputs: &[Tensor], upload_bytes: u64) -> Option<u64> {
+        let plan = self.plan(outputs);
+        let max = self.gpu.limits.max_buffer_size;
+        plan.buffers
+            .iter()
+            .all(|&b| b <= max)
+            .then_some(plan.peak_bytes + upload_bytes)
     }
 
     /// Runs every dispatch and reads back `outputs`.

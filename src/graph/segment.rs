@@ -76,13 +76,9 @@ impl<'g> Graph<'g> {
         uploads: &[Tensor],
         outputs: &[Tensor],
     ) -> Option<u64> {
-        let segment = self.segment(range, uploads);
-        let plan = segment.plan(outputs);
-        let max = self.gpu.limits.max_buffer_size;
-        plan.buffers
-            .iter()
-            .all(|&b| b <= max)
-            .then(|| plan.peak_bytes + uploads.iter().map(|&t| self.bytes(t)).sum::<u64>())
+        let upload_bytes = uploads.iter().map(|&t| self.bytes(t)).sum();
+        self.segment(range, uploads)
+            .planned_bytes(outputs, upload_bytes)
     }
 
     /// Dispatches `range` as a graph of their own, in which each of `uploads` (root

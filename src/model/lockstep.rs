@@ -356,15 +356,20 @@ impl Oscar {
 
 /// What a sync point gathers from the tiles.
 enum Merge {
-    /// Per-group count, mean and M2 (sum of squared deviations), merged with Chan's
-    /// formula in f64 so the statistics do not depend on how the picture was tiled.
+    /// Per-group count, mean and M2 (sum of squared deviations) of `x`, merged with
+    /// Chan's formula in f64 so the statistics do not depend on how the picture was tiled.
     Norm {
-        point: SyncPoint,
+        x: Tensor,
+        eps: f32,
         groups: Vec<(f64, f64, f64)>,
     },
-    /// The whole picture's keys and values, [tokens, c] each.
+    /// The whole picture's keys and values, [tokens, c] each, gathered from each tile's
+    /// `k` and `v` (a `size` grid) into the `picture` grid.
     Attention {
-        point: SyncPoint,
+        k: Tensor,
+        v: Tensor,
+        size: (usize, usize),
+        picture: (usize, usize),
         keys: Vec<f32>,
         values: Vec<f32>,
     },
@@ -373,14 +378,26 @@ enum Merge {
 impl Merge {
     fn new(g: &Graph, point: SyncPoint) -> Merge {
         match point {
-            SyncPoint::Norm { groups, .. } => Merge::Norm {
-                point,
+            SyncPoint::Norm { x, groups, eps, .. } => Merge::Norm {
+                x,
+                eps,
                 groups: vec![(0.0, 0.0, 0.0); groups],
             },
-            SyncPoint::Attention { keys, .. } => Merge::Attention {
-                point,
+            SyncPoint::Attention {
+                k,
+                v,
+                keys,
+                values,
+                size,
+                picture,
+                ..
+            } => Merge::Attention {
+                k,
+                v,
+                size,
+                picture,
                 keys: vec![0.0; g.len(keys)],
-                values: vec![0.0; g.len(keys)],
+                values: vec![0.0; g.len(values)],
             },
         }
     }
@@ -396,22 +413,14 @@ impl Merge {
         (cols, j): (&Layout, usize),
     ) -> Result<()> {
         match self {
-            Merge::Norm {
-                point:
-                    SyncPoint::Norm {
-                        x,
-                        groups: n_groups,
-                        ..
-                    },
-                groups,
-            } => {
+            Merge::Norm { x, groups, .. } => {
                 let &[c, h, w] = g.shape(*x) else {
                     return Err(Error::Shape("GroupNorm inputs are [c, h, w]".into()));
                 };
                 let data = data(*x)?;
                 let x = data.as_slice();
                 let ((y0, y1), (x0, x1)) = (owned(rows, i, h), owned(cols, j, w));
-                let cpg = c / *n_groups;
+                let cpg = c / groups.len();
                 let n = (cpg * (y1 - y0) * (x1 - x0)) as f64;
                 if n == 0.0 {
                     return Ok(());
@@ -436,14 +445,10 @@ impl Merge {
                 }
             }
             Merge::Attention {
-                point:
-                    SyncPoint::Attention {
-                        k,
-                        v,
-                        size,
-                        picture,
-                        ..
-                    },
+                k,
+                v,
+                size,
+                picture,
                 keys,
                 values,
             } => {
@@ -462,7 +467,6 @@ impl Merge {
                     }
                 }
             }
-            _ => unreachable!("a merge matches its sync point"),
         }
         Ok(())
     }
@@ -470,10 +474,7 @@ impl Merge {
     /// The bytes of the placeholders the next segment fills, in the template's order.
     fn finish(self) -> Vec<Vec<u8>> {
         match self {
-            Merge::Norm {
-                point: SyncPoint::Norm { eps, .. },
-                groups,
-            } => {
+            Merge::Norm { eps, groups, .. } => {
                 let stats: Vec<f32> = groups
                     .iter()
                     .flat_map(|&(n, mean, m2)| {
@@ -486,7 +487,6 @@ impl Merge {
                 bytemuck::cast_slice(&keys).to_vec(),
                 bytemuck::cast_slice(&values).to_vec(),
             ],
-            Merge::Norm { .. } => unreachable!("a merge matches its sync point"),
         }
     }
 }

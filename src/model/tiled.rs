@@ -174,17 +174,6 @@ pub enum TokenSource<'s> {
     Stream(&'s Stream, &'s FreqTable),
 }
 
-/// Planned bytes of `g` for `outputs`: intermediates plus uploads. None where a buffer
-/// exceeds what the device allows.
-fn planned(g: &Graph, outputs: &[Tensor]) -> Option<u64> {
-    let plan = g.plan(outputs);
-    let max = g.gpu.limits.max_buffer_size;
-    plan.buffers
-        .iter()
-        .all(|&b| b <= max)
-        .then_some(plan.peak_bytes + g.input_bytes())
-}
-
 /// Plans the graph `build` makes: Some(bytes) within `budget`, None beyond it or past
 /// a device limit, other errors as they are.
 fn plan_within(
@@ -194,7 +183,9 @@ fn plan_within(
 ) -> Result<Option<u64>> {
     let mut g = Graph::new(gpu);
     match build(&mut g) {
-        Ok(outputs) => Ok(planned(&g, &outputs).filter(|&b| b <= budget)),
+        Ok(outputs) => Ok(g
+            .planned_bytes(&outputs, g.input_bytes())
+            .filter(|&b| b <= budget)),
         Err(Error::TooLarge { .. }) => Ok(None),
         Err(e) => Err(e),
     }
