@@ -28,6 +28,9 @@ impl Jobs {
         new_extension: &str,
     ) -> Result<Vec<(PathBuf, PathBuf)>> {
         let files = self.input_files(extensions)?;
+        if self.output.as_deref() == Some(Path::new("-")) {
+            bail!("-o - (standard output) is not supported; name a file, or /dev/stdout");
+        }
         // `-o coded/` names a folder even before it exists.
         let names_a_folder =
             |o: &Path| o.is_dir() || o.to_string_lossy().ends_with(std::path::is_separator);
@@ -62,7 +65,7 @@ impl Jobs {
             }
         }
         if !self.force {
-            if let Some((_, existing)) = pairs.iter().find(|(_, o)| o.exists()) {
+            if let Some((_, existing)) = pairs.iter().find(|(_, o)| occupant(o) == Occupant::File) {
                 return Err(exists(existing));
             }
         }
@@ -97,6 +100,8 @@ impl Jobs {
                 files.extend(found);
             } else if input.exists() {
                 files.push(input.clone());
+            } else if input == Path::new("-") {
+                bail!("- (standard input) is not supported; name a file");
             } else {
                 bail!("{} does not exist", input.display());
             }
@@ -110,14 +115,26 @@ impl Jobs {
     /// Writes one output through a new hidden file beside it, renamed into place, so an
     /// interrupted run never leaves half a file where the user's was. Without --force it
     /// refuses a file that appeared since `pairs` looked (on a case-insensitive disk,
-    /// `a.png` and `A.png` have one output).
+    /// `a.png` and `A.png` have one output). A device or a pipe (`/dev/null`,
+    /// `/dev/stdout`) is written into, not replaced.
     pub fn write(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        if !self.force && path.exists() {
-            return Err(exists(path));
+        let cannot = || format!("cannot write {}", path.display());
+        match occupant(path) {
+            Occupant::Special => {
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .with_context(cannot)?;
+                return file
+                    .write_all(bytes)
+                    .and_then(|()| file.flush())
+                    .with_context(cannot);
+            }
+            Occupant::File if !self.force => return Err(exists(path)),
+            _ => {}
         }
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let tmp = path.with_file_name(format!(".{name}.{}.partial", std::process::id()));
-        let cannot = || format!("cannot write {}", path.display());
         // create_new: never someone else's file, so the one removed below is this run's.
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -132,6 +149,28 @@ impl Jobs {
             let _ = std::fs::remove_file(&tmp);
         }
         written.with_context(cannot)
+    }
+}
+
+/// What an output's path holds now.
+#[derive(PartialEq)]
+enum Occupant {
+    Nothing,
+    /// A file, a folder, or a link (even a dangling one): the user's, kept without --force.
+    File,
+    /// A device or a pipe, or a link to one: written into, nothing to lose.
+    Special,
+}
+
+fn occupant(path: &Path) -> Occupant {
+    let Ok(own) = std::fs::symlink_metadata(path) else {
+        return Occupant::Nothing;
+    };
+    let plain = |m: &std::fs::Metadata| m.is_file() || m.is_dir();
+    match std::fs::metadata(path) {
+        Ok(target) if !plain(&target) => Occupant::Special,
+        _ if own.is_symlink() || plain(&own) => Occupant::File,
+        _ => Occupant::Special,
     }
 }
 
@@ -238,6 +277,46 @@ mod tests {
             .pairs(&["png"], "oscar")
             .unwrap();
         assert_eq!(pairs, [(dir.join("a.png"), dir.join("a.oscar"))]);
+    }
+
+    /// `-o` a pipe or a device (`/dev/null`, `/dev/stdout`) is written into: replacing
+    /// it by a file destroyed it (as root, /dev/null itself). A link that leads nowhere
+    /// is the user's, like a file.
+    #[cfg(unix)]
+    #[test]
+    fn pipes_are_written_into_and_dangling_links_kept() {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::FileTypeExt;
+        let dir = scratch("special");
+        let fifo = dir.join("pipe.oscar");
+        let name = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        jobs(&[], None, false).write(&fifo, b"bytes").unwrap();
+        assert_eq!(reader.join().unwrap(), b"bytes");
+        let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+        assert!(kind.is_fifo(), "{kind:?}");
+        let link = dir.join("a.oscar");
+        std::os::unix::fs::symlink(dir.join("nowhere"), &link).unwrap();
+        std::fs::write(dir.join("a.png"), b"").unwrap();
+        let refused = jobs(&[&dir.join("a.png")], None, false).pairs(&["png"], "oscar");
+        assert!(refused.unwrap_err().to_string().contains("--force"));
+        let refused = jobs(&[], None, false).write(&link, b"new");
+        assert!(refused.unwrap_err().to_string().contains("--force"));
+        assert!(link.is_symlink());
+    }
+
+    #[test]
+    fn standard_input_and_output_are_named_as_unsupported() {
+        let err = jobs(&[Path::new("-")], None, false).pairs(&["png"], "oscar");
+        assert!(err.unwrap_err().to_string().contains("standard input"));
+        let dir = scratch("dash");
+        std::fs::write(dir.join("a.png"), b"").unwrap();
+        let err = jobs(&[&dir.join("a.png")], Some(Path::new("-")), false).pairs(&["png"], "oscar");
+        assert!(err.unwrap_err().to_string().contains("standard output"));
     }
 
     #[test]
