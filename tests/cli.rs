@@ -316,6 +316,52 @@ fn corrupt_and_truncated_files_are_clear_errors() {
     fails(&decode_tiny(&garbage, &tmp("g.png"), &[]), "error");
 }
 
+/// A .oscar file is read once (it may be a pipe) and no further than the largest valid
+/// file: `/dev/zero` named `.oscar` was read until memory ran out. One whose first byte is
+/// damaged is a damaged .oscar file, not a model file.
+#[test]
+fn oscar_files_are_read_once_and_only_so_far() {
+    let header = oscar_wgpu::codec::Header {
+        level: 7,
+        width: 64,
+        height: 64,
+        model: model_tag(),
+        a_z: [1.0; 4],
+    };
+    let table = FreqTable::uniform(256).unwrap();
+    let mut bytes = oscar_wgpu::codec::encode(&header, &[3; 64], &table).unwrap();
+    let good = tmp("small.oscar");
+    std::fs::write(&good, &bytes).unwrap();
+    ok(&oscar(&["info", s(&good)]));
+    bytes[0] ^= 1;
+    let damaged = tmp("magic.oscar");
+    std::fs::write(&damaged, &bytes).unwrap();
+    fails(&oscar(&["info", s(&damaged)]), "bad magic byte");
+    #[cfg(unix)]
+    {
+        let zero = tmp("zero.oscar");
+        let _ = std::fs::remove_file(&zero);
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        fails(&oscar(&["info", s(&zero)]), "larger than any .oscar file");
+        fails(
+            &decode_tiny(&zero, &tmp("zero.png"), &[]),
+            "larger than any .oscar file",
+        );
+        // Through a pipe, read once.
+        let piped = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "cat '{}' | '{}' info /dev/stdin",
+                good.display(),
+                env!("CARGO_BIN_EXE_oscar-wgpu")
+            ))
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&piped.stdout);
+        assert!(piped.status.success() && said.contains("level 7"), "{said}");
+    }
+}
+
 #[test]
 fn missing_or_wrong_model_is_explained() {
     let coded = tmp("nomodel.oscar");

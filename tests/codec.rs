@@ -3,7 +3,7 @@
 
 use oscar_wgpu::codec::{
     bpp, encode, rans, rans_gpu::decode_on_gpu, read_header, token_grid, CodecError, Coding,
-    FreqTable, Header, ModelTag, OscarFile, HEADER_LEN, MAX_DIM,
+    FreqTable, Header, ModelTag, OscarFile, HEADER_LEN, MAX_DIM, MAX_FILE_LEN,
 };
 
 const CODEBOOKS: [usize; 8] = [16, 32, 64, 128, 256, 512, 1024, 2048];
@@ -595,4 +595,31 @@ fn fuzz_seeds_are_valid_files() {
         seeds += 1;
     }
     assert_eq!(seeds, 19);
+}
+
+/// Readers stop at `MAX_FILE_LEN` (a pipe or `/dev/zero` given as a file is not read
+/// forever), so no file the encoder writes may be longer: the largest grid of the
+/// largest codebook, uniform, and of its rarest symbol under a skewed table.
+#[test]
+fn no_file_is_longer_than_the_readers_limit() {
+    let h = header(7, MAX_DIM, MAX_DIM);
+    let n = tokens_for(&h);
+    let k = 1 << rans::MAX_SYMBOL_BITS;
+    let mut rng = Rng(11);
+    let uniform: Vec<u32> = (0..n).map(|_| rng.below(k) as u32).collect();
+    let file = encode(&h, &uniform, &FreqTable::uniform(k).unwrap()).unwrap();
+    assert!(
+        file.len() <= MAX_FILE_LEN,
+        "{} > {MAX_FILE_LEN}",
+        file.len()
+    );
+    let mut skew: Vec<u32> = vec![1_000_000; 2048];
+    skew[2047] = 1;
+    let rarest = vec![2047u32; n];
+    let file = encode(&h, &rarest, &FreqTable::from_counts(&skew).unwrap()).unwrap();
+    assert!(
+        file.len() <= MAX_FILE_LEN,
+        "{} > {MAX_FILE_LEN}",
+        file.len()
+    );
 }

@@ -8,7 +8,7 @@ use oscar_wgpu::gpu::GpuOptions;
 use oscar_wgpu::image_io::{to_rgb8, OutputFormat, Planar};
 use oscar_wgpu::model::RunOptions;
 
-use super::{load_model, Jobs, ModelArgs, Output, TileArgs};
+use super::{load_model, read_oscar, Jobs, ModelArgs, Output, TileArgs};
 
 pub fn run(
     gpu: &GpuOptions,
@@ -29,8 +29,9 @@ pub fn run(
     for ((input, output), format) in pairs.iter().zip(formats) {
         bar.set_message(input.display().to_string());
         let t0 = Instant::now();
-        let bytes =
-            std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
+        let opened = std::fs::File::open(input)
+            .with_context(|| format!("cannot read {}", input.display()))?;
+        let bytes = read_oscar(opened, Vec::new(), input)?;
         let file = OscarFile::parse(&bytes, tag).with_context(|| format!("{}", input.display()))?;
         let header = *file.header();
         let level = usize::from(header.level);

@@ -1,14 +1,16 @@
 //! `oscar-wgpu adapters` and `oscar-wgpu info`.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use oscar_wgpu::codec::{self, read_header, ModelTag, OscarFile};
+use oscar_wgpu::codec::{self, read_header, ModelTag, OscarFile, HEADER_LEN};
 use oscar_wgpu::gpu::{list_adapters, GpuOptions};
+use oscar_wgpu::image_io::extension;
 use oscar_wgpu::model::ModelInfo;
 use oscar_wgpu::weights::ModelFile;
 
-use super::model_path;
+use super::{model_path, read_oscar};
 
 pub fn adapters(gpu: &GpuOptions, json: bool) -> Result<()> {
     let list = list_adapters(gpu)?;
@@ -37,39 +39,45 @@ pub fn adapters(gpu: &GpuOptions, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Describes a .oscar file (by its magic byte) or a model file, and with `verify` checks
-/// that it is intact.
-pub fn info(file: &Path, model: &Option<PathBuf>, json: bool, verify: bool) -> Result<()> {
-    let head = {
-        use std::io::Read;
-        let mut head = Vec::with_capacity(16);
-        std::fs::File::open(file)
-            .and_then(|f| f.take(16).read_to_end(&mut head))
-            .with_context(|| format!("cannot read {}", file.display()))?;
-        head
-    };
-    anyhow::ensure!(!head.is_empty(), "{} is empty", file.display());
-    if head[0] == codec::container::MAGIC {
+/// Describes a .oscar file (by its extension or magic byte) or a model file, and with
+/// `verify` checks that it is intact.
+pub fn info(path: &Path, model: &Option<PathBuf>, json: bool, verify: bool) -> Result<()> {
+    let cannot = || format!("cannot read {}", path.display());
+    let mut file = std::fs::File::open(path).with_context(cannot)?;
+    let mut head = Vec::with_capacity(HEADER_LEN);
+    (&mut file)
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut head)
+        .with_context(cannot)?;
+    anyhow::ensure!(!head.is_empty(), "{} is empty", path.display());
+    // A damaged first byte is a damaged .oscar file, not a model file.
+    if head[0] == codec::container::MAGIC || extension(path).as_deref() == Some("oscar") {
         // The model is optional here (the nominal rate), unless the tokens are checked.
         let model = if verify {
             Some(model_path(model)?)
         } else {
             model.clone()
         };
-        oscar_info(file, model.as_deref(), json, verify)
+        let bytes = read_oscar(file, head, path)?;
+        oscar_info(path, &bytes, model.as_deref(), json, verify)
     } else if image::guess_format(&head).is_ok() {
         bail!(
             "{} is a picture: info describes .oscar files and model files",
-            file.display()
+            path.display()
         );
     } else {
-        model_info(file, json, verify)
+        model_info(path, json, verify)
     }
 }
 
-fn oscar_info(file: &Path, model: Option<&Path>, json: bool, verify: bool) -> Result<()> {
-    let bytes = std::fs::read(file)?;
-    let (header, coding) = read_header(&bytes).with_context(|| format!("{}", file.display()))?;
+fn oscar_info(
+    file: &Path,
+    bytes: &[u8],
+    model: Option<&Path>,
+    json: bool,
+    verify: bool,
+) -> Result<()> {
+    let (header, coding) = read_header(bytes).with_context(|| format!("{}", file.display()))?;
     let (rows, cols) = header.token_grid()?;
     let bpp = codec::bpp(bytes.len(), header.width, header.height);
     let info = match model {
@@ -80,7 +88,7 @@ fn oscar_info(file: &Path, model: Option<&Path>, json: bool, verify: bool) -> Re
     if verify {
         let tag = ModelTag::from_hex(&info.content_hash)?;
         let table = info.freq_table(usize::from(header.level))?;
-        OscarFile::parse(&bytes, tag)
+        OscarFile::parse(bytes, tag)
             .and_then(|f| f.decode(&table))
             .with_context(|| format!("{}", file.display()))?;
     }

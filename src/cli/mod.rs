@@ -9,9 +9,11 @@ mod jobs;
 
 pub use jobs::Jobs;
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use oscar_wgpu::codec;
 use oscar_wgpu::gpu::{Gpu, GpuOptions};
 use oscar_wgpu::model::{Oscar, TilePolicy};
 use oscar_wgpu::weights::Precision;
@@ -69,6 +71,23 @@ in ~/.config/oscar-wgpu/config.json. To make one, download Stable Diffusion 2.1 
 `python3 tools/convert_oscar.py --sd <sd21 folder> --oscar oscar.pkl -o oscar.safetensors` (see tools/README.md)";
 
 /// The model file: the flag, then $OSCAR_MODEL, then the user's config.
+/// The rest of a .oscar file after its first bytes `start`, read from `file` (once: it
+/// may be a pipe) and refused past the largest valid file (`/dev/zero` is not one).
+pub fn read_oscar(file: impl std::io::Read, mut start: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
+    let room = (codec::MAX_FILE_LEN + 1).saturating_sub(start.len());
+    file.take(room as u64)
+        .read_to_end(&mut start)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if start.len() > codec::MAX_FILE_LEN {
+        bail!(
+            "{} is larger than any .oscar file ({} bytes at most)",
+            path.display(),
+            codec::MAX_FILE_LEN
+        );
+    }
+    Ok(start)
+}
+
 pub fn model_path(flag: &Option<PathBuf>) -> Result<PathBuf> {
     if let Some(p) = flag {
         return Ok(p.clone());

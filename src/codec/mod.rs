@@ -35,6 +35,10 @@ pub enum CodecError {
 pub const MAX_DIM: u32 = 1 << 14;
 /// Most tokens a file can hold: the full latent grid of a `MAX_DIM`² image.
 pub const MAX_TOKENS: usize = (MAX_DIM as usize / 8) * (MAX_DIM as usize / 8);
+/// Bytes of the largest valid file: the header, then at most two bytes per token (a raw
+/// token has at most 16 bits; a rANS lane reads at most one 16-bit word per token) and,
+/// per lane, its 4-byte final state and a word count of at most 3 bytes.
+pub const MAX_FILE_LEN: usize = HEADER_LEN + 2 * MAX_TOKENS + 7 * rans::MAX_LANES;
 /// Token grid stride versus the latent, per level.
 pub const LEVEL_STRIDES: [u32; 8] = [8, 4, 2, 2, 1, 1, 1, 1];
 /// Image pixels per latent pixel along each axis (SD-2.1's VAE).
