@@ -236,6 +236,40 @@ fn unet_tiles_in_lock_step_match_the_untiled_step() {
     assert!(db >= 35.0, "{db:.1} dB");
 }
 
+/// The smallest tiles are exact too, which is what a tight budget picks: 8×8-latent VAE
+/// tiles (whose 64-pixel convolutions run as matrix products: their results once
+/// waited for the next sync point as matrices, which the halo exchange skipped) and the
+/// smallest UNet tiles (whose overlap once shrank below what keeps an up block exact).
+#[test]
+fn the_smallest_tiles_in_lock_step_are_exact() {
+    let smallest = policy(Some(8), Some(8));
+    let (tiled, _) = model().decode(whole_tokens(), smallest).unwrap();
+    let worst = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    };
+    let off = worst(&tiled, whole_image());
+    eprintln!("smallest VAE and UNet tiles vs untiled: off by at most {off:.1e}");
+    assert!(off < 1e-3, "decode off by {off}");
+    let (tokens, _) = model()
+        .encode(&photo(), SIZE, SIZE, LEVEL, smallest)
+        .unwrap();
+    let whole = whole_tokens();
+    let changed = tokens
+        .indices
+        .iter()
+        .zip(&whole.indices)
+        .filter(|(a, b)| a != b)
+        .count();
+    let a_z = common::rel_err(&tokens.a_z, &whole.a_z);
+    assert!(
+        changed == 0 && a_z < 1e-5,
+        "encode: {changed} tokens changed, A_z off by {a_z:.1e}"
+    );
+}
+
 #[test]
 fn tiles_follow_the_budget_and_a_hopeless_budget_is_an_error() {
     let tokens = whole_tokens();

@@ -169,14 +169,18 @@ pub fn conv2d(
             im2col::im2col(g, x, (kh, kw), cfg)?
         };
         let w2 = g.reshape(weight, &[cout, k_len])?;
-        let y = if product == Product::Narrow {
+        // The picture's own shape, not a view of a matrix: tiles in lock-step exchange
+        // halos only of pictures, which they tell from the tensor's shape (model::waiting).
+        let y = g.intermediate(&[cout, oh, ow], DType::F32);
+        let y2 = g.reshape(y, &[cout, pixels])?;
+        if product == Product::Narrow {
             let rows = transpose::transpose(g, patches)?;
-            let y = matmul::linear(g, rows, w2, Some(bias))?;
-            transpose::transpose(g, y)?
+            let by_pixel = matmul::linear(g, rows, w2, Some(bias))?;
+            transpose::transpose_into(g, by_pixel, y2)?;
         } else {
-            matmul::matmul_row_bias(g, w2, patches, bias)?
-        };
-        return g.reshape(y, &[cout, oh, ow]);
+            matmul::matmul_row_bias_into(g, w2, patches, bias, y2)?;
+        }
+        return Ok(y);
     }
     let sub8 = subgroups_of_8(g.gpu);
     let y = g.intermediate(&[cout, oh, ow], DType::F32);

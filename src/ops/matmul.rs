@@ -260,16 +260,23 @@ pub fn matmul(g: &mut Graph, a: Tensor, b: Tensor) -> Result<Tensor> {
 }
 
 /// Whether the subgroup-broadcast kernel runs a product with this `k` and `m` whose
-/// operands and result take at most `largest` bytes each: [`matmul_row_bias`] runs
+/// operands and result take at most `largest` bytes each: [`matmul_row_bias_into`] runs
 /// only there, and [`linear`] runs there at its best.
 pub(crate) fn broadcast_supported(gpu: &Gpu, k: usize, m: usize, largest: u64) -> bool {
     broadcast_kernel(gpu, k, m) && largest <= gpu.max_binding()
 }
 
-/// `a` [n, k] · `b` [k, m] + `bias` [n], one per row, → [n, m]: a 1×1 convolution (or
-/// one over im2col patches), with `a` its weights (f32 or packed f16, the bias alike) and
-/// `b` its pixels (f32) as they lie. Only where [`broadcast_supported`] says so.
-pub(crate) fn matmul_row_bias(g: &mut Graph, a: Tensor, b: Tensor, bias: Tensor) -> Result<Tensor> {
+/// `a` [n, k] · `b` [k, m] + `bias` [n], one per row, into `y` (n·m elements, such as
+/// the [n, h, w] picture of m pixels): a 1×1 convolution (or one over im2col patches),
+/// with `a` its weights (f32 or packed f16, the bias alike) and `b` its pixels (f32) as
+/// they lie. Only where [`broadcast_supported`] says so.
+pub(crate) fn matmul_row_bias_into(
+    g: &mut Graph,
+    a: Tensor,
+    b: Tensor,
+    bias: Tensor,
+    y: Tensor,
+) -> Result<()> {
     let (&[n, k], &[bk, m]) = (g.shape(a), g.shape(b)) else {
         return Err(Error::Shape(format!(
             "matmul_row_bias needs [n, k] and [k, m], got {:?} and {:?}",
@@ -284,6 +291,7 @@ pub(crate) fn matmul_row_bias(g: &mut Graph, a: Tensor, b: Tensor, bias: Tensor)
         || g.shape(bias) != [n]
         || !dtypes_ok
         || n * k * m == 0
+        || g.len(y) != n * m
         || !broadcast_supported(g.gpu, k, m, largest)
     {
         return Err(Error::Shape(format!(
@@ -293,9 +301,8 @@ pub(crate) fn matmul_row_bias(g: &mut Graph, a: Tensor, b: Tensor, bias: Tensor)
             g.shape(bias)
         )));
     }
-    let y = g.intermediate(&[n, m], DType::F32);
-    weights_as_rows(g, a, b, Some(bias), y, true, false)?;
-    Ok(y)
+    let y = g.reshape(y, &[n, m])?;
+    weights_as_rows(g, a, b, Some(bias), y, true, false)
 }
 
 /// `weight` [m, k] as the broadcast kernel's rows, with a bias per row, times `other`:

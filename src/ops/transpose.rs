@@ -32,9 +32,24 @@ pub fn transpose(g: &mut Graph, x: Tensor) -> Result<Tensor> {
             g.shape(x)
         )));
     };
-    let x3 = g.reshape(x, &[1, a, b])?;
-    let y = transpose_batched(g, x3)?;
-    g.reshape(y, &[b, a])
+    // A tensor of its own shape, not a view of a 3-D one: tiles in lock-step tell
+    // token lists from pictures by the shape of the tensor itself (model::waiting).
+    let y = g.intermediate(&[b, a], DType::F32);
+    transpose_into(g, x, y)?;
+    Ok(y)
+}
+
+/// `x` [a, b] transposed into `y` [b, a] (or a tensor of that many elements, such as
+/// the [c, h, w] picture whose [c, h·w] this is).
+pub fn transpose_into(g: &mut Graph, x: Tensor, y: Tensor) -> Result<()> {
+    let &[a, b] = g.shape(x) else {
+        return Err(Error::Shape(format!(
+            "transpose input must be [a, b], got {:?}",
+            g.shape(x)
+        )));
+    };
+    let (x3, y3) = (g.reshape(x, &[1, a, b])?, g.reshape(y, &[1, b, a])?);
+    transpose_batched_into(g, x3, y3)
 }
 
 /// `x` [batches, a, b] → [batches, b, a].
@@ -45,14 +60,28 @@ pub(crate) fn transpose_batched(g: &mut Graph, x: Tensor) -> Result<Tensor> {
             g.shape(x)
         )));
     };
-    if g.dtype(x) != DType::F32 || batches * a * b == 0 {
+    let y = g.intermediate(&[batches, b, a], DType::F32);
+    transpose_batched_into(g, x, y)?;
+    Ok(y)
+}
+
+/// `x` [batches, a, b] transposed into `y` [batches, b, a].
+fn transpose_batched_into(g: &mut Graph, x: Tensor, y: Tensor) -> Result<()> {
+    let &[batches, a, b] = g.shape(x) else {
         return Err(Error::Shape(format!(
-            "transpose needs a non-empty f32 tensor, got {:?} {:?}",
+            "batched transpose input must be [n, a, b], got {:?}",
+            g.shape(x)
+        )));
+    };
+    if g.dtype(x) != DType::F32 || batches * a * b == 0 || g.shape(y) != [batches, b, a] {
+        return Err(Error::Shape(format!(
+            "transpose needs a non-empty f32 tensor and room for its transpose, got {:?} \
+             {:?} into {:?}",
             g.shape(x),
-            g.dtype(x)
+            g.dtype(x),
+            g.shape(y)
         )));
     }
-    let y = g.intermediate(&[batches, b, a], DType::F32);
     let batch_len = u32_of(a * b, "transpose batch")?;
     let key = KernelKey::new("transpose", "main");
     if g.bytes(x) <= g.gpu.max_binding() {
@@ -69,7 +98,7 @@ pub(crate) fn transpose_batched(g: &mut Graph, x: Tensor) -> Result<Tensor> {
         let views = vec![g.view(x)?, g.view(y)?];
         let grid = g.grid((batches as u64 * a as u64 * b as u64).div_ceil(WORKGROUP))?;
         g.dispatch(key, bytemuck::bytes_of(&params), views, grid, 0);
-        return Ok(y);
+        return Ok(());
     }
     // Tiles: x rows of `b` elements and y rows of `a` elements, each run fitting a binding.
     let row_runs = super::channel_chunks(g.gpu, a, 4 * b as u64)?;
@@ -109,7 +138,7 @@ pub(crate) fn transpose_batched(g: &mut Graph, x: Tensor) -> Result<Tensor> {
             }
         }
     }
-    Ok(y)
+    Ok(())
 }
 
 /// CPU reference: `x` [a, b] → [b, a].
