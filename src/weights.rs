@@ -250,12 +250,13 @@ impl Weights {
         let mut weights = Weights::empty(false);
         for name in file.names().into_iter().filter(|n| keep(n)) {
             let (dtype, raw) = file.raw(&name)?;
+            // Every weight the networks read is a float: an integer one would be read as
+            // floats' bits.
             let storage = match dtype {
-                Dtype::I32 | Dtype::U32 => DType::U32,
                 Dtype::F32 | Dtype::F16 | Dtype::BF16 => precision.storage(&name),
                 _ => {
                     return Err(Error::BadModel(format!(
-                        "tensor '{name}' has unsupported dtype {dtype:?}"
+                        "tensor '{name}' is {dtype:?}; weights are F32, F16 or BF16"
                     )))
                 }
             };
@@ -499,7 +500,7 @@ fn host_bytes(values: &[f32], storage: DType) -> Vec<u8> {
 fn file_bytes<'f>(file: &'f ModelFile, name: &str, storage: DType) -> Result<Cow<'f, [u8]>> {
     let (dtype, raw) = file.raw(name)?;
     Ok(match (dtype, storage) {
-        (Dtype::F32, DType::F32) | (Dtype::I32 | Dtype::U32, _) => raw.into(),
+        (Dtype::F32, DType::F32) => raw.into(),
         (Dtype::F16, DType::F16) => {
             let mut b = raw.to_vec();
             b.resize(b.len().next_multiple_of(4), 0);

@@ -362,6 +362,78 @@ fn oscar_files_are_read_once_and_only_so_far() {
     }
 }
 
+/// The tiny model with its safetensors header (metadata, dtypes, shapes) edited.
+fn edited_model(name: &str, edit: impl Fn(&mut serde_json::Value)) -> PathBuf {
+    let bytes = std::fs::read(fixture("oscar-tiny.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(&mut header);
+    let mut text = serde_json::to_vec(&header).unwrap();
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut file = (text.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(&text);
+    file.extend_from_slice(&bytes[8 + n..]);
+    let path = tmp(name);
+    std::fs::write(&path, file).unwrap();
+    path
+}
+
+/// A model whose levels disagree with its tensors or schedule is refused when it loads:
+/// a short codebook decoded indices past its end and a timestep past the schedule made
+/// files the model then refused; an integer weight was read as floats.
+#[test]
+fn a_model_that_contradicts_itself_is_refused() {
+    let levels = |edit: fn(&mut serde_json::Value)| {
+        move |h: &mut serde_json::Value| {
+            let meta = &mut h["__metadata__"];
+            let mut levels: serde_json::Value =
+                serde_json::from_str(meta["levels"].as_str().unwrap()).unwrap();
+            edit(&mut levels[5]);
+            meta["levels"] = levels.to_string().into();
+        }
+    };
+    let cases = [
+        (
+            edited_model(
+                "codebook.safetensors",
+                levels(|l| l["codebook_size"] = 64.into()),
+            ),
+            "'hyper.5.quantizer.codebook' is [32, 32], not 64 × 32",
+        ),
+        (
+            edited_model(
+                "timestep.safetensors",
+                levels(|l| l["timestep"] = 5000.into()),
+            ),
+            "timestep 5000 is outside the schedule's 1000 steps",
+        ),
+        (
+            edited_model("version.safetensors", |h| {
+                h["__metadata__"]["format_version"] = "99".into()
+            }),
+            "model format version 99",
+        ),
+    ];
+    for (model, message) in &cases {
+        fails(&oscar(&["info", s(model)]), message);
+    }
+    let integer = edited_model("integer.safetensors", |h| {
+        h["vae.decoder.conv_out.weight"]["dtype"] = "I32".into()
+    });
+    let coded = tmp("integer.oscar");
+    fails(
+        &oscar(&[
+            "encode",
+            s(&fixture("astronaut_256.png")),
+            "-o",
+            s(&coded),
+            "--model",
+            s(&integer),
+        ]),
+        "'vae.decoder.conv_out.weight' is I32",
+    );
+}
+
 #[test]
 fn missing_or_wrong_model_is_explained() {
     let coded = tmp("nomodel.oscar");

@@ -16,6 +16,10 @@ use crate::ops::elementwise::{binary, unary, Binary, Unary};
 use crate::ops::rans_decode::{check_status, rans_decode};
 use crate::weights::{ModelFile, Precision, Weights};
 
+/// The model file layout this build reads (`format_version`, written by
+/// tools/convert_oscar.py).
+const FORMAT_VERSION: &str = "1";
+
 /// Everything a model file says besides its weights.
 #[derive(Clone, Debug)]
 pub struct ModelInfo {
@@ -41,6 +45,13 @@ impl ModelInfo {
             file.meta(key)
                 .ok_or_else(|| Error::BadModel(format!("metadata '{key}' is missing")))
         };
+        let version = field("format_version")?;
+        if version != FORMAT_VERSION {
+            return Err(Error::BadModel(format!(
+                "model format version {version}; this build reads version {FORMAT_VERSION} \
+                 (convert the weights again with tools/convert_oscar.py)"
+            )));
+        }
         let levels = parse_levels(field("levels")?)?;
         let freqs = (0..levels.len())
             .map(|l| {
@@ -50,14 +61,41 @@ impl ModelInfo {
                     .transpose()
             })
             .collect::<Result<_>>()?;
-        Ok(ModelInfo {
+        let info = ModelInfo {
             unet: UnetConfig::parse(field("unet_config")?)?,
             vae: VaeConfig::parse(field("vae_config")?)?,
             scheduler: SchedulerConfig::parse(field("scheduler_config")?)?,
             levels,
             content_hash: field("content_hash")?.to_string(),
             freqs,
-        })
+        };
+        info.check_levels(file)?;
+        Ok(info)
+    }
+
+    /// Each level against the schedule and the tensors it names: a codebook smaller than
+    /// the level says decoded indices past its end, a timestep past the schedule made
+    /// files the same model then refused to decode.
+    fn check_levels(&self, file: &ModelFile) -> Result<()> {
+        let steps = self.scheduler.num_train_timesteps;
+        for (l, level) in self.levels.iter().enumerate() {
+            let (size, dim) = (level.codebook_size, level.codebook_dim);
+            let codebook = format!("hyper.{l}.quantizer.codebook");
+            let problem = if level.timestep >= steps {
+                format!(
+                    "timestep {} is outside the schedule's {steps} steps",
+                    level.timestep
+                )
+            } else if let Some(shape) = file.shape(&codebook).filter(|s| *s != [size, dim]) {
+                format!("'{codebook}' is {shape:?}, not {size} × {dim}")
+            } else if let Some(counts) = self.freqs[l].as_ref().filter(|c| c.len() != size) {
+                format!("'rans.{l}.freq' has {} counts, not {size}", counts.len())
+            } else {
+                continue;
+            };
+            return Err(Error::BadModel(format!("level {l}: {problem}")));
+        }
+        Ok(())
     }
 
     /// The level's rANS table: the model's static counts, or uniform.
