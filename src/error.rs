@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("no GPU adapter found{0}; on Linux without a GPU install lavapipe (`apt-get install mesa-vulkan-drivers`)")]
+    #[error("no GPU adapter found{0}")]
     NoAdapter(String),
     #[error("no GPU adapter {0}: `oscar-wgpu adapters` lists them")]
     NoSuchAdapter(String),

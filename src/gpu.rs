@@ -112,7 +112,17 @@ fn adapters(options: &GpuOptions) -> Result<Vec<wgpu::Adapter>> {
     desc.backends = backends;
     let adapters = pollster::block_on(wgpu::Instance::new(desc).enumerate_adapters(backends));
     if adapters.is_empty() {
-        return Err(Error::NoAdapter(options.backend_note()));
+        // Lavapipe is the way to a device without a GPU, but only under Vulkan.
+        let hint = if backends.contains(wgpu::Backends::VULKAN) {
+            "; without a GPU, install lavapipe, a Vulkan device on the CPU \
+             (`apt-get install mesa-vulkan-drivers`)"
+        } else {
+            ""
+        };
+        return Err(Error::NoAdapter(format!(
+            "{}{hint}",
+            options.backend_note()
+        )));
     }
     Ok(adapters)
 }

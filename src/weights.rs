@@ -30,6 +30,11 @@ impl ModelFile {
             path: path.to_path_buf(),
             reason,
         };
+        if path.is_dir() {
+            return Err(bad(
+                "it is a folder; a model is one .safetensors file".into()
+            ));
+        }
         let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
         // SAFETY: the mapping is read-only; a model file changed underneath a running
         // process is outside what we can defend against, as with any mmap reader.

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use oscar_wgpu::codec::{self, ModelTag};
 use oscar_wgpu::gpu::GpuOptions;
 use oscar_wgpu::image_io::{
-    read_picture, to_planar, Colours, OutputFormat, Padding, Picture, PICTURE_EXTENSIONS,
+    extension, read_picture, to_planar, Colours, OutputFormat, Padding, Picture, PICTURE_EXTENSIONS,
 };
 use oscar_wgpu::model::{Oscar, RunOptions};
 
@@ -53,6 +53,12 @@ pub fn run(
     out: Output,
 ) -> Result<()> {
     let pairs = jobs.pairs(&PICTURE_EXTENSIONS, "oscar")?;
+    if let Some((coded, _)) = pairs
+        .iter()
+        .find(|(i, _)| extension(i).as_deref() == Some("oscar"))
+    {
+        bail!("{} is coded already: decode it", coded.display());
+    }
     // A .oscar stream under a picture's name is a mix-up (`encode` for `decode`), and
     // with --force it would replace a picture.
     if let Some((_, output)) = pairs

@@ -70,7 +70,6 @@ const HOW_TO_GET_A_MODEL: &str = "no model given: pass --model FILE, set $OSCAR_
 in ~/.config/oscar-wgpu/config.json. To make one, download Stable Diffusion 2.1 (diffusers folder) and an OSCAR checkpoint (oscar.pkl), then run \
 `python3 tools/convert_oscar.py --sd <sd21 folder> --oscar oscar.pkl -o oscar.safetensors` (see tools/README.md)";
 
-/// The model file: the flag, then $OSCAR_MODEL, then the user's config.
 /// The rest of a .oscar file after its first bytes `start`, read from `file` (once: it
 /// may be a pipe) and refused past the largest valid file (`/dev/zero` is not one).
 pub fn read_oscar(file: impl std::io::Read, mut start: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
@@ -88,6 +87,7 @@ pub fn read_oscar(file: impl std::io::Read, mut start: Vec<u8>, path: &Path) -> 
     Ok(start)
 }
 
+/// The model file: the flag, then $OSCAR_MODEL, then the user's config.
 pub fn model_path(flag: &Option<PathBuf>) -> Result<PathBuf> {
     if let Some(p) = flag {
         return Ok(p.clone());
@@ -104,8 +104,13 @@ pub fn model_path(flag: &Option<PathBuf>) -> Result<PathBuf> {
             .with_context(|| format!("cannot read {}", config.display()))?;
         let value: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not JSON", config.display()))?;
-        if let Some(p) = value.get("model").and_then(|m| m.as_str()) {
-            return Ok(PathBuf::from(p));
+        match value.get("model") {
+            Some(serde_json::Value::String(p)) if !p.is_empty() => return Ok(PathBuf::from(p)),
+            Some(other) => bail!(
+                "{}: \"model\" is {other}, not the path of a model file",
+                config.display()
+            ),
+            None => {}
         }
     }
     bail!(HOW_TO_GET_A_MODEL)
@@ -186,7 +191,11 @@ pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
     if !value.is_finite() || value <= 0.0 {
         return Err(format!("'{text}': the size must be positive"));
     }
-    Ok((value * scale as f64) as u64)
+    let bytes = value * scale as f64;
+    if bytes < 1.0 {
+        return Err(format!("'{text}' is less than a byte"));
+    }
+    Ok(bytes as u64)
 }
 
 #[cfg(test)]
@@ -200,7 +209,8 @@ mod tests {
         assert_eq!(parse_bytes("64KiB"), Ok(64 << 10));
         assert_eq!(parse_bytes("2gb"), Ok(2 << 30));
         assert_eq!(parse_bytes("123"), Ok(123));
-        for bad in ["", "0", "-1G", "1X", "lots", "G"] {
+        // "0.5" once passed as a budget of 0 bytes.
+        for bad in ["", "0", "0.5", "-1G", "1X", "lots", "G"] {
             assert!(parse_bytes(bad).is_err(), "'{bad}' is not a size");
         }
     }

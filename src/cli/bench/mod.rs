@@ -37,8 +37,8 @@ pub struct BenchArgs {
     /// Levels to run.
     #[arg(long, value_delimiter = ',', default_value = "5")]
     levels: Vec<usize>,
-    /// Timed runs after the warm-up.
-    #[arg(long, default_value_t = 3)]
+    /// Timed runs after the warm-up (at least one).
+    #[arg(long, default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     runs: usize,
     /// Untimed runs first (pipelines compiled, caches warm).
     #[arg(long, default_value_t = 1)]

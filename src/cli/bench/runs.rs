@@ -314,7 +314,7 @@ impl LevelBench<'_> {
                 timed.first_run = Some(t.elapsed().as_secs_f64() * 1e3);
             }
         }
-        for _ in 0..self.args.runs.max(1) {
+        for _ in 0..self.args.runs {
             // Wall time around whole runs; GPU stage times from separate timestamped runs.
             let t = Instant::now();
             let (tokens, trace) = oscar.encode(&image, size, size, level, plain)?;
