@@ -41,6 +41,8 @@ pub struct Picture {
     pub rgb: image::RgbImage,
     /// It had an alpha channel, which RGB drops.
     pub had_alpha: bool,
+    /// It is an animation (APNG, animated WebP), of which this is the first picture.
+    pub animated: bool,
     pub colours: Colours,
 }
 
@@ -84,8 +86,24 @@ pub fn read_picture(path: &Path) -> Result<Picture> {
     Ok(Picture {
         rgb,
         had_alpha: img.color().has_alpha(),
+        animated: is_animated(path, open()?.format()),
         colours,
     })
+}
+
+/// Whether the file at `path`, of `format`, is an animation. The decoders give its first
+/// picture (or, for an APNG, its default image) without a word.
+fn is_animated(path: &Path, format: Option<image::ImageFormat>) -> bool {
+    let reader = || std::fs::File::open(path).map(std::io::BufReader::new).ok();
+    match format {
+        Some(image::ImageFormat::Png) => reader()
+            .and_then(|r| image::codecs::png::PngDecoder::new(r).ok())
+            .is_some_and(|d| d.is_apng().unwrap_or(false)),
+        Some(image::ImageFormat::WebP) => reader()
+            .and_then(|r| image::codecs::webp::WebPDecoder::new(r).ok())
+            .is_some_and(|d| d.has_animation()),
+        _ => false,
+    }
 }
 
 /// `img` as planar [-1, 1], padded right and bottom to multiples of `multiple`.
@@ -237,6 +255,47 @@ mod tests {
             let message = read_picture(path).err().expect("an error").to_string();
             assert!(message.contains(&path.display().to_string()), "{message}");
         }
+    }
+
+    /// An APNG (a PNG with an animation-control chunk) is read as its default image and
+    /// said to be an animation, so that encode can warn that the rest is dropped.
+    #[test]
+    fn animations_are_told_apart() {
+        let dir = std::env::temp_dir();
+        let still = dir.join(format!("oscar-wgpu-still-{}.png", std::process::id()));
+        image::RgbImage::from_pixel(8, 8, image::Rgb([9, 99, 199]))
+            .save(&still)
+            .unwrap();
+        let png = std::fs::read(&still).unwrap();
+        // acTL (1 frame, looping forever) right after the 33-byte signature and IHDR.
+        let chunk = |kind: &[u8; 4], data: &[u8]| {
+            let crc = crc32(&[&kind[..], data].concat());
+            [
+                &(data.len() as u32).to_be_bytes()[..],
+                kind,
+                data,
+                &crc.to_be_bytes(),
+            ]
+            .concat()
+        };
+        let actl = chunk(b"acTL", &[0, 0, 0, 1, 0, 0, 0, 0]);
+        let animated = dir.join(format!("oscar-wgpu-animated-{}.png", std::process::id()));
+        std::fs::write(&animated, [&png[..33], &actl, &png[33..]].concat()).unwrap();
+        let (still_read, animated_read) = (read_picture(&still), read_picture(&animated));
+        std::fs::remove_file(&still).unwrap();
+        std::fs::remove_file(&animated).unwrap();
+        let (still_read, animated_read) = (still_read.ok().unwrap(), animated_read.ok().unwrap());
+        assert!(!still_read.animated && animated_read.animated);
+        assert_eq!(animated_read.rgb, still_read.rgb);
+    }
+
+    /// PNG's CRC-32 (polynomial 0xEDB88320, bit by bit).
+    fn crc32(bytes: &[u8]) -> u32 {
+        !bytes.iter().fold(!0u32, |crc, &b| {
+            (0..8).fold(crc ^ u32::from(b), |c, _| {
+                (c >> 1) ^ (0xEDB8_8320 & (c & 1).wrapping_neg())
+            })
+        })
     }
 
     #[test]

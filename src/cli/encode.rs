@@ -90,8 +90,15 @@ pub fn run(
         let Picture {
             rgb,
             had_alpha,
+            animated,
             colours,
         } = read_picture(input)?;
+        if animated && !out.quiet {
+            eprintln!(
+                "warning: {}: it is an animation; only its first picture is coded",
+                input.display()
+            );
+        }
         if had_alpha && !out.quiet {
             eprintln!(
                 "warning: {}: its alpha channel is dropped (.oscar codes RGB); transparent \
