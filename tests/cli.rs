@@ -34,6 +34,11 @@ fn decode_tiny(input: &Path, output: &Path, extra: &[&str]) -> Output {
     tiny("decode", input, output, extra)
 }
 
+/// `oscar-wgpu encode <input> -o <output> --model <model>`, without --force.
+fn encode_with(model: &Path, input: &Path, output: &Path) -> Output {
+    oscar(&["encode", s(input), "-o", s(output), "--model", s(model)])
+}
+
 fn tiny(command: &str, input: &Path, output: &Path, extra: &[&str]) -> Output {
     let model = fixture("oscar-tiny.safetensors");
     let mut args = vec![
@@ -276,14 +281,7 @@ fn existing_output_is_not_overwritten() {
     let coded = tmp("keep.oscar");
     std::fs::write(&coded, b"precious").unwrap();
     fails(
-        &oscar(&[
-            "encode",
-            s(&fixture("astronaut_256.png")),
-            "-o",
-            s(&coded),
-            "--model",
-            s(&model),
-        ]),
+        &encode_with(&model, &fixture("astronaut_256.png"), &coded),
         "--force",
     );
     assert_eq!(std::fs::read(&coded).unwrap(), b"precious");
@@ -422,14 +420,7 @@ fn a_model_that_contradicts_itself_is_refused() {
     });
     let coded = tmp("integer.oscar");
     fails(
-        &oscar(&[
-            "encode",
-            s(&fixture("astronaut_256.png")),
-            "-o",
-            s(&coded),
-            "--model",
-            s(&integer),
-        ]),
+        &encode_with(&integer, &fixture("astronaut_256.png"), &coded),
         "'vae.decoder.conv_out.weight' is I32",
     );
 }
@@ -448,14 +439,7 @@ fn impossible_requests_are_refused_by_name() {
         "is coded already: decode it",
     );
     fails(
-        &oscar(&[
-            "encode",
-            s(&fixture("astronaut_256.png")),
-            "-o",
-            s(&tmp("x.oscar")),
-            "--model",
-            s(&fixture("")),
-        ]),
+        &encode_with(&fixture(""), &fixture("astronaut_256.png"), &tmp("x.oscar")),
         "it is a folder",
     );
     let home = tmp("home");
@@ -488,25 +472,19 @@ fn missing_or_wrong_model_is_explained() {
         "convert_oscar.py",
     );
     fails(
-        &oscar(&[
-            "encode",
-            s(&fixture("astronaut_256.png")),
-            "-o",
-            s(&coded),
-            "--model",
-            s(&fixture("reference.safetensors")),
-        ]),
+        &encode_with(
+            &fixture("reference.safetensors"),
+            &fixture("astronaut_256.png"),
+            &coded,
+        ),
         "not an oscar-wgpu model",
     );
     fails(
-        &oscar(&[
-            "encode",
-            s(&fixture("astronaut_256.png")),
-            "-o",
-            s(&coded),
-            "--model",
-            s(&fixture("astronaut_256.png")),
-        ]),
+        &encode_with(
+            &fixture("astronaut_256.png"),
+            &fixture("astronaut_256.png"),
+            &coded,
+        ),
         "not a safetensors file",
     );
 }
