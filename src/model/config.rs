@@ -21,6 +21,10 @@ fn per_block(value: &Value, blocks: usize, field: &str) -> Result<Vec<usize>> {
     }
 }
 
+/// Most down blocks a UNet or VAE may have: each halves the picture, and 2^(blocks − 1)
+/// must stay a sane pixel count (SD-2.1 has 4).
+const MAX_BLOCKS: usize = 16;
+
 fn bad(field: &str) -> Error {
     Error::BadModel(format!("config field '{field}' is missing or malformed"))
 }
@@ -81,7 +85,7 @@ impl UnetConfig {
         let mut c: UnetConfig =
             serde_json::from_str(json).map_err(|e| Error::BadModel(format!("unet config: {e}")))?;
         let blocks = c.block_out_channels.len();
-        if blocks == 0 {
+        if !(1..=MAX_BLOCKS).contains(&blocks) {
             return Err(bad("block_out_channels"));
         }
         let heads_field = if c.num_attention_heads.is_null() {
@@ -166,7 +170,7 @@ impl VaeConfig {
     pub fn parse(json: &str) -> Result<VaeConfig> {
         let c: VaeConfig =
             serde_json::from_str(json).map_err(|e| Error::BadModel(format!("vae config: {e}")))?;
-        if c.block_out_channels.is_empty() {
+        if !(1..=MAX_BLOCKS).contains(&c.block_out_channels.len()) {
             return Err(bad("block_out_channels"));
         }
         Ok(c)
@@ -296,17 +300,41 @@ mod tests {
     #[test]
     fn malformed_unet_configs_are_errors() {
         // A scalar that is not a count once built a UNet without transformers.
-        for (field, value) in [
-            ("transformer_layers_per_block", "1.5"),
-            ("transformer_layers_per_block", "-1"),
-            ("transformer_layers_per_block", "[1]"),
-            ("attention_head_dim", "\"8\""),
-            ("block_out_channels", "[]"),
-            ("attention_head_dim", "[1, 3]"),
+        for (field, value, named) in [
+            (
+                "transformer_layers_per_block",
+                "1.5",
+                "transformer_layers_per_block",
+            ),
+            (
+                "transformer_layers_per_block",
+                "-1",
+                "transformer_layers_per_block",
+            ),
+            (
+                "transformer_layers_per_block",
+                "[1]",
+                "transformer_layers_per_block",
+            ),
+            ("attention_head_dim", "\"8\"", "attention_head_dim"),
+            ("block_out_channels", "[]", "block_out_channels"),
+            ("attention_head_dim", "[1, 3]", "head counts"),
         ] {
             let message = unet_with(field, value).unwrap_err().to_string();
-            assert!(message.contains("config"), "{field} = {value}: {message}");
+            assert!(message.contains(named), "{field} = {value}: {message}");
         }
+        // Too deep to halve: 2^(blocks − 1) would overflow.
+        let deep = [32; MAX_BLOCKS + 1];
+        let mut json: serde_json::Map<String, Value> = serde_json::from_str(UNET).unwrap();
+        json.insert("block_out_channels".into(), deep.to_vec().into());
+        json.insert("attention_head_dim".into(), 1.into());
+        let types = Value::from(vec!["DownBlock2D"; deep.len()]);
+        json.insert("down_block_types".into(), types.clone());
+        json.insert("up_block_types".into(), types);
+        let message = UnetConfig::parse(&Value::Object(json).to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("block_out_channels"), "{message}");
     }
 
     #[test]
