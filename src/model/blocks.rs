@@ -7,8 +7,8 @@ use crate::ops::attention::attention;
 use crate::ops::conv2d::{self, Activation, Conv2d};
 use crate::ops::elementwise::{add, unary, Unary};
 use crate::ops::group_norm::{group_norm, group_norm_apply};
-use crate::ops::matmul::{self, linear_from_channels, linear_to_channels};
-use crate::ops::transpose::transpose;
+use crate::ops::matmul::{self, linear_from_channels, linear_to_channels_into};
+use crate::ops::transpose::{transpose, transpose_into};
 use crate::weights::Weights;
 
 /// What the layers that look at the whole picture (GroupNorm statistics, the VAE's
@@ -161,9 +161,18 @@ impl<'a, 'g> Ctx<'a, 'g> {
         w: usize,
     ) -> Result<Tensor> {
         let (weight, bias) = self.linear_weights(prefix)?;
-        let y = linear_to_channels(self.g, tokens, weight, bias)?;
-        let m = self.g.shape(y)[0];
-        self.g.reshape(y, &[m, h, w])
+        let m = self.g.shape(weight).first().copied().unwrap_or(0);
+        let (image, flat) = self.image(m, h, w)?;
+        linear_to_channels_into(self.g, tokens, weight, bias, flat)?;
+        Ok(image)
+    }
+
+    /// A new image [c, h, w] and its [c, h·w] view for a product to write: the image is
+    /// the tensor itself, not a view of a matrix, since tiles in lock-step tell images
+    /// from token lists by the shape of the tensor (model::waiting).
+    fn image(&mut self, c: usize, h: usize, w: usize) -> Result<(Tensor, Tensor)> {
+        let image = self.g.intermediate(&[c, h, w], DType::F32);
+        Ok((image, self.g.reshape(image, &[c, h * w])?))
     }
 
     /// `prefix`'s weight and, where the model has one, its bias.
@@ -223,8 +232,9 @@ impl<'a, 'g> Ctx<'a, 'g> {
     /// [h·w, c] → [c, h, w].
     pub fn to_image(&mut self, tokens: Tensor, h: usize, w: usize) -> Result<Tensor> {
         let c = self.g.shape(tokens)[1];
-        let flat = transpose(self.g, tokens)?;
-        self.g.reshape(flat, &[c, h, w])
+        let (image, flat) = self.image(c, h, w)?;
+        transpose_into(self.g, tokens, flat)?;
+        Ok(image)
     }
 
     /// diffusers' Attention on tokens: to_q/to_k/to_v, multi-head softmax attention,

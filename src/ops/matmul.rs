@@ -169,6 +169,21 @@ pub fn linear_to_channels(
     weight: Tensor,
     bias: Option<Tensor>,
 ) -> Result<Tensor> {
+    // Shapes are checked by the _into form.
+    let rows = |t: Tensor| g.shape(t).first().copied().unwrap_or(0);
+    let y = g.intermediate(&[rows(weight), rows(x)], DType::F32);
+    linear_to_channels_into(g, x, weight, bias, y)?;
+    Ok(y)
+}
+
+/// [`linear_to_channels`] into `y` [m, n] (a view of an image [m, h, w]).
+pub fn linear_to_channels_into(
+    g: &mut Graph,
+    x: Tensor,
+    weight: Tensor,
+    bias: Option<Tensor>,
+    y: Tensor,
+) -> Result<()> {
     let (&[n, k], &[m, wk]) = (g.shape(x), g.shape(weight)) else {
         return Err(Error::Shape(format!(
             "linear_to_channels needs x [n, k] and weight [m, k], got {:?} and {:?}",
@@ -176,15 +191,19 @@ pub fn linear_to_channels(
             g.shape(weight)
         )));
     };
-    check_weights(g, x, weight, bias, wk == k && n * k * m > 0)?;
+    check_weights(
+        g,
+        x,
+        weight,
+        bias,
+        wk == k && n * k * m > 0 && g.shape(y) == [m, n],
+    )?;
     let largest = g.bytes(x).max(g.bytes(weight)).max(4 * (n * m) as u64);
     if !broadcast_kernel(g.gpu, k, n) || largest > g.gpu.max_binding() {
         let tokens = linear(g, x, weight, bias)?;
-        return transpose::transpose(g, tokens);
+        return transpose::transpose_into(g, tokens, y);
     }
-    let y = g.intermediate(&[m, n], DType::F32);
-    weights_as_rows(g, weight, x, bias, y, false, false)?;
-    Ok(y)
+    weights_as_rows(g, weight, x, bias, y, false, false)
 }
 
 /// Non-empty shapes that agree (`shapes_ok`), f32 activations, f32 or f16 weights, a
