@@ -623,3 +623,82 @@ fn no_file_is_longer_than_the_readers_limit() {
         file.len()
     );
 }
+
+/// A damaged rANS stream is refused by the range decoder's checks before the model
+/// runs. One flipped header bit made this 256×256 picture 8448 pixels tall, which the
+/// model used to decode in full (two minutes on lavapipe) before the lanes' checks
+/// failed; and under a small memory budget the damage went unreported, the user being
+/// told the picture did not fit.
+#[test]
+fn a_damaged_stream_is_refused_before_the_model_runs() {
+    use oscar_wgpu::model::{Oscar, RunOptions, TilePolicy};
+    use oscar_wgpu::weights::Precision;
+    use oscar_wgpu::Error;
+
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/oscar-tiny.safetensors"
+    );
+    let oscar = Oscar::load(gpu(), model.as_ref(), Precision::F32).unwrap();
+    let level = 5;
+    let k = oscar.info.level(level).unwrap().codebook_size;
+    let model_tag = ModelTag::from_hex(&oscar.info.content_hash).unwrap();
+    let h = Header {
+        level: level as u8,
+        model: model_tag,
+        ..header(0, 256, 256)
+    };
+    let mut rng = Rng(12);
+    let tokens: Vec<u32> = (0..tokens_for(&h)).map(|_| rng.geometric(k, 0.6)).collect();
+    let table = FreqTable::from_counts(&counts(&tokens, k)).unwrap();
+    let file = encode(&h, &tokens, &table).unwrap();
+    let mut bad = file.clone();
+    bad[5] ^= 0x10; // (height − 1) bit 13
+    let bad = OscarFile::parse(&bad, model_tag).unwrap();
+    assert!(matches!(bad.stream().coding(), Coding::Rans { .. }));
+    assert_eq!(bad.header().height, 256 + 8192);
+
+    let untiled = RunOptions::default();
+    let tiny_budget = RunOptions {
+        tiling: Some(TilePolicy {
+            budget: 1,
+            vae_tile: None,
+            unet_tile: None,
+        }),
+        ..untiled
+    };
+    for opts in [untiled, tiny_budget] {
+        let decoded = oscar.decode_stream(level, bad.grid(), &A_Z, bad.stream(), &table, opts);
+        assert!(
+            matches!(decoded, Err(Error::Codec(_))),
+            "{:?}",
+            decoded.map(|_| "a picture")
+        );
+    }
+    // The intact stream decodes to its tokens' picture, and under the small budget
+    // fails for the budget, not for the stream.
+    let intact = OscarFile::parse(&file, model_tag).unwrap();
+    let (picture, _) = oscar
+        .decode_stream(level, intact.grid(), &A_Z, intact.stream(), &table, untiled)
+        .unwrap();
+    let sent = oscar_wgpu::model::Tokens {
+        level,
+        grid: intact.grid(),
+        indices: tokens,
+        a_z: A_Z.to_vec(),
+    };
+    assert_eq!(picture, oscar.decode(&sent, untiled).unwrap().0);
+    let decoded = oscar.decode_stream(
+        level,
+        intact.grid(),
+        &A_Z,
+        intact.stream(),
+        &table,
+        tiny_budget,
+    );
+    assert!(
+        matches!(decoded, Err(Error::OverBudget { .. })),
+        "{:?}",
+        decoded.map(|_| "a picture")
+    );
+}

@@ -5,15 +5,15 @@ use std::path::Path;
 
 use super::blocks::Ctx;
 use super::config::{parse_levels, Level, SchedulerConfig, UnetConfig, VaeConfig};
-use super::tiled::{EncodeSchedule, TilePolicy, TokenSource};
+use super::tiled::{EncodeSchedule, TilePolicy};
 use super::{hyper, unet, vae};
+use crate::codec::rans_gpu::decode_tokens;
 use crate::codec::{self, FreqTable, Header, ModelTag, Stream};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{DType, Graph, HostTensor, RunReport, Tensor};
 use crate::ops::channel_norm::{channel_l2_norms, rescale_channels};
 use crate::ops::elementwise::{binary, unary, Binary, Unary};
-use crate::ops::rans_decode::{check_status, rans_decode};
 use crate::weights::{ModelFile, Precision, Weights};
 
 /// The model file layout this build reads (`format_version`, written by
@@ -322,7 +322,7 @@ impl Oscar {
                 tokens.level,
                 tokens.grid,
                 &tokens.a_z,
-                TokenSource::Indices(&tokens.indices),
+                &tokens.indices,
                 &schedule,
                 opts,
             );
@@ -345,9 +345,11 @@ impl Oscar {
         Ok((image, trace))
     }
 
-    /// Decodes an entropy-coded token stream: range decoding, hyper-decoder, UNet and
-    /// VAE in one graph, the indices never leaving the GPU. A corrupt stream is an
-    /// error (the shader reports it; the picture is discarded).
+    /// Decodes an entropy-coded token stream. Range decoding runs on the GPU first, on
+    /// its own, and its per-lane checks come back before the model starts: a damaged
+    /// stream is refused in milliseconds instead of after a whole decode (one flipped
+    /// header bit can make the picture 8192 pixels taller, and only the lanes' checks
+    /// see it). Then the tokens decode as in [`Self::decode`].
     pub fn decode_stream(
         &self,
         level: usize,
@@ -365,35 +367,16 @@ impl Oscar {
                 table.symbols()
             )));
         }
-        if let Some(schedule) = self.staged(level, grid, &opts)? {
-            return self.decode_staged(
-                level,
-                grid,
-                a_z,
-                TokenSource::Stream(stream, table),
-                &schedule,
-                opts,
-            );
-        }
-        let mut g = Graph::new(&self.gpu);
-        g.set_stage("range_decode");
-        let decoded = rans_decode(&mut g, stream, table, grid.0 * grid.1)?;
-        let mut outputs = self.decode_graph(&mut g, level, grid, decoded.indices, a_z)?;
-        if !opts.trace {
-            outputs.truncate(1);
-        }
-        outputs.push(("range_status", decoded.status));
-        let (mut host, trace) = run(&g, &outputs, opts)?;
-        check_status(
-            &host.pop().expect("status is an output").u32(),
-            decoded.lanes,
-        )?;
-        let image = host
-            .swap_remove(0)
-            .f32()
-            .into_iter()
-            .map(|v| v.clamp(-1.0, 1.0))
-            .collect();
+        let (indices, range_decode) =
+            decode_tokens(&self.gpu, stream, table, grid.0 * grid.1, opts.profile)?;
+        let tokens = Tokens {
+            level,
+            grid,
+            indices,
+            a_z: a_z.to_vec(),
+        };
+        let (image, mut trace) = self.decode(&tokens, opts)?;
+        trace.report.absorb(&range_decode);
         Ok((image, trace))
     }
 

@@ -12,11 +12,9 @@ use super::lockstep::Net;
 use super::oscar::{run, RunOptions, Trace};
 use super::tiling::Grid;
 use super::Oscar;
-use crate::codec::{FreqTable, Stream};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{DType, Graph, Tensor};
-use crate::ops::rans_decode::{check_status, rans_decode};
 
 /// How much intermediate GPU memory one graph may plan, and tiling forced regardless.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,13 +172,6 @@ impl EncodeSchedule {
             EncodeSchedule::Staged { vae, hyper_bytes } => vae.peak_bytes.max(*hyper_bytes),
         }
     }
-}
-
-/// Where a decode's token indices come from.
-#[derive(Clone, Copy)]
-pub enum TokenSource<'s> {
-    Indices(&'s [u32]),
-    Stream(&'s Stream, &'s FreqTable),
 }
 
 /// Plans the graph `build` makes: Some(bytes) within `budget`, None beyond it or past
@@ -367,14 +358,14 @@ impl Oscar {
         })
     }
 
-    /// A staged decode: the hyper-decoder (with range decoding) as one graph, then the
-    /// UNet and the VAE decoder, each whole or tiled as `stages` say.
+    /// A staged decode: the hyper-decoder as one graph, then the UNet and the VAE
+    /// decoder, each whole or tiled as `stages` say.
     pub(crate) fn decode_staged(
         &self,
         level: usize,
         grid: (usize, usize),
         a_z: &[f32],
-        source: TokenSource,
+        indices: &[u32],
         (unet, vae): &(Stage, Stage),
         opts: RunOptions,
     ) -> Result<(Vec<f32>, Trace)> {
@@ -385,17 +376,9 @@ impl Oscar {
         };
         let mut trace = Trace::default();
         let (h, w) = self.latent_size(level, grid)?;
-        let tokens = grid.0 * grid.1;
 
         let mut g = Graph::new(&self.gpu);
-        let (indices, status) = match source {
-            TokenSource::Indices(indices) => (g.input_u32(&[tokens], indices)?, None),
-            TokenSource::Stream(stream, table) => {
-                g.set_stage("range_decode");
-                let decoded = rans_decode(&mut g, stream, table, tokens)?;
-                (decoded.indices, Some((decoded.status, decoded.lanes)))
-            }
-        };
+        let indices = g.input_u32(&[grid.0 * grid.1], indices)?;
         let z_t = self.hyper_decode(
             &mut Ctx::new(&mut g, &self.weights),
             level,
@@ -403,13 +386,8 @@ impl Oscar {
             indices,
             a_z,
         )?[2];
-        let mut outputs = vec![("z_t", z_t)];
-        outputs.extend(status.map(|(s, _)| ("range_status", s)));
-        let (host, part) = run(&g, &outputs, opts)?;
+        let (host, part) = run(&g, &[("z_t", z_t)], opts)?;
         trace.report.absorb(&part.report);
-        if let Some((_, lanes)) = status {
-            check_status(&host[1].u32(), lanes)?;
-        }
 
         let z_t = host[0].f32();
         let latents = match &unet.grid {

@@ -1,8 +1,7 @@
 //! rANS range decoding as a graph op (`shaders/rans_decode.wgsl`): one invocation per
-//! lane writes its tokens, so the decoded indices feed the hyper-decoder without a trip
-//! through the CPU. The shader never reads out of bounds and never loops past the token
-//! count; what it finds wrong it reports in a two-word status tensor (error bits,
-//! finished lanes) that [`check_status`] turns into an error after the run.
+//! lane writes its tokens. The shader never reads out of bounds and never loops past
+//! the token count; what it finds wrong it reports in a two-word status tensor (error
+//! bits, finished lanes) that [`check_status`] turns into an error after the run.
 
 use bytemuck::{Pod, Zeroable};
 
