@@ -11,7 +11,7 @@ use oscar_wgpu::gpu::Gpu;
 use oscar_wgpu::graph::{fold_grid, Graph};
 use oscar_wgpu::ops::conv2d::{self, Conv2d};
 use oscar_wgpu::ops::elementwise::{self, Unary};
-use oscar_wgpu::ops::{concat, conv_transpose2d, group_norm, resize};
+use oscar_wgpu::ops::{concat, conv_transpose2d, group_norm, matmul, resize};
 use oscar_wgpu::rng::Rng;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -109,6 +109,52 @@ fn binary_add_past_binding() {
     assert_close(&out[0].f32(), &want, 1e-7, "add past the binding limit");
 }
 
+/// A per-channel operand broadcast over 136 MiB: each window of `a` must index the whole
+/// operand from its own start.
+#[test]
+fn broadcast_add_past_binding() {
+    let _guard = lock();
+    let (c, hw) = (136, 512 * 512);
+    note_if_within_binding(4 * c * hw, "add operand");
+    let mut rng = Rng::new(42);
+    let a = rng.vec(c * hw, 1.0);
+    let b = rng.vec(c, 1.0);
+    let mut g = Graph::new(gpu());
+    let (at, bt) = (
+        g.input_f32(&[c, 512, 512], &a).unwrap(),
+        g.input_f32(&[c], &b).unwrap(),
+    );
+    let y = elementwise::add(&mut g, at, bt).unwrap();
+    let (out, _) = g.run(&[y]).unwrap();
+    let want: Vec<f32> = a.iter().enumerate().map(|(i, &u)| u + b[i / hw]).collect();
+    assert_close(
+        &out[0].f32(),
+        &want,
+        1e-7,
+        "broadcast add past the binding limit",
+    );
+}
+
+/// One group of 4096 × 4100 (64 MiB): 65 600 workgroups apply the statistics, a grid
+/// folded past 65 535.
+#[test]
+fn group_norm_on_a_folded_grid() {
+    let _guard = lock();
+    let (c, h, w) = (1, 4096, 4100);
+    let mut rng = Rng::new(43);
+    let x = rng.vec(c * h * w, 2.0);
+    let (gamma, beta) = (vec![1.5], vec![-0.25]);
+    let mut g = Graph::new(gpu());
+    let xt = g.input_f32(&[c, h, w], &x).unwrap();
+    let gt = g.input_f32(&[c], &gamma).unwrap();
+    let bt = g.input_f32(&[c], &beta).unwrap();
+    let y = group_norm::group_norm(&mut g, xt, gt, bt, 1, 1e-6, false).unwrap();
+    let (out, _) = g.run(&[y]).unwrap();
+    drop(g);
+    let want = group_norm::reference(&x, [c, h, w], &gamma, &beta, 1, 1e-6, false);
+    assert_close(&out[0].f32(), &want, 1e-5, "group_norm on a folded grid");
+}
+
 #[test]
 fn group_norm_silu_past_binding() {
     let _guard = lock();
@@ -174,13 +220,24 @@ fn concat_past_binding_at_an_unaligned_offset() {
     );
 }
 
-/// 130 channels of 512×512 (3×3, the general kernel) and 132 (1×1, the vector kernel on
-/// lavapipe): inputs of 130 and 132 MiB in two accumulating input-channel windows.
+/// 130 channels of 512×512 (3×3, the general kernel), 132 (3×3 and 1×1, the vector
+/// kernels on lavapipe): inputs of 130 and 132 MiB in two accumulating input-channel
+/// windows.
 #[test]
 fn conv2d_input_past_binding() {
     let _guard = lock();
     conv2d_past_binding(gpu(), 130, 3, 8);
+    conv2d_past_binding(gpu(), 132, 3, 8);
     conv2d_past_binding(gpu(), 132, 1, 8);
+}
+
+/// 132 output channels of 512×512 (132 MiB), written in two output-channel windows, on
+/// both kernel sets.
+#[test]
+fn conv2d_output_past_binding() {
+    let _guard = lock();
+    conv2d_past_binding(gpu(), 4, 3, 132);
+    conv2d_past_binding(portable_gpu(), 4, 3, 132);
 }
 
 /// The same on the portable kernels, with 128 output channels: `tiled128` (2 048 tiles
@@ -195,7 +252,7 @@ fn conv2d_input_past_binding_portable() {
 /// Returns the kernels that ran, where the adapter has timestamp queries to say.
 fn conv2d_past_binding(gpu: &'static Gpu, cin: usize, k: usize, cout: usize) -> Vec<String> {
     let (h, w) = (512, 512);
-    note_if_within_binding(4 * cin * h * w, "conv2d input");
+    note_if_within_binding(4 * cin.max(cout) * h * w, "conv2d tensor");
     let mut rng = Rng::new(7);
     let x = rng.vec(cin * h * w, 1.0);
     let wt = rng.vec(cout * cin * k * k, 0.1);
@@ -247,7 +304,7 @@ fn conv2d_past_binding(gpu: &'static Gpu, cin: usize, k: usize, cout: usize) -> 
         &got_s,
         &want_s,
         1e-5,
-        &format!("{k}×{k} conv2d with a {cin} MiB input (sampled)"),
+        &format!("{k}×{k} conv2d {cin}→{cout} at 512×512 (sampled)"),
     );
     report.kernels.into_keys().collect()
 }
@@ -306,4 +363,29 @@ fn geglu_past_binding() {
             &format!("geglu row {r}"),
         );
     }
+}
+
+/// A batched product whose `b` (2 × 64 × 270 000, 138 MiB) is split into windows, on
+/// the portable kernels (lavapipe's subgroup kernels take it whole as a Linear).
+#[test]
+fn batched_matmul_past_binding() {
+    let _guard = lock();
+    let (batches, n, k, m) = (2, 4, 64, 270_000);
+    note_if_within_binding(4 * batches * k * m, "matmul operand");
+    let mut rng = Rng::new(44);
+    let a = rng.vec(batches * n * k, 1.0);
+    let b = rng.vec(batches * k * m, 1.0);
+    let mut g = Graph::new(portable_gpu());
+    let at = g.input_f32(&[batches, n, k], &a).unwrap();
+    let bt = g.input_f32(&[batches, k, m], &b).unwrap();
+    let y = matmul::matmul(&mut g, at, bt).unwrap();
+    let (out, _) = g.run(&[y]).unwrap();
+    drop(g);
+    let want = matmul::matmul_reference(&a, &b, batches, n, k, m);
+    assert_close(
+        &out[0].f32(),
+        &want,
+        1e-5,
+        "batched matmul past the binding limit",
+    );
 }
