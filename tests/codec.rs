@@ -624,6 +624,37 @@ fn no_file_is_longer_than_the_readers_limit() {
     );
 }
 
+/// Words appended to a stream (a file glued to another's tail, a padded download) are
+/// refused on the GPU as on the CPU: every lane must end exactly where its words do.
+#[test]
+fn gpu_rejects_trailing_words_like_cpu() {
+    let gpu = gpu();
+    let mut reached = 0;
+    for (file, table) in sample_files() {
+        for extra in [&[0u8, 0][..], &[0x5a, 0xa5, 0x5a, 0xa5], &[0xff; 8]] {
+            let mut long = file.clone();
+            long.extend_from_slice(extra);
+            let Ok(parsed) = OscarFile::parse(&long, tag()) else {
+                continue;
+            };
+            reached += 1;
+            let cpu = parsed.decode(&table);
+            let decoded = decode_on_gpu(&gpu, parsed.stream(), &table, parsed.tokens());
+            assert!(
+                cpu.is_err() && decoded.is_err(),
+                "{} bytes appended: CPU {:?}, GPU {:?}",
+                extra.len(),
+                cpu.map(|_| "tokens"),
+                decoded.map(|_| "tokens")
+            );
+        }
+    }
+    assert!(
+        reached >= 4,
+        "only {reached} lengthened streams reached the decoders"
+    );
+}
+
 /// A damaged rANS stream is refused by the range decoder's checks before the model
 /// runs. One flipped header bit made this 256×256 picture 8448 pixels tall, which the
 /// model used to decode in full (two minutes on lavapipe) before the lanes' checks
