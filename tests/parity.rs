@@ -215,6 +215,33 @@ fn parity_portable_kernels() {
 }
 
 /// Packed f16 weights on the decode side stay within 40 dB of the f32 decode.
+/// `--f16` packs only the decode side: what decides the tokens (VAE encoder, quant_conv,
+/// hyper-encoders, codebooks) stays f32, so an f16 run encodes exactly what an f32 run
+/// does, token for token and norm for norm.
+#[test]
+fn f16_weights_encode_exactly_as_f32() {
+    let gpu = Gpu::new(&GpuOptions::default()).expect("a wgpu adapter");
+    let f16 = Oscar::load(gpu, &fixture("oscar-tiny.safetensors"), Precision::F16).unwrap();
+    let img = photo();
+    for level in [0, 5] {
+        let run = |oscar: &Oscar| {
+            oscar
+                .encode(
+                    &img.data,
+                    img.height,
+                    img.width,
+                    level,
+                    RunOptions::default(),
+                )
+                .unwrap()
+                .0
+        };
+        let (a, b) = (run(f32_model()), run(&f16));
+        assert_eq!(a.indices, b.indices, "level {level}: indices");
+        assert_eq!(a.a_z, b.a_z, "level {level}: A_z");
+    }
+}
+
 #[test]
 fn f16_weights_decode_within_40db() {
     let reference = Reference::load();
