@@ -54,6 +54,34 @@ fn a_skip_connection_stays_alive() {
 }
 
 #[test]
+fn an_output_read_through_an_alias_stays_alive() {
+    // `shown` is a reshape of x1 and an output: x1's storage must outlive the chain
+    // after it, though no dispatch reads x1 again.
+    let n = 64 * 64;
+    let x = Rng::new(3).vec(n, 1.0);
+    let mut g = Graph::new(gpu());
+    let input = g.input_f32(&[n], &x).unwrap();
+    let x1 = unary(&mut g, input, Unary::Affine(2.0, 0.0)).unwrap();
+    let shown = g.reshape(x1, &[64, 64]).unwrap();
+    let mut t = input;
+    for _ in 0..4 {
+        t = unary(&mut g, t, Unary::Affine(1.0, 1.0)).unwrap();
+    }
+    let (out, _) = g.run(&[shown, t]).unwrap();
+    let twice: Vec<f32> = x.iter().map(|v| 2.0 * v).collect();
+    assert!(
+        out[0].f32() == twice,
+        "x1, read through its reshape, was overwritten"
+    );
+    assert_close(
+        &out[1].f32(),
+        &x.iter().map(|v| v + 4.0).collect::<Vec<_>>(),
+        1e-6,
+        "chain",
+    );
+}
+
+#[test]
 fn reshape_and_slice_alias_storage() {
     let x: Vec<f32> = (0..8 * 64).map(|i| i as f32).collect();
     let mut g = Graph::new(gpu());
