@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_close, gpu};
-use oscar_wgpu::gpu::{Gpu, GpuOptions, KernelKey};
+use oscar_wgpu::gpu::{list_adapters, Gpu, GpuOptions, KernelKey};
 use oscar_wgpu::graph::Graph;
 use oscar_wgpu::ops::elementwise::{add, unary, Unary};
 use oscar_wgpu::ops::kernel_set;
@@ -259,6 +259,31 @@ fn lavapipe_takes_the_eight_lane_kernels() {
     let gpu = gpu();
     if gpu.info.name.contains("llvmpipe") && gpu.info.backend == wgpu::Backend::Vulkan {
         assert_eq!(kernel_set(gpu), "subgroup8", "{:?}", gpu.info);
+    }
+}
+
+/// Timestamps are what the routing checks (`assert_only_kernel`, `ran == [...]`) look
+/// through: the device takes them wherever its adapter offers them, and a profiled run
+/// then names each kernel it dispatched.
+#[test]
+fn profiled_runs_name_their_kernels_where_the_adapter_has_timestamps() {
+    let gpu = gpu();
+    let offered = list_adapters(&GpuOptions::default())
+        .unwrap()
+        .into_iter()
+        .find(|a| a.name == gpu.info.name)
+        .expect("the test device among the adapters")
+        .timestamps;
+    assert_eq!(gpu.has(wgpu::Features::TIMESTAMP_QUERY), offered);
+    let mut g = Graph::new(gpu);
+    let x = g.input_f32(&[1000], &[1.0; 1000]).unwrap();
+    let y = unary(&mut g, x, Unary::Affine(2.0, 0.0)).unwrap();
+    let (_, report) = g.run_profiled(&[y]).unwrap();
+    let ran: Vec<&String> = report.kernels.keys().collect();
+    if offered {
+        assert_eq!(ran, ["elementwise.unary"]);
+    } else {
+        assert!(ran.is_empty(), "{ran:?} without timestamps");
     }
 }
 
