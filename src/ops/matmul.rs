@@ -59,13 +59,7 @@ pub(crate) fn linear_into(
     bias: Option<Tensor>,
     y: Tensor,
 ) -> Result<()> {
-    let (&[n, k], &[m, wk]) = (g.shape(x), g.shape(weight)) else {
-        return Err(Error::Shape(format!(
-            "linear needs x [n, k] and weight [m, k], got {:?} and {:?}",
-            g.shape(x),
-            g.shape(weight)
-        )));
-    };
+    let [n, k, m, wk] = linear_dims(g, "linear", x, weight)?;
     let y_ok = g.shape(y) == [n, m] && g.dtype(y) == DType::F32;
     check_weights(g, x, weight, bias, wk == k && n * k * m > 0 && y_ok)?;
     if runs_transposed(g.gpu, n, k, m, g.bytes(weight)) {
@@ -184,13 +178,7 @@ pub fn linear_to_channels_into(
     bias: Option<Tensor>,
     y: Tensor,
 ) -> Result<()> {
-    let (&[n, k], &[m, wk]) = (g.shape(x), g.shape(weight)) else {
-        return Err(Error::Shape(format!(
-            "linear_to_channels needs x [n, k] and weight [m, k], got {:?} and {:?}",
-            g.shape(x),
-            g.shape(weight)
-        )));
-    };
+    let [n, k, m, wk] = linear_dims(g, "linear_to_channels", x, weight)?;
     check_weights(
         g,
         x,
@@ -204,6 +192,17 @@ pub fn linear_to_channels_into(
         return transpose::transpose_into(g, tokens, y);
     }
     weights_as_rows(g, weight, x, bias, y, false, false)
+}
+
+/// `[n, k, m, wk]` of a Linear's `x` [n, k] and `weight` [m, wk], or which one of
+/// `op`'s operands is not a matrix.
+fn linear_dims(g: &Graph, op: &str, x: Tensor, weight: Tensor) -> Result<[usize; 4]> {
+    match (g.shape(x), g.shape(weight)) {
+        (&[n, k], &[m, wk]) => Ok([n, k, m, wk]),
+        (xs, ws) => Err(Error::Shape(format!(
+            "{op} needs x [n, k] and weight [m, k], got {xs:?} and {ws:?}"
+        ))),
+    }
 }
 
 /// Non-empty shapes that agree (`shapes_ok`), f32 activations, f32 or f16 weights, a
