@@ -20,6 +20,9 @@ struct Params {
     w_batch: u32,
     y_batch: u32,
     bias_kind: u32,
+    x_offset: u32,  // elements of x, w and y before batch 0 (windows start aligned below)
+    w_offset: u32,
+    y_offset: u32,
     k_split: u32,   // k per split of a split-K product (else all of k; see tile_at)
 }
 
@@ -89,9 +92,9 @@ fn tile_at(flat: u32, rows_per: u32, cols_per: u32) -> TileAt {
     let batch = flat / blocks;
     let b = batch % p.batches;
     let k_begin = (batch / p.batches) * p.k_split;
-    y_base = batch * p.y_batch;
+    y_base = p.y_offset + batch * p.y_batch;
     let rest = flat % blocks;
-    return TileAt(b * p.x_batch, b * p.w_batch, (rest / col_blocks) * rows_per, (rest % col_blocks) * cols_per,
+    return TileAt(p.x_offset + b * p.x_batch, p.w_offset + b * p.w_batch, (rest / col_blocks) * rows_per, (rest % col_blocks) * cols_per,
         k_begin, min(k_begin + p.k_split, p.k));
 }
 

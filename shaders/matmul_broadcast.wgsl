@@ -18,6 +18,11 @@ struct Params {
     y_batch: u32,
     // 0: none, 1: one per column (Linear), 2: one per row (a 1×1 convolution's channels).
     bias_kind: u32,
+    // Elements of x, w and y before batch 0: a window that starts at the aligned offset
+    // below its first row. Multiples of 4 (the host's rows are whole vec4s).
+    x_offset: u32,
+    w_offset: u32,
+    y_offset: u32,
 }
 
 
@@ -54,5 +59,6 @@ fn origin(wg: vec3<u32>, num: vec3<u32>, li: u32, per_group: u32, cols: u32) -> 
     let b = flat / (row_blocks * col_blocks);
     let rest = flat % (row_blocks * col_blocks);
     return Origin(b < p.batches, (rest / col_blocks) * per_group + li, (rest % col_blocks) * cols,
-        b * (p.x_batch / select(4u, 8u, X_F16)), b * (p.w_batch / select(4u, 8u, W_F16)), b * p.y_batch);
+        (p.x_offset + b * p.x_batch) / select(4u, 8u, X_F16), (p.w_offset + b * p.w_batch) / select(4u, 8u, W_F16),
+        p.y_offset + b * p.y_batch);
 }

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Mutex;
 
 use common::{assert_close, gpu, portable_gpu};
-use oscar_wgpu::gpu::Gpu;
+use oscar_wgpu::gpu::{Gpu, GpuOptions};
 use oscar_wgpu::graph::{fold_grid, Graph};
 use oscar_wgpu::ops::conv2d::{self, Conv2d};
 use oscar_wgpu::ops::elementwise::{self, Unary};
@@ -388,4 +388,44 @@ fn batched_matmul_past_binding() {
         1e-5,
         "batched matmul past the binding limit",
     );
+}
+
+/// A batched product past one binding whose batches start between aligned offsets: each
+/// window binds from the aligned offset below its batch and the kernel skips that head.
+/// On the portable kernels (k = 65: x's batches start 780 bytes apart) and on lavapipe's
+/// (k = 72) with the 256-byte alignment GPUs ask for; lavapipe's own 16 bytes keep the
+/// whole-vec4 rows of its kernels aligned.
+#[test]
+fn batched_matmul_past_binding_with_misaligned_batches() {
+    let _guard = lock();
+    let mut coarse = Gpu::new(&GpuOptions::default()).unwrap();
+    coarse.limits.min_storage_buffer_offset_alignment = 256;
+    for (gpu, (batches, n, k, m)) in [
+        (portable_gpu(), (2, 3, 65, 270_000)),
+        (&coarse, (2, 3, 72, 270_004)),
+    ] {
+        note_if_within_binding(4 * batches * k * m, "matmul operand");
+        let mut rng = Rng::new(45);
+        let a = rng.vec(batches * n * k, 1.0);
+        let b = rng.vec(batches * k * m, 1.0);
+        let mut g = Graph::new(gpu);
+        let at = g.input_f32(&[batches, n, k], &a).unwrap();
+        let bt = g.input_f32(&[batches, k, m], &b).unwrap();
+        let y = matmul::matmul(&mut g, at, bt).unwrap();
+        let (out, report) = g.run_profiled(&[y]).unwrap();
+        drop(g);
+        if gpu.has(wgpu::Features::SUBGROUP) && gpu.has(wgpu::Features::TIMESTAMP_QUERY) {
+            assert!(
+                report
+                    .kernels
+                    .keys()
+                    .all(|k| k.starts_with("matmul_subgroup.")),
+                "lavapipe's kernels: {:?}",
+                report.kernels.keys()
+            );
+        }
+        let want = matmul::matmul_reference(&a, &b, batches, n, k, m);
+        let what = format!("[{batches}, {n}, {k}] · [{batches}, {k}, {m}]");
+        assert_close(&out[0].f32(), &want, 1e-5, &what);
+    }
 }

@@ -311,6 +311,15 @@ impl<'g> Graph<'g> {
         })
     }
 
+    /// Bytes `[offset, offset + size)` of `t` in one binding that starts at the aligned
+    /// offset at or below `offset`, and how many bytes early it starts: for kernels
+    /// that take an element offset, where a window may start anywhere.
+    pub fn window_from(&self, t: Tensor, offset: u64, size: u64) -> Result<(View, u64)> {
+        let align = self.gpu.limits.min_storage_buffer_offset_alignment as u64;
+        let head = offset % align;
+        Ok((self.window(t, offset - head, head + size)?, head))
+    }
+
     pub fn dispatch(
         &mut self,
         kernel: KernelKey,

@@ -57,16 +57,15 @@ fn copy(g: &mut Graph, src: Tensor, dst: Tensor, dst_start: usize) -> Result<()>
     let mut done = 0;
     while done < len {
         let n = chunk.min(len - done);
-        let (s, d) = (done, dst_start + done);
-        let (s0, d0) = (s / align * align, d / align * align);
+        let bytes = 4 * n as u64;
+        let (sv, src_head) = g.window_from(src, 4 * done as u64, bytes)?;
+        let (dv, dst_head) = g.window_from(dst, 4 * (dst_start + done) as u64, bytes)?;
         let params = Params {
             n: n as u32,
-            src_off: (s - s0) as u32,
-            dst_off: (d - d0) as u32,
+            src_off: (src_head / 4) as u32,
+            dst_off: (dst_head / 4) as u32,
             _pad: 0,
         };
-        let sv = g.window(src, 4 * s0 as u64, 4 * (s - s0 + n) as u64)?;
-        let dv = g.window(dst, 4 * d0 as u64, 4 * (d - d0 + n) as u64)?;
         let grid = g.grid((n as u64).div_ceil(WORKGROUP))?;
         g.dispatch(
             KernelKey::new("concat", "copy"),

@@ -15,7 +15,7 @@ use std::ops::Range;
 use bytemuck::{Pod, Zeroable};
 
 use super::conv2d::Activation;
-use super::{gcd, is_f16, split_k, subgroups_of_8, transpose, u32_of};
+use super::{is_f16, split_k, subgroups_of_8, transpose, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, KernelKey};
 use crate::graph::{DType, Graph, Layout, Tensor, View, ROW_BLOCK};
@@ -32,6 +32,11 @@ struct Params {
     y_batch: u32,
     /// 0: none, 1: one per column, 2: one per row (broadcast kernel only).
     bias_kind: u32,
+    /// Elements of x, w and y before batch 0: windows start at the aligned offset at or
+    /// below their first row.
+    x_offset: u32,
+    w_offset: u32,
+    y_offset: u32,
     /// k per split of a split-K `tiled` or `narrow` (portable kernels only), else k.
     k_split: u32,
 }
@@ -546,6 +551,9 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
             (Some(_), false) => 1,
             (Some(_), true) => 2,
         },
+        x_offset: 0,
+        w_offset: 0,
+        y_offset: 0,
         k_split: u32_of(k, "matmul k")?,
     };
     // The broadcast kernel binds y twice: as vec2<u64> for its stores of four columns
@@ -597,7 +605,8 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
         }
         return Ok(());
     }
-    // Too large for one binding: one batch and one run of rows per dispatch.
+    // Too large for one binding: one batch and one run of rows per dispatch, each
+    // operand's window starting where its batch or run does (or aligned just below).
     let wbytes = g.dtype(o.w).bytes(wlen);
     if o.bias_per_row {
         return Err(Error::TooLarge {
@@ -606,17 +615,22 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
             limit,
         });
     }
-    let runs = row_runs(g.gpu, o.rows, &[4 * k as u64, 4 * m as u64])?;
+    let runs = row_runs(g.gpu, o.rows, 4 * k.max(m) as u64)?;
     for b in 0..o.batches {
-        let wv = if o.w_batched {
-            g.window(o.w, b as u64 * wbytes, wbytes)?
+        let (wv, w_head) = if o.w_batched {
+            g.window_from(o.w, b as u64 * wbytes, wbytes)?
         } else {
-            g.view(o.w)?
+            (g.view(o.w)?, 0)
         };
+        params.w_offset = (w_head / 4) as u32;
         for run in &runs {
             let first = (b * o.rows + run.start) as u64;
-            let xv = g.window(o.x, 4 * first * k as u64, 4 * (run.len() * k) as u64)?;
-            let yv = g.window(o.y, 4 * first * m as u64, 4 * (run.len() * m) as u64)?;
+            let (xv, x_head) =
+                g.window_from(o.x, 4 * first * k as u64, 4 * (run.len() * k) as u64)?;
+            let (yv, y_head) =
+                g.window_from(o.y, 4 * first * m as u64, 4 * (run.len() * m) as u64)?;
+            params.x_offset = (x_head / 4) as u32;
+            params.y_offset = (y_head / 4) as u32;
             params.rows = run.len() as u32;
             params.batches = 1;
             let groups =
@@ -635,23 +649,17 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
     Ok(())
 }
 
-/// Runs of `rows` whose windows, for every row size in `row_bytes`, fit one binding
-/// and start at an aligned offset.
-fn row_runs(gpu: &Gpu, rows: usize, row_bytes: &[u64]) -> Result<Vec<Range<usize>>> {
-    let align = gpu.limits.min_storage_buffer_offset_alignment as u64;
-    let widest = row_bytes.iter().copied().max().unwrap_or(4).max(1);
-    // Rows per run must be a multiple of each size's alignment step; steps are powers
-    // of two (align is one), so the largest is a multiple of the others.
-    let step = row_bytes
-        .iter()
-        .map(|&rb| align / gcd(rb.max(1), align))
-        .max()
-        .unwrap_or(1);
-    let per_run = (gpu.max_binding() / widest / step * step) as usize;
+/// Runs of `rows` rows of at most `row_bytes` each that, with the misaligned head a
+/// window may start with, fit one binding.
+fn row_runs(gpu: &Gpu, rows: usize, row_bytes: u64) -> Result<Vec<Range<usize>>> {
+    let room = gpu
+        .max_binding()
+        .saturating_sub(gpu.limits.min_storage_buffer_offset_alignment as u64);
+    let per_run = (room / row_bytes.max(1)) as usize;
     if per_run == 0 {
         return Err(Error::TooLarge {
             what: "one matrix row".into(),
-            needed: widest * step,
+            needed: row_bytes,
             limit: gpu.max_binding(),
         });
     }
