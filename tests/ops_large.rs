@@ -6,12 +6,12 @@ mod common;
 
 use std::sync::Mutex;
 
-use common::{assert_close, gpu, portable_gpu};
+use common::{assert_close, check_matmul_on, gpu, portable_gpu};
 use oscar_wgpu::gpu::{Gpu, GpuOptions};
 use oscar_wgpu::graph::{fold_grid, Graph};
 use oscar_wgpu::ops::conv2d::{self, Conv2d};
 use oscar_wgpu::ops::elementwise::{self, Unary};
-use oscar_wgpu::ops::{concat, conv_transpose2d, group_norm, matmul, resize};
+use oscar_wgpu::ops::{concat, conv_transpose2d, group_norm, resize};
 use oscar_wgpu::rng::Rng;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -372,22 +372,7 @@ fn batched_matmul_past_binding() {
     let _guard = lock();
     let (batches, n, k, m) = (2, 4, 64, 270_000);
     note_if_within_binding(4 * batches * k * m, "matmul operand");
-    let mut rng = Rng::new(44);
-    let a = rng.vec(batches * n * k, 1.0);
-    let b = rng.vec(batches * k * m, 1.0);
-    let mut g = Graph::new(portable_gpu());
-    let at = g.input_f32(&[batches, n, k], &a).unwrap();
-    let bt = g.input_f32(&[batches, k, m], &b).unwrap();
-    let y = matmul::matmul(&mut g, at, bt).unwrap();
-    let (out, _) = g.run(&[y]).unwrap();
-    drop(g);
-    let want = matmul::matmul_reference(&a, &b, batches, n, k, m);
-    assert_close(
-        &out[0].f32(),
-        &want,
-        1e-5,
-        "batched matmul past the binding limit",
-    );
+    check_matmul_on(portable_gpu(), batches, n, k, m, 44);
 }
 
 /// A batched product past one binding whose batches start between aligned offsets: each
@@ -405,27 +390,12 @@ fn batched_matmul_past_binding_with_misaligned_batches() {
         (&coarse, (2, 3, 72, 270_004)),
     ] {
         note_if_within_binding(4 * batches * k * m, "matmul operand");
-        let mut rng = Rng::new(45);
-        let a = rng.vec(batches * n * k, 1.0);
-        let b = rng.vec(batches * k * m, 1.0);
-        let mut g = Graph::new(gpu);
-        let at = g.input_f32(&[batches, n, k], &a).unwrap();
-        let bt = g.input_f32(&[batches, k, m], &b).unwrap();
-        let y = matmul::matmul(&mut g, at, bt).unwrap();
-        let (out, report) = g.run_profiled(&[y]).unwrap();
-        drop(g);
-        if gpu.has(wgpu::Features::SUBGROUP) && gpu.has(wgpu::Features::TIMESTAMP_QUERY) {
+        let ran = check_matmul_on(gpu, batches, n, k, m, 45);
+        if gpu.has(wgpu::Features::SUBGROUP) {
             assert!(
-                report
-                    .kernels
-                    .keys()
-                    .all(|k| k.starts_with("matmul_subgroup.")),
-                "lavapipe's kernels: {:?}",
-                report.kernels.keys()
+                ran.iter().all(|k| k.starts_with("matmul_subgroup.")),
+                "lavapipe's kernels: {ran:?}"
             );
         }
-        let want = matmul::matmul_reference(&a, &b, batches, n, k, m);
-        let what = format!("[{batches}, {n}, {k}] · [{batches}, {k}, {m}]");
-        assert_close(&out[0].f32(), &want, 1e-5, &what);
     }
 }

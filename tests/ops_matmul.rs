@@ -2,7 +2,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{assert_close, gpu, portable_gpu};
+use common::{assert_close, check_matmul_on, gpu, portable_gpu};
 use oscar_wgpu::gpu::Gpu;
 use oscar_wgpu::graph::{DType, Graph, Tensor};
 use oscar_wgpu::ops::{matmul, transpose};
@@ -222,33 +222,6 @@ fn linear_past_the_binding_limit() {
 
 fn check_matmul(batches: usize, n: usize, k: usize, m: usize, seed: u64) {
     check_matmul_on(gpu(), batches, n, k, m, seed);
-}
-
-/// Returns the kernels that ran, where the adapter has timestamp queries to say.
-fn check_matmul_on(
-    gpu: &'static Gpu,
-    batches: usize,
-    n: usize,
-    k: usize,
-    m: usize,
-    seed: u64,
-) -> Vec<String> {
-    let mut rng = Rng::new(seed);
-    let a = rng.vec(batches * n * k, 1.0);
-    let b = rng.vec(batches * k * m, 1.0);
-    let mut g = Graph::new(gpu);
-    let at = g.input_f32(&[batches, n, k], &a).unwrap();
-    let bt = g.input_f32(&[batches, k, m], &b).unwrap();
-    let y = matmul::matmul(&mut g, at, bt).unwrap();
-    let (out, report) = g.run_profiled(&[y]).unwrap();
-    let want = matmul::matmul_reference(&a, &b, batches, n, k, m);
-    assert_close(
-        &out[0].f32(),
-        &want,
-        1e-5,
-        &format!("matmul {batches} × [{n}, {k}] · [{k}, {m}]"),
-    );
-    report.kernels.into_keys().collect()
 }
 
 #[test]

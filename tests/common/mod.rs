@@ -5,7 +5,9 @@
 use std::sync::OnceLock;
 
 use oscar_wgpu::gpu::{Gpu, GpuOptions};
-use oscar_wgpu::graph::RunReport;
+use oscar_wgpu::graph::{Graph, RunReport};
+use oscar_wgpu::ops::matmul;
+use oscar_wgpu::rng::Rng;
 
 /// The test device: lavapipe in CI. Having no adapter fails the test, it never skips.
 pub fn gpu() -> &'static Gpu {
@@ -70,4 +72,33 @@ pub fn assert_only_kernel(report: &RunReport, kernel: &str, what: &str) {
             "{what}"
         );
     }
+}
+
+/// Checks a batched `matmul` of seeded data on `gpu` against the CPU reference; returns
+/// the kernels that ran, where the adapter has timestamp queries to say.
+pub fn check_matmul_on(
+    gpu: &Gpu,
+    batches: usize,
+    n: usize,
+    k: usize,
+    m: usize,
+    seed: u64,
+) -> Vec<String> {
+    let mut rng = Rng::new(seed);
+    let a = rng.vec(batches * n * k, 1.0);
+    let b = rng.vec(batches * k * m, 1.0);
+    let mut g = Graph::new(gpu);
+    let at = g.input_f32(&[batches, n, k], &a).unwrap();
+    let bt = g.input_f32(&[batches, k, m], &b).unwrap();
+    let y = matmul::matmul(&mut g, at, bt).unwrap();
+    let (out, report) = g.run_profiled(&[y]).unwrap();
+    drop(g);
+    let want = matmul::matmul_reference(&a, &b, batches, n, k, m);
+    assert_close(
+        &out[0].f32(),
+        &want,
+        1e-5,
+        &format!("matmul {batches} × [{n}, {k}] · [{k}, {m}]"),
+    );
+    report.kernels.into_keys().collect()
 }
