@@ -144,15 +144,14 @@ fn group_norm_on_a_folded_grid() {
     let mut rng = Rng::new(43);
     let x = rng.vec(c * h * w, 2.0);
     let (gamma, beta) = (vec![1.5], vec![-0.25]);
-    let mut g = Graph::new(gpu());
-    let xt = g.input_f32(&[c, h, w], &x).unwrap();
-    let gt = g.input_f32(&[c], &gamma).unwrap();
-    let bt = g.input_f32(&[c], &beta).unwrap();
-    let y = group_norm::group_norm(&mut g, xt, gt, bt, 1, 1e-6, false).unwrap();
-    let (out, _) = g.run(&[y]).unwrap();
-    drop(g);
-    let want = group_norm::reference(&x, [c, h, w], &gamma, &beta, 1, 1e-6, false);
-    assert_close(&out[0].f32(), &want, 1e-5, "group_norm on a folded grid");
+    check_group_norm(
+        &x,
+        [c, h, w],
+        (&gamma, &beta),
+        1,
+        false,
+        "group_norm on a folded grid",
+    );
 }
 
 #[test]
@@ -165,20 +164,34 @@ fn group_norm_silu_past_binding() {
     let x: Vec<f32> = rng.vec(c * h * w, 1.0).iter().map(|v| v + 3.0).collect();
     let gamma: Vec<f32> = rng.vec(c, 0.5).iter().map(|v| v + 1.0).collect();
     let beta = rng.vec(c, 0.5);
-    let mut g = Graph::new(gpu());
-    let xt = g.input_f32(&[c, h, w], &x).unwrap();
-    let gt = g.input_f32(&[c], &gamma).unwrap();
-    let bt = g.input_f32(&[c], &beta).unwrap();
-    let y = group_norm::group_norm(&mut g, xt, gt, bt, groups, 1e-6, true).unwrap();
-    let (out, _) = g.run(&[y]).unwrap();
-    drop(g);
-    let want = group_norm::reference(&x, [c, h, w], &gamma, &beta, groups, 1e-6, true);
-    assert_close(
-        &out[0].f32(),
-        &want,
-        1e-5,
+    check_group_norm(
+        &x,
+        [c, h, w],
+        (&gamma, &beta),
+        groups,
+        true,
         "group_norm + SiLU past the binding limit",
     );
+}
+
+/// `group_norm` (eps 1e-6) of `x` [c, h, w] on the test device against its CPU reference.
+fn check_group_norm(
+    x: &[f32],
+    [c, h, w]: [usize; 3],
+    (gamma, beta): (&[f32], &[f32]),
+    groups: usize,
+    silu: bool,
+    what: &str,
+) {
+    let mut g = Graph::new(gpu());
+    let xt = g.input_f32(&[c, h, w], x).unwrap();
+    let gt = g.input_f32(&[c], gamma).unwrap();
+    let bt = g.input_f32(&[c], beta).unwrap();
+    let y = group_norm::group_norm(&mut g, xt, gt, bt, groups, 1e-6, silu).unwrap();
+    let (out, _) = g.run(&[y]).unwrap();
+    drop(g);
+    let want = group_norm::reference(x, [c, h, w], gamma, beta, groups, 1e-6, silu);
+    assert_close(&out[0].f32(), &want, 1e-5, what);
 }
 
 #[test]
