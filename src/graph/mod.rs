@@ -246,7 +246,7 @@ impl<'g> Graph<'g> {
             )));
         }
         let offset = dtype.bytes(start * row);
-        if !offset.is_multiple_of(self.gpu.limits.min_storage_buffer_offset_alignment as u64) {
+        if !offset.is_multiple_of(self.alignment()) {
             return Err(Error::Shape(format!(
                 "rows {start}.. of {shape:?} start at a misaligned offset"
             )));
@@ -297,7 +297,7 @@ impl<'g> Graph<'g> {
                 limit,
             });
         }
-        let align = self.gpu.limits.min_storage_buffer_offset_alignment as u64;
+        let align = self.alignment();
         if !offset.is_multiple_of(align) || offset + size > self.bytes(t) {
             return Err(Error::Shape(format!(
                 "window {offset}+{size} of a {:?} tensor is misaligned or out of range",
@@ -315,9 +315,18 @@ impl<'g> Graph<'g> {
     /// offset at or below `offset`, and how many bytes early it starts: for kernels
     /// that take an element offset, where a window may start anywhere.
     pub fn window_from(&self, t: Tensor, offset: u64, size: u64) -> Result<(View, u64)> {
-        let align = self.gpu.limits.min_storage_buffer_offset_alignment as u64;
-        let head = offset % align;
+        let head = offset % self.alignment();
         Ok((self.window(t, offset - head, head + size)?, head))
+    }
+
+    /// The most bytes a [`Graph::window_from`] window holds wherever it starts: one
+    /// binding less room for the longest head.
+    pub fn window_from_room(&self) -> u64 {
+        self.gpu.max_binding().saturating_sub(self.alignment())
+    }
+
+    fn alignment(&self) -> u64 {
+        self.gpu.limits.min_storage_buffer_offset_alignment as u64
     }
 
     pub fn dispatch(

@@ -48,11 +48,7 @@ pub fn concat_channels(g: &mut Graph, a: Tensor, b: Tensor) -> Result<Tensor> {
 
 /// Copies all of `src` into `dst` from element `dst_start` on.
 fn copy(g: &mut Graph, src: Tensor, dst: Tensor, dst_start: usize) -> Result<()> {
-    let align = (g.gpu.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
-    // Room for the misaligned head inside each binding.
-    let chunk = (g.gpu.max_binding() as usize / 4)
-        .saturating_sub(align)
-        .max(1);
+    let chunk = (g.window_from_room() as usize / 4).max(1);
     let len = g.len(src);
     let mut done = 0;
     while done < len {

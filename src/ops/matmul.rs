@@ -615,7 +615,7 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
             limit,
         });
     }
-    let runs = row_runs(g.gpu, o.rows, 4 * k.max(m) as u64)?;
+    let runs = row_runs(g, o.rows, 4 * k.max(m) as u64)?;
     for b in 0..o.batches {
         let (wv, w_head) = if o.w_batched {
             g.window_from(o.w, b as u64 * wbytes, wbytes)?
@@ -649,18 +649,15 @@ fn product(g: &mut Graph, o: Operands) -> Result<()> {
     Ok(())
 }
 
-/// Runs of `rows` rows of at most `row_bytes` each that, with the misaligned head a
-/// window may start with, fit one binding.
-fn row_runs(gpu: &Gpu, rows: usize, row_bytes: u64) -> Result<Vec<Range<usize>>> {
-    let room = gpu
-        .max_binding()
-        .saturating_sub(gpu.limits.min_storage_buffer_offset_alignment as u64);
-    let per_run = (room / row_bytes.max(1)) as usize;
+/// Runs of `rows` rows of at most `row_bytes` each whose [`Graph::window_from`]
+/// windows fit one binding.
+fn row_runs(g: &Graph, rows: usize, row_bytes: u64) -> Result<Vec<Range<usize>>> {
+    let per_run = (g.window_from_room() / row_bytes.max(1)) as usize;
     if per_run == 0 {
         return Err(Error::TooLarge {
             what: "one matrix row".into(),
             needed: row_bytes,
-            limit: gpu.max_binding(),
+            limit: g.window_from_room(),
         });
     }
     Ok((0..rows)
