@@ -17,11 +17,20 @@ token's best code beats the runner-up by >= 5e-5, so the indices are robust) and
   l<L>.unet.temb / .conv_in / .down_blocks.<i> / .mid_block / .up_blocks.<i>, l<L>.v
   l<L>.x0, l<L>.vae_dec.conv_in (post_quant_conv + conv_in) / .mid_block / .up_blocks.<i>
   l<L>.vae_dec.final (before clamp), l<L>.image (clamped)
+
+With --residual-scale S [--token-scale T] (tests/fixtures/blocks_low_variance.safetensors) the
+same goldens come from a model whose residual streams are S times, and the UNet transformers'
+token streams T times, as large (scale_streams), so that every
+GroupNorm and LayerNorm of the VAE and the UNet sees a variance near its eps: a wrong eps, which
+the photo's goldens barely notice, moves these by far more than the tests' tolerance. The file's
+metadata maps each scaled tensor to its factor, and the script checks that tenfold each eps family's
+eps moves its stage's output by at least MIN_EPS_EFFECT.
 """
 
 import argparse
 import json
 import os
+import re
 import sys
 import warnings
 
@@ -37,6 +46,18 @@ import convert_oscar as C  # noqa: E402
 import oscar_torch as O  # noqa: E402
 
 MIN_GAP = 5e-5  # a token closer than this to a tie is no use as a golden (OSCAR.md)
+MIN_EPS_EFFECT = 1e-2  # 50x the Rust block tests' tolerance (2e-4)
+
+# What writes a norm's output (or the image) into the VAE's and the UNet's residual streams:
+# conv_in, each resnet's conv2, the VAE attention's output projection.
+RESIDUAL_WRITERS = re.compile(r"^(vae\.(encoder|decoder)\.conv_in|unet\.conv_in|(vae|unet)\..*resnets\.\d+\.conv2"
+                              r"|vae\..*attentions\.0\.to_out\.0)\.(weight|bias)$")
+# What writes into the UNet transformers' token streams: proj_in and the attention and
+# feed-forward outputs.
+TOKEN_WRITERS = re.compile(r"^unet\..*attentions\.\d+\.(proj_in|transformer_blocks\.\d+\."
+                           r"(attn1\.to_out\.0|attn2\.to_out\.0|ff\.net\.2))\.(weight|bias)$")
+# What carries a token stream back into the residual stream.
+TOKEN_READERS = re.compile(r"^unet\..*attentions\.\d+\.proj_out\.(weight|bias)$")
 
 
 def fail(msg):
@@ -97,6 +118,64 @@ def record(models, x, levels):
     return {k: v.contiguous() for k, v in out.items()}
 
 
+def scale_streams(tensors, residual, token):
+    """Scales the writers in place so that the residual streams shrink by `residual` and the token
+    streams by `token`; every other layer on a stream is linear in it (shortcuts, resampling convs)
+    or reads it through a norm. Returns {name: factor}."""
+    factors = {}
+    for k in tensors:
+        for pattern, f in ((RESIDUAL_WRITERS, residual), (TOKEN_WRITERS, token), (TOKEN_READERS, residual / token)):
+            if pattern.match(k):
+                factors[k] = f
+    if not any(k.startswith("vae.") for k in factors) or not any(k.startswith("unet.") for k in factors):
+        fail("no residual-stream writers found in the model")
+    for k, f in factors.items():
+        tensors[k] = tensors[k] * f
+    return dict(sorted(factors.items()))
+
+
+def eps_families(vae, unet):
+    """{family: norm modules sharing one eps in the engine}, and the output each family feeds."""
+    fam = {}
+    for name, m in vae.named_modules():
+        if isinstance(m, torch.nn.GroupNorm):
+            fam.setdefault(("vae " + name.split(".")[0] + " GroupNorm", "latents" if name.startswith("encoder")
+                            else "image"), []).append(m)
+    for name, m in unet.named_modules():
+        if isinstance(m, torch.nn.LayerNorm):
+            key = "unet LayerNorm"
+        elif isinstance(m, torch.nn.GroupNorm):
+            key = "unet Transformer2D GroupNorm" if ".attentions." in name else "unet resnet GroupNorm"
+        else:
+            continue
+        fam.setdefault((key, "v"), []).append(m)
+    return fam
+
+
+@torch.no_grad()
+def check_eps_effect(models, x, levels):
+    """Fails unless tenfold each eps family's eps moves its output by >= MIN_EPS_EFFECT."""
+    vae, unet, hes, emb, acp = models
+
+    def outputs():
+        lat = O.encode_latents(vae, x)
+        r = O.run_level(hes[levels[0]["level"]], unet, vae, lat, emb, levels[0]["timestep"], acp)
+        return {"latents": lat, "v": r["v"], "image": r["image"]}
+
+    base = outputs()
+    for (family, out), mods in eps_families(vae, unet).items():
+        eps = [m.eps for m in mods]
+        for m in mods:
+            m.eps *= 10
+        e = rel(outputs()[out], base[out])
+        for m, v in zip(mods, eps):
+            m.eps = v
+        print(f"  eps x10 in {family:30s} ({len(mods):2d} norms) moves {out:7s} by {e:.1e}")
+        if e < MIN_EPS_EFFECT:
+            fail(f"a tenfold eps in {family} moves {out} by only {e:.1e} (< {MIN_EPS_EFFECT:.0e}); "
+                 "change --residual-scale or --token-scale")
+
+
 @torch.no_grad()
 def pick_crop(models, x, levels, s):
     """The crop nearest the center whose tokens all have gap >= MIN_GAP at every recorded level."""
@@ -122,15 +201,24 @@ def main(argv=None):
     ap.add_argument("--levels", default="5,0", help="levels to record (default 5,0)")
     ap.add_argument("--crop", type=int, default=64, help="crop size, multiple of 64 (default 64)")
     ap.add_argument("--tol", type=float, default=1e-5, help="max relative error vs the reference")
+    ap.add_argument("--residual-scale", type=float,
+                    help="shrink the residual streams by this (low-variance goldens; no --reference)")
+    ap.add_argument("--token-scale", type=float, help="shrink the token streams by this (default: --residual-scale)")
     args = ap.parse_args(argv)
     if args.crop <= 0 or args.crop % 64:
         fail("--crop must be a positive multiple of 64")
+    if args.residual_scale is not None:
+        args.token_scale = args.token_scale or args.residual_scale
+        if args.reference or not (0 < args.residual_scale < 1 and 0 < args.token_scale < 1):
+            fail("--residual-scale and --token-scale take factors in (0, 1), and no --reference "
+                 "(the model is changed)")
     torch.manual_seed(0)
     try:
         tensors, meta = C.convert(args.sd, args.oscar, "f32", log=lambda *a: None)
         ck = C.load_checkpoint(args.oscar)
     except C.ConvertError as e:
         fail(str(e))
+    scaled = scale_streams(tensors, args.residual_scale, args.token_scale) if args.residual_scale else None
     vae, unet = O.diffusers_models(tensors, meta)
     models = (vae, unet, O.hyper_encoders(ck), tensors["embeddings"],
               O.alphas_cumprod(json.loads(meta["scheduler_config"])))
@@ -148,9 +236,14 @@ def main(argv=None):
     if h < s or w < s:
         fail(f"image {w}x{h} is smaller than the {s}x{s} crop")
     top, left = pick_crop(models, x, levels, s)
-    blocks = record(models, x[..., top:top + s, left:left + s], levels)
+    crop = x[..., top:top + s, left:left + s]
+    if scaled:
+        check_eps_effect(models, crop, levels)
+    blocks = record(models, crop, levels)
     info = {"crop": json.dumps({"top": top, "left": left, "size": s}), "levels": json.dumps(levels),
             "source": os.path.basename(args.image), "model_content_hash": meta["content_hash"]}
+    if scaled:
+        info["scaled_tensors"] = json.dumps(scaled)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     C.write_safetensors(args.output, blocks, info)
     print(f"wrote {args.output}: {len(blocks)} tensors, {os.path.getsize(args.output) / 2**20:.2f} MiB")

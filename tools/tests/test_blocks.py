@@ -56,3 +56,30 @@ def test_blocks_are_current(blocks, converted, ckpt):
     assert torch.equal(r["indices"], b["l5.indices"])
     for k in ("backbone", "z_t", "v", "image"):
         torch.testing.assert_close(r[k], b["l5." + k], rtol=1e-5, atol=1e-5, msg=k)
+
+
+LOW_VARIANCE = os.path.join(FIXTURES, "blocks_low_variance.safetensors")
+
+
+def test_low_variance_blocks_are_current_and_sensitive_to_eps(converted, ckpt):
+    import make_fixtures as F
+
+    with safe_open(LOW_VARIANCE, "pt") as f:
+        meta = f.metadata()
+    b = load_file(LOW_VARIANCE)
+    tensors, model_meta = converted
+    assert meta["model_content_hash"] == model_meta["content_hash"]
+    factors = json.loads(meta["scaled_tensors"])
+    scaled = dict(tensors)
+    assert F.scale_streams(scaled, 1e-3, 1e-2) == factors
+    vae, unet = O.diffusers_models(scaled, model_meta)
+    he = O.hyper_encoders(ckpt)
+    acp = O.alphas_cumprod(json.loads(model_meta["scheduler_config"]))
+    [level] = json.loads(meta["levels"])
+    lat = O.encode_latents(vae, b["input"])
+    torch.testing.assert_close(lat, b["vae_enc.latents"], rtol=1e-5, atol=1e-6)
+    r = O.run_level(he[level["level"]], unet, vae, lat, tensors["embeddings"], level["timestep"], acp)
+    assert torch.equal(r["indices"], b[f"l{level['level']}.indices"])
+    for k in ("z_t", "v", "image"):
+        torch.testing.assert_close(r[k], b[f"l{level['level']}.{k}"], rtol=1e-5, atol=1e-5, msg=k)
+    F.check_eps_effect((vae, unet, he, tensors["embeddings"], acp), b["input"], [level])
