@@ -709,3 +709,181 @@ pub fn matmul_reference(
     }
     y
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::GpuOptions;
+    use crate::rng::Rng;
+
+    /// What a y binding holds past the result, where no kernel may store.
+    const UNTOUCHED: f32 = -1234.5;
+
+    /// A product's operands as host data, and the result its CPU reference gives.
+    struct Case {
+        x: (Vec<usize>, Vec<f32>),
+        w: (Vec<usize>, Vec<f32>),
+        bias: Option<Vec<f32>>,
+        want: Vec<f32>,
+        /// The kernel (`shader.entry`) this case is for.
+        kernel: &'static str,
+    }
+
+    /// `batches` × [rows, k] · [k, m] as the column tile reads it: [k, m] operands.
+    fn batched_kmajor(batches: usize, rows: usize, k: usize, m: usize, rng: &mut Rng) -> Case {
+        let (a, b) = (
+            rng.vec(batches * rows * k, 1.0),
+            rng.vec(batches * k * m, 1.0),
+        );
+        Case {
+            want: matmul_reference(&a, &b, batches, rows, k, m),
+            x: (vec![batches, rows, k], a),
+            w: (vec![batches, k, m], b),
+            bias: None,
+            kernel: "matmul_columns_subgroup.cols_r64c32",
+        }
+    }
+
+    /// A Linear layer of `n` tokens: x [n, k] · w [m, k]ᵀ + b.
+    fn linear_case(n: usize, k: usize, m: usize, kernel: &'static str, rng: &mut Rng) -> Case {
+        let (x, w, b) = (rng.vec(n * k, 1.0), rng.vec(m * k, 1.0), rng.vec(m, 1.0));
+        Case {
+            want: linear_reference(&x, n, k, &w, m, Some(&b)),
+            x: (vec![n, k], x),
+            w: (vec![m, k], w),
+            bias: Some(b),
+            kernel,
+        }
+    }
+
+    /// Runs `case` as `operands` builds it, its y followed by as many UNTOUCHED floats as
+    /// the result has: the binding then holds room past the result, where a store
+    /// without its bounds would land (lavapipe drops stores past a binding's end, and
+    /// runs workgroups in order, so inside a tensor a later batch's stores would cover
+    /// an earlier one's stray ones).
+    fn check_padded(
+        gpu: &Gpu,
+        case: Case,
+        operands: impl Fn(Tensor, Tensor, Option<Tensor>, Tensor) -> Operands,
+    ) {
+        let len = case.want.len();
+        let mut g = Graph::new(gpu);
+        let x = g.input_f32(&case.x.0, &case.x.1).unwrap();
+        let w = g.input_f32(&case.w.0, &case.w.1).unwrap();
+        let bias = case
+            .bias
+            .as_ref()
+            .map(|b| g.input_f32(&[b.len()], b).unwrap());
+        let y = g.input_f32(&[2 * len], &vec![UNTOUCHED; 2 * len]).unwrap();
+        product(&mut g, operands(x, w, bias, y)).unwrap();
+        let (out, report) = g.run_profiled(&[y]).unwrap();
+        let out = out[0].f32();
+        let kernels: Vec<&String> = report.kernels.keys().collect();
+        assert_eq!(kernels, [case.kernel]);
+        let err = out[..len]
+            .iter()
+            .zip(&case.want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(err < 1e-3, "{}: result off by {err}", case.kernel);
+        let strays = out[len..].iter().filter(|&&v| v != UNTOUCHED).count();
+        assert_eq!(strays, 0, "{} stored past its result", case.kernel);
+    }
+
+    /// Every tile's stores stop at the result's last row and column, where rows and
+    /// columns are no multiple of the tile's.
+    #[test]
+    fn stores_stay_inside_the_result() {
+        let mut rng = Rng::new(7);
+        let gpu = Gpu::new(&GpuOptions::default()).unwrap();
+        assert!(
+            subgroups_of_8(&gpu),
+            "these kernels need 8-lane subgroups (lavapipe has them)"
+        );
+        // Two batches of 70 rows, 264 columns: the column tile's 64 × 256 leaves rows
+        // 70..128 and columns 264..512 of the last tile outside.
+        let case = batched_kmajor(2, 70, 64, 264, &mut rng);
+        check_padded(&gpu, case, |x, w, _, y| Operands {
+            x,
+            w,
+            bias: None,
+            y,
+            batches: 2,
+            rows: 70,
+            k: 64,
+            m: 264,
+            w_batched: true,
+            w_kmajor: true,
+            bias_per_row: false,
+            y_transposed: false,
+        });
+        // A Linear of 77 tokens stored transposed (w · xᵀ, the text context's keys):
+        // the last column quad holds one token, and the scalar stores of the other three
+        // would land past the result.
+        let case = linear_case(77, 64, 136, "matmul_subgroup.r16c64", &mut rng);
+        check_padded(&gpu, case, |x, w, bias, y| Operands {
+            x: w,
+            w: x,
+            bias,
+            y,
+            batches: 1,
+            rows: 136,
+            k: 64,
+            m: 77,
+            w_batched: false,
+            w_kmajor: false,
+            bias_per_row: true,
+            y_transposed: true,
+        });
+        let case = linear_case(70, 64, 132, "matmul_subgroup.r8c64", &mut rng);
+        check_padded(&gpu, case, |x, w, bias, y| {
+            linear_operands(x, w, bias, y, 70, 64, 132)
+        });
+    }
+
+    /// The portable kernels' tiles, likewise.
+    #[test]
+    fn portable_stores_stay_inside_the_result() {
+        let mut rng = Rng::new(8);
+        let gpu = Gpu::new(&GpuOptions {
+            portable_kernels: true,
+            ..GpuOptions::default()
+        })
+        .unwrap();
+        for (n, k, m, kernel) in [
+            (70, 24, 132, "matmul.tiled"),
+            (10, 24, 300, "matmul.narrow"),
+            (2000, 8, 2100, "matmul.tiled128"),
+        ] {
+            let case = linear_case(n, k, m, kernel, &mut rng);
+            check_padded(&gpu, case, |x, w, bias, y| {
+                linear_operands(x, w, bias, y, n, k, m)
+            });
+        }
+    }
+
+    fn linear_operands(
+        x: Tensor,
+        w: Tensor,
+        bias: Option<Tensor>,
+        y: Tensor,
+        n: usize,
+        k: usize,
+        m: usize,
+    ) -> Operands {
+        Operands {
+            x,
+            w,
+            bias,
+            y,
+            batches: 1,
+            rows: n,
+            k,
+            m,
+            w_batched: false,
+            w_kmajor: false,
+            bias_per_row: false,
+            y_transposed: false,
+        }
+    }
+}
