@@ -34,36 +34,14 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import convert_oscar as C  # noqa: E402
+from synthetic import SD21_LEVELS, SD21_SCHEDULER, SD21_UNET, SD21_VAE, synthetic_hyper  # noqa: E402,F401
 
 STAGES = ["vae_encode", "hyper_encode", "vq", "hyper_decode", "unet", "vae_decode", "encode_total", "decode_total"]
 ENCODE, DECODE = STAGES[:3], STAGES[3:6]
-SD21_UNET = dict(
-    sample_size=96, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=1024, attention_head_dim=[5, 10, 20, 20], use_linear_projection=True,
-    upcast_attention=True, flip_sin_to_cos=True, freq_shift=0, norm_num_groups=32, norm_eps=1e-5, act_fn="silu")
-SD21_VAE = dict(
-    in_channels=3, out_channels=3, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-    latent_channels=4, norm_num_groups=32, sample_size=768, scaling_factor=0.18215, act_fn="silu")
-SD21_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                      num_train_timesteps=1000, prediction_type="v_prediction")
-SD21_LEVELS = [(8, 256), (4, 1024), (2, 256), (2, 2048), (1, 16), (1, 32), (1, 64), (1, 256)]  # stride, codebook
-N, M, CODEBOOK_DIM = 192, 320, 32
 
 
 class BenchError(Exception):
     """A user-facing problem (printed without a traceback)."""
-
-
-def synthetic_hyper(lvl):
-    """Level lvl's hyper-encoder at the real model's size (random init)."""
-    import oscar_torch as O
-
-    stride, k = SD21_LEVELS[lvl]
-    resample = [i >= 3 - (stride.bit_length() - 1) for i in range(3)]  # the last log2(stride) of the three
-    return O.HyperEncoder(N, M, resample, resample, k, CODEBOOK_DIM).eval()
 
 
 def synthetic_model(levels, seed):

@@ -97,9 +97,9 @@ impl Architecture {
 
     /// Seeded weights, scaled like PyTorch's default init (uniform ±1/√fan_in), with
     /// unit norm gains, so activations stay in a realistic range. Each weight has a seed
-    /// of its own, drawn from `seed` in order, and is made only when it is uploaded.
+    /// of its own, [`weight_seed`], and is made only when it is uploaded.
+    /// tools/synthetic.py makes the same weights for PyTorch.
     pub fn weights(&self, seed: u64) -> Vec<(String, Vec<usize>, Generator)> {
-        let mut seeds = Rng::new(seed);
         self.weight_shapes()
             .into_iter()
             .map(|(name, shape)| {
@@ -114,13 +114,22 @@ impl Architecture {
                     } else {
                         shape[0]
                     };
-                    let (seed, scale) = (seeds.next_u64(), 1.0 / (fan_in as f32).sqrt());
+                    let (seed, scale) = (weight_seed(seed, &name), 1.0 / (fan_in as f32).sqrt());
                     Box::new(move || Rng::new(seed).vec(len, scale))
                 };
                 (name, shape, make)
             })
             .collect()
     }
+}
+
+/// A weight's seed: `seed` mixed with the FNV-1a hash of its name, so that its values
+/// depend on its name alone, not on where the list has it.
+fn weight_seed(seed: u64, name: &str) -> u64 {
+    let fnv = name.bytes().fold(0xcbf2_9ce4_8422_2325, |h: u64, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    Rng::new(seed ^ fnv).next_u64()
 }
 
 #[derive(Default)]
@@ -384,6 +393,28 @@ fn hyper(s: &mut Specs, level: &Level, n: usize, m: usize, latent: usize) {
 mod tests {
     use super::*;
     use crate::codec::ModelTag;
+
+    /// A weight's values follow from the seed and its name, as tools/synthetic.py makes
+    /// them (its test pins the same numbers), wherever the list has it.
+    #[test]
+    fn weights_follow_from_seed_and_name() {
+        let arch = Architecture::sd21().unwrap();
+        let values = |seed: u64, name: &str| {
+            let (_, _, make) = arch
+                .weights(seed)
+                .into_iter()
+                .find(|w| w.0 == name)
+                .unwrap();
+            make()
+        };
+        let conv_in = values(7, "unet.conv_in.weight");
+        assert_eq!(conv_in[..3], [0.025284609, -0.13699603, 0.017101586]);
+        let sum: f64 = conv_in.iter().map(|&v| f64::from(v)).sum();
+        assert_eq!(sum, -7.586133746564883);
+        assert_ne!(values(8, "unet.conv_in.weight")[..3], conv_in[..3]);
+        assert_eq!(values(7, "vae.decoder.conv_norm_out.weight"), [1.0; 128]);
+        assert_eq!(values(7, "vae.decoder.conv_norm_out.bias"), [0.0; 128]);
+    }
 
     #[test]
     fn synthetic_models_tag_files_like_converted_ones() {

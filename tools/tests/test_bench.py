@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,3 +104,15 @@ def test_compare_refuses_bad_files(tmp_path, content, message):
     p = subprocess.run([sys.executable, os.path.join(TOOLS, "compare.py"), str(bad), str(bad)],
                        capture_output=True, text=True)
     assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr
+
+
+def test_synthetic_weights_are_the_engines():
+    """tools/synthetic.py makes the engine's seeded weights (src/model/synthetic.rs pins the same numbers)."""
+    import synthetic as S
+
+    w = S.weight(7, "unet.conv_in.weight", (320, 4, 3, 3))
+    assert w.dtype == torch.float32
+    assert w.flatten()[:3].tolist() == [np.float32(v) for v in (0.025284609, -0.13699603, 0.017101586)]
+    assert abs(w.double().sum().item() + 7.586133746564883) < 1e-9
+    assert torch.equal(S.weight(7, "vae.decoder.conv_norm_out.weight", (128,)), torch.ones(128))
+    assert torch.equal(S.weight(7, "vae.decoder.conv_norm_out.bias", (128,)), torch.zeros(128))
