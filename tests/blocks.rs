@@ -10,22 +10,16 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::assert_close;
+use common::{assert_close, check_traced, fixture, Goldens};
 use oscar_wgpu::gpu::{Gpu, GpuOptions};
 use oscar_wgpu::image_io::{read_rgb, to_planar, Padding};
-use oscar_wgpu::model::{Oscar, RunOptions, Tokens};
+use oscar_wgpu::model::Oscar;
 use oscar_wgpu::weights::Precision;
 use safetensors::tensor::{Dtype, TensorView};
 
 const TOL: f32 = 2e-4;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 #[test]
 fn every_block_matches_pytorch() {
@@ -37,9 +31,9 @@ fn every_block_matches_pytorch() {
 
 #[test]
 fn every_block_matches_pytorch_where_the_norms_eps_matter() {
-    let bytes = std::fs::read(fixture("blocks_low_variance.safetensors")).unwrap();
+    let goldens = Goldens::load("blocks_low_variance.safetensors");
     let scaled: HashMap<String, f32> =
-        serde_json::from_str(&golden_metadata(&bytes)["scaled_tensors"]).unwrap();
+        serde_json::from_str(&goldens.metadata()["scaled_tensors"]).unwrap();
     assert!(scaled.len() > 100, "only {} tensors scaled", scaled.len());
 
     let model = std::env::temp_dir().join(format!(
@@ -50,11 +44,6 @@ fn every_block_matches_pytorch_where_the_norms_eps_matter() {
     let checked = check_blocks("blocks_low_variance.safetensors", &model);
     std::fs::remove_file(&model).unwrap();
     assert!(checked >= 50, "only {checked} tensors compared");
-}
-
-fn golden_metadata(bytes: &[u8]) -> HashMap<String, String> {
-    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
-    meta.metadata().clone().unwrap()
 }
 
 /// Writes `from`'s model to `to` with each tensor named in `factors` multiplied by its factor.
@@ -75,36 +64,31 @@ fn scale_tensors(from: &Path, to: &Path, factors: &HashMap<String, f32>) {
     let views = data.iter().map(|(name, dtype, shape, raw)| {
         (name, TensorView::new(*dtype, shape.clone(), raw).unwrap())
     });
-    let meta = golden_metadata(&bytes);
-    safetensors::serialize_to_file(views, Some(meta), to).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    safetensors::serialize_to_file(views, meta.metadata().clone(), to).unwrap();
 }
 
-/// Encodes and decodes the golden file's crop at each of its levels, traced, and compares
-/// every traced tensor with its golden. Returns how many were compared.
+/// Every traced tensor of the golden file's crop, at each of its levels, against its
+/// golden. Returns how many were compared.
 fn check_blocks(golden_file: &str, model: &Path) -> usize {
-    let bytes = std::fs::read(fixture(golden_file)).unwrap();
-    let golden = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let f32_of = |name: &str| -> Vec<f32> {
-        bytemuck::pod_collect_to_vec(
-            golden
-                .tensor(name)
-                .unwrap_or_else(|_| panic!("no golden {name}"))
-                .data(),
-        )
-    };
-    let meta = golden_metadata(&bytes);
+    let goldens = Goldens::load(golden_file);
+    let meta = goldens.metadata();
     let crop: serde_json::Value = serde_json::from_str(&meta["crop"]).unwrap();
     let (top, left, size) = (
         crop["top"].as_u64().unwrap() as u32,
         crop["left"].as_u64().unwrap() as u32,
         crop["size"].as_u64().unwrap() as u32,
     );
-    let levels: Vec<serde_json::Value> = serde_json::from_str(&meta["levels"]).unwrap();
+    let levels: Vec<usize> = serde_json::from_str::<Vec<serde_json::Value>>(&meta["levels"])
+        .unwrap()
+        .iter()
+        .map(|l| l["level"].as_u64().unwrap() as usize)
+        .collect();
 
     let photo = read_rgb(&fixture("astronaut_256.png")).unwrap();
     let crop = image::imageops::crop_imm(&photo, left, top, size, size).to_image();
     let input = to_planar(&crop, 64, Padding::Edge);
-    assert_close(&input.data, &f32_of("input"), 1e-7, "input crop");
+    assert_close(&input.data, &goldens.f32("input"), 1e-7, "input crop");
 
     let oscar = Oscar::load(
         Gpu::new(&GpuOptions::default()).unwrap(),
@@ -112,64 +96,14 @@ fn check_blocks(golden_file: &str, model: &Path) -> usize {
         Precision::F32,
     )
     .unwrap();
-    let traced = RunOptions {
-        trace: true,
-        ..RunOptions::default()
-    };
-    let mut checked = 0;
-    for level in levels.iter().map(|l| l["level"].as_u64().unwrap() as usize) {
-        let (tokens, trace) = oscar
-            .encode(&input.data, size as usize, size as usize, level, traced)
-            .unwrap();
-        for (name, got) in &trace.tensors {
-            let golden_name = if name.starts_with("vae_enc") {
-                name.clone()
-            } else {
-                format!("l{level}.{name}")
-            };
-            let golden_name = if name == "latents" {
-                "vae_enc.latents".to_string()
-            } else {
-                golden_name
-            };
-            if golden.tensor(&golden_name).is_ok() {
-                assert_close(
-                    &got.f32(),
-                    &f32_of(&golden_name),
-                    TOL,
-                    &format!("level {level} encode {golden_name}"),
-                );
-                checked += 1;
-            } else if !matches!(name.as_str(), "indices" | "a_z") {
-                panic!("no golden for traced {golden_name}");
-            }
-        }
-        let want: Vec<u32> = bytemuck::pod_collect_to_vec::<u8, i32>(
-            golden.tensor(&format!("l{level}.indices")).unwrap().data(),
-        )
-        .into_iter()
-        .map(|i| i as u32)
-        .collect();
-        assert_eq!(tokens.indices, want, "level {level} indices");
-
-        let sent = Tokens {
-            a_z: f32_of(&format!("l{level}.a_z")),
-            ..tokens
-        };
-        let (_, trace) = oscar.decode(&sent, traced).unwrap();
-        for (name, got) in &trace.tensors {
-            let golden_name = match name.as_str() {
-                "image" => format!("l{level}.vae_dec.final"),
-                other => format!("l{level}.{other}"),
-            };
-            assert_close(
-                &got.f32(),
-                &f32_of(&golden_name),
-                TOL,
-                &format!("level {level} decode {golden_name}"),
-            );
-            checked += 1;
-        }
-    }
-    checked
+    let side = size as usize;
+    check_traced(
+        &oscar,
+        &goldens,
+        &input.data,
+        (side, side),
+        &levels,
+        TOL,
+        true,
+    )
 }

@@ -2,10 +2,13 @@
 //! comparison relative to the tensor's scale.
 #![allow(dead_code)] // each test binary uses its own subset
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use oscar_wgpu::gpu::{Gpu, GpuOptions};
 use oscar_wgpu::graph::{Graph, RunReport};
+use oscar_wgpu::model::{Oscar, RunOptions, Tokens};
 use oscar_wgpu::ops::matmul;
 use oscar_wgpu::rng::Rng;
 
@@ -101,4 +104,118 @@ pub fn check_matmul_on(
         &format!("matmul {batches} × [{n}, {k}] · [{k}, {m}]"),
     );
     report.kernels.into_keys().collect()
+}
+
+/// `tests/fixtures/<name>`.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Named tensors of a golden safetensors fixture (written by the tools/ scripts).
+pub struct Goldens(Vec<u8>);
+
+impl Goldens {
+    pub fn load(name: &str) -> Goldens {
+        Goldens(std::fs::read(fixture(name)).unwrap())
+    }
+
+    fn tensors(&self) -> safetensors::SafeTensors<'_> {
+        safetensors::SafeTensors::deserialize(&self.0).unwrap()
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.tensors().tensor(name).is_ok()
+    }
+
+    /// The data of `name`, which must be of `dtype`.
+    fn data(&self, name: &str, dtype: safetensors::Dtype) -> Vec<u8> {
+        let tensors = self.tensors();
+        let t = tensors
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("no golden {name}"));
+        assert_eq!(t.dtype(), dtype, "golden {name}");
+        t.data().to_vec()
+    }
+
+    pub fn f32(&self, name: &str) -> Vec<f32> {
+        bytemuck::pod_collect_to_vec(&self.data(name, safetensors::Dtype::F32))
+    }
+
+    /// Token indices, stored as int32.
+    pub fn indices(&self, name: &str) -> Vec<u32> {
+        let data = self.data(name, safetensors::Dtype::I32);
+        bytemuck::pod_collect_to_vec::<u8, i32>(&data)
+            .into_iter()
+            .map(|i| u32::try_from(i).unwrap())
+            .collect()
+    }
+
+    pub fn metadata(&self) -> HashMap<String, String> {
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&self.0).unwrap();
+        meta.metadata().clone().unwrap_or_default()
+    }
+}
+
+/// Encodes `image` ([3, h, w]) at each level and decodes its tokens (with the golden
+/// channel norms), traced, and compares each traced tensor with its golden within `tol`
+/// (`l<level>.<name>`, or the name itself for the VAE encoder's, which no level
+/// changes; the decoder's `image` is `vae_dec.final`); the indices must be equal, the
+/// channel norms close. With `every_tap`, a traced tensor without a golden fails.
+/// Returns how many were compared.
+pub fn check_traced(
+    oscar: &Oscar,
+    goldens: &Goldens,
+    image: &[f32],
+    (h, w): (usize, usize),
+    levels: &[usize],
+    tol: f32,
+    every_tap: bool,
+) -> usize {
+    let traced = RunOptions {
+        trace: true,
+        ..RunOptions::default()
+    };
+    let mut checked = 0;
+    let mut compare = |level: usize, name: &str, got: &[f32]| {
+        let golden = match name {
+            "latents" => "vae_enc.latents".to_string(),
+            "image" => format!("l{level}.vae_dec.final"),
+            _ if name.starts_with("vae_enc") => name.to_string(),
+            _ => format!("l{level}.{name}"),
+        };
+        if goldens.has(&golden) {
+            assert_close(
+                got,
+                &goldens.f32(&golden),
+                tol,
+                &format!("level {level} {golden}"),
+            );
+            checked += 1;
+        } else {
+            assert!(!every_tap, "no golden for traced {golden}");
+        }
+    };
+    for &level in levels {
+        let (tokens, trace) = oscar.encode(image, h, w, level, traced).unwrap();
+        // The indices and norms are the tokens, compared below.
+        let taps = trace
+            .tensors
+            .iter()
+            .filter(|(name, _)| name != "indices" && name != "a_z");
+        for (name, got) in taps {
+            compare(level, name, &got.f32());
+        }
+        let want = goldens.indices(&format!("l{level}.indices"));
+        assert_eq!(tokens.indices, want, "level {level} indices");
+        let a_z = goldens.f32(&format!("l{level}.a_z"));
+        assert_close(&tokens.a_z, &a_z, tol, &format!("level {level} a_z"));
+        let sent = Tokens { a_z, ..tokens };
+        let (_, trace) = oscar.decode(&sent, traced).unwrap();
+        for (name, got) in &trace.tensors {
+            compare(level, name, &got.f32());
+        }
+    }
+    checked
 }
