@@ -97,7 +97,7 @@ impl Architecture {
 
     /// Seeded weights, scaled like PyTorch's default init (uniform ±1/√fan_in), with
     /// unit norm gains, so activations stay in a realistic range. Each weight has a seed
-    /// of its own, [`weight_seed`], and is made only when it is uploaded.
+    /// of its own, from the seed and its name, and is made only when it is uploaded.
     /// tools/synthetic.py makes the same weights for PyTorch.
     pub fn weights(&self, seed: u64) -> Vec<(String, Vec<usize>, Generator)> {
         self.weight_shapes()
