@@ -5,12 +5,39 @@ mod common;
 
 use common::{assert_close, gpu};
 use oscar_wgpu::gpu::{list_adapters, Gpu, GpuOptions, KernelKey};
-use oscar_wgpu::graph::Graph;
+use oscar_wgpu::graph::{DType, Graph, GUARD_BYTES};
 use oscar_wgpu::ops::elementwise::{add, unary, Unary};
 use oscar_wgpu::ops::kernel_set;
 use oscar_wgpu::rng::Rng;
 use oscar_wgpu::weights::{ModelFile, Precision, Weights};
 use oscar_wgpu::Error;
+
+/// A graph that guards its stores counts the bytes a kernel stores past a tensor's end
+/// (here the unary kernel told of 1000 elements where y holds 900); none where nothing
+/// strays, and none unguarded, where lavapipe drops them at the binding's end.
+#[test]
+fn guarded_stores_count_bytes_past_a_tensor() {
+    let strays = |written: u32, guarded: bool| -> u64 {
+        let mut g = Graph::new(gpu());
+        if guarded {
+            g.guard_stores();
+        }
+        let x = g.input_f32(&[1000], &Rng::new(1).vec(1000, 1.0)).unwrap();
+        let y = g.intermediate(&[900], DType::F32);
+        // The elementwise Params: n, b_len, inner, base, alpha, beta, cols, padding.
+        let params = [written, 1, 1, 0, 0, 0, 0, 0];
+        let views = vec![g.view(x).unwrap(), g.view(y).unwrap()];
+        let key = KernelKey::new("elementwise", "unary").with("OP", 0.0);
+        g.dispatch(key, bytemuck::cast_slice(&params), views, [4, 1, 1], 0);
+        let (_, report) = g.run(&[y]).unwrap();
+        assert!(!guarded || report.intermediate_bytes == 3600 + GUARD_BYTES);
+        report.stray_bytes
+    };
+    assert_eq!(strays(900, true), 0);
+    let past = strays(1000, true);
+    assert!(past > 300 && past <= 400, "{past} bytes past y");
+    assert_eq!(strays(1000, false), 0);
+}
 
 #[test]
 fn a_chain_reuses_buffers() {

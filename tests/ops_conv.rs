@@ -22,7 +22,8 @@ fn check(
 }
 
 /// One convolution (a kh × kw kernel) on `gpu` against the reference, its weights and
-/// bias f32 or packed f16 (the reference then takes the f16-rounded values).
+/// bias f32 or packed f16 (the reference then takes the f16-rounded values), with
+/// guarded stores: no kernel may store past a tensor's end.
 fn check_on(
     gpu: &'static Gpu,
     [cin, h, w]: [usize; 3],
@@ -44,6 +45,7 @@ fn check_on(
     let wt = round(rng.vec(cout * cin * kh * kw, 0.5));
     let b = round(rng.vec(cout, 0.5));
     let mut g = Graph::new(gpu);
+    g.guard_stores();
     let weight = |g: &mut Graph, shape: &[usize], v: &[f32]| {
         if !f16 {
             return g.input_f32(shape, v).unwrap();
@@ -65,12 +67,9 @@ fn check_on(
     let y = conv2d::conv2d(&mut g, xt, wt_t, bt, cfg).unwrap();
     let (out, report) = g.run_profiled(&[y]).unwrap();
     let want = conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, kh, kw], &b, cfg);
-    assert_close(
-        &out[0].f32(),
-        &want,
-        1e-5,
-        &format!("conv {cin}→{cout} {kh}×{kw} on {h}×{w} {cfg:?}, f16 weights {f16}"),
-    );
+    let what = format!("conv {cin}→{cout} {kh}×{kw} on {h}×{w} {cfg:?}, f16 weights {f16}");
+    assert_close(&out[0].f32(), &want, 1e-5, &what);
+    assert_eq!(report.stray_bytes, 0, "{what}: stores past a tensor's end");
     report.kernels.into_keys().collect()
 }
 

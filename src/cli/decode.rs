@@ -56,9 +56,9 @@ pub fn run(
             ));
         }
         let opts = RunOptions {
-            trace: false,
             profile: out.verbose,
             tiling: Some(policy),
+            ..RunOptions::default()
         };
         let (image, trace) = oscar
             .decode_stream(

@@ -126,9 +126,9 @@ pub fn run(
             ));
         }
         let opts = RunOptions {
-            trace: false,
             profile: out.verbose,
             tiling: Some(policy),
+            ..RunOptions::default()
         };
         let (tokens, trace) =
             oscar.encode(&planar.data, planar.height, planar.width, level, opts)?;

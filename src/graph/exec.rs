@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU64;
 
 use super::plan::{plan, Plan};
-use super::{DType, Graph, Storage, Tensor};
+use super::{DType, Graph, Storage, Tensor, GUARD_BYTES};
 use crate::error::{Error, Result};
 use crate::gpu::KernelKey;
 
@@ -51,6 +51,9 @@ pub struct RunReport {
     pub stages: BTreeMap<String, StageTime>,
     /// Per kernel (`shader.entry`), likewise.
     pub kernels: BTreeMap<String, StageTime>,
+    /// Guard bytes that kernels overwrote, in a graph that guards its stores
+    /// ([`Graph::guard_stores`]).
+    pub stray_bytes: u64,
 }
 
 impl RunReport {
@@ -62,6 +65,7 @@ impl RunReport {
         self.input_bytes += other.input_bytes;
         self.dispatches += other.dispatches;
         self.flops += other.flops;
+        self.stray_bytes += other.stray_bytes;
         for (mine, theirs) in [
             (&mut self.stages, &other.stages),
             (&mut self.kernels, &other.kernels),
@@ -78,11 +82,14 @@ impl RunReport {
 
 /// Timestamp queries per query set.
 const QUERIES_PER_SET: usize = wgpu::QUERY_SET_MAX_QUERIES as usize;
+/// What a guard holds until a kernel overwrites it.
+const GUARD_SENTINEL: u8 = 0xA5;
 
 impl Graph<'_> {
     /// The buffer plan for reading back `outputs`, without allocating anything.
     pub fn plan(&self, outputs: &[Tensor]) -> Plan {
-        plan(&self.tensors, &self.dispatches, outputs)
+        let guard = if self.guarded { GUARD_BYTES } else { 0 };
+        plan(&self.tensors, &self.dispatches, outputs, guard)
     }
 
     /// The memory a run reading back `outputs` takes: its planned intermediates plus
@@ -130,12 +137,17 @@ impl Graph<'_> {
                     limit: gpu.limits.max_buffer_size,
                 });
             }
-            planned.push(device.create_buffer(&wgpu::BufferDescriptor {
+            let buffer = device.create_buffer(&wgpu::BufferDescriptor {
                 label: None,
                 size,
                 usage,
                 mapped_at_creation: false,
-            }));
+            });
+            if self.guarded {
+                let guard = [GUARD_SENTINEL; GUARD_BYTES as usize];
+                gpu.queue.write_buffer(&buffer, size - GUARD_BYTES, &guard);
+            }
+            planned.push(buffer);
         }
         let used: Vec<bool> = {
             let mut used = vec![false; self.tensors.len()];
@@ -211,12 +223,24 @@ impl Graph<'_> {
             }];
             for (i, v) in d.views.iter().enumerate() {
                 let (buffer, base) = prepared.buffer_of(v.tensor)?;
+                let offset = base + v.offset;
+                // A guarded intermediate's binding reaches to the end of its guard.
+                let guarded = self.guarded
+                    && matches!(
+                        self.tensors[self.root(v.tensor).0 .0].storage,
+                        Storage::Intermediate
+                    );
+                let size = if guarded {
+                    (buffer.size() - offset).min(gpu.max_binding()) & !3
+                } else {
+                    v.size.max(4)
+                };
                 entries.push(wgpu::BindGroupEntry {
                     binding: i as u32 + 1,
                     resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                         buffer,
-                        offset: base + v.offset,
-                        size: NonZeroU64::new(v.size.max(4)),
+                        offset,
+                        size: NonZeroU64::new(size),
                     }),
                 });
             }
@@ -369,6 +393,7 @@ impl Prepared<'_, '_> {
             let (source, offset) = self.buffer_of(t)?;
             encoder.copy_buffer_to_buffer(source, offset, staging, 0, staging.size());
         }
+        let guards = g.guarded.then(|| self.copy_guards(&mut encoder));
         let timestamps = if self.query_sets.is_empty() {
             None
         } else {
@@ -419,6 +444,10 @@ impl Prepared<'_, '_> {
             })
             .collect();
 
+        if let Some(guards) = guards {
+            let bytes = read_back(gpu, &guards)?;
+            report.stray_bytes = bytes.iter().filter(|&&b| b != GUARD_SENTINEL).count() as u64;
+        }
         if let Some(read) = timestamps {
             let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&read_back(gpu, &read)?);
             let period_ns = gpu.queue.get_timestamp_period() as f64;
@@ -438,6 +467,31 @@ impl Prepared<'_, '_> {
             }
         }
         Ok((host, report))
+    }
+
+    /// A buffer that `encoder` fills with the guards of every planned buffer.
+    fn copy_guards(&self, encoder: &mut wgpu::CommandEncoder) -> wgpu::Buffer {
+        let guards = self
+            .graph
+            .gpu
+            .device
+            .create_buffer(&wgpu::BufferDescriptor {
+                label: Some("guards"),
+                size: GUARD_BYTES * self.planned.len().max(1) as u64,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+        for (i, buffer) in self.planned.iter().enumerate() {
+            let from = buffer.size() - GUARD_BYTES;
+            encoder.copy_buffer_to_buffer(
+                buffer,
+                from,
+                &guards,
+                i as u64 * GUARD_BYTES,
+                GUARD_BYTES,
+            );
+        }
+        guards
     }
 }
 

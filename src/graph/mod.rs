@@ -113,7 +113,12 @@ pub struct Graph<'g> {
     /// Named intermediates model code marks for tracing (block outputs, as diffusers
     /// names them); a traced run reads them back.
     pub taps: Vec<(String, Tensor)>,
+    /// See [`Graph::guard_stores`].
+    guarded: bool,
 }
+
+/// Bytes of sentinel after each intermediate of a graph that guards its stores.
+pub const GUARD_BYTES: u64 = 1 << 16;
 
 impl<'g> Graph<'g> {
     pub fn new(gpu: &'g Gpu) -> Self {
@@ -123,7 +128,17 @@ impl<'g> Graph<'g> {
             dispatches: Vec::new(),
             stage: Arc::from(""),
             taps: Vec::new(),
+            guarded: false,
         }
+    }
+
+    /// A test aid: runs give every intermediate a buffer of its own, followed by
+    /// [`GUARD_BYTES`] of a sentinel that its bindings reach into, and count the guard
+    /// bytes a kernel overwrote in [`RunReport::stray_bytes`]. So a store past a
+    /// tensor's end shows, where a device that drops stores past a binding's end (as
+    /// lavapipe does) would hide it and another device could write it elsewhere.
+    pub fn guard_stores(&mut self) {
+        self.guarded = true;
     }
 
     /// Marks `t` as the intermediate called `name`, for traced runs.

@@ -38,7 +38,13 @@ pub(crate) fn lifetimes(
     (first, last)
 }
 
-pub(crate) fn plan(tensors: &[TensorInfo], dispatches: &[Dispatch], outputs: &[Tensor]) -> Plan {
+/// With a `guard`, every intermediate gets a buffer of its own, `guard` bytes longer.
+pub(crate) fn plan(
+    tensors: &[TensorInfo],
+    dispatches: &[Dispatch],
+    outputs: &[Tensor],
+    guard: u64,
+) -> Plan {
     let root = |t: Tensor| match tensors[t.0].storage {
         Storage::Alias(r, _) => r,
         _ => t,
@@ -87,14 +93,14 @@ pub(crate) fn plan(tensors: &[TensorInfo], dispatches: &[Dispatch], outputs: &[T
                     .max_by_key(|(_, &b)| plan.buffers[b])
                     .map(|(k, _)| k)
             };
-            let buffer = match best_fit.or_else(largest) {
+            let buffer = match best_fit.or_else(largest).filter(|_| guard == 0) {
                 Some(k) => {
                     let b = free.swap_remove(k);
                     plan.buffers[b] = plan.buffers[b].max(need);
                     b
                 }
                 None => {
-                    plan.buffers.push(need);
+                    plan.buffers.push(need + guard);
                     plan.buffers.len() - 1
                 }
             };

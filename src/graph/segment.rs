@@ -95,6 +95,7 @@ impl<'g> Graph<'g> {
             dispatches: self.dispatches[range].to_vec(),
             stage: self.stage.clone(),
             taps: Vec::new(),
+            guarded: self.guarded,
         }
     }
 }

@@ -161,6 +161,9 @@ pub struct RunOptions {
     /// Run in stages and tiles where one graph would exceed the policy's budget (or
     /// where it forces tiles). None: always one graph. Staged runs trace no tensors.
     pub tiling: Option<TilePolicy>,
+    /// A test aid: a one-graph run guards its stores ([`Graph::guard_stores`]) and
+    /// reports the guard bytes kernels overwrote in its trace's report.
+    pub guard_stores: bool,
 }
 
 /// Intermediates a run can read back besides its result (for parity tests and tools).
@@ -247,6 +250,9 @@ impl Oscar {
             }
         }
         let mut g = Graph::new(&self.gpu);
+        if opts.guard_stores {
+            g.guard_stores();
+        }
         let x = g.input_f32(&[3, h, w], image)?;
         let (indices, a_z) = self.encode_graph(&mut g, level, x)?;
         let (tokens, trace) = run(&g, &[("indices", indices), ("a_z", a_z)], opts)?;
@@ -328,6 +334,9 @@ impl Oscar {
             );
         }
         let mut g = Graph::new(&self.gpu);
+        if opts.guard_stores {
+            g.guard_stores();
+        }
         let indices = g.input_u32(&[th * tw], &tokens.indices)?;
         let outputs = self.decode_graph(&mut g, tokens.level, tokens.grid, indices, &tokens.a_z)?;
         let outputs = if opts.trace {

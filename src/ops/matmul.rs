@@ -716,9 +716,6 @@ mod tests {
     use crate::gpu::GpuOptions;
     use crate::rng::Rng;
 
-    /// What a y binding holds past the result, where no kernel may store.
-    const UNTOUCHED: f32 = -1234.5;
-
     /// A product's operands as host data, and the result its CPU reference gives.
     struct Case {
         x: (Vec<usize>, Vec<f32>),
@@ -756,38 +753,40 @@ mod tests {
         }
     }
 
-    /// Runs `case` as `operands` builds it, its y followed by as many UNTOUCHED floats as
-    /// the result has: the binding then holds room past the result, where a store
-    /// without its bounds would land (lavapipe drops stores past a binding's end, and
-    /// runs workgroups in order, so inside a tensor a later batch's stores would cover
-    /// an earlier one's stray ones).
-    fn check_padded(
+    /// Runs `case` as `operands` builds it, with guarded stores (see
+    /// [`Graph::guard_stores`]): a store past the result's end shows, where lavapipe
+    /// would drop it at the binding's end, or a later batch's stores cover it inside
+    /// one tensor (it runs workgroups in order).
+    fn check_guarded(
         gpu: &Gpu,
         case: Case,
         operands: impl Fn(Tensor, Tensor, Option<Tensor>, Tensor) -> Operands,
     ) {
-        let len = case.want.len();
         let mut g = Graph::new(gpu);
+        g.guard_stores();
         let x = g.input_f32(&case.x.0, &case.x.1).unwrap();
         let w = g.input_f32(&case.w.0, &case.w.1).unwrap();
         let bias = case
             .bias
             .as_ref()
             .map(|b| g.input_f32(&[b.len()], b).unwrap());
-        let y = g.input_f32(&[2 * len], &vec![UNTOUCHED; 2 * len]).unwrap();
+        let y = g.intermediate(&[case.want.len()], DType::F32);
         product(&mut g, operands(x, w, bias, y)).unwrap();
         let (out, report) = g.run_profiled(&[y]).unwrap();
         let out = out[0].f32();
         let kernels: Vec<&String> = report.kernels.keys().collect();
         assert_eq!(kernels, [case.kernel]);
-        let err = out[..len]
+        let err = out
             .iter()
             .zip(&case.want)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         assert!(err < 1e-3, "{}: result off by {err}", case.kernel);
-        let strays = out[len..].iter().filter(|&&v| v != UNTOUCHED).count();
-        assert_eq!(strays, 0, "{} stored past its result", case.kernel);
+        assert_eq!(
+            report.stray_bytes, 0,
+            "{} stored past its result",
+            case.kernel
+        );
     }
 
     /// Every tile's stores stop at the result's last row and column, where rows and
@@ -803,7 +802,7 @@ mod tests {
         // Two batches of 70 rows, 264 columns: the column tile's 64 × 256 leaves rows
         // 70..128 and columns 264..512 of the last tile outside.
         let case = batched_kmajor(2, 70, 64, 264, &mut rng);
-        check_padded(&gpu, case, |x, w, _, y| Operands {
+        check_guarded(&gpu, case, |x, w, _, y| Operands {
             x,
             w,
             bias: None,
@@ -821,7 +820,7 @@ mod tests {
         // the last column quad holds one token, and the scalar stores of the other three
         // would land past the result.
         let case = linear_case(77, 64, 136, "matmul_subgroup.r16c64", &mut rng);
-        check_padded(&gpu, case, |x, w, bias, y| Operands {
+        check_guarded(&gpu, case, |x, w, bias, y| Operands {
             x: w,
             w: x,
             bias,
@@ -836,7 +835,7 @@ mod tests {
             y_transposed: true,
         });
         let case = linear_case(70, 64, 132, "matmul_subgroup.r8c64", &mut rng);
-        check_padded(&gpu, case, |x, w, bias, y| {
+        check_guarded(&gpu, case, |x, w, bias, y| {
             linear_operands(x, w, bias, y, 70, 64, 132)
         });
     }
@@ -856,7 +855,7 @@ mod tests {
             (2000, 8, 2100, "matmul.tiled128"),
         ] {
             let case = linear_case(n, k, m, kernel, &mut rng);
-            check_padded(&gpu, case, |x, w, bias, y| {
+            check_guarded(&gpu, case, |x, w, bias, y| {
                 linear_operands(x, w, bias, y, n, k, m)
             });
         }

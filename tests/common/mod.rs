@@ -91,18 +91,16 @@ pub fn check_matmul_on(
     let a = rng.vec(batches * n * k, 1.0);
     let b = rng.vec(batches * k * m, 1.0);
     let mut g = Graph::new(gpu);
+    g.guard_stores();
     let at = g.input_f32(&[batches, n, k], &a).unwrap();
     let bt = g.input_f32(&[batches, k, m], &b).unwrap();
     let y = matmul::matmul(&mut g, at, bt).unwrap();
     let (out, report) = g.run_profiled(&[y]).unwrap();
     drop(g);
     let want = matmul::matmul_reference(&a, &b, batches, n, k, m);
-    assert_close(
-        &out[0].f32(),
-        &want,
-        1e-5,
-        &format!("matmul {batches} × [{n}, {k}] · [{k}, {m}]"),
-    );
+    let what = format!("matmul {batches} × [{n}, {k}] · [{k}, {m}]");
+    assert_close(&out[0].f32(), &want, 1e-5, &what);
+    assert_eq!(report.stray_bytes, 0, "{what}: stores past a tensor's end");
     report.kernels.into_keys().collect()
 }
 
@@ -159,7 +157,8 @@ impl Goldens {
 }
 
 /// Encodes `image` ([3, h, w]) at each level and decodes its tokens (with the golden
-/// channel norms), traced, and compares each traced tensor with its golden within `tol`
+/// channel norms), traced and with guarded stores (no kernel may store past a tensor's
+/// end), and compares each traced tensor with its golden within `tol`
 /// (`l<level>.<name>`, or the name itself for the VAE encoder's, which no level
 /// changes; the decoder's `image` is `vae_dec.final`); the indices must be equal, the
 /// channel norms close. With `every_tap`, a traced tensor without a golden fails.
@@ -175,6 +174,7 @@ pub fn check_traced(
 ) -> usize {
     let traced = RunOptions {
         trace: true,
+        guard_stores: true,
         ..RunOptions::default()
     };
     let mut checked = 0;
@@ -199,6 +199,11 @@ pub fn check_traced(
     };
     for &level in levels {
         let (tokens, trace) = oscar.encode(image, h, w, level, traced).unwrap();
+        let strays = trace.report.stray_bytes;
+        assert_eq!(
+            strays, 0,
+            "level {level} encode: stores past a tensor's end"
+        );
         // The indices and norms are the tokens, compared below.
         let taps = trace
             .tensors
@@ -213,6 +218,11 @@ pub fn check_traced(
         assert_close(&tokens.a_z, &a_z, tol, &format!("level {level} a_z"));
         let sent = Tokens { a_z, ..tokens };
         let (_, trace) = oscar.decode(&sent, traced).unwrap();
+        let strays = trace.report.stray_bytes;
+        assert_eq!(
+            strays, 0,
+            "level {level} decode: stores past a tensor's end"
+        );
         for (name, got) in &trace.tensors {
             compare(level, name, &got.f32());
         }

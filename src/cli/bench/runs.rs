@@ -174,9 +174,8 @@ pub(super) fn bench_adapter(
         // Runs tile where the user's budget (or the adapter's default) says, as encode
         // and decode do.
         plain: RunOptions {
-            trace: false,
-            profile: false,
             tiling: Some(args.tiles.policy(&oscar)?),
+            ..RunOptions::default()
         },
         tag: ModelTag::from_hex(&oscar.info.content_hash)?,
     };
