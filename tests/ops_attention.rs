@@ -54,17 +54,20 @@ fn check_on(
     let k = rng.vec(nk * c, 1.0);
     let v: Vec<f32> = rng.vec(nk * c, 1.0).iter().map(|x| x + v_mean).collect();
     let mut g = Graph::new(gpu);
+    g.guard_stores();
     let (qt, kt, vt) = (
         g.input_f32(&[nq, c], &q).unwrap(),
         g.input_f32(&[nk, c], &k).unwrap(),
         g.input_f32(&[nk, c], &v).unwrap(),
     );
     let y = op(&mut g, qt, kt, vt, heads).unwrap();
-    let (out, _) = g.run(&[y]).unwrap();
+    let (out, report) = g.run(&[y]).unwrap();
+    let shape = format!("attention nq {nq} nk {nk} heads {heads} d {d}");
+    assert_eq!(report.stray_bytes, 0, "{shape}: stores past a tensor's end");
     let got = out[0].f32();
     for &(start, end) in rows {
         let want = attention::reference(&q[start * c..end * c], &k, &v, end - start, nk, heads, d);
-        let what = format!("attention nq {nq} nk {nk} heads {heads} d {d}, rows {start}..{end}");
+        let what = format!("{shape}, rows {start}..{end}");
         assert_close(&got[start * c..end * c], &want, tol, &what);
     }
 }

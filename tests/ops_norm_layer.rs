@@ -18,6 +18,7 @@ fn check_tol(n: usize, c: usize, offset: f32, eps: f32, f16: bool, seed: u64, to
     let mut gamma = rng.vec(c, 1.0);
     let mut beta = rng.vec(c, 1.0);
     let mut g = Graph::new(gpu());
+    g.guard_stores();
     let xt = g.input_f32(&[n, c], &x).unwrap();
     let (gt, bt) = if f16 {
         let mut pack = |v: &mut Vec<f32>| {
@@ -44,14 +45,11 @@ fn check_tol(n: usize, c: usize, offset: f32, eps: f32, f16: bool, seed: u64, to
         )
     };
     let y = layer_norm::layer_norm(&mut g, xt, gt, bt, eps).unwrap();
-    let (out, _) = g.run(&[y]).unwrap();
+    let (out, report) = g.run(&[y]).unwrap();
     let want = layer_norm::reference(&x, n, c, &gamma, &beta, eps);
-    assert_close(
-        &out[0].f32(),
-        &want,
-        tol,
-        &format!("layer_norm [{n}, {c}] offset {offset} f16 {f16}"),
-    );
+    let what = format!("layer_norm [{n}, {c}] offset {offset} f16 {f16}");
+    assert_close(&out[0].f32(), &want, tol, &what);
+    assert_eq!(report.stray_bytes, 0, "{what}: stores past a tensor's end");
 }
 
 #[test]
