@@ -1,7 +1,6 @@
 mod common;
 
-use common::{assert_close, assert_only_kernel, gpu};
-use oscar_wgpu::graph::Graph;
+use common::{assert_close, assert_only_kernel, gpu, guarded_graph, run_checked};
 use oscar_wgpu::ops::elementwise::{self, binary, geglu, unary, Binary, Unary};
 use oscar_wgpu::rng::Rng;
 
@@ -16,10 +15,10 @@ fn unary_ops_match_reference() {
         Unary::Sigmoid,
         Unary::Affine(-0.37, 1.5),
     ] {
-        let mut g = Graph::new(gpu());
+        let mut g = guarded_graph(gpu());
         let xt = g.input_f32(&[1037], &x).unwrap();
         let y = unary(&mut g, xt, op).unwrap();
-        let (out, _) = g.run(&[y]).unwrap();
+        let (out, _) = run_checked(&g, &[y]);
         let want: Vec<f32> = x.iter().map(|&v| op.apply(v)).collect();
         assert_close(&out[0].f32(), &want, 1e-6, &format!("{op:?}"));
     }
@@ -40,11 +39,11 @@ fn binary_broadcasts_same_shape_per_channel_and_scalar() {
         ] {
             let b_len: usize = b_shape.iter().product();
             let b = rng.vec(b_len, 2.0);
-            let mut g = Graph::new(gpu());
+            let mut g = guarded_graph(gpu());
             let at = g.input_f32(&[c, h, w], &a).unwrap();
             let bt = g.input_f32(&b_shape, &b).unwrap();
             let y = binary(&mut g, at, bt, op).unwrap();
-            let (out, report) = g.run_profiled(&[y]).unwrap();
+            let (out, report) = run_checked(&g, &[y]);
             let same4 = b_len == a.len() && a.len().is_multiple_of(4);
             let kernel = if same4 {
                 "elementwise.binary4"
@@ -70,7 +69,7 @@ fn binary_broadcasts_same_shape_per_channel_and_scalar() {
 
 #[test]
 fn binary_rejects_incompatible_shapes() {
-    let mut g = Graph::new(gpu());
+    let mut g = guarded_graph(gpu());
     let a = g.input_f32(&[3, 4], &[0.0; 12]).unwrap();
     let b = g.input_f32(&[5], &[0.0; 5]).unwrap();
     assert!(binary(&mut g, a, b, Binary::ADD).is_err());
@@ -82,10 +81,10 @@ fn geglu_matches_reference() {
     // 9 columns (the scalar kernel) and 12 (`geglu4`).
     for (rows, cols) in [(13, 9), (7, 12)] {
         let x = rng.vec(rows * 2 * cols, 4.0);
-        let mut g = Graph::new(gpu());
+        let mut g = guarded_graph(gpu());
         let xt = g.input_f32(&[rows, 2 * cols], &x).unwrap();
         let y = geglu(&mut g, xt).unwrap();
-        let (out, report) = g.run_profiled(&[y]).unwrap();
+        let (out, report) = run_checked(&g, &[y]);
         let kernel = if cols % 4 == 0 {
             "elementwise.geglu4"
         } else {

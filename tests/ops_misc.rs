@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, assert_only_kernel, gpu};
+use common::{assert_close, assert_only_kernel, gpu, guarded_graph, run_checked};
 use oscar_wgpu::gpu::KernelKey;
 use oscar_wgpu::graph::{DType, Graph, Tensor};
 use oscar_wgpu::ops::conv2d::Activation;
@@ -48,12 +48,12 @@ fn check_group_norm(
     let gamma: Vec<f32> = rng.vec(c, 1.0).iter().map(|v| v + 1.0).collect();
     let beta = rng.vec(c, 0.5);
     for silu in [false, true] {
-        let mut g = Graph::new(gpu());
+        let mut g = guarded_graph(gpu());
         let xt = g.input_f32(&[c, h, w], &x).unwrap();
         let (gt, gamma_held) = weight(&mut g, &[c], &gamma, f16);
         let (bt, beta_held) = weight(&mut g, &[c], &beta, f16);
         let y = group_norm::group_norm(&mut g, xt, gt, bt, groups, 1e-6, silu).unwrap();
-        let (out, _) = g.run(&[y]).unwrap();
+        let (out, _) = run_checked(&g, &[y]);
         let want =
             group_norm::reference(&x, [c, h, w], &gamma_held, &beta_held, groups, 1e-6, silu);
         assert_close(
@@ -103,12 +103,12 @@ fn check_deconv(
     let x = rng.vec(cin * h * w, 1.0);
     let wt = rng.vec(cin * cout * k * k, 0.5);
     let b = rng.vec(cout, 0.5);
-    let mut g = Graph::new(gpu());
+    let mut g = guarded_graph(gpu());
     let xt = g.input_f32(&[cin, h, w], &x).unwrap();
     let (wt_t, wt_held) = weight(&mut g, &[cin, cout, k, k], &wt, f16);
     let (bt, b_held) = weight(&mut g, &[cout], &b, f16);
     let y = conv_transpose2d::conv_transpose2d(&mut g, xt, wt_t, bt, stride, pad, out_pad).unwrap();
-    let (out, _) = g.run(&[y]).unwrap();
+    let (out, _) = run_checked(&g, &[y]);
     let oh = conv_transpose2d::out_size(h, k, stride, pad, out_pad).unwrap();
     let ow = conv_transpose2d::out_size(w, k, stride, pad, out_pad).unwrap();
     assert_eq!(out[0].shape, [cout, oh, ow]);
@@ -162,10 +162,10 @@ fn upsample_odd_sizes() {
         (2, 3, 12),
     ] {
         let x = rng.vec(c * h * w, 1.0);
-        let mut g = Graph::new(gpu());
+        let mut g = guarded_graph(gpu());
         let xt = g.input_f32(&[c, h, w], &x).unwrap();
         let y = resize::upsample_nearest2x(&mut g, xt).unwrap();
-        let (out, report) = g.run_profiled(&[y]).unwrap();
+        let (out, report) = run_checked(&g, &[y]);
         let kernel = if w % 4 == 0 {
             "resize.nearest2x4"
         } else {
@@ -188,11 +188,11 @@ fn concat_unaligned_parts() {
     for (ca, cb, h, w) in [(3, 2, 1, 1), (3, 5, 5, 7), (1, 1, 3, 3), (64, 61, 9, 9)] {
         let a = rng.vec(ca * h * w, 1.0);
         let b = rng.vec(cb * h * w, 1.0);
-        let mut g = Graph::new(gpu());
+        let mut g = guarded_graph(gpu());
         let at = g.input_f32(&[ca, h, w], &a).unwrap();
         let bt = g.input_f32(&[cb, h, w], &b).unwrap();
         let y = concat::concat_channels(&mut g, at, bt).unwrap();
-        let (out, _) = g.run(&[y]).unwrap();
+        let (out, _) = run_checked(&g, &[y]);
         assert_eq!(out[0].shape, [ca + cb, h, w]);
         assert_eq!(
             out[0].f32(),
@@ -204,7 +204,7 @@ fn concat_unaligned_parts() {
 
 #[test]
 fn concat_rejects_mismatched_planes() {
-    let mut g = Graph::new(gpu());
+    let mut g = guarded_graph(gpu());
     let a = g.input_f32(&[2, 3, 4], &[0.0; 24]).unwrap();
     let b = g.input_f32(&[2, 4, 3], &[0.0; 24]).unwrap();
     assert!(concat::concat_channels(&mut g, a, b).is_err());
@@ -224,9 +224,9 @@ fn timestep_embedding_matches_f64() {
     ];
     for (dim, flip, shift) in cases {
         for t in [0.0f32, 1.0, 150.0, 281.0, 500.0, 999.0, 1000.0, 4321.5] {
-            let mut g = Graph::new(gpu());
+            let mut g = guarded_graph(gpu());
             let y = timestep::timestep_embedding(&mut g, t, dim, flip, shift).unwrap();
-            let (out, _) = g.run(&[y]).unwrap();
+            let (out, _) = run_checked(&g, &[y]);
             let want = timestep::reference(t, dim, flip, shift);
             let got = out[0].f32();
             let err = got
@@ -271,12 +271,12 @@ fn channel_norms_and_rescale() {
     for (c, h, w) in [(4, 64, 64), (3, 1, 1), (5, 300, 301), (6, 7, 5)] {
         let x: Vec<f32> = rng.vec(c * h * w, 2.0).iter().map(|v| v + 0.5).collect();
         let target: Vec<f32> = (0..c).map(|_| rng.uniform() * 100.0 + 1.0).collect();
-        let mut g = Graph::new(gpu());
+        let mut g = guarded_graph(gpu());
         let xt = g.input_f32(&[c, h, w], &x).unwrap();
         let tt = g.input_f32(&[c], &target).unwrap();
         let norms = channel_norm::channel_l2_norms(&mut g, xt).unwrap();
         let y = channel_norm::rescale_channels(&mut g, xt, tt).unwrap();
-        let (out, _) = g.run(&[norms, y]).unwrap();
+        let (out, _) = run_checked(&g, &[norms, y]);
         let what = format!("channel norms of {c}×{h}×{w}");
         // Per channel: each norm against its own scale.
         for (i, (got, want)) in out[0]
@@ -313,11 +313,11 @@ fn check_vq(n: usize, d: usize, k: usize, f16: bool, seed: u64) {
     }
     let token: Vec<f32> = codebook[3 * d..4 * d].iter().map(|v| 0.25 * v).collect();
     z[..d].copy_from_slice(&token);
-    let mut g = Graph::new(gpu());
+    let mut g = guarded_graph(gpu());
     let zt = g.input_f32(&[n, d], &z).unwrap();
     let (ct, held) = weight(&mut g, &[k, d], &codebook, f16);
     let idx = vq::argmax_cosine(&mut g, zt, ct).unwrap();
-    let (out, _) = g.run(&[idx]).unwrap();
+    let (out, _) = run_checked(&g, &[idx]);
     let got = out[0].u32();
     let scores = vq::scores_reference(&z, &held, d);
     let want = vq::argmax_reference(&scores);
@@ -347,12 +347,12 @@ fn vq_argmax_with_ties() {
 #[test]
 fn vq_all_equal_scores_pick_zero() {
     let (n, d, k) = (3, 4, 6);
-    let mut g = Graph::new(gpu());
+    let mut g = guarded_graph(gpu());
     let zt = g.input_f32(&[n, d], &[0.0; 12]).unwrap();
     let codebook: Vec<f32> = (0..k * d).map(|i| i as f32).collect();
     let ct = g.input_f32(&[k, d], &codebook).unwrap();
     let idx = vq::argmax_cosine(&mut g, zt, ct).unwrap();
-    let (out, _) = g.run(&[idx]).unwrap();
+    let (out, _) = run_checked(&g, &[idx]);
     assert_eq!(
         out[0].u32(),
         [0, 0, 0],
@@ -374,11 +374,11 @@ fn gather_rows_clamps() {
                 }
             })
             .collect();
-        let mut g = Graph::new(gpu());
+        let mut g = guarded_graph(gpu());
         let (tt, held) = weight(&mut g, &[k, d], &table, f16);
         let it = g.input_u32(&[indices.len()], &indices).unwrap();
         let y = vq::gather_rows(&mut g, tt, it).unwrap();
-        let (out, _) = g.run(&[y]).unwrap();
+        let (out, _) = run_checked(&g, &[y]);
         assert_eq!(
             out[0].f32(),
             vq::gather_reference(&held, d, &indices),
@@ -406,11 +406,11 @@ fn vq_argmax_scans_the_whole_large_codebook() {
             codebook[(k - 1 - t) * d + i] = z[t * d + i] / norm;
         }
     }
-    let mut g = Graph::new(gpu());
+    let mut g = guarded_graph(gpu());
     let zt = g.input_f32(&[n, d], &z).unwrap();
     let cb = g.input_f32(&[k, d], &codebook).unwrap();
     let idx = vq::argmax_cosine(&mut g, zt, cb).unwrap();
-    let (out, _) = g.run(&[idx]).unwrap();
+    let (out, _) = run_checked(&g, &[idx]);
     let want: Vec<u32> = (0..n).map(|t| (k - 1 - t) as u32).collect();
     assert_eq!(out[0].u32(), want);
     assert_eq!(
@@ -435,12 +435,12 @@ fn conv_many_input_channels() {
     let x = rng.vec(cin * h * w, 1.0);
     let wt = rng.vec(cout * cin * 9, 0.05);
     let b = rng.vec(cout, 0.5);
-    let mut g = Graph::new(gpu());
+    let mut g = guarded_graph(gpu());
     let xt = g.input_f32(&[cin, h, w], &x).unwrap();
     let wt_t = g.input_f32(&[cout, cin, 3, 3], &wt).unwrap();
     let bt = g.input_f32(&[cout], &b).unwrap();
     let y = conv2d::conv2d(&mut g, xt, wt_t, bt, Conv2d::same(1)).unwrap();
-    let (out, _) = g.run(&[y]).unwrap();
+    let (out, _) = run_checked(&g, &[y]);
     assert_close(
         &out[0].f32(),
         &conv2d::reference(&x, [cin, h, w], &wt, [cout, cin, 3, 3], &b, Conv2d::same(1)),
@@ -461,7 +461,7 @@ fn check_split_sum(
 ) {
     let mut rng = Rng::new(seed);
     let part = rng.vec(splits * c * n, 1.0);
-    let mut g = Graph::new(gpu());
+    let mut g = guarded_graph(gpu());
     let part_t = g.input_f32(&[splits, c, n], &part).unwrap();
     let y = g.intermediate(&[c, n], DType::F32);
     let bias = bias.map(|(inner, f16)| {
@@ -471,7 +471,7 @@ fn check_split_sum(
     });
     let bias_t = bias.as_ref().map(|(t, _, inner)| (*t, *inner));
     split_k::sum_into(&mut g, part_t, bias_t, act, y).unwrap();
-    let (out, report) = g.run_profiled(&[y]).unwrap();
+    let (out, report) = run_checked(&g, &[y]);
     let bias_ref = bias.as_ref().map(|(_, v, inner)| (&v[..], *inner));
     let want = split_k::reference(&part, splits, bias_ref, act);
     let what = format!(
@@ -505,13 +505,13 @@ fn bandwidth_probes_read_every_element() {
         .flat_map(|w| w.to_le_bytes())
         .collect();
     for (entry, outputs, invocations) in [("copy", 16 * n, 16 * n), ("read_stream", n, n)] {
-        let mut g = Graph::new(gpu());
+        let mut g = guarded_graph(gpu());
         let x = g.input_f32(&[src.len()], &src).unwrap();
         let y = g.intermediate(&[outputs * 4], DType::F32);
         let views = vec![g.view(y).unwrap(), g.view(x).unwrap()];
         let grid = g.grid(invocations.div_ceil(64) as u64).unwrap();
         g.dispatch(KernelKey::new("probe", entry), &params, views, grid, 0);
-        let out = g.run(&[y]).unwrap().0[0].f32();
+        let out = run_checked(&g, &[y]).0[0].f32();
         let want: Vec<f32> = if entry == "copy" {
             src.clone()
         } else {

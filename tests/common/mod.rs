@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use oscar_wgpu::gpu::{Gpu, GpuOptions};
-use oscar_wgpu::graph::{Graph, RunReport};
+use oscar_wgpu::graph::{Graph, HostTensor, RunReport, Tensor};
 use oscar_wgpu::model::{Oscar, RunOptions, Tokens};
 use oscar_wgpu::ops::matmul;
 use oscar_wgpu::rng::Rng;
@@ -75,6 +75,21 @@ pub fn assert_only_kernel(report: &RunReport, kernel: &str, what: &str) {
             "{what}"
         );
     }
+}
+
+/// A graph whose runs guard their stores (see [`Graph::guard_stores`]).
+pub fn guarded_graph(gpu: &Gpu) -> Graph<'_> {
+    let mut g = Graph::new(gpu);
+    g.guard_stores();
+    g
+}
+
+/// Runs `g` (profiled, where the adapter has timestamps) and reads back `outputs`;
+/// fails where a kernel stored past a tensor's end (in a guarded graph).
+pub fn run_checked(g: &Graph, outputs: &[Tensor]) -> (Vec<HostTensor>, RunReport) {
+    let (out, report) = g.run_profiled(outputs).unwrap();
+    assert_eq!(report.stray_bytes, 0, "a kernel stored past a tensor's end");
+    (out, report)
 }
 
 /// Checks a batched `matmul` of seeded data on `gpu` against the CPU reference; returns
