@@ -6,9 +6,9 @@ mod common;
 
 use std::sync::Mutex;
 
-use common::{assert_close, check_matmul_on, gpu, portable_gpu};
+use common::{assert_close, check_matmul_on, gpu, guarded_graph, portable_gpu, run_checked};
 use oscar_wgpu::gpu::{Gpu, GpuOptions};
-use oscar_wgpu::graph::{fold_grid, Graph};
+use oscar_wgpu::graph::fold_grid;
 use oscar_wgpu::ops::conv2d::{self, Conv2d};
 use oscar_wgpu::ops::elementwise::{self, Unary};
 use oscar_wgpu::ops::{concat, conv_transpose2d, group_norm, resize};
@@ -75,14 +75,14 @@ fn unary_on_a_folded_grid() {
     // 65 537 workgroups of 256: past the per-dimension limit, folded into y.
     let n = 65_536 * 256 + 17;
     let x = Rng::new(2).vec(n, 4.0);
-    let mut g = Graph::new(gpu());
+    let mut g = guarded_graph(gpu());
     let xt = g.input_f32(&[n], &x).unwrap();
     let y = elementwise::unary(&mut g, xt, Unary::Affine(0.5, 3.0)).unwrap();
     assert!(
         g.grid(n.div_ceil(256) as u64).unwrap()[1] > 1,
         "the grid must be folded"
     );
-    let (out, _) = g.run(&[y]).unwrap();
+    let (out, _) = run_checked(&g, &[y]);
     let want: Vec<f32> = x
         .iter()
         .map(|&v| Unary::Affine(0.5, 3.0).apply(v))
@@ -98,13 +98,13 @@ fn binary_add_past_binding() {
     let mut rng = Rng::new(3);
     let a = rng.vec(n, 1.0);
     let b = rng.vec(n, 1.0);
-    let mut g = Graph::new(gpu());
+    let mut g = guarded_graph(gpu());
     let (at, bt) = (
         g.input_f32(&[n], &a).unwrap(),
         g.input_f32(&[n], &b).unwrap(),
     );
     let y = elementwise::add(&mut g, at, bt).unwrap();
-    let (out, _) = g.run(&[y]).unwrap();
+    let (out, _) = run_checked(&g, &[y]);
     let want: Vec<f32> = a.iter().zip(&b).map(|(&u, &v)| u + v).collect();
     assert_close(&out[0].f32(), &want, 1e-7, "add past the binding limit");
 }
@@ -119,13 +119,13 @@ fn broadcast_add_past_binding() {
     let mut rng = Rng::new(42);
     let a = rng.vec(c * hw, 1.0);
     let b = rng.vec(c, 1.0);
-    let mut g = Graph::new(gpu());
+    let mut g = guarded_graph(gpu());
     let (at, bt) = (
         g.input_f32(&[c, 512, 512], &a).unwrap(),
         g.input_f32(&[c], &b).unwrap(),
     );
     let y = elementwise::add(&mut g, at, bt).unwrap();
-    let (out, _) = g.run(&[y]).unwrap();
+    let (out, _) = run_checked(&g, &[y]);
     let want: Vec<f32> = a.iter().enumerate().map(|(i, &u)| u + b[i / hw]).collect();
     assert_close(
         &out[0].f32(),
@@ -183,12 +183,12 @@ fn check_group_norm(
     silu: bool,
     what: &str,
 ) {
-    let mut g = Graph::new(gpu());
+    let mut g = guarded_graph(gpu());
     let xt = g.input_f32(&[c, h, w], x).unwrap();
     let gt = g.input_f32(&[c], gamma).unwrap();
     let bt = g.input_f32(&[c], beta).unwrap();
     let y = group_norm::group_norm(&mut g, xt, gt, bt, groups, 1e-6, silu).unwrap();
-    let (out, _) = g.run(&[y]).unwrap();
+    let (out, _) = run_checked(&g, &[y]);
     drop(g);
     let want = group_norm::reference(x, [c, h, w], gamma, beta, groups, 1e-6, silu);
     assert_close(&out[0].f32(), &want, 1e-5, what);
@@ -200,10 +200,10 @@ fn upsample_to_256_mib() {
     let (c, h, w) = (256, 256, 256);
     note_if_within_binding(4 * 4 * c * h * w, "upsample output");
     let x = Rng::new(5).vec(c * h * w, 1.0);
-    let mut g = Graph::new(gpu());
+    let mut g = guarded_graph(gpu());
     let xt = g.input_f32(&[c, h, w], &x).unwrap();
     let y = resize::upsample_nearest2x(&mut g, xt).unwrap();
-    let (out, _) = g.run(&[y]).unwrap();
+    let (out, _) = run_checked(&g, &[y]);
     drop(g);
     assert!(
         out[0].f32() == resize::reference(&x, [c, h, w]),
@@ -221,11 +221,11 @@ fn concat_past_binding_at_an_unaligned_offset() {
     let mut rng = Rng::new(6);
     let a = rng.vec(ca * w, 1.0);
     let b = rng.vec(cb * w, 1.0);
-    let mut g = Graph::new(gpu());
+    let mut g = guarded_graph(gpu());
     let at = g.input_f32(&[ca, 1, w], &a).unwrap();
     let bt = g.input_f32(&[cb, 1, w], &b).unwrap();
     let y = concat::concat_channels(&mut g, at, bt).unwrap();
-    let (out, _) = g.run(&[y]).unwrap();
+    let (out, _) = run_checked(&g, &[y]);
     drop(g);
     assert!(
         out[0].f32() == concat::reference(&a, &b),
@@ -272,12 +272,12 @@ fn conv2d_past_binding(gpu: &'static Gpu, cin: usize, k: usize, cout: usize) -> 
     let b = rng.vec(cout, 0.5);
     let pad = k / 2;
     let cfg = Conv2d::same(pad);
-    let mut g = Graph::new(gpu);
+    let mut g = guarded_graph(gpu);
     let xt = g.input_f32(&[cin, h, w], &x).unwrap();
     let wt_t = g.input_f32(&[cout, cin, k, k], &wt).unwrap();
     let bt = g.input_f32(&[cout], &b).unwrap();
     let y = conv2d::conv2d(&mut g, xt, wt_t, bt, cfg).unwrap();
-    let (out, report) = g.run_profiled(&[y]).unwrap();
+    let (out, report) = run_checked(&g, &[y]);
     drop(g);
     let got = out[0].f32();
     // The full reference is 2.5 G multiply-adds; check 8 192 pixels instead, every
@@ -335,12 +335,12 @@ fn conv_transpose_past_binding() {
         let x = rng.vec(cin * h * w, 1.0);
         let wt = rng.vec(cin * cout * k * k, 0.2);
         let b = rng.vec(cout, 0.5);
-        let mut g = Graph::new(gpu());
+        let mut g = guarded_graph(gpu());
         let xt = g.input_f32(&[cin, h, w], &x).unwrap();
         let wt_t = g.input_f32(&[cin, cout, k, k], &wt).unwrap();
         let bt = g.input_f32(&[cout], &b).unwrap();
         let y = conv_transpose2d::conv_transpose2d(&mut g, xt, wt_t, bt, 2, 0, 0).unwrap();
-        let (out, _) = g.run(&[y]).unwrap();
+        let (out, _) = run_checked(&g, &[y]);
         drop(g);
         let want =
             conv_transpose2d::reference(&x, [cin, h, w], &wt, [cin, cout, k, k], &b, (2, 0, 0));
@@ -362,10 +362,10 @@ fn geglu_past_binding() {
     let bytes = rows * 2 * cols * 4;
     note_if_within_binding(bytes, "geglu input");
     let x = Rng::new(41).vec(rows * 2 * cols, 3.0);
-    let mut g = Graph::new(gpu());
+    let mut g = guarded_graph(gpu());
     let xt = g.input_f32(&[rows, 2 * cols], &x).unwrap();
     let y = elementwise::geglu(&mut g, xt).unwrap();
-    let (out, _) = g.run(&[y]).unwrap();
+    let (out, _) = run_checked(&g, &[y]);
     let got = out[0].f32();
     for r in (0..rows).step_by(97).chain([rows - 1]) {
         let want = elementwise::geglu_reference(&x[r * 2 * cols..(r + 1) * 2 * cols], 1, cols);
