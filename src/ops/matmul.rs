@@ -70,23 +70,31 @@ pub(crate) fn linear_into(
     if runs_transposed(g.gpu, n, k, m, g.bytes(weight)) {
         return weights_as_rows(g, weight, x, bias, y, false, true);
     }
-    product(
-        g,
-        Operands {
-            x,
-            w: weight,
-            bias,
-            y,
-            batches: 1,
-            rows: n,
-            k,
-            m,
-            w_batched: false,
-            w_kmajor: false,
-            bias_per_row: false,
-            y_transposed: false,
-        },
-    )
+    product(g, linear_operands(x, weight, bias, y, [n, k, m]))
+}
+
+/// A Linear layer's product: `x` [n, k] · `weight` [m, k]ᵀ + `bias` into `y` [n, m].
+fn linear_operands(
+    x: Tensor,
+    weight: Tensor,
+    bias: Option<Tensor>,
+    y: Tensor,
+    [n, k, m]: [usize; 3],
+) -> Operands {
+    Operands {
+        x,
+        w: weight,
+        bias,
+        y,
+        batches: 1,
+        rows: n,
+        k,
+        m,
+        w_batched: false,
+        w_kmajor: false,
+        bias_per_row: false,
+        y_transposed: false,
+    }
 }
 
 /// Whether a Linear layer of `n` tokens, `k` inputs and `m` outputs, with a weight of
@@ -836,7 +844,7 @@ mod tests {
         });
         let case = linear_case(70, 64, 132, "matmul_subgroup.r8c64", &mut rng);
         check_guarded(&gpu, case, |x, w, bias, y| {
-            linear_operands(x, w, bias, y, 70, 64, 132)
+            linear_operands(x, w, bias, y, [70, 64, 132])
         });
     }
 
@@ -856,33 +864,8 @@ mod tests {
         ] {
             let case = linear_case(n, k, m, kernel, &mut rng);
             check_guarded(&gpu, case, |x, w, bias, y| {
-                linear_operands(x, w, bias, y, n, k, m)
+                linear_operands(x, w, bias, y, [n, k, m])
             });
-        }
-    }
-
-    fn linear_operands(
-        x: Tensor,
-        w: Tensor,
-        bias: Option<Tensor>,
-        y: Tensor,
-        n: usize,
-        k: usize,
-        m: usize,
-    ) -> Operands {
-        Operands {
-            x,
-            w,
-            bias,
-            y,
-            batches: 1,
-            rows: n,
-            k,
-            m,
-            w_batched: false,
-            w_kmajor: false,
-            bias_per_row: false,
-            y_transposed: false,
         }
     }
 }
