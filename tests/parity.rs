@@ -80,9 +80,11 @@ fn photo() -> Planar {
     )
 }
 
+/// Traced, and with guarded stores: no kernel may store past a tensor's end.
 fn traced() -> RunOptions {
     RunOptions {
         trace: true,
+        guard_stores: true,
         ..RunOptions::default()
     }
 }
@@ -98,6 +100,10 @@ fn check_level_on(oscar: &Oscar, level: usize) {
     let (tokens, trace) = oscar
         .encode(&img.data, img.height, img.width, level, traced())
         .unwrap();
+    assert_eq!(
+        trace.report.stray_bytes, 0,
+        "level {level} encode: stores past a tensor's end"
+    );
     assert_close(
         &trace.get("latents").unwrap().f32(),
         &reference.f32("latents"),
@@ -128,6 +134,10 @@ fn check_level_on(oscar: &Oscar, level: usize) {
         ..tokens
     };
     let (image, trace) = oscar.decode(&sent, traced()).unwrap();
+    assert_eq!(
+        trace.report.stray_bytes, 0,
+        "level {level} decode: stores past a tensor's end"
+    );
     for name in ["quantized", "z_hat", "z_t", "v", "x0"] {
         assert_close(
             &trace.get(name).unwrap().f32(),
