@@ -68,6 +68,8 @@ fn whole_image() -> &'static Vec<f32> {
     })
 }
 
+/// Forced tiles, and guarded stores: no kernel may store past a tensor's end (see
+/// [`decode_tiled`]).
 fn policy(vae_tile: Option<usize>, unet_tile: Option<usize>) -> RunOptions {
     RunOptions {
         tiling: Some(TilePolicy {
@@ -75,8 +77,23 @@ fn policy(vae_tile: Option<usize>, unet_tile: Option<usize>) -> RunOptions {
             vae_tile,
             unet_tile,
         }),
+        guard_stores: true,
         ..RunOptions::default()
     }
+}
+
+/// A decode in tiles, whose kernels stored nothing past a tensor's end.
+fn decode_tiled(tokens: &Tokens, opts: RunOptions) -> Vec<f32> {
+    let (image, trace) = model().decode(tokens, opts).unwrap();
+    assert_eq!(trace.report.stray_bytes, 0, "stores past a tensor's end");
+    image
+}
+
+/// An encode in tiles, likewise.
+fn encode_tiled(image: &[f32], size: usize, opts: RunOptions) -> Tokens {
+    let (tokens, trace) = model().encode(image, size, size, LEVEL, opts).unwrap();
+    assert_eq!(trace.report.stray_bytes, 0, "stores past a tensor's end");
+    tokens
 }
 
 /// PSNR of two [-1, 1] pictures.
@@ -141,9 +158,7 @@ fn tiles_crop_out_of_the_picture() {
 /// nothing but rounding.
 #[test]
 fn a_single_tile_in_lock_step_is_the_untiled_decode() {
-    let (tiled, _) = model()
-        .decode(whole_tokens(), policy(Some(SIZE / 8), None))
-        .unwrap();
+    let tiled = decode_tiled(whole_tokens(), policy(Some(SIZE / 8), None));
     let db = psnr(&tiled, whole_image());
     eprintln!("one lock-step tile vs untiled: {db:.1} dB");
     assert!(db > 70.0, "{db:.1} dB");
@@ -161,7 +176,7 @@ fn tiled_decode_agrees_with_untiled_and_shows_no_seams() {
     };
     let grid = vae.grid.expect("VAE tiles");
     assert_eq!(grid.count(), 9, "3×3 tiles: {grid:?}");
-    let (tiled, _) = model().decode(tokens, opts).unwrap();
+    let tiled = decode_tiled(tokens, opts);
     let whole = whole_image();
     let db = psnr(&tiled, whole);
     // Error near the middle of each overlap against elsewhere.
@@ -203,9 +218,7 @@ fn tiled_decode_agrees_with_untiled_and_shows_no_seams() {
 
 #[test]
 fn tiled_encode_makes_a_file_that_decodes_like_the_untiled_one() {
-    let (tokens, _) = model()
-        .encode(&photo(), SIZE, SIZE, LEVEL, policy(Some(32), None))
-        .unwrap();
+    let tokens = encode_tiled(&photo(), SIZE, policy(Some(32), None));
     let whole = whole_tokens();
     assert_eq!(
         (tokens.grid, tokens.indices.len()),
@@ -233,9 +246,7 @@ fn tiled_encode_makes_a_file_that_decodes_like_the_untiled_one() {
 
 #[test]
 fn unet_tiles_in_lock_step_match_the_untiled_step() {
-    let (tiled, _) = model()
-        .decode(whole_tokens(), policy(None, Some(48)))
-        .unwrap();
+    let tiled = decode_tiled(whole_tokens(), policy(None, Some(48)));
     let db = psnr(&tiled, whole_image());
     eprintln!("UNet in 48-latent tiles vs untiled: {db:.1} dB");
     assert!(db >= 80.0, "{db:.1} dB");
@@ -256,7 +267,7 @@ fn the_smallest_tiles_in_lock_step_are_exact() {
         .unwrap();
     let (whole_image, _) = model().decode(&whole, RunOptions::default()).unwrap();
     let smallest = policy(Some(8), Some(8));
-    let (tiled, _) = model().decode(&whole, smallest).unwrap();
+    let tiled = decode_tiled(&whole, smallest);
     let worst = |a: &[f32], b: &[f32]| {
         a.iter()
             .zip(b)
@@ -266,9 +277,7 @@ fn the_smallest_tiles_in_lock_step_are_exact() {
     let off = worst(&tiled, &whole_image);
     eprintln!("smallest VAE and UNet tiles vs untiled: off by at most {off:.1e}");
     assert!(off < 1e-3, "decode off by {off}");
-    let (tokens, _) = model()
-        .encode(&image, SMALL, SMALL, LEVEL, smallest)
-        .unwrap();
+    let tokens = encode_tiled(&image, SMALL, smallest);
     let changed = tokens
         .indices
         .iter()

@@ -268,7 +268,7 @@ impl Oscar {
     ) -> Result<Vec<f32>> {
         let (in_c, in_scale, out_scale) = self.ends(net);
         let (th, tw) = (grid.rows.tile, grid.cols.tile);
-        let mut g = Graph::new(&self.gpu);
+        let mut g = self.graph(opts);
         let template = self.template(&mut g, (h, w), grid, net)?;
         let out_c = g.shape(template.output)[0];
         let life = g.lifetimes();

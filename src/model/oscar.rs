@@ -161,8 +161,8 @@ pub struct RunOptions {
     /// Run in stages and tiles where one graph would exceed the policy's budget (or
     /// where it forces tiles). None: always one graph. Staged runs trace no tensors.
     pub tiling: Option<TilePolicy>,
-    /// A test aid: a one-graph run guards its stores ([`Graph::guard_stores`]) and
-    /// reports the guard bytes kernels overwrote in its trace's report.
+    /// A test aid: every graph of the run guards its stores ([`Graph::guard_stores`]),
+    /// and the trace's report counts the guard bytes kernels overwrote.
     pub guard_stores: bool,
 }
 
@@ -249,10 +249,7 @@ impl Oscar {
                 return self.encode_staged(image, h, w, level, &vae, opts);
             }
         }
-        let mut g = Graph::new(&self.gpu);
-        if opts.guard_stores {
-            g.guard_stores();
-        }
+        let mut g = self.graph(opts);
         let x = g.input_f32(&[3, h, w], image)?;
         let (indices, a_z) = self.encode_graph(&mut g, level, x)?;
         let (tokens, trace) = run(&g, &[("indices", indices), ("a_z", a_z)], opts)?;
@@ -333,10 +330,7 @@ impl Oscar {
                 opts,
             );
         }
-        let mut g = Graph::new(&self.gpu);
-        if opts.guard_stores {
-            g.guard_stores();
-        }
+        let mut g = self.graph(opts);
         let indices = g.input_u32(&[th * tw], &tokens.indices)?;
         let outputs = self.decode_graph(&mut g, tokens.level, tokens.grid, indices, &tokens.a_z)?;
         let outputs = if opts.trace {
@@ -539,6 +533,15 @@ impl Oscar {
             info: arch.info.clone(),
             weights,
         }
+    }
+
+    /// A graph for a run with `opts`.
+    pub(super) fn graph(&self, opts: RunOptions) -> Graph<'_> {
+        let mut g = Graph::new(&self.gpu);
+        if opts.guard_stores {
+            g.guard_stores();
+        }
+        g
     }
 
     fn check_runnable(&self) -> Result<()> {

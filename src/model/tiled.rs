@@ -377,7 +377,7 @@ impl Oscar {
         let mut trace = Trace::default();
         let (h, w) = self.latent_size(level, grid)?;
 
-        let mut g = Graph::new(&self.gpu);
+        let mut g = self.graph(opts);
         let indices = g.input_u32(&[grid.0 * grid.1], indices)?;
         let z_t = self.hyper_decode(
             &mut Ctx::new(&mut g, &self.weights),
@@ -395,7 +395,7 @@ impl Oscar {
                 self.run_lockstep(&z_t, (h, w), tiles, Net::Unet { level }, opts, &mut trace)?
             }
             None => {
-                let mut g = Graph::new(&self.gpu);
+                let mut g = self.graph(opts);
                 let z_t = g.input_f32(&[self.info.unet.in_channels, h, w], &z_t)?;
                 let latents = self.denoise(&mut Ctx::new(&mut g, &self.weights), level, z_t)?[2];
                 self.run_one(&g, latents, opts, &mut trace)?
@@ -442,7 +442,7 @@ impl Oscar {
             opts,
             &mut trace,
         )?;
-        let mut g = Graph::new(&self.gpu);
+        let mut g = self.graph(opts);
         let latents = g.input_f32(&[self.info.vae.latent_channels, lh, lw], &latents)?;
         let (indices, a_z) = self.tokens_graph(&mut g, level, latents)?;
         let (host, part) = run(&g, &[("indices", indices), ("a_z", a_z)], opts)?;
