@@ -1,6 +1,6 @@
 mod common;
 
-use common::{assert_close, gpu, portable_gpu};
+use common::{assert_close, gpu, guarded_graph, portable_gpu, run_checked};
 use oscar_wgpu::gpu::Gpu;
 use oscar_wgpu::graph::{Graph, Tensor};
 use oscar_wgpu::ops::{attention, softmax};
@@ -53,21 +53,18 @@ fn check_on(
     let q = rng.vec(nq * c, 1.0);
     let k = rng.vec(nk * c, 1.0);
     let v: Vec<f32> = rng.vec(nk * c, 1.0).iter().map(|x| x + v_mean).collect();
-    let mut g = Graph::new(gpu);
-    g.guard_stores();
+    let mut g = guarded_graph(gpu);
     let (qt, kt, vt) = (
         g.input_f32(&[nq, c], &q).unwrap(),
         g.input_f32(&[nk, c], &k).unwrap(),
         g.input_f32(&[nk, c], &v).unwrap(),
     );
     let y = op(&mut g, qt, kt, vt, heads).unwrap();
-    let (out, report) = g.run(&[y]).unwrap();
-    let shape = format!("attention nq {nq} nk {nk} heads {heads} d {d}");
-    assert_eq!(report.stray_bytes, 0, "{shape}: stores past a tensor's end");
+    let (out, _) = run_checked(&g, &[y]);
     let got = out[0].f32();
     for &(start, end) in rows {
         let want = attention::reference(&q[start * c..end * c], &k, &v, end - start, nk, heads, d);
-        let what = format!("{shape}, rows {start}..{end}");
+        let what = format!("attention nq {nq} nk {nk} heads {heads} d {d}, rows {start}..{end}");
         assert_close(&got[start * c..end * c], &want, tol, &what);
     }
 }
@@ -137,10 +134,10 @@ fn softmax_rows() {
         (2, 4099, 1.0, 1.0, 23),
     ] {
         let x = Rng::new(seed).vec(rows * n, spread);
-        let mut g = Graph::new(gpu());
+        let mut g = guarded_graph(gpu());
         let xt = g.input_f32(&[rows, n], &x).unwrap();
         let y = softmax::softmax(&mut g, xt, scale).unwrap();
-        let (out, _) = g.run(&[y]).unwrap();
+        let (out, _) = run_checked(&g, &[y]);
         assert_close(
             &out[0].f32(),
             &softmax::reference(&x, n, scale),
@@ -148,7 +145,7 @@ fn softmax_rows() {
             &format!("softmax [{rows}, {n}] × {scale}"),
         );
     }
-    let mut g = Graph::new(gpu());
+    let mut g = guarded_graph(gpu());
     let xt = g.input_f32(&[2, 2], &[0.0; 4]).unwrap();
     assert!(softmax::softmax(&mut g, xt, 0.0).is_err());
     assert!(softmax::softmax(&mut g, xt, f32::NAN).is_err());
@@ -187,7 +184,7 @@ fn attention_long_key_sequences() {
 
 #[test]
 fn attention_shape_errors() {
-    let mut g = Graph::new(gpu());
+    let mut g = guarded_graph(gpu());
     let q = g.input_f32(&[4, 6], &[0.0; 24]).unwrap();
     let k = g.input_f32(&[5, 6], &[0.0; 30]).unwrap();
     let v = g.input_f32(&[5, 4], &[0.0; 20]).unwrap();

@@ -9,7 +9,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::{assert_close, gpu};
+use common::{assert_close, gpu, guarded_graph, run_checked};
 use oscar_wgpu::graph::{DType, Graph, Layout, BLOCK_K, ROW_BLOCK};
 use oscar_wgpu::ops::conv2d::{self, Conv2d};
 use oscar_wgpu::ops::{elementwise, matmul};
@@ -99,12 +99,12 @@ fn check_conv(cin: usize, cout: usize, side: usize, precision: Precision, seed: 
     let cfg = Conv2d::same(1);
     let dtype = weights.dtype("w").unwrap();
     let layout = conv2d::weight_layout(gpu(), &[cin, side, side], &wshape, dtype, cfg);
-    let mut g = Graph::new(gpu());
+    let mut g = guarded_graph(gpu());
     let xt = g.input_f32(&[cin, side, side], &x).unwrap();
     let wt = weights.tensor_in(&mut g, "w", layout).unwrap();
     let bt = weights.tensor(&mut g, "b").unwrap();
     let y = conv2d::conv2d(&mut g, xt, wt, bt, cfg).unwrap();
-    let (out, _) = g.run(&[y]).unwrap();
+    let (out, _) = run_checked(&g, &[y]);
     let want = conv2d::reference(&x, [cin, side, side], &w, [cout, cin, 3, 3], &b, cfg);
     let what = format!("conv {cin}→{cout} @ {side}×{side} {precision:?} {layout:?}");
     assert_close(&out[0].f32(), &want, 1e-5, &what);
@@ -171,12 +171,12 @@ fn few_token_linear_layers_read_their_weights_in_blocks_of_rows() {
         if broadcast_adapter() {
             assert_eq!(layout, Layout::RowBlocked, "[{n}, {k}] × [{m}, {k}]ᵀ");
         }
-        let mut g = Graph::new(gpu());
+        let mut g = guarded_graph(gpu());
         let xt = g.input_f32(&[n, k], &x).unwrap();
         let wt = weights.tensor_in(&mut g, "w", layout).unwrap();
         let bt = weights.tensor(&mut g, "b").unwrap();
         let y = matmul::linear(&mut g, xt, wt, Some(bt)).unwrap();
-        let (out, _) = g.run(&[y]).unwrap();
+        let (out, _) = run_checked(&g, &[y]);
         let want = matmul::linear_reference(&x, n, k, &w, m, Some(&b));
         let what = format!("linear [{n}, {k}] × [{m}, {k}]ᵀ {precision:?} {layout:?}");
         assert_close(&out[0].f32(), &want, 1e-5, &what);
@@ -204,7 +204,7 @@ fn paths_that_cannot_read_blocked_rows_refuse_them() {
         Precision::F32,
     )
     .unwrap();
-    let mut g = Graph::new(gpu());
+    let mut g = guarded_graph(gpu());
     // 16 × 16 pixels run on the convolution kernels, which read plain weights only.
     let x = g
         .input_f32(&[cin, 16, 16], &rng.vec(cin * 256, 1.0))
@@ -247,12 +247,12 @@ fn a_weight_follows_the_layout_each_graph_asks_for() {
         let cfg = Conv2d::same(1);
         let shape = [cin, side, side];
         let layout = conv2d::weight_layout(gpu(), &shape, &[cout, cin, 3, 3], DType::F32, cfg);
-        let mut g = Graph::new(gpu());
+        let mut g = guarded_graph(gpu());
         let xt = g.input_f32(&shape, &x).unwrap();
         let wt = weights.tensor_in(&mut g, "w", layout).unwrap();
         let bt = weights.tensor(&mut g, "b").unwrap();
         let y = conv2d::conv2d(&mut g, xt, wt, bt, cfg).unwrap();
-        let (out, _) = g.run(&[y]).unwrap();
+        let (out, _) = run_checked(&g, &[y]);
         let want = conv2d::reference(&x, shape, &w, [cout, cin, 3, 3], &b, cfg);
         assert_close(
             &out[0].f32(),
@@ -278,7 +278,7 @@ fn weight_uploads_hand_over_their_staging_copies_as_they_add_up() {
         Precision::F32,
     )
     .unwrap();
-    let mut g = Graph::new(gpu());
+    let mut g = guarded_graph(gpu());
     let w1 = weights.tensor(&mut g, "w1").unwrap();
     assert_eq!(weights.unflushed_bytes(), bytes);
     let w2 = weights.tensor(&mut g, "w2").unwrap();
@@ -291,7 +291,7 @@ fn weight_uploads_hand_over_their_staging_copies_as_they_add_up() {
     );
     let sum = elementwise::add(&mut g, w1, w2).unwrap();
     let sum = elementwise::add(&mut g, sum, w3).unwrap();
-    let (out, _) = g.run(&[sum]).unwrap();
+    let (out, _) = run_checked(&g, &[sum]);
     assert!(out[0].f32().iter().all(|&v| v == 6.0));
 }
 
@@ -318,10 +318,10 @@ fn generated_weights_are_made_when_uploaded() {
     )
     .unwrap();
     assert_eq!(made.load(Ordering::Relaxed), 0, "nothing made at load");
-    let mut g = Graph::new(gpu());
+    let mut g = guarded_graph(gpu());
     let w = weights.tensor(&mut g, "w").unwrap();
     let twice = elementwise::add(&mut g, w, w).unwrap();
-    let (out, _) = g.run(&[twice]).unwrap();
+    let (out, _) = run_checked(&g, &[twice]);
     let want: Vec<f32> = expected.iter().map(|v| 2.0 * v).collect();
     assert_eq!(out[0].f32(), want);
     assert_eq!(made.load(Ordering::Relaxed), 1);
