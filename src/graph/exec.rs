@@ -52,7 +52,9 @@ pub struct RunReport {
     /// Per kernel (`shader.entry`), likewise.
     pub kernels: BTreeMap<String, StageTime>,
     /// Guard bytes that kernels overwrote, in a graph that guards its stores
-    /// ([`Graph::guard_stores`]).
+    /// ([`Graph::guard_stores`]); zero unless something stored past a tensor's end.
+    /// Reports of runs that reuse the buffers (the tiles of a lock-step stage) add up,
+    /// so one stray byte may count more than once.
     pub stray_bytes: u64,
 }
 
