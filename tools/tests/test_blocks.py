@@ -83,3 +83,24 @@ def test_low_variance_blocks_are_current_and_sensitive_to_eps(converted, ckpt):
     for k in ("z_t", "v", "image"):
         torch.testing.assert_close(r[k], b[f"l{level['level']}.{k}"], rtol=1e-5, atol=1e-5, msg=k)
     F.check_eps_effect((vae, unet, he, tensors["embeddings"], acp), b["input"], [level])
+
+
+def test_full_size_fixture_is_current():
+    """tests/fixtures/full_size.safetensors is what make_full_size_fixture.py records now."""
+    import make_full_size_fixture as F
+    import synthetic as S
+
+    path = os.path.join(FIXTURES, "full_size.safetensors")
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+    assert (int(meta["seed"]), int(meta["image_seed"]), int(meta["size"])) == (F.SEED, F.IMAGE_SEED, F.SIZE)
+    want = load_file(path)
+    tensors, model_meta = S.sd21(F.SEED)
+    x = torch.from_numpy(S.symmetric(F.IMAGE_SEED, 3 * F.SIZE * F.SIZE, 1.0).reshape(1, 3, F.SIZE, F.SIZE))
+    got = F.record(tensors, model_meta, x)
+    assert set(got) == set(want)
+    for k in want:
+        if k.endswith(".indices"):
+            assert torch.equal(got[k], want[k]), k
+        else:
+            torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6, msg=k)
