@@ -1,6 +1,6 @@
 mod common;
 
-use common::{assert_close, gpu, portable_gpu};
+use common::{assert_close, gpu, guarded_graph, portable_gpu};
 use oscar_wgpu::gpu::Gpu;
 use oscar_wgpu::graph::{DType, Graph};
 use oscar_wgpu::ops::conv2d::{self, Activation, Conv2d};
@@ -44,8 +44,7 @@ fn check_on(
     };
     let wt = round(rng.vec(cout * cin * kh * kw, 0.5));
     let b = round(rng.vec(cout, 0.5));
-    let mut g = Graph::new(gpu);
-    g.guard_stores();
+    let mut g = guarded_graph(gpu);
     let weight = |g: &mut Graph, shape: &[usize], v: &[f32]| {
         if !f16 {
             return g.input_f32(shape, v).unwrap();

@@ -2,7 +2,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{assert_close, gpu};
+use common::{assert_close, gpu, guarded_graph};
 use oscar_wgpu::graph::{DType, Graph};
 use oscar_wgpu::ops::layer_norm;
 use oscar_wgpu::rng::Rng;
@@ -17,8 +17,7 @@ fn check_tol(n: usize, c: usize, offset: f32, eps: f32, f16: bool, seed: u64, to
     let x: Vec<f32> = rng.vec(n * c, 1.0).iter().map(|v| v + offset).collect();
     let mut gamma = rng.vec(c, 1.0);
     let mut beta = rng.vec(c, 1.0);
-    let mut g = Graph::new(gpu());
-    g.guard_stores();
+    let mut g = guarded_graph(gpu());
     let xt = g.input_f32(&[n, c], &x).unwrap();
     let (gt, bt) = if f16 {
         let mut pack = |v: &mut Vec<f32>| {

@@ -92,7 +92,8 @@ pub fn run_checked(g: &Graph, outputs: &[Tensor]) -> (Vec<HostTensor>, RunReport
     (out, report)
 }
 
-/// Checks a batched `matmul` of seeded data on `gpu` against the CPU reference; returns
+/// Checks a batched `matmul` of seeded data on `gpu` against the CPU reference, with
+/// guarded stores; returns
 /// the kernels that ran, where the adapter has timestamp queries to say.
 pub fn check_matmul_on(
     gpu: &Gpu,
@@ -105,8 +106,7 @@ pub fn check_matmul_on(
     let mut rng = Rng::new(seed);
     let a = rng.vec(batches * n * k, 1.0);
     let b = rng.vec(batches * k * m, 1.0);
-    let mut g = Graph::new(gpu);
-    g.guard_stores();
+    let mut g = guarded_graph(gpu);
     let at = g.input_f32(&[batches, n, k], &a).unwrap();
     let bt = g.input_f32(&[batches, k, m], &b).unwrap();
     let y = matmul::matmul(&mut g, at, bt).unwrap();
