@@ -63,6 +63,7 @@ enum Command {
     },
     /// Describe a .oscar file or a model file.
     Info {
+        /// A .oscar file or a model file (told apart by the first byte, or a .oscar extension)
         file: PathBuf,
         #[command(flatten)]
         model: ModelArgs,
@@ -77,6 +78,7 @@ enum Command {
     },
     /// Encode images (PNG, JPEG, WebP; files or folders) to .oscar files.
     Encode {
+        /// Pictures, or folders of them (the PNG, JPEG and WebP files directly inside)
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
         /// Output file (one input file) or folder (a folder or several inputs, or a name
@@ -102,6 +104,7 @@ enum Command {
     },
     /// Decode .oscar files to PNG (or JPEG, WebP).
     Decode {
+        /// .oscar files, or folders of them (the .oscar files directly inside)
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
         /// Output file (one input: .png, .jpg or .webp, by its extension) or folder (a

@@ -787,19 +787,21 @@ fn kernel_bench_selects_by_shape_and_reports_the_roofline() {
     assert!(field("roofline_fraction") >= field("peak_fraction"), "{k}");
 }
 
-/// `-h` of every command names what each option does: an option with no text beside or
-/// under it is a flag a user cannot learn about without reading the source.
+/// `-h` of every command names what each option and argument does: one with no text
+/// beside or under it is something a user cannot learn about without reading the source.
 #[test]
-fn every_option_says_what_it_does() {
+fn every_option_and_argument_says_what_it_does() {
     for command in ["adapters", "info", "encode", "decode", "bench"] {
         let help = ok(&oscar(&[command, "-h"]));
         let lines: Vec<&str> = help.lines().map(str::trim).collect();
         let mut options = 0;
         for (i, line) in lines.iter().enumerate() {
-            if !line.starts_with('-') {
+            // Options, and the arguments (`<INPUTS>...`) listed under "Arguments:".
+            if line.starts_with('-') {
+                options += 1;
+            } else if !line.starts_with('<') {
                 continue;
             }
-            options += 1;
             // `-o, --output <OUTPUT>  Output file …`, or (where clap wraps the help
             // under the option) the text on the next line.
             let beside = line
