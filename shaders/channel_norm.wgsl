@@ -36,7 +36,11 @@ fn norms(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: vec
         let v = x[base + i];
         let term = fma(v, v, -comp);
         let next = sum + term;
-        comp = (next - sum) - term;
+        // max(sum, 0.0) is sum (a sum of squares), but keeps a compiler from folding
+        // (sum + term) - sum to term, which for inexact floats Mesa's does: the plain
+        // form lost the compensation on lavapipe (tests/ops_misc.rs shows the dropped
+        // squares).
+        comp = (next - max(sum, 0.0)) - term;
         sum = next;
     }
     partial[li] = sum;

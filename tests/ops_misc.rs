@@ -265,6 +265,26 @@ fn timestep_frequencies_follow_torch() {
     );
 }
 
+/// A plane whose squares each fall under half a unit in the last place of the sum they
+/// join (1e4² = 1e8, where f32 steps by 8; 1.99² < 4): a plain running sum drops them
+/// all, 2·10⁻⁵ of the norm; the compensated one keeps them.
+#[test]
+fn channel_norms_keep_what_plain_sums_round_away() {
+    let (h, w) = (256, 1024);
+    let x: Vec<f32> = (0..h * w)
+        .map(|i| if i < 256 { 1e4 } else { 1.99 })
+        .collect();
+    let mut g = guarded_graph(gpu());
+    let xt = g.input_f32(&[1, h, w], &x).unwrap();
+    let norms = channel_norm::channel_l2_norms(&mut g, xt).unwrap();
+    let (out, _) = run_checked(&g, &[norms]);
+    let (got, want) = (out[0].f32()[0], channel_norm::norms_reference(&x, 1)[0]);
+    assert!(
+        (got - want).abs() <= 1e-6 * want,
+        "norm of a plane of large and small values: {got} vs {want}"
+    );
+}
+
 #[test]
 fn channel_norms_and_rescale() {
     let mut rng = Rng::new(30);
