@@ -278,11 +278,22 @@ fn channel_norms_keep_what_plain_sums_round_away() {
     let xt = g.input_f32(&[1, h, w], &x).unwrap();
     let norms = channel_norm::channel_l2_norms(&mut g, xt).unwrap();
     let (out, _) = run_checked(&g, &[norms]);
-    let (got, want) = (out[0].f32()[0], channel_norm::norms_reference(&x, 1)[0]);
-    assert!(
-        (got - want).abs() <= 1e-6 * want,
-        "norm of a plane of large and small values: {got} vs {want}"
+    assert_norms(
+        &out[0].f32(),
+        &x,
+        "norm of a plane of large and small values",
     );
+}
+
+/// Each channel's norm against the f64 reference, within 1e-6 of its own scale.
+fn assert_norms(got: &[f32], x: &[f32], what: &str) {
+    let want = channel_norm::norms_reference(x, got.len());
+    for (i, (got, want)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (got - want).abs() <= 1e-6 * want,
+            "{what}: channel {i}: {got} vs {want}"
+        );
+    }
 }
 
 #[test]
@@ -298,18 +309,7 @@ fn channel_norms_and_rescale() {
         let y = channel_norm::rescale_channels(&mut g, xt, tt).unwrap();
         let (out, _) = run_checked(&g, &[norms, y]);
         let what = format!("channel norms of {c}×{h}×{w}");
-        // Per channel: each norm against its own scale.
-        for (i, (got, want)) in out[0]
-            .f32()
-            .iter()
-            .zip(channel_norm::norms_reference(&x, c))
-            .enumerate()
-        {
-            assert!(
-                (got - want).abs() <= 1e-6 * want,
-                "{what}: channel {i}: {got} vs {want}"
-            );
-        }
+        assert_norms(&out[0].f32(), &x, &what);
         assert_close(
             &out[1].f32(),
             &channel_norm::rescale_reference(&x, c, &target),
