@@ -4,8 +4,13 @@
 //
 // Written for untrusted input: every loop is bounded by p.tokens, every read is
 // checked against the buffer and lane bounds, and a bad stream sets a bit in
-// status[0] instead of reading out of bounds. status[1] counts finished lanes so the
-// host can tell the shader ran to completion.
+// status[0] instead of reading out of bounds. status[1] counts the lanes each dispatch
+// finished, so the host can tell every dispatch ran to completion.
+//
+// A dispatch decodes `rounds` tokens per lane from round `round0` on (round r: token
+// lane + r·lanes). One lane of a low-entropy picture can hold millions of tokens, more
+// trips than lavapipe lets a loop make (ops::LOOP_BUDGET), so the host splits the rounds
+// across dispatches and a rANS lane carries its state between them in `lane_state`.
 
 struct Params {
     @align(16)
@@ -17,6 +22,8 @@ struct Params {
     prob_bits: u32,    // rANS frequencies sum to 2^prob_bits
     units: u32,        // raw: payload bytes (without their check); rANS: 16-bit words
     crc_seed: u32,     // rANS: CRC register after the header, continued over each lane's tokens
+    round0: u32,       // first round of this dispatch
+    rounds: u32,       // rounds in this dispatch
 }
 
 @group(0) @binding(1) var<storage, read> words: array<u32>;
@@ -25,6 +32,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read> table: array<u32>;
 @group(0) @binding(4) var<storage, read_write> tokens_out: array<u32>;
 @group(0) @binding(5) var<storage, read_write> status: array<atomic<u32>, 2>;
+// rANS: per lane (state x, next word, CRC register, 1 while the lane is sound), left by
+// one dispatch for the next.
+@group(0) @binding(6) var<storage, read_write> lane_state: array<vec4<u32>>;
 
 const RANS_L: u32 = 65536u;
 
@@ -53,7 +63,11 @@ fn crc_token(crc: u32, s: u32) -> u32 {
 fn decode_raw(lane: u32) -> u32 {
     let bits = p.symbol_bits;
     let mask = (1u << bits) - 1u;
-    for (var t = lane; t < p.tokens; t += p.lanes) {
+    for (var r = 0u; r < p.rounds; r++) {
+        let t = lane + (p.round0 + r) * p.lanes;
+        if (t >= p.tokens) {
+            break;
+        }
         let bit = t * bits;
         let last = bit + bits - 1u;
         if (last >= p.units * 8u || (last >> 5u) >= arrayLength(&words)) {
@@ -71,7 +85,7 @@ fn decode_raw(lane: u32) -> u32 {
 }
 
 fn decode_rans(lane: u32) -> u32 {
-    if (lane + 1u >= arrayLength(&lane_starts)) {
+    if (lane + 1u >= arrayLength(&lane_starts) || lane >= arrayLength(&lane_state)) {
         return ERR_LAYOUT;
     }
     let start = lane_starts[lane];
@@ -84,13 +98,31 @@ fn decode_rans(lane: u32) -> u32 {
     if (k + (1u << n) > arrayLength(&table)) {
         return ERR_TABLE;
     }
-    var x = (word16(start) << 16u) | word16(start + 1u);
-    var pos = start + 2u;
-    var crc = p.crc_seed;
-    if (x < RANS_L) {
-        return ERR_START;
+    var x: u32;
+    var pos: u32;
+    var crc: u32;
+    if (p.round0 == 0u) {
+        x = (word16(start) << 16u) | word16(start + 1u);
+        pos = start + 2u;
+        crc = p.crc_seed;
+        if (x < RANS_L) {
+            return ERR_START;
+        }
+    } else {
+        let carried = lane_state[lane];
+        if (carried.w == 0u) {
+            // An earlier dispatch found this lane at fault and said so in status[0].
+            return 0u;
+        }
+        x = carried.x;
+        pos = carried.y;
+        crc = carried.z;
     }
-    for (var t = lane; t < p.tokens; t += p.lanes) {
+    for (var r = 0u; r < p.rounds; r++) {
+        let t = lane + (p.round0 + r) * p.lanes;
+        if (t >= p.tokens) {
+            break;
+        }
         let slot = x & ((1u << n) - 1u);
         let s = table[k + slot];
         if (s >= k) {
@@ -108,6 +140,12 @@ fn decode_rans(lane: u32) -> u32 {
         }
         crc = crc_token(crc, s);
         tokens_out[t] = s;
+    }
+    lane_state[lane] = vec4<u32>(x, pos, crc, 1u);
+    // Rounds of this lane (it has a token in round r while lane + r·lanes < tokens).
+    let lane_rounds = select(0u, (p.tokens - lane + p.lanes - 1u) / p.lanes, lane < p.tokens);
+    if (p.round0 + p.rounds < lane_rounds) {
+        return 0u;
     }
     if (x != RANS_L + crc) {
         return ERR_FINAL;
@@ -135,6 +173,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     if (err != 0u) {
         atomicOr(&status[0], err);
+        // Later dispatches skip the lane rather than decode on from a broken state.
+        if (p.mode == 0u && lane < arrayLength(&lane_state)) {
+            lane_state[lane].w = 0u;
+        }
     }
     atomicAdd(&status[1], 1u);
 }

@@ -5,6 +5,7 @@ use oscar_wgpu::codec::{
     bpp, encode, rans, rans_gpu::decode_on_gpu, read_header, token_grid, CodecError, Coding,
     FreqTable, Header, ModelTag, OscarFile, HEADER_LEN, MAX_DIM, MAX_FILE_LEN,
 };
+use oscar_wgpu::ops::LOOP_BUDGET;
 
 const CODEBOOKS: [usize; 8] = [16, 32, 64, 128, 256, 512, 1024, 2048];
 /// (level, width, height): every grid from 4×4 to 64×64, and non-square, unpadded sizes.
@@ -511,6 +512,60 @@ fn gpu_decode_matches_cpu() {
     }
     assert!(codings.contains(&Coding::Raw) && codings.contains(&Coding::Rans { lanes: 1 }));
     assert!(codings.contains(&Coding::Rans { lanes: 64 }), "{codings:?}");
+}
+
+/// A low-entropy picture's payload is so small that it gets one lane, whose tokens can
+/// be more trips than a loop may make on lavapipe (`ops::LOOP_BUDGET`): the GPU decodes
+/// them in several dispatches that carry the lane's state, as it must for any file the
+/// encoder writes. One grid ends within a dispatch, the other with one.
+#[test]
+fn gpu_decodes_lanes_longer_than_one_dispatch() {
+    let gpu = gpu();
+    for (h, rounds) in [
+        (header(7, 4096, 4096), 262_144),
+        (header(1, 12_800, 9_600), 2 * LOOP_BUDGET),
+    ] {
+        let n = tokens_for(&h);
+        assert_eq!(n, rounds);
+        let tokens: Vec<u32> = (0..n)
+            .map(|i| {
+                if i % 2000 == 7 {
+                    (i % 13 + 1) as u32
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let table = FreqTable::from_counts(&counts(&tokens, 1024)).unwrap();
+        let file = encode(&h, &tokens, &table).unwrap();
+        let on_gpu = |file: &[u8]| {
+            let parsed = OscarFile::parse(file, tag()).unwrap();
+            assert_eq!(parsed.stream().coding(), Coding::Rans { lanes: 1 });
+            decode_on_gpu(&gpu, parsed.stream(), &table, parsed.tokens())
+        };
+        assert_eq!(on_gpu(&file).unwrap(), tokens, "{n} tokens");
+        // A flipped bit of A_z[1] (header bit 64): the same tokens, but another CRC for
+        // the lane to end in, which only the last dispatch's final state can show.
+        let mut late = file.clone();
+        late[8] ^= 1;
+        assert!(decode_file(&late, &table).is_err());
+        assert!(
+            on_gpu(&late).is_err(),
+            "{n} tokens: a damaged A_z went unnoticed"
+        );
+        // A start state of 0: found in the first dispatch, and only that fault is
+        // reported (later dispatches must not decode on from a state the lane never
+        // reached).
+        let mut early = file.clone();
+        early[HEADER_LEN..HEADER_LEN + 4].fill(0);
+        assert!(decode_file(&early, &table).is_err());
+        match on_gpu(&early) {
+            Err(CodecError::Corrupt(what)) => {
+                assert_eq!(what, "rANS lane starts below the state range")
+            }
+            other => panic!("{n} tokens: a lane starting in state 0 gave {other:?}"),
+        }
+    }
 }
 
 #[test]

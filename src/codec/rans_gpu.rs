@@ -1,5 +1,5 @@
 //! Token decoding on the GPU: the [`rans_decode`](crate::ops::rans_decode) op in a
-//! graph of one dispatch, whose per-lane checks are read back with the tokens, so that
+//! graph of its own, whose per-lane checks are read back with the tokens, so that
 //! nothing runs on tokens of a damaged stream.
 
 use super::rans::{FreqTable, Stream};
@@ -41,6 +41,6 @@ pub fn decode_tokens(
     } else {
         g.run(&outputs)?
     };
-    check_status(&out[1].u32(), decoded.lanes)?;
+    check_status(&out[1].u32(), decoded.lane_runs)?;
     Ok((out[0].u32(), report))
 }

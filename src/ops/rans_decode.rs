@@ -2,6 +2,8 @@
 //! lane writes its tokens. The shader never reads out of bounds and never loops past
 //! the token count; what it finds wrong it reports in a two-word status tensor (error
 //! bits, finished lanes) that [`check_status`] turns into an error after the run.
+//! A lane's tokens are decoded in dispatches of at most [`LOOP_BUDGET`] each, carrying
+//! the rANS state between them: one lane of a low-entropy picture can hold millions.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -10,6 +12,7 @@ use crate::codec::CodecError;
 use crate::error::Result;
 use crate::gpu::KernelKey;
 use crate::graph::{DType, Graph, Tensor};
+use crate::ops::LOOP_BUDGET;
 
 /// Raw payloads have no lanes of their own; this many invocations share the tokens.
 const RAW_INVOCATIONS: usize = 64 * 1024;
@@ -37,6 +40,8 @@ struct Params {
     prob_bits: u32,
     units: u32,
     crc_seed: u32,
+    round0: u32,
+    rounds: u32,
 }
 
 /// The op's outputs.
@@ -46,8 +51,8 @@ pub struct Decoded {
     pub indices: Tensor,
     /// \[2\] u32: error bits, finished invocations. Read it back and [`check_status`].
     pub status: Tensor,
-    /// Invocations that must finish.
-    pub lanes: u32,
+    /// Lane runs that must finish: every dispatch counts each lane it ran.
+    pub lane_runs: u32,
 }
 
 /// Decodes `tokens` tokens of `stream` with `table` on the GPU. The stream's layout is
@@ -62,16 +67,6 @@ pub fn rans_decode(
     let (mode, lanes) = match stream.coding() {
         Coding::Rans { lanes } => (0, lanes),
         Coding::Raw => (1, tokens.min(RAW_INVOCATIONS)),
-    };
-    let params = Params {
-        mode,
-        lanes: lanes as u32,
-        tokens: tokens as u32,
-        symbols: table.symbols() as u32,
-        symbol_bits: table.symbol_bits(),
-        prob_bits: table.precision(),
-        units: stream.units() as u32,
-        crc_seed: u32::from(stream.crc_seed()),
     };
     let gpu_table: Vec<u32> = table
         .freq()
@@ -91,30 +86,50 @@ pub fn rans_decode(
     let indices = g.intermediate(&[tokens], DType::U32);
     // Uploaded zeros: the shader accumulates into it with atomics.
     let status = g.input_u32(&[2], &[0, 0])?;
+    // (state, next word, CRC register, sound) per rANS lane; raw payloads carry nothing.
+    let carried = if mode == 0 { lanes } else { 1 };
+    let lane_state = g.intermediate(&[carried * 4], DType::U32);
     let views = vec![
         g.view(words)?,
         g.view(starts)?,
         g.view(table_t)?,
         g.view(indices)?,
         g.view(status)?,
+        g.view(lane_state)?,
     ];
     let grid = g.grid((lanes as u64).div_ceil(WORKGROUP))?;
-    g.dispatch(
-        KernelKey::new("rans_decode", "main"),
-        bytemuck::bytes_of(&params),
-        views,
-        grid,
-        0,
-    );
+    let rounds = tokens.div_ceil(lanes);
+    let dispatches = rounds.div_ceil(LOOP_BUDGET);
+    for d in 0..dispatches {
+        let params = Params {
+            mode,
+            lanes: lanes as u32,
+            tokens: tokens as u32,
+            symbols: table.symbols() as u32,
+            symbol_bits: table.symbol_bits(),
+            prob_bits: table.precision(),
+            units: stream.units() as u32,
+            crc_seed: u32::from(stream.crc_seed()),
+            round0: (d * LOOP_BUDGET) as u32,
+            rounds: LOOP_BUDGET as u32,
+        };
+        g.dispatch(
+            KernelKey::new("rans_decode", "main"),
+            bytemuck::bytes_of(&params),
+            views.clone(),
+            grid,
+            0,
+        );
+    }
     Ok(Decoded {
         indices,
         status,
-        lanes: lanes as u32,
+        lane_runs: (lanes * dispatches) as u32,
     })
 }
 
-/// The verdict of a run's status words: every invocation finished and none found fault.
-pub fn check_status(status: &[u32], lanes: u32) -> std::result::Result<(), CodecError> {
+/// The verdict of a run's status words: every lane run finished and none found fault.
+pub fn check_status(status: &[u32], lane_runs: u32) -> std::result::Result<(), CodecError> {
     let (errors, finished) = (
         status.first().copied().unwrap_or(u32::MAX),
         status.get(1).copied(),
@@ -128,9 +143,9 @@ pub fn check_status(status: &[u32], lanes: u32) -> std::result::Result<(), Codec
             .collect();
         return Err(CodecError::Corrupt(what.join("; ")));
     }
-    if finished != Some(lanes) {
+    if finished != Some(lane_runs) {
         return Err(CodecError::Gpu(format!(
-            "{finished:?} of {lanes} range-decoder lanes finished"
+            "{finished:?} of {lane_runs} range-decoder lane runs finished"
         )));
     }
     Ok(())
