@@ -297,11 +297,13 @@ fn conv_small_pictures_as_products() {
     );
 }
 
-/// The patches against their reference: odd sizes, asymmetric padding, stride 2, 1×1 and 5×5.
+/// The patches against their reference: odd sizes, asymmetric padding (and top padding
+/// other than left), stride 2, 1×1 and 5×5.
 #[test]
 fn im2col_odd_shapes() {
     for (cin, h, w, k, cfg, seed) in [
         (3, 5, 7, 3, Conv2d::strided(2, [0, 1, 0, 1]), 90),
+        (3, 7, 6, 3, Conv2d::strided(2, [1, 0, 0, 2]), 94),
         (2, 6, 3, 1, Conv2d::same(0), 91),
         (5, 9, 8, 5, Conv2d::strided(2, [2; 4]), 92),
         (4, 4, 4, 3, Conv2d::same(1), 93),
