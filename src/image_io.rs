@@ -347,4 +347,45 @@ mod tests {
             assert!(OutputFormat::for_path(Path::new(name)).is_err(), "{name}");
         }
     }
+
+    #[test]
+    fn padding_repeats_or_mirrors_the_edges() {
+        // 3 × 2 pixels whose red numbers them (10·row + column), padded to 8 × 8: wider
+        // than the picture, so a reflection folds back and forth (as numpy's "reflect").
+        let img = image::RgbImage::from_fn(3, 2, |x, y| image::Rgb([(10 * y + x) as u8, 0, 255]));
+        for (padding, columns, rows) in [
+            (
+                Padding::Edge,
+                [0, 1, 2, 2, 2, 2, 2, 2],
+                [0, 1, 1, 1, 1, 1, 1, 1],
+            ),
+            (
+                Padding::Reflect,
+                [0, 1, 2, 1, 0, 1, 2, 1],
+                [0, 1, 0, 1, 0, 1, 0, 1],
+            ),
+        ] {
+            let planar = to_planar(&img, 8, padding);
+            assert_eq!((planar.width, planar.height), (8, 8));
+            let back = to_rgb8(&planar, 8, 8);
+            for (y, row) in rows.iter().enumerate() {
+                for (x, column) in columns.iter().enumerate() {
+                    let want = [(10 * row + column) as u8, 0, 255];
+                    assert_eq!(
+                        back.get_pixel(x as u32, y as u32).0,
+                        want,
+                        "{padding:?} ({x}, {y})"
+                    );
+                }
+            }
+            // Cropped back to the picture, it is the picture.
+            assert!(to_rgb8(&planar, 3, 2) == img, "{padding:?}");
+        }
+        // One pixel has nothing to mirror: both repeat it.
+        let dot = image::RgbImage::from_pixel(1, 1, image::Rgb([7, 8, 9]));
+        for padding in [Padding::Edge, Padding::Reflect] {
+            let back = to_rgb8(&to_planar(&dot, 4, padding), 4, 4);
+            assert!(back.pixels().all(|p| p.0 == [7, 8, 9]), "{padding:?}");
+        }
+    }
 }
