@@ -861,3 +861,32 @@ fn a_missing_backend_or_adapter_is_a_clear_error() {
     }
     assert!(!coded.exists());
 }
+
+/// `--padding reflect` reaches the encoder (a picture padded by 28 and 58 pixels codes
+/// otherwise than edge-padded), and `--f16` the decoder (packed f16 weights: another
+/// picture, within 40 dB of the f32 one, as tests/parity.rs requires of the library).
+#[test]
+fn reflect_padding_and_f16_weights_reach_the_model() {
+    let dir = tmp("padding_f16");
+    std::fs::create_dir_all(&dir).unwrap();
+    let photo = read_rgb(&fixture("astronaut_256.png")).unwrap();
+    let input = dir.join("crop.png");
+    image::imageops::crop_imm(&photo, 10, 20, 100, 70)
+        .to_image()
+        .save(&input)
+        .unwrap();
+    let (edge, reflect) = (dir.join("edge.oscar"), dir.join("reflect.oscar"));
+    ok(&encode_tiny(&input, &edge, &[]));
+    ok(&encode_tiny(&input, &reflect, &["--padding", "reflect"]));
+    assert_ne!(
+        std::fs::read(&edge).unwrap(),
+        std::fs::read(&reflect).unwrap()
+    );
+    let (f32_png, f16_png) = (dir.join("f32.png"), dir.join("f16.png"));
+    ok(&decode_tiny(&edge, &f32_png, &[]));
+    ok(&decode_tiny(&edge, &f16_png, &["--f16"]));
+    let (a, b) = (read_rgb(&f32_png).unwrap(), read_rgb(&f16_png).unwrap());
+    assert_eq!((a.dimensions(), b.dimensions()), ((100, 70), (100, 70)));
+    assert!(a != b, "--f16 decoded the f32 picture exactly");
+    assert!(psnr(&a, &b) > 40.0, "{} dB", psnr(&a, &b));
+}
