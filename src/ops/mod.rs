@@ -161,7 +161,8 @@ pub(crate) fn u32_of(n: usize, what: &str) -> crate::Result<u32> {
 
 /// Loop trips one invocation may make. llvmpipe (Mesa 22) silently ends every loop of
 /// an invocation once they have made 65535 trips together, so kernels whose loops grow
-/// with the input (channels, keys, codebook rows, a rANS lane's tokens) split the work across dispatches.
+/// with the input (channels, keys, codebook rows, a rANS lane's tokens) split the work
+/// across dispatches.
 pub const LOOP_BUDGET: usize = 60_000;
 
 /// Splits `channels` planes of `plane_bytes` each into runs that fit one storage

@@ -49,7 +49,7 @@ struct Params {
 pub struct Decoded {
     /// \[tokens\] u32, in token order.
     pub indices: Tensor,
-    /// \[2\] u32: error bits, finished invocations. Read it back and [`check_status`].
+    /// \[2\] u32: error bits, finished lane runs. Read it back and [`check_status`].
     pub status: Tensor,
     /// Lane runs that must finish: every dispatch counts each lane it ran.
     pub lane_runs: u32,
@@ -98,20 +98,23 @@ pub fn rans_decode(
         g.view(lane_state)?,
     ];
     let grid = g.grid((lanes as u64).div_ceil(WORKGROUP))?;
-    let rounds = tokens.div_ceil(lanes);
-    let dispatches = rounds.div_ceil(LOOP_BUDGET);
+    let params = Params {
+        mode,
+        lanes: lanes as u32,
+        tokens: tokens as u32,
+        symbols: table.symbols() as u32,
+        symbol_bits: table.symbol_bits(),
+        prob_bits: table.precision(),
+        units: stream.units() as u32,
+        crc_seed: u32::from(stream.crc_seed()),
+        round0: 0,
+        rounds: LOOP_BUDGET as u32,
+    };
+    let dispatches = tokens.div_ceil(lanes).div_ceil(LOOP_BUDGET);
     for d in 0..dispatches {
         let params = Params {
-            mode,
-            lanes: lanes as u32,
-            tokens: tokens as u32,
-            symbols: table.symbols() as u32,
-            symbol_bits: table.symbol_bits(),
-            prob_bits: table.precision(),
-            units: stream.units() as u32,
-            crc_seed: u32::from(stream.crc_seed()),
             round0: (d * LOOP_BUDGET) as u32,
-            rounds: LOOP_BUDGET as u32,
+            ..params
         };
         g.dispatch(
             KernelKey::new("rans_decode", "main"),
