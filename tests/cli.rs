@@ -693,7 +693,7 @@ fn bench_reports_stages_and_kernels() {
         );
     }
     // The portable kernels say so in every record (at 64², as lavapipe runs them
-    // several times slower than its own).
+    // several times slower than its own), and so does the level asked for.
     let portable = oscar(&[
         "--portable-kernels",
         "bench",
@@ -701,6 +701,8 @@ fn bench_reports_stages_and_kernels() {
         s(&model),
         "--sizes",
         "64",
+        "--levels",
+        "0",
         "--runs",
         "1",
         "--warmup",
@@ -728,6 +730,12 @@ fn bench_reports_stages_and_kernels() {
         csv.lines()
             .skip(1)
             .all(|l| l.rsplit(',').nth(11) == Some("portable")),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .skip(1)
+            .all(|l| l.rsplit(',').nth(8) == Some("0")),
         "{csv}"
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
