@@ -183,6 +183,35 @@ fn info_reports_real_and_nominal_bpp() {
         text.contains("oscar-wgpu model") && text.contains("2048"),
         "{text}"
     );
+    // --json: the same facts for scripts, on stdout.
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = oscar(args);
+        ok(&out);
+        serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+    };
+    let file = json(&["info", s(&coded), "--model", s(&model), "--json"]);
+    let bytes = std::fs::metadata(&coded).unwrap().len();
+    assert_eq!(file["bytes"], bytes);
+    assert_eq!(
+        (&file["level"], &file["width"], &file["height"]),
+        (&7.into(), &256.into(), &256.into())
+    );
+    assert_eq!(file["tokens"], serde_json::json!([32, 32]));
+    assert_eq!(file["bpp"], 8.0 * bytes as f64 / 65536.0);
+    assert_eq!(file["bpp_nominal"], 0.125);
+    let model_json = json(&["info", s(&model), "--json"]);
+    let levels = model_json["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 8);
+    assert_eq!(levels[3]["codebook_size"], 2048);
+    let adapters = json(&["adapters", "--json"]);
+    assert!(
+        adapters
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["backend"] == "vulkan"),
+        "{adapters}"
+    );
     // Neither: a picture, a folder, nothing at all.
     let photo = fixture("astronaut_256.png");
     fails(&oscar(&["info", s(&photo)]), "is a picture");
