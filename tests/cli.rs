@@ -482,6 +482,18 @@ fn impossible_requests_are_refused_by_name() {
         &encode_with(&fixture(""), &fixture("astronaut_256.png"), &tmp("x.oscar")),
         "it is a folder",
     );
+    // Under the lowest level's nominal rate, and a level the model does not have.
+    let unwritten = tmp("unwritten.oscar");
+    let photo = fixture("astronaut_256.png");
+    fails(
+        &encode_tiny(&photo, &unwritten, &["--bpp", "0.001"]),
+        "no level fits 0.001 bpp; the lowest is 0.0019 bpp",
+    );
+    fails(
+        &encode_tiny(&photo, &unwritten, &["--level", "8"]),
+        "level 8 does not exist: this model has levels 0..=7",
+    );
+    assert!(!unwritten.exists());
     let home = tmp("home");
     std::fs::create_dir_all(home.join(".config/oscar-wgpu")).unwrap();
     std::fs::write(
