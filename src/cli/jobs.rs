@@ -77,8 +77,13 @@ impl Jobs {
         for (_, output) in &pairs {
             let folder = output.parent().filter(|p| !p.as_os_str().is_empty());
             if let Some(folder) = folder.filter(|f| !f.is_dir()) {
+                let why = if folder.exists() {
+                    "is not a folder"
+                } else {
+                    "does not exist"
+                };
                 bail!(
-                    "cannot write {}: {} is not a folder",
+                    "cannot write {}: {} {why}",
                     output.display(),
                     folder.display()
                 );
@@ -233,7 +238,7 @@ mod tests {
             .unwrap();
         assert_eq!(pairs, [(dir.join("in/a.png"), dir.join("new/a.oscar"))]);
         assert!(dir.join("new").is_dir());
-        // …in a folder that exists.
+        // …in a folder that exists, and is a folder.
         let err = jobs(
             &[&dir.join("in/a.png")],
             Some(&dir.join("no/x.oscar")),
@@ -241,7 +246,15 @@ mod tests {
         )
         .pairs(&["png"], "oscar")
         .unwrap_err();
-        assert!(err.to_string().contains("is not a folder"), "{err}");
+        assert!(err.to_string().ends_with("no does not exist"), "{err}");
+        let err = jobs(
+            &[&dir.join("in/a.png")],
+            Some(&dir.join("in/a.png/x.oscar")),
+            false,
+        )
+        .pairs(&["png"], "oscar")
+        .unwrap_err();
+        assert!(err.to_string().ends_with("a.png is not a folder"), "{err}");
     }
 
     #[test]
