@@ -239,22 +239,16 @@ mod tests {
         assert_eq!(pairs, [(dir.join("in/a.png"), dir.join("new/a.oscar"))]);
         assert!(dir.join("new").is_dir());
         // …in a folder that exists, and is a folder.
-        let err = jobs(
-            &[&dir.join("in/a.png")],
-            Some(&dir.join("no/x.oscar")),
-            false,
-        )
-        .pairs(&["png"], "oscar")
-        .unwrap_err();
-        assert!(err.to_string().ends_with("no does not exist"), "{err}");
-        let err = jobs(
-            &[&dir.join("in/a.png")],
-            Some(&dir.join("in/a.png/x.oscar")),
-            false,
-        )
-        .pairs(&["png"], "oscar")
-        .unwrap_err();
-        assert!(err.to_string().ends_with("a.png is not a folder"), "{err}");
+        let refusal = |output: &str| {
+            jobs(&[&dir.join("in/a.png")], Some(&dir.join(output)), false)
+                .pairs(&["png"], "oscar")
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refusal("no/x.oscar");
+        assert!(err.ends_with("no does not exist"), "{err}");
+        let err = refusal("in/a.png/x.oscar");
+        assert!(err.ends_with("a.png is not a folder"), "{err}");
     }
 
     #[test]
