@@ -32,9 +32,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read> table: array<u32>;
 @group(0) @binding(4) var<storage, read_write> tokens_out: array<u32>;
 @group(0) @binding(5) var<storage, read_write> status: array<atomic<u32>, 2>;
-// rANS: per lane (state x, next word, CRC register, 1 while the lane is sound), left by
-// one dispatch for the next.
-@group(0) @binding(6) var<storage, read_write> lane_state: array<vec4<u32>>;
+// rANS: per lane (state x, next word, CRC register), left by one dispatch for the next.
+// Between tokens x ≥ RANS_L, so x = 0 marks a lane found at fault.
+@group(0) @binding(6) var<storage, read_write> lane_state: array<vec3<u32>>;
 
 const RANS_L: u32 = 65536u;
 
@@ -110,7 +110,7 @@ fn decode_rans(lane: u32) -> u32 {
         }
     } else {
         let carried = lane_state[lane];
-        if (carried.w == 0u) {
+        if (carried.x < RANS_L) {
             // An earlier dispatch found this lane at fault and said so in status[0].
             return 0u;
         }
@@ -141,7 +141,7 @@ fn decode_rans(lane: u32) -> u32 {
         crc = crc_token(crc, s);
         tokens_out[t] = s;
     }
-    lane_state[lane] = vec4<u32>(x, pos, crc, 1u);
+    lane_state[lane] = vec3<u32>(x, pos, crc);
     // Rounds of this lane (it has a token in round r while lane + r·lanes < tokens).
     let lane_rounds = select(0u, (p.tokens - lane + p.lanes - 1u) / p.lanes, lane < p.tokens);
     if (p.round0 + p.rounds < lane_rounds) {
@@ -175,7 +175,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         atomicOr(&status[0], err);
         // Later dispatches skip the lane rather than decode on from a broken state.
         if (p.mode == 0u && lane < arrayLength(&lane_state)) {
-            lane_state[lane].w = 0u;
+            lane_state[lane].x = 0u;
         }
     }
     atomicAdd(&status[1], 1u);

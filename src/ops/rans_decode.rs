@@ -86,7 +86,8 @@ pub fn rans_decode(
     let indices = g.intermediate(&[tokens], DType::U32);
     // Uploaded zeros: the shader accumulates into it with atomics.
     let status = g.input_u32(&[2], &[0, 0])?;
-    // (state, next word, CRC register, sound) per rANS lane; raw payloads carry nothing.
+    // (state, next word, CRC register) per rANS lane, a vec3 of 16 bytes in storage; raw
+    // payloads carry nothing.
     let carried = if mode == 0 { lanes } else { 1 };
     let lane_state = g.intermediate(&[carried * 4], DType::U32);
     let views = vec![
