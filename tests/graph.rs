@@ -184,6 +184,136 @@ fn weights_load_from_f32_f16_and_bf16_files() {
     assert!(ModelFile::open(&path).is_err());
 }
 
+/// A weight that is not a finite number, or that f16 cannot hold where the weights are
+/// kept in f16, is refused by name and place when a graph first asks for it: a NaN
+/// weight decoded to a black picture without a word.
+#[test]
+fn weights_that_are_not_finite_numbers_are_refused() {
+    let n = 10_000;
+    // The first bad value in a later block of the scan, a second one after it.
+    let with = |bad: &[(usize, f32)]| {
+        let mut values = vec![0.25f32; n];
+        for &(i, v) in bad {
+            values[i] = v;
+        }
+        values
+    };
+    let f32s = |v: Vec<f32>| bytemuck::cast_slice::<f32, u8>(&v).to_vec();
+    let f16s = |v: Vec<f32>| -> Vec<u8> {
+        v.iter()
+            .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+            .collect()
+    };
+    let bf16s = |v: Vec<f32>| -> Vec<u8> {
+        v.iter()
+            .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+            .collect()
+    };
+    use safetensors::Dtype::{BF16, F16, F32};
+    let tensors = [
+        (
+            "unet.f32",
+            F32,
+            f32s(with(&[(5000, f32::INFINITY), (6000, f32::NAN)])),
+        ),
+        ("unet.f16", F16, f16s(with(&[(4097, f32::INFINITY)]))),
+        ("unet.bf16", BF16, bf16s(with(&[(0, f32::NEG_INFINITY)]))),
+        ("unet.nan16", F16, f16s(with(&[(9999, f32::NAN)]))),
+        (
+            "unet.extremes",
+            F32,
+            f32s(with(&[(1, f32::MAX), (2, -1e-40), (3, -0.0)])),
+        ),
+        (
+            "unet.f16_extremes",
+            F16,
+            f16s(with(&[(1, 65504.0), (2, -65504.0)])),
+        ),
+        ("unet.bf16_extremes", BF16, bf16s(with(&[(1, 3.0e38)]))),
+        (
+            "unet.over_f16",
+            F32,
+            f32s(with(&[(7, 65504.0), (8, -65520.0)])),
+        ),
+    ];
+    let views = tensors.iter().map(|(name, dtype, bytes)| {
+        let view = safetensors::tensor::TensorView::new(*dtype, vec![n], bytes).unwrap();
+        (*name, view)
+    });
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("not-finite.safetensors");
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+    let refused = "not a finite number: the file is damaged or was converted wrongly";
+    let f16_range = "beyond the ±65504 of f16: load it without --f16";
+    for (precision, name, want) in [
+        (
+            Precision::F32,
+            "unet.f32",
+            Some("holds inf at index 5000, ".to_string() + refused),
+        ),
+        (
+            Precision::F16,
+            "unet.f32",
+            Some("holds inf at index 5000, ".to_string() + refused),
+        ),
+        (
+            Precision::F32,
+            "unet.f16",
+            Some("holds inf at index 4097, ".to_string() + refused),
+        ),
+        (
+            Precision::F16,
+            "unet.f16",
+            Some("holds inf at index 4097, ".to_string() + refused),
+        ),
+        (
+            Precision::F32,
+            "unet.bf16",
+            Some("holds -inf at index 0, ".to_string() + refused),
+        ),
+        (
+            Precision::F32,
+            "unet.nan16",
+            Some("holds NaN at index 9999, ".to_string() + refused),
+        ),
+        (Precision::F32, "unet.extremes", None),
+        (
+            Precision::F16,
+            "unet.extremes",
+            Some(format!("holds {}, {f16_range}", f32::MAX)),
+        ),
+        (Precision::F32, "unet.f16_extremes", None),
+        (Precision::F16, "unet.f16_extremes", None),
+        (Precision::F32, "unet.bf16_extremes", None),
+        (
+            Precision::F16,
+            "unet.bf16_extremes",
+            Some(f16_range.to_string()),
+        ),
+        (Precision::F32, "unet.over_f16", None),
+        (
+            Precision::F16,
+            "unet.over_f16",
+            Some(format!("holds -65520, {f16_range}")),
+        ),
+    ] {
+        let file = ModelFile::open(&path).unwrap();
+        let weights = Weights::upload(gpu(), file, precision, |_| true).unwrap();
+        let mut g = Graph::new(gpu());
+        match (weights.tensor(&mut g, name), want) {
+            (Ok(_), None) => {}
+            (Err(e), Some(want)) => {
+                let text = e.to_string();
+                let named = format!("weight '{name}' ");
+                assert!(
+                    text.contains(&named) && text.contains(&want),
+                    "{name}: {text}"
+                );
+            }
+            (got, want) => panic!("{name} as {precision:?}: {:?}, want {want:?}", got.err()),
+        }
+    }
+}
+
 /// A graph cut into segments computes what it computes whole: what crosses a cut is
 /// read back and uploaded again, placeholders take their data from the uploads, and a
 /// placeholder nobody filled is an error rather than garbage.
