@@ -34,6 +34,8 @@ pub enum Error {
     Model { path: PathBuf, reason: String },
     #[error("model file: {0}")]
     BadModel(String),
+    #[error("{0} came out as NaN or infinite: the model's weights or the GPU's arithmetic went wrong (`oscar-wgpu info MODEL --verify` checks the model; --portable-kernels or another adapter rules out the driver)")]
+    NotFinite(String),
     #[error("invalid shape: {0}")]
     Shape(String),
     #[error("cannot decode {path}: {reason}")]

@@ -416,6 +416,81 @@ fn edited_model(name: &str, edit: impl Fn(&mut serde_json::Value)) -> PathBuf {
     path
 }
 
+/// The tiny model with element `index` of its f32 tensor `tensor` set to `value`.
+fn model_with_value(name: &str, tensor: &str, index: usize, value: f32) -> PathBuf {
+    let mut bytes = std::fs::read(fixture("oscar-tiny.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    assert_eq!(header[tensor]["dtype"], "F32");
+    let start = header[tensor]["data_offsets"][0].as_u64().unwrap() as usize;
+    let at = 8 + n + start + 4 * index;
+    bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    let path = tmp(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// A weight that is not a number, one that f16 cannot hold under --f16, and arithmetic
+/// that overflows are refused, and nothing is written. The first and the last each
+/// gave a black picture and exit status 0; the encoder's overflow, a header error.
+#[test]
+fn weights_and_results_that_are_not_numbers_are_refused() {
+    let photo = tmp("finite-64.png");
+    let astronaut = read_rgb(&fixture("astronaut_256.png")).unwrap();
+    image::imageops::crop_imm(&astronaut, 96, 32, 64, 64)
+        .to_image()
+        .save(&photo)
+        .unwrap();
+    let coded = tmp("finite.oscar");
+    ok(&encode_tiny(&photo, &coded, &["--level", "5"]));
+    let picture = tmp("finite.png");
+    let decode = |model: &Path, extra: &[&str]| {
+        let mut args = vec!["decode", s(&coded), "-o", s(&picture), "--model", s(model)];
+        args.extend(extra);
+        oscar(&args)
+    };
+    let out_weight = "vae.decoder.conv_out.weight";
+    let nan = model_with_value("nan.safetensors", out_weight, 5, f32::NAN);
+    fails(
+        &decode(&nan, &[]),
+        "weight 'vae.decoder.conv_out.weight' holds NaN at index 5, not a finite number",
+    );
+    let in_weight = "vae.decoder.conv_in.weight";
+    let halves = model_with_value("halves.safetensors", in_weight, 7, 1e5);
+    fails(
+        &decode(&halves, &["--f16"]),
+        "weight 'vae.decoder.conv_in.weight' holds 100000, beyond the ±65504 of f16",
+    );
+    // Whole, and in stages with the VAE tiled.
+    let overflow = model_with_value("overflow.safetensors", in_weight, 5, 3e38);
+    for extra in [&[][..], &["--tile", "64"]] {
+        fails(
+            &decode(&overflow, extra),
+            "the decoded picture (12288 of 12288 values) came out as NaN or infinite",
+        );
+    }
+    assert!(!picture.exists());
+
+    let encoder = model_with_value("encoder.safetensors", "vae.encoder.conv_in.weight", 5, 3e38);
+    let recoded = tmp("overflow.oscar");
+    for extra in [&[][..], &["--tile", "64"]] {
+        let mut args = vec![
+            "encode",
+            s(&photo),
+            "-o",
+            s(&recoded),
+            "--model",
+            s(&encoder),
+        ];
+        args.extend(extra);
+        fails(
+            &oscar(&args),
+            "finite-64.png: the latents' norm A_z[0] came out as NaN or infinite",
+        );
+    }
+    assert!(!recoded.exists());
+}
+
 /// A model whose levels disagree with its tensors or schedule is refused when it loads:
 /// a short codebook decoded indices past its end and a timestep past the schedule made
 /// files the model then refused; an integer weight was read as floats.

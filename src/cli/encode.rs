@@ -130,8 +130,9 @@ pub fn run(
             tiling: Some(policy),
             ..RunOptions::default()
         };
-        let (tokens, trace) =
-            oscar.encode(&planar.data, planar.height, planar.width, level, opts)?;
+        let (tokens, trace) = oscar
+            .encode(&planar.data, planar.height, planar.width, level, opts)
+            .with_context(|| format!("{}", input.display()))?;
         let header = tokens.header(width, height, tag)?;
         let bytes = codec::encode(&header, &tokens.indices, &table)?;
         jobs.write(output, &bytes)?;

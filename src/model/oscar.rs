@@ -194,6 +194,29 @@ pub struct Tokens {
 }
 
 impl Tokens {
+    /// The tokens an encode graph read back: its `indices` and `a_z` outputs, in that
+    /// order. Latents with a NaN or an infinity (which would quantise to arbitrary
+    /// tokens) show in their norms, and are refused.
+    pub(crate) fn read_back(
+        level: usize,
+        grid: (usize, usize),
+        host: &[HostTensor],
+    ) -> Result<Tokens> {
+        let [indices, a_z] = host else {
+            return Err(Error::Gpu(format!("{} encode outputs, not 2", host.len())));
+        };
+        let a_z = a_z.f32();
+        if let Some(c) = a_z.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NotFinite(format!("the latents' norm A_z[{c}]")));
+        }
+        Ok(Tokens {
+            level,
+            grid,
+            indices: indices.u32(),
+            a_z,
+        })
+    }
+
     /// The `.oscar` header of these tokens for a `width`×`height` picture.
     pub fn header(&self, width: u32, height: u32, model: ModelTag) -> Result<Header> {
         let a_z = self.a_z.as_slice().try_into().map_err(|_| {
@@ -252,15 +275,9 @@ impl Oscar {
         let mut g = self.graph(opts);
         let x = g.input_f32(&[3, h, w], image)?;
         let (indices, a_z) = self.encode_graph(&mut g, level, x)?;
-        let (tokens, trace) = run(&g, &[("indices", indices), ("a_z", a_z)], opts)?;
-        let grid = (h / cell, w / cell);
+        let (host, trace) = run(&g, &[("indices", indices), ("a_z", a_z)], opts)?;
         Ok((
-            Tokens {
-                level,
-                grid,
-                indices: tokens[0].u32(),
-                a_z: tokens[1].f32(),
-            },
+            Tokens::read_back(level, (h / cell, w / cell), &host)?,
             trace,
         ))
     }
@@ -339,13 +356,7 @@ impl Oscar {
             outputs[..1].to_vec()
         };
         let (mut host, trace) = run(&g, &outputs, opts)?;
-        let image = host
-            .swap_remove(0)
-            .f32()
-            .into_iter()
-            .map(|v| v.clamp(-1.0, 1.0))
-            .collect();
-        Ok((image, trace))
+        Ok((picture(host.swap_remove(0).f32())?, trace))
     }
 
     /// Decodes an entropy-coded token stream. Range decoding runs on the GPU first, on
@@ -503,6 +514,21 @@ pub(crate) fn run(
             report,
         },
     ))
+}
+
+/// A decoded `image` with its values clamped to [-1, 1], as pictures hold them, unless
+/// one is NaN or infinite: clamped or cast to bytes, those would give black or white
+/// pixels without a word.
+pub(crate) fn picture(mut image: Vec<f32>) -> Result<Vec<f32>> {
+    let bad = image.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return Err(Error::NotFinite(format!(
+            "the decoded picture ({bad} of {} values)",
+            image.len()
+        )));
+    }
+    image.iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0));
+    Ok(image)
 }
 
 impl Oscar {

@@ -9,7 +9,7 @@
 
 use super::blocks::Ctx;
 use super::lockstep::Net;
-use super::oscar::{run, RunOptions, Trace};
+use super::oscar::{picture, run, RunOptions, Trace};
 use super::tiling::Grid;
 use super::Oscar;
 use crate::error::{Error, Result};
@@ -409,10 +409,7 @@ impl Oscar {
             opts,
             &mut trace,
         )?;
-        Ok((
-            image.into_iter().map(|v| v.clamp(-1.0, 1.0)).collect(),
-            trace,
-        ))
+        Ok((picture(image)?, trace))
     }
 
     /// A staged encode: the VAE encoder in tiles, then the hyper-encoder and quantiser
@@ -448,15 +445,8 @@ impl Oscar {
         let (host, part) = run(&g, &[("indices", indices), ("a_z", a_z)], opts)?;
         trace.report.absorb(&part.report);
         let cell = self.info.pixels_per_token(level)?;
-        Ok((
-            super::Tokens {
-                level,
-                grid: (h / cell, w / cell),
-                indices: host[0].u32(),
-                a_z: host[1].f32(),
-            },
-            trace,
-        ))
+        let tokens = super::Tokens::read_back(level, (h / cell, w / cell), &host)?;
+        Ok((tokens, trace))
     }
 
     /// Runs `g` and reads back `output`, adding the run to `trace`.
