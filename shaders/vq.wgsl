@@ -1,6 +1,7 @@
 // Cosine VQ. `normalize`: zn = z / max(‖z‖, 1e-12) per token, as F.normalize.
 // `argmax`: per token, the first codebook row with the largest zn·e (f32 fma in index
-// order, strict >, so ties keep the lowest index). `gather`: y[t, :] = table[min(idx[t], k−1), :].
+// order, strict >, so ties keep the lowest index); k where no score is a number (NaN
+// features), which the encoder refuses. `gather`: y[t, :] = table[min(idx[t], k−1), :].
 // Entry points bind different buffers at the same slots (see the Rust side).
 
 struct Params {
@@ -55,7 +56,7 @@ fn argmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) num: ve
         return;
     }
     let row = t * p.d;
-    var best = 0u;
+    var best = p.k;
     var best_score = -3.40282347e38; // the lowest finite f32
     if p.j0 > 0u {
         best = best_out[t];

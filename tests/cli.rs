@@ -418,21 +418,29 @@ fn edited_model(name: &str, edit: impl Fn(&mut serde_json::Value)) -> PathBuf {
 
 /// The tiny model with element `index` of its f32 tensor `tensor` set to `value`.
 fn model_with_value(name: &str, tensor: &str, index: usize, value: f32) -> PathBuf {
+    model_with_values(name, &[(tensor, index, value)])
+}
+
+/// The tiny model with each (tensor, index, value) of `edits` made to its f32 tensors.
+fn model_with_values(name: &str, edits: &[(&str, usize, f32)]) -> PathBuf {
     let mut bytes = std::fs::read(fixture("oscar-tiny.safetensors")).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    assert_eq!(header[tensor]["dtype"], "F32");
-    let start = header[tensor]["data_offsets"][0].as_u64().unwrap() as usize;
-    let at = 8 + n + start + 4 * index;
-    bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    for &(tensor, index, value) in edits {
+        assert_eq!(header[tensor]["dtype"], "F32");
+        let start = header[tensor]["data_offsets"][0].as_u64().unwrap() as usize;
+        let at = 8 + n + start + 4 * index;
+        bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    }
     let path = tmp(name);
     std::fs::write(&path, bytes).unwrap();
     path
 }
 
 /// A weight that is not a number, one that f16 cannot hold under --f16, and arithmetic
-/// that overflows are refused, and nothing is written. The first and the last each
-/// gave a black picture and exit status 0; the encoder's overflow, a header error.
+/// that overflows are refused, and nothing is written. A NaN weight and an overflowing
+/// decoder gave a black picture and exit status 0; an overflowing VAE encoder, a header
+/// error; an overflowing hyper-encoder, a file of token 0 throughout.
 #[test]
 fn weights_and_results_that_are_not_numbers_are_refused() {
     let photo = tmp("finite-64.png");
@@ -488,6 +496,18 @@ fn weights_and_results_that_are_not_numbers_are_refused() {
             "finite-64.png: the latents' norm A_z[0] came out as NaN or infinite",
         );
     }
+    // Channel 0 of the backbone's first layer near f32's largest, times another such
+    // weight: infinities in the features of some tokens (15 of 64 on lavapipe).
+    let features = model_with_values(
+        "features.safetensors",
+        &[
+            ("hyper.5.backbone.0.bias", 0, 3e38),
+            ("hyper.5.backbone.1.layers.0.weight", 0, 3e38),
+        ],
+    );
+    let out = encode_with(&features, &photo, &recoded);
+    fails(&out, "finite-64.png: the hyper-encoder's features (");
+    fails(&out, " of 64 tokens) came out as NaN or infinite");
     assert!(!recoded.exists());
 }
 

@@ -380,6 +380,29 @@ fn vq_all_equal_scores_pick_zero() {
     );
 }
 
+/// A token none of whose scores is a number (a NaN in it, or an infinity, which
+/// normalises to NaNs) gets k, the index no row has, over a codebook of two windows;
+/// the encoder refuses it. Before, it got row 0, a valid token.
+#[test]
+fn vq_tokens_that_are_not_numbers_win_no_row() {
+    let (k, d) = (2048, 32);
+    let mut rng = Rng::new(22);
+    let codebook = rng.vec(k * d, 1.0);
+    let mut z = rng.vec(4 * d, 1.0);
+    z[3] = f32::NAN;
+    z[d + 7] = f32::INFINITY;
+    z[2 * d..3 * d].fill(0.0);
+    let mut g = guarded_graph(gpu());
+    let zt = g.input_f32(&[4, d], &z).unwrap();
+    let cb = g.input_f32(&[k, d], &codebook).unwrap();
+    let idx = vq::argmax_cosine(&mut g, zt, cb).unwrap();
+    let (out, _) = run_checked(&g, &[idx]);
+    let want = vq::argmax_reference(&vq::scores_reference(&z, &codebook, d));
+    assert_eq!(&want[..3], [k as u32, k as u32, 0]);
+    assert!((want[3] as usize) < k);
+    assert_eq!(out[0].u32(), want);
+}
+
 #[test]
 fn gather_rows_clamps() {
     let mut rng = Rng::new(50);

@@ -194,29 +194,6 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    /// The tokens an encode graph read back: its `indices` and `a_z` outputs, in that
-    /// order. Latents with a NaN or an infinity (which would quantise to arbitrary
-    /// tokens) show in their norms, and are refused.
-    pub(crate) fn read_back(
-        level: usize,
-        grid: (usize, usize),
-        host: &[HostTensor],
-    ) -> Result<Tokens> {
-        let [indices, a_z] = host else {
-            return Err(Error::Gpu(format!("{} encode outputs, not 2", host.len())));
-        };
-        let a_z = a_z.f32();
-        if let Some(c) = a_z.iter().position(|v| !v.is_finite()) {
-            return Err(Error::NotFinite(format!("the latents' norm A_z[{c}]")));
-        }
-        Ok(Tokens {
-            level,
-            grid,
-            indices: indices.u32(),
-            a_z,
-        })
-    }
-
     /// The `.oscar` header of these tokens for a `width`×`height` picture.
     pub fn header(&self, width: u32, height: u32, model: ModelTag) -> Result<Header> {
         let a_z = self.a_z.as_slice().try_into().map_err(|_| {
@@ -276,10 +253,42 @@ impl Oscar {
         let x = g.input_f32(&[3, h, w], image)?;
         let (indices, a_z) = self.encode_graph(&mut g, level, x)?;
         let (host, trace) = run(&g, &[("indices", indices), ("a_z", a_z)], opts)?;
-        Ok((
-            Tokens::read_back(level, (h / cell, w / cell), &host)?,
-            trace,
-        ))
+        Ok((self.read_tokens(level, (h, w), &host)?, trace))
+    }
+
+    /// The tokens of an `h`×`w` picture that an encode graph read back: its `indices`
+    /// and `a_z` outputs, in that order. Latents with a NaN or an infinity show in their
+    /// norms, and features with one in tokens that no codebook row won; either is
+    /// refused.
+    pub(crate) fn read_tokens(
+        &self,
+        level: usize,
+        (h, w): (usize, usize),
+        host: &[HostTensor],
+    ) -> Result<Tokens> {
+        let [indices, a_z] = host else {
+            return Err(Error::Gpu(format!("{} encode outputs, not 2", host.len())));
+        };
+        let a_z = a_z.f32();
+        if let Some(c) = a_z.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NotFinite(format!("the latents' norm A_z[{c}]")));
+        }
+        let indices = indices.u32();
+        let codebook = self.info.level(level)?.codebook_size;
+        let lost = indices.iter().filter(|&&i| i as usize >= codebook).count();
+        if lost > 0 {
+            return Err(Error::NotFinite(format!(
+                "the hyper-encoder's features ({lost} of {} tokens)",
+                indices.len()
+            )));
+        }
+        let cell = self.info.pixels_per_token(level)?;
+        Ok(Tokens {
+            level,
+            grid: (h / cell, w / cell),
+            indices,
+            a_z,
+        })
     }
 
     /// The encode graph of `image` [3, h, w]: (token indices, latent norms A_z).

@@ -444,9 +444,7 @@ impl Oscar {
         let (indices, a_z) = self.tokens_graph(&mut g, level, latents)?;
         let (host, part) = run(&g, &[("indices", indices), ("a_z", a_z)], opts)?;
         trace.report.absorb(&part.report);
-        let cell = self.info.pixels_per_token(level)?;
-        let tokens = super::Tokens::read_back(level, (h / cell, w / cell), &host)?;
-        Ok((tokens, trace))
+        Ok((self.read_tokens(level, (h, w), &host)?, trace))
     }
 
     /// Runs `g` and reads back `output`, adding the run to `trace`.

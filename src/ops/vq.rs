@@ -38,7 +38,8 @@ fn rows(g: &Graph, t: Tensor, what: &str) -> Result<(usize, usize)> {
 }
 
 /// `z` [n, d] f32, `codebook` [k, d] f32|f16 → \[n\] u32: argmax_j (z/‖z‖)·e_j with
-/// e_j as stored, accumulated in f32. NaN scores never win; an all-zero z gets 0.
+/// e_j as stored, accumulated in f32. NaN scores never win; an all-zero z gets 0, a z
+/// none of whose scores is a number (a NaN in it, or an infinity) gets k.
 pub fn argmax_cosine(g: &mut Graph, z: Tensor, codebook: Tensor) -> Result<Tensor> {
     let ((n, d), (k, kd)) = (rows(g, z, "vq input")?, rows(g, codebook, "codebook")?);
     if d != kd || g.dtype(z) != DType::F32 || g.dtype(codebook) == DType::U32 {
@@ -155,14 +156,15 @@ pub fn scores_reference(z: &[f32], codebook: &[f32], d: usize) -> Vec<Vec<f64>> 
         .collect()
 }
 
-/// CPU reference of [`argmax_cosine`]: the first index of the largest score.
+/// CPU reference of [`argmax_cosine`]: the first index of the largest score, or the
+/// number of scores where none is a number.
 pub fn argmax_reference(scores: &[Vec<f64>]) -> Vec<u32> {
     scores
         .iter()
         .map(|s| {
             s.iter()
                 .enumerate()
-                .fold((0, f64::NEG_INFINITY), |(bi, bv), (j, &v)| {
+                .fold((s.len(), f64::NEG_INFINITY), |(bi, bv), (j, &v)| {
                     if v > bv {
                         (j, v)
                     } else {
