@@ -513,7 +513,8 @@ fn weights_and_results_that_are_not_numbers_are_refused() {
 
 /// A model whose levels disagree with its tensors or schedule is refused when it loads:
 /// a short codebook decoded indices past its end and a timestep past the schedule made
-/// files the model then refused; an integer weight was read as floats.
+/// files the model then refused; an integer weight was read as floats; betas past 1
+/// decoded every picture to NaNs.
 #[test]
 fn a_model_that_contradicts_itself_is_refused() {
     let levels = |edit: fn(&mut serde_json::Value)| {
@@ -545,6 +546,16 @@ fn a_model_that_contradicts_itself_is_refused() {
                 h["__metadata__"]["format_version"] = "99".into()
             }),
             "model format version 99",
+        ),
+        (
+            edited_model("betas.safetensors", |h| {
+                let meta = &mut h["__metadata__"];
+                let mut scheduler: serde_json::Value =
+                    serde_json::from_str(meta["scheduler_config"].as_str().unwrap()).unwrap();
+                scheduler["beta_end"] = 1.5.into();
+                meta["scheduler_config"] = scheduler.to_string().into();
+            }),
+            "scheduler: betas 0.00085 to 1.5 over 1000 steps",
         ),
     ];
     for (model, message) in &cases {

@@ -29,6 +29,18 @@ fn bad(field: &str) -> Error {
     Error::BadModel(format!("config field '{field}' is missing or malformed"))
 }
 
+/// A config number that must be finite and above 0 (an epsilon, a scale): anything else
+/// decodes every picture to NaNs.
+fn positive(value: f32, field: &str) -> Result<()> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::BadModel(format!(
+            "config field '{field}' is {value}; it must be a number above 0"
+        )))
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct UnetConfig {
     pub in_channels: usize,
@@ -88,6 +100,7 @@ impl UnetConfig {
         if !(1..=MAX_BLOCKS).contains(&blocks) {
             return Err(bad("block_out_channels"));
         }
+        positive(c.norm_eps, "norm_eps")?;
         let heads_field = if c.num_attention_heads.is_null() {
             &c.attention_head_dim
         } else {
@@ -173,6 +186,7 @@ impl VaeConfig {
         if !(1..=MAX_BLOCKS).contains(&c.block_out_channels.len()) {
             return Err(bad("block_out_channels"));
         }
+        positive(c.scaling_factor, "scaling_factor")?;
         Ok(c)
     }
 
@@ -206,6 +220,15 @@ impl SchedulerConfig {
             return Err(Error::BadModel(format!(
                 "scheduler: OSCAR needs v_prediction with a (scaled_)linear schedule, got {} / {}",
                 c.prediction_type, c.beta_schedule
+            )));
+        }
+        // Betas outside (0, 1) make ᾱ_t negative or 0, whose square roots are NaN.
+        let betas = 0.0 < c.beta_start && c.beta_start <= c.beta_end && c.beta_end < 1.0;
+        if !betas || c.num_train_timesteps < 2 {
+            return Err(Error::BadModel(format!(
+                "scheduler: betas {} to {} over {} steps; OSCAR needs 0 < beta_start ≤ \
+                 beta_end < 1 and at least 2 steps",
+                c.beta_start, c.beta_end, c.num_train_timesteps
             )));
         }
         Ok(c)
@@ -335,6 +358,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(message.contains("block_out_channels"), "{message}");
+    }
+
+    /// Numbers that would make every picture NaN are refused when the model loads.
+    #[test]
+    fn numbers_that_break_the_arithmetic_are_errors() {
+        for eps in ["0", "-1e-5"] {
+            let message = unet_with("norm_eps", eps).unwrap_err().to_string();
+            assert!(message.contains("'norm_eps' is"), "{eps}: {message}");
+        }
+        let vae = r#"{"in_channels":3,"out_channels":3,"block_out_channels":[32],
+            "layers_per_block":1,"latent_channels":4,"norm_num_groups":8,"scaling_factor":S}"#;
+        for scale in ["0", "-0.18"] {
+            let message = VaeConfig::parse(&vae.replace('S', scale))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.contains("'scaling_factor' is"),
+                "{scale}: {message}"
+            );
+        }
+        assert!(VaeConfig::parse(&vae.replace('S', "1e-30")).is_ok());
+        let scheduler = |start: &str, end: &str, steps: usize| {
+            SchedulerConfig::parse(&format!(
+                r#"{{"beta_start":{start},"beta_end":{end},"beta_schedule":"scaled_linear",
+                "num_train_timesteps":{steps},"prediction_type":"v_prediction"}}"#
+            ))
+        };
+        assert!(scheduler("0.00085", "0.012", 1000).is_ok());
+        assert!(scheduler("0.5", "0.5", 2).is_ok());
+        for (start, end, steps) in [
+            ("0", "0.012", 1000),
+            ("0.00085", "1", 1000),
+            ("0.02", "0.01", 1000),
+            ("-0.1", "0.012", 1000),
+            ("0.00085", "0.012", 1),
+        ] {
+            let message = scheduler(start, end, steps).unwrap_err().to_string();
+            assert!(message.contains("OSCAR needs 0 < beta_start"), "{message}");
+        }
     }
 
     #[test]
