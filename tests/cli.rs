@@ -942,6 +942,90 @@ fn kernel_bench_selects_by_shape_and_reports_the_roofline() {
     assert!(field("roofline_fraction") >= field("peak_fraction"), "{k}");
 }
 
+/// With --all-adapters, machine-readable results name each adapter with its backend
+/// (lavapipe shows as one "llvmpipe" on Vulkan and on GL): the kernel benchmark as one
+/// JSON list, where it printed one document per adapter, and the plans of every
+/// adapter, where it planned the first only. A plan that does not fit the budget is a
+/// row that says so, not the end of the table.
+#[test]
+fn bench_results_name_every_adapter() {
+    let adapters: serde_json::Value =
+        serde_json::from_slice(&oscar(&["adapters", "--json"]).stdout).expect("adapters");
+    let mut want: Vec<String> = adapters
+        .as_array()
+        .expect("a list of adapters")
+        .iter()
+        .map(|a| format!("{} {}", a["name"], a["backend"]))
+        .collect();
+    want.sort();
+    assert!(!want.is_empty());
+
+    let only = "4096 q × 77 k";
+    let all = [
+        "bench",
+        "--kernels",
+        "--only",
+        only,
+        "--all-adapters",
+        "--json",
+    ];
+    let out = oscar(&all);
+    ok(&out);
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON list");
+    let mut got: Vec<String> = reports
+        .as_array()
+        .expect("a list of reports")
+        .iter()
+        .map(|r| {
+            assert_eq!(r["kernels"].as_array().map(Vec::len), Some(1), "{r}");
+            assert!(!r["driver"].as_str().unwrap().starts_with(' '), "{r}");
+            format!("{} {}", r["adapter"], r["backend"])
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+
+    let out = oscar(&[
+        "bench",
+        "--plan-only",
+        "--sizes",
+        "256",
+        "--all-adapters",
+        "--csv",
+    ]);
+    let csv = ok(&out);
+    let lines: Vec<&str> = csv.lines().filter(|l| l.starts_with('"')).collect();
+    assert_eq!(
+        lines.len(),
+        2 * want.len(),
+        "a decode and an encode per adapter: {csv}"
+    );
+    for adapter in adapters.as_array().unwrap() {
+        let backend = format!(",{},", adapter["backend"].as_str().unwrap());
+        assert_eq!(
+            lines.iter().filter(|l| l.contains(&backend)).count(),
+            2,
+            "{csv}"
+        );
+    }
+
+    let over = ["--sizes", "8192", "--max-gpu-memory", "100M", "--json"];
+    let out = oscar(&[&["bench", "--plan-only", "--backend", "vulkan"][..], &over].concat());
+    let plans: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON plans");
+    let runs: Vec<(&str, &str)> = plans
+        .as_array()
+        .expect("a list of plans")
+        .iter()
+        .map(|p| {
+            assert!(p["tiled_bytes"].is_null(), "{p}");
+            (p["run"].as_str().unwrap(), p["tiles"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(runs.len(), 2, "{plans}");
+    assert!(runs[0].0 == "decode" && runs[0].1.contains("does not fit in 104857600 bytes"));
+    assert!(runs[1].0 == "encode" && runs[1].1.contains("does not fit in 104857600 bytes"));
+}
+
 /// `-h` of every command names what each option and argument does: one with no text
 /// beside or under it is something a user cannot learn about without reading the source.
 #[test]

@@ -4,17 +4,56 @@
 //! benchmark; or the plans alone (`--plan-only`).
 
 use anyhow::{bail, Result};
-use oscar_wgpu::bench::kernels::{run_kernel_bench, table};
 use oscar_wgpu::codec;
 use oscar_wgpu::gpu::{list_adapters, Gpu, GpuOptions};
-use oscar_wgpu::model::synthetic::Architecture;
-use oscar_wgpu::model::{DecodeSchedule, EncodeSchedule, Oscar, TilePolicy};
-use oscar_wgpu::weights::Precision;
 
 use super::Output;
 use runs::{bench_adapter, print_records};
 
+mod kernels;
+mod plans;
 mod runs;
+
+/// The adapter every result of `bench` names.
+#[derive(Clone, serde::Serialize)]
+struct AdapterLabel {
+    adapter: String,
+    /// `vulkan`, `metal`, `dx12` or `gl`: one GPU can show on several, under one name.
+    backend: String,
+    driver: String,
+}
+
+impl AdapterLabel {
+    fn of(gpu: &Gpu) -> AdapterLabel {
+        let info = &gpu.info;
+        AdapterLabel {
+            adapter: info.name.clone(),
+            backend: format!("{:?}", info.backend).to_lowercase(),
+            // GL has no driver name, only its version in `driver_info`.
+            driver: [info.driver.as_str(), info.driver_info.as_str()]
+                .iter()
+                .filter(|part| !part.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+
+    /// As the first three fields of a CSV line.
+    fn csv(&self) -> String {
+        format!(
+            "{},{},{}",
+            csv_text(&self.adapter),
+            self.backend,
+            csv_text(&self.driver)
+        )
+    }
+}
+
+/// `text` as one CSV field: quoted, its quotes doubled.
+fn csv_text(text: &str) -> String {
+    format!("\"{}\"", text.replace('"', "\"\""))
+}
 
 /// Progress goes to stderr, so `--json` / `--csv` output stays machine-readable.
 fn progress(out: Output, line: String) {
@@ -50,7 +89,7 @@ pub struct BenchArgs {
     /// Packed f16 weights on the decode side.
     #[arg(long)]
     f16: bool,
-    /// Every adapter, one after the other.
+    /// Every adapter, one after the other (each result names its adapter and backend).
     #[arg(long)]
     all_adapters: bool,
     /// The kernel benchmark (conv, matmul, attention at SD shapes) instead: each as a
@@ -71,7 +110,8 @@ pub struct BenchArgs {
     plan_only: bool,
     #[command(flatten)]
     tiles: super::TileArgs,
-    /// The results as JSON on stdout (progress stays on stderr).
+    /// The results as JSON on stdout (progress stays on stderr): a list of records, or
+    /// with --kernels one adapter's report (a list of them with --all-adapters).
     #[arg(long, conflicts_with = "csv")]
     json: bool,
     /// The results as CSV on stdout (progress stays on stderr).
@@ -101,13 +141,10 @@ pub fn run(gpu: &GpuOptions, args: &BenchArgs, out: Output) -> Result<()> {
         vec![gpu.clone()]
     };
     if args.kernels {
-        for options in &adapters {
-            kernels(&Gpu::new(options)?, args, out)?;
-        }
-        return Ok(());
+        return kernels::run(&adapters, args);
     }
     if args.plan_only {
-        return plan_only(gpu, args);
+        return plans::run(&adapters, args);
     }
     if !args.synthetic && args.model.is_none() {
         bail!("pass --synthetic (full SD-2.1 OSCAR sizes, seeded weights) or --model FILE");
@@ -117,99 +154,4 @@ pub fn run(gpu: &GpuOptions, args: &BenchArgs, out: Output) -> Result<()> {
         records.extend(bench_adapter(options, args, out)?);
     }
     print_records(&records, args)
-}
-
-fn plan_only(options: &GpuOptions, args: &BenchArgs) -> Result<()> {
-    let arch = Architecture::sd21()?;
-    let precision = Precision::packed_f16(args.f16);
-    let oscar = Oscar::planning_only(Gpu::new(options)?, &arch, precision);
-    let policy = args.tiles.policy(&oscar)?;
-    let mib = |b: u64| format!("{:.0}", b as f64 / 1048576.0);
-    println!(
-        "plans of the full-size model ({precision:?} weights: {} MiB), activations in MiB; tiled within {} MiB",
-        mib(oscar.weights.bytes),
-        mib(policy.budget)
-    );
-    println!(
-        "{:>6} {:>5} {:<7} {:>9} {:>9}  {:<52}",
-        "size", "level", "", "untiled", "tiled", "tiles (latent pixels)"
-    );
-    let forced = TilePolicy {
-        budget: policy.budget,
-        vae_tile: Some(policy.vae_tile.unwrap_or(usize::MAX)),
-        unet_tile: None,
-    };
-    for &size in &args.sizes {
-        for &level in &args.levels {
-            let cell = oscar.info.pixels_per_token(level)?;
-            let grid = (size / cell, size / cell);
-            let untiled = match oscar.plan_decode(level, grid) {
-                Ok(plan) => mib(plan.peak_bytes),
-                Err(oscar_wgpu::Error::TooLarge { .. }) => "refused".into(),
-                Err(e) => return Err(e.into()),
-            };
-            let decode = oscar.decode_schedule(level, grid, &forced)?;
-            let tiles = match &decode {
-                DecodeSchedule::Staged { unet, vae, .. } => {
-                    format!("UNet {}, VAE {}", unet.describe(), vae.describe())
-                }
-                DecodeSchedule::Whole { .. } => "whole".into(),
-            };
-            println!(
-                "{size:>6} {level:>5} {:<7} {untiled:>9} {:>9}  {tiles}",
-                "decode",
-                mib(decode.peak_bytes())
-            );
-            let untiled = match oscar.encode_schedule(
-                level,
-                size,
-                size,
-                &TilePolicy {
-                    budget: u64::MAX,
-                    vae_tile: None,
-                    unet_tile: None,
-                },
-            ) {
-                Ok(s) => mib(s.peak_bytes()),
-                Err(oscar_wgpu::Error::TooLarge { .. }) => "refused".into(),
-                Err(e) => return Err(e.into()),
-            };
-            let (tiled, tiles) = match oscar.encode_schedule(level, size, size, &forced) {
-                Ok(EncodeSchedule::Staged { vae, hyper_bytes }) => (
-                    mib(vae.peak_bytes.max(hyper_bytes)),
-                    format!("VAE {}", vae.describe()),
-                ),
-                Ok(EncodeSchedule::Whole { peak_bytes }) => (mib(peak_bytes), "whole".into()),
-                Err(e @ oscar_wgpu::Error::OverBudget { .. }) => ("over".into(), e.to_string()),
-                Err(e) => return Err(e.into()),
-            };
-            println!(
-                "{size:>6} {level:>5} {:<7} {untiled:>9} {tiled:>9}  {tiles}",
-                "encode"
-            );
-        }
-    }
-    Ok(())
-}
-
-fn kernels(gpu: &Gpu, args: &BenchArgs, out: Output) -> Result<()> {
-    let (peak, bandwidth, results) = run_kernel_bench(gpu, args.quick, &args.only)?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"adapter": gpu.info.name, "fma_peak_gflops": peak, "bandwidth_gbs": bandwidth, "kernels": results})
-            )?
-        );
-        return Ok(());
-    }
-    progress(
-        out,
-        format!(
-            "{} ({:?}): FMA peak {peak:.1} GFLOP/s, bandwidth {bandwidth:.1} GB/s",
-            gpu.info.name, gpu.info.backend
-        ),
-    );
-    print!("{}", table(&results));
-    Ok(())
 }

@@ -14,15 +14,14 @@ use oscar_wgpu::model::{Oscar, RunOptions};
 use oscar_wgpu::rng::Rng;
 use oscar_wgpu::weights::Precision;
 
-use super::{progress, BenchArgs};
+use super::{progress, AdapterLabel, BenchArgs};
 use crate::cli::Output;
 
 /// One line of the results: (adapter, size, level, stage).
 #[derive(serde::Serialize)]
 pub(super) struct Record {
-    adapter: String,
-    backend: String,
-    driver: String,
+    #[serde(flatten)]
+    gpu: AdapterLabel,
     precision: String,
     /// The kernel set the ops took: `subgroup8` or `portable` (see `ops::kernel_set`).
     kernels: &'static str,
@@ -213,20 +212,15 @@ pub(super) fn bench_adapter(
 
 /// What every record of one adapter's bench says about the adapter and the model.
 struct Labels {
-    adapter: String,
-    backend: String,
-    driver: String,
+    gpu: AdapterLabel,
     precision: String,
     kernels: &'static str,
 }
 
 impl Labels {
     fn of(oscar: &Oscar, precision: Precision) -> Labels {
-        let info = &oscar.gpu.info;
         Labels {
-            adapter: info.name.clone(),
-            backend: format!("{:?}", info.backend).to_lowercase(),
-            driver: format!("{} {}", info.driver, info.driver_info),
+            gpu: AdapterLabel::of(&oscar.gpu),
             precision: format!("{precision:?}").to_lowercase(),
             kernels: oscar_wgpu::ops::kernel_set(&oscar.gpu),
         }
@@ -244,9 +238,7 @@ impl Labels {
     ) -> Record {
         let (median_ms, min_ms, max_ms) = spread(times);
         Record {
-            adapter: self.adapter.clone(),
-            backend: self.backend.clone(),
-            driver: self.driver.clone(),
+            gpu: self.gpu.clone(),
             precision: self.precision.clone(),
             kernels: self.kernels,
             version: env!("CARGO_PKG_VERSION"),
@@ -454,10 +446,8 @@ pub(super) fn print_records(records: &[Record], args: &BenchArgs) -> Result<()> 
         let mut w = String::from("adapter,backend,driver,precision,kernels,version,size,level,stage,median_ms,min_ms,max_ms,gflops,peak_fraction,peak_memory_bytes,machine_drift\n");
         for r in records {
             w += &format!(
-                "\"{}\",{},\"{}\",{},{},{},{},{},{},{:.4},{:.4},{:.4},{:.2},{:.4},{},{:.4}\n",
-                r.adapter,
-                r.backend,
-                r.driver,
+                "{},{},{},{},{},{},{},{:.4},{:.4},{:.4},{:.2},{:.4},{},{:.4}\n",
+                r.gpu.csv(),
                 r.precision,
                 r.kernels,
                 r.version,
@@ -491,7 +481,7 @@ pub(super) fn print_records(records: &[Record], args: &BenchArgs) -> Result<()> 
         for r in records {
             println!(
                 "{:<28} {:>5} {:>5} {:<14} {:>10.2} {:>10.2} {:>10.2} {:>9.1} {:>6.1}% {:>10.1}",
-                r.adapter.chars().take(28).collect::<String>(),
+                r.gpu.adapter.chars().take(28).collect::<String>(),
                 r.size,
                 r.level,
                 r.stage,
