@@ -578,6 +578,11 @@ fn impossible_requests_are_refused_by_name() {
         &oscar(&["bench", "--synthetic", "--runs", "0"]),
         "0 is not in 1..",
     );
+    // Before the probes and the runs of the levels that exist.
+    fails(
+        &oscar(&["bench", "--synthetic", "--levels", "5,9", "--sizes", "64"]),
+        "--levels 9: this model has levels 0..=7",
+    );
     let coded = tmp("already.oscar");
     std::fs::write(&coded, b"").unwrap();
     fails(

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use oscar_wgpu::bench::{median, probe};
 use oscar_wgpu::codec::{self, rans_gpu, ModelTag, OscarFile};
 use oscar_wgpu::gpu::{Gpu, GpuOptions};
@@ -143,6 +143,12 @@ pub(super) fn bench_adapter(
         None => Oscar::synthetic(gpu, &Architecture::sd21()?, 0, precision)?,
     };
     oscar.info.check_codec()?;
+    if let Some(&level) = args.levels.iter().find(|&&l| oscar.info.level(l).is_err()) {
+        bail!(
+            "--levels {level}: this model has levels 0..={}",
+            oscar.info.levels.len() - 1
+        );
+    }
     progress(
         out,
         format!(
