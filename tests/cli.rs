@@ -583,6 +583,10 @@ fn impossible_requests_are_refused_by_name() {
         &oscar(&["bench", "--synthetic", "--levels", "5,9", "--sizes", "64"]),
         "--levels 9: this model has levels 0..=7",
     );
+    fails(
+        &oscar(&["bench", "--synthetic", "--tile", "30", "--sizes", "64"]),
+        "--tile 30: tiles are a positive multiple of 8 pixels",
+    );
     let coded = tmp("already.oscar");
     std::fs::write(&coded, b"").unwrap();
     fails(

@@ -149,6 +149,9 @@ pub(super) fn bench_adapter(
             oscar.info.levels.len() - 1
         );
     }
+    // Runs tile where the user's budget (or the adapter's default) says, as encode and
+    // decode do; a bad --tile is refused here, before the probes.
+    let policy = args.tiles.policy(&oscar)?;
     progress(
         out,
         format!(
@@ -176,10 +179,8 @@ pub(super) fn bench_adapter(
     let bench = LevelBench {
         oscar: &oscar,
         args,
-        // Runs tile where the user's budget (or the adapter's default) says, as encode
-        // and decode do.
         plain: RunOptions {
-            tiling: Some(args.tiles.policy(&oscar)?),
+            tiling: Some(policy),
             ..RunOptions::default()
         },
         tag: ModelTag::from_hex(&oscar.info.content_hash)?,
