@@ -993,6 +993,29 @@ fn bench_results_name_every_adapter() {
         .collect();
     got.sort();
     assert_eq!(got, want);
+    let vulkan = [
+        "bench",
+        "--kernels",
+        "--only",
+        only,
+        "--backend",
+        "vulkan",
+        "--csv",
+    ];
+    let out = oscar(&vulkan);
+    ok(&out);
+    let csv = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "a header and one kernel: {csv}");
+    assert!(
+        lines[0].starts_with("adapter,backend,driver,fma_peak_gflops,"),
+        "{csv}"
+    );
+    assert!(
+        lines[1].contains(",vulkan,")
+            && lines[1].contains(",attention,\"4096 q × 77 k, 5 heads × 64\","),
+        "{csv}"
+    );
 
     let out = oscar(&[
         "bench",
