@@ -52,8 +52,8 @@ pub(super) fn run(adapters: &[GpuOptions], args: &BenchArgs) -> Result<()> {
 
 fn plan(oscar: &Oscar, precision: Precision, args: &BenchArgs) -> Result<Vec<PlanRecord>> {
     let policy = args.tiles.policy(oscar)?;
-    // Staged, with the VAE tiled whenever the budget lets it run whole (a tile as large
-    // as the picture): what the smallest memory a run takes looks like.
+    // Always staged: naming a VAE tile (the user's, else one as large as the picture)
+    // makes the tiled column the staged plan even where the picture fits whole.
     let forced = TilePolicy {
         budget: policy.budget,
         vae_tile: Some(policy.vae_tile.unwrap_or(usize::MAX)),
