@@ -527,15 +527,17 @@ fn upload_slot(gpu: &Gpu, name: &str, slot: &Slot, layout: Layout) -> Result<wgp
 /// f16's range is refused rather than packed as an infinity.
 fn host_bytes(name: &str, values: &[f32], storage: DType) -> Result<Vec<u8>> {
     match storage {
-        DType::F16 => match values
-            .iter()
-            .find(|&&v| half::f16::from_f32(v).is_infinite())
-        {
-            Some(v) => Err(Error::BadModel(format!(
-                "weight '{name}' holds {v}, beyond the ±65504 of f16: load it without --f16"
-            ))),
-            None => Ok(pack_f16(values)),
-        },
+        DType::F16 => {
+            let packed = pack_f16(values);
+            // File weights are finite by now, so an infinity here is a value packing made.
+            match first_non_finite(Dtype::F16, &packed) {
+                Some((at, _)) => Err(Error::BadModel(format!(
+                    "weight '{name}' holds {}, beyond the ±65504 of f16: load it without --f16",
+                    values[at]
+                ))),
+                None => Ok(packed),
+            }
+        }
         _ => Ok(bytemuck::cast_slice::<f32, u8>(values).to_vec()),
     }
 }
